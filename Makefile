@@ -1,0 +1,35 @@
+# The two commands: `make run` and `make test`. Everything else is a helper of those.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+WORKERS ?= 2
+ENGINE ?= diffusers
+PROFILE ?=
+export HF_HUB_OFFLINE := 1
+
+.PHONY: run test venv browser clean-data
+
+venv: $(VENV)/.installed
+
+# torch is pinned in requirements.txt and installed in the same pip command as diffusers,
+# so pip takes the local CPU wheel instead of a multi-GB CUDA build.
+$(VENV)/.installed: requirements.txt requirements-nodeps.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -r requirements-nodeps.txt
+	touch $@
+
+run: venv
+	$(BIN)/python -m webapp.stack.run --workers $(WORKERS) --engine $(ENGINE) --profile "$(PROFILE)"
+
+# Headless Chromium for the browser test (Debian package); the test skips, saying why, without it.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  (apt-get install -y -qq chromium >/dev/null 2>&1 || (apt-get update -qq >/dev/null 2>&1 && \
+	   apt-get install -y -qq chromium >/dev/null 2>&1)) || echo "chromium not installed; browser test will skip"; }
+
+test: venv browser
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean-data:
+	rm -rf .data

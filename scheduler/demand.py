@@ -1,0 +1,113 @@
+"""Demand per K* class: what the controller plans for.
+
+`DemandEstimator` counts arrivals per K* class in the current controller window and, at each `roll(now)`,
+turns them into a rate. The estimate is **fast up, slow down**: max(last window's rate, EWMA), with the
+EWMA weight `alpha` on the newest window. A rising burst is planned for at once (the lesson of the
+prototype: a slow EWMA multiplied SLO violations 5–25×); a fading one is forgotten gradually so a short lull
+does not strip capacity. It also keeps, per class, the mean expected quality at each level from the
+similarities actually seen, which is what the planner trades off.
+
+Every policy with a controller uses this same estimator with the same settings (fairness, DESIGN §5).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .quality import QualityModel
+
+
+@dataclass
+class DemandEstimate:
+    """Rates (req/s) per K* class and mean Q per class × level. Classes and levels share one list."""
+
+    levels: list[int]
+    rates: list[float]
+    quality: list[list[float]]  # [class][level]
+    time: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return float(sum(self.rates))
+
+    def to_dict(self) -> dict:
+        return {"levels": list(self.levels), "rates": list(map(float, self.rates)),
+                "quality": [list(map(float, r)) for r in self.quality], "time": float(self.time)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DemandEstimate":
+        return cls(levels=[int(x) for x in d["levels"]], rates=[float(x) for x in d["rates"]],
+                   quality=[[float(x) for x in r] for r in d["quality"]], time=float(d.get("time", 0.0)))
+
+
+def default_class_quality(levels: list[int] | tuple[int, ...], qm: QualityModel) -> np.ndarray:
+    """Per-class Q at each level before any request was seen: evaluated at a representative similarity
+    (the middle of the class's similarity band; 0.5 for misses)."""
+    reps = {0: 0.5, 5: 0.70, 10: 0.80, 15: 0.875, 20: 0.925, 25: 0.975}
+    s = np.array([reps.get(k, 0.5) for k in levels])
+    return qm.q_matrix(s, list(levels))
+
+
+@dataclass
+class DemandEstimator:
+    levels: list[int]
+    quality_model: QualityModel = field(default_factory=QualityModel)
+    alpha: float = 0.5
+    start: float = 0.0
+    _counts: np.ndarray = field(init=False, repr=False)
+    _qsum: np.ndarray = field(init=False, repr=False)
+    _ewma: np.ndarray = field(init=False, repr=False)
+    _last: np.ndarray = field(init=False, repr=False)
+    _qmean: np.ndarray = field(init=False, repr=False)
+    _window_start: float = field(init=False, repr=False)
+    _seen: bool = field(init=False, repr=False, default=False)
+
+    def __post_init__(self) -> None:
+        n = len(self.levels)
+        self._index = {k: i for i, k in enumerate(self.levels)}
+        self._counts = np.zeros(n)
+        self._qsum = np.zeros((n, n))
+        self._ewma = np.zeros(n)
+        self._last = np.zeros(n)
+        self._qmean = default_class_quality(self.levels, self.quality_model)
+        self._qweight = np.zeros(n)
+        self._window_start = self.start
+
+    def observe(self, k_star: int, q_row: np.ndarray | None = None) -> None:
+        """Record one arrival of class k_star; q_row = its Q at each level (optional)."""
+        i = self._index[k_star]
+        self._counts[i] += 1
+        if q_row is not None:
+            self._qsum[i] += q_row
+
+    def roll(self, now: float) -> DemandEstimate:
+        """Close the current window at `now` and return the updated estimate."""
+        span = max(now - self._window_start, 1e-9)
+        rate = self._counts / span
+        if not self._seen:
+            self._ewma = rate.copy()
+            self._seen = True
+        else:
+            self._ewma = self.alpha * rate + (1.0 - self.alpha) * self._ewma
+        self._last = rate
+        # Per-class quality: running mean weighted by counts, decayed like the EWMA.
+        has = self._counts > 0
+        if has.any():
+            w_old = (1.0 - self.alpha) * self._qweight
+            new_mean = np.where(has[:, None], self._qsum / np.maximum(self._counts, 1)[:, None], self._qmean)
+            tot = w_old + self._counts
+            mix = np.where(tot[:, None] > 0, (w_old[:, None] * self._qmean + self._counts[:, None] * new_mean)
+                           / np.maximum(tot, 1e-12)[:, None], self._qmean)
+            self._qmean = np.where(has[:, None], mix, self._qmean)
+            self._qweight = tot
+        self._counts[:] = 0
+        self._qsum[:] = 0
+        self._window_start = now
+        return self.estimate(now)
+
+    def estimate(self, now: float) -> DemandEstimate:
+        rates = np.maximum(self._ewma, self._last)
+        return DemandEstimate(levels=list(self.levels), rates=rates.tolist(), quality=self._qmean.tolist(),
+                              time=now)

@@ -1,0 +1,76 @@
+"""Per-request dispatch rules: route-and-batch, the deadline check and the least-𝒟_Q redirect.
+
+Route-and-batch (the paper's rule), among the workers at the chosen level:
+* **load measure**: outstanding requests (queued + one for a busy worker) per worker at that level;
+* **low load** (measure < `load_threshold`, default 1.0, or some worker at the level is idle): send the
+  request to the worker that will be free soonest, batch size 1 — lowest latency;
+* **high load**: send it to the worker whose queue is the longest that is not yet a full batch (plan
+  batch size), so full batches form — highest throughput; if every queue is full, the soonest-free one.
+
+Deadline check: expected finish = now + the worker's backlog + L(K′, 1) (conservative: it ignores the
+saving from joining a partial batch). If it misses the deadline the request is redirected: first the
+soonest-free worker at the same level, then the other levels in order of least quality loss
+𝒟_Q = max(0, Q(s, K*) − Q(s, K′)) — among loss-free levels (K′ ≤ K*) the cheapest first — and the first
+that can meet the deadline wins. If none can, the option that finishes earliest is taken.
+
+Everything here loops over at most the workers of one level and the (few) levels: no per-request work
+proportional to the cache or the history.
+"""
+
+from __future__ import annotations
+
+from .interface import ClusterView
+
+
+def effective_level(k: int, available: tuple[int, ...]) -> int:
+    """The level a request can actually resume at when sent to level k: k if its neighbour has it, else
+    the nearest cached level above (else below); 0 without a neighbour."""
+    if k == 0 or not available:
+        return 0
+    if k in available:
+        return k
+    above = [lv for lv in available if lv > k]
+    if above:
+        return min(above)
+    return max(available)
+
+
+def soonest_free(workers: list[int], cluster: ClusterView, now: float) -> tuple[int, float]:
+    """(worker, backlog seconds) of the worker that frees up first."""
+    best_w, best_b = workers[0], float("inf")
+    bu, qs = cluster.busy_until, cluster.queued_s
+    for w in workers:
+        rem = bu[w] - now
+        b = (rem if rem > 0 else 0.0) + qs[w]
+        if b < best_b:
+            best_w, best_b = w, b
+    return best_w, best_b
+
+
+def route_and_batch(workers: list[int], cluster: ClusterView, now: float, batch_plan: int,
+                    load_threshold: float = 1.0) -> tuple[int, int, float]:
+    """Pick (worker, batch size, its backlog seconds) among `workers` (all at one level)."""
+    ql, run = cluster.queue_len, cluster.running
+    outstanding = 0
+    idle = False
+    for w in workers:
+        q = ql[w]
+        busy = run[w] > 0
+        outstanding += q + (1 if busy else 0)
+        if q == 0 and not busy:
+            idle = True
+    if idle or outstanding < load_threshold * len(workers) or batch_plan <= 1:
+        w, b = soonest_free(workers, cluster, now)
+        return w, 1, b
+    best_w, best_q, best_b = -1, -1, float("inf")
+    bu, qs = cluster.busy_until, cluster.queued_s
+    for w in workers:
+        q = ql[w]
+        if q < batch_plan:
+            rem = bu[w] - now
+            bl = (rem if rem > 0 else 0.0) + qs[w]
+            if q > best_q or (q == best_q and bl < best_b):
+                best_w, best_q, best_b = w, q, bl
+    if best_w < 0:
+        best_w, best_b = soonest_free(workers, cluster, now)
+    return best_w, batch_plan, best_b

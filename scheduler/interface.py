@@ -1,0 +1,107 @@
+"""The seam between a policy and whatever runs it (the simulator now, the live Django system later).
+
+A runner owns time, queues and workers; a policy owns decisions. They meet in two calls:
+
+* **Controller** — every `SchedulerConfig.period_s` seconds (Celery beat in the live system):
+
+      estimate = estimator.roll(now)                # scheduler.demand.DemandEstimator, fed by observe()
+      plan = policy.plan(now, estimate)              # -> scheduler.planner.Plan (JSON: plan.to_dict())
+
+  The live system stores `plan.to_dict()` and, in every process that dispatches, calls
+  `policy.set_plan(Plan.from_dict(row))` when a newer version appears. `plan.worker_levels[w]` is the
+  level of worker w, `plan.batch_size[k]` the batch cap at level k. Policies without a controller
+  (Clipper-HA/HT, NIRVANA) return a fixed plan; calling `plan` is harmless.
+
+* **Dispatcher** — once per request, at arrival:
+
+      decision = policy.dispatch(RequestView(...), ClusterView(...), now)
+      # -> Decision(worker_index, k_prime, batch_size, redirected)
+
+  The runner enqueues the request on `decision.worker_index`, to be served at `decision.k_prime`
+  (resuming from the neighbour's latent at that step; 0 = full generation) in a batch of at most
+  `decision.batch_size` requests of the same K′. It calls `estimator.observe(request.k_star, q_row)` so
+  the next plan sees the demand, and, after each batch, `policy.on_batch_done(...)` (Clipper's AIMD uses
+  it; others ignore it).
+
+Everything crossing the seam is a plain dataclass of numbers and lists: no simulator internals, no ORM
+objects. `ClusterView` is indexed by worker and may be kept and updated in place by the runner.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .predictor import Predictor
+from .profiles import LatencyProfile
+from .quality import QualityModel
+
+
+@dataclass(slots=True)
+class RequestView:
+    """What a dispatcher may know about one request."""
+
+    id: int | str
+    arrival: float                      # seconds (runner's clock)
+    deadline: float                     # arrival + SLO
+    similarity: float | None            # cosine similarity to the nearest cached prompt; None: empty cache
+    k_star: int                         # predicted K*, already capped to the neighbour's cached levels
+    levels_available: tuple[int, ...] = ()  # levels cached for that neighbour (empty: no neighbour)
+
+
+@dataclass(slots=True)
+class ClusterView:
+    """Live per-worker state, lists indexed by worker."""
+
+    levels: list[int]                   # level each worker is set to by the current plan
+    queue_len: list[int]                # requests queued, not yet running
+    running: list[int]                  # requests in the batch being served (0: idle)
+    busy_until: list[float]             # when the running batch is expected to finish (≤ now: idle)
+    queued_s: list[float]               # expected seconds to serve what is queued
+
+    @classmethod
+    def idle(cls, levels: list[int]) -> "ClusterView":
+        n = len(levels)
+        return cls(list(levels), [0] * n, [0] * n, [0.0] * n, [0.0] * n)
+
+    def backlog_s(self, w: int, now: float) -> float:
+        """Expected seconds until worker w has finished everything it holds."""
+        rem = self.busy_until[w] - now
+        return (rem if rem > 0 else 0.0) + self.queued_s[w]
+
+
+@dataclass(slots=True)
+class Decision:
+    worker_index: int
+    k_prime: int
+    batch_size: int
+    redirected: bool = False
+
+
+@dataclass
+class SchedulerConfig:
+    """Settings shared by every policy (fairness: same period, estimator, utilisation target, caps)."""
+
+    n_workers: int
+    profile: LatencyProfile
+    slo_s: float
+    quality: QualityModel = field(default_factory=QualityModel)
+    predictor: Predictor = field(default_factory=Predictor)
+    period_s: float = 10.0              # controller period
+    util_target: float = 0.85           # planned utilisation of each level's full-batch capacity
+    headroom: float = 1.0               # demand multiplier before planning
+    ewma_alpha: float = 0.5             # weight of the newest window in the demand EWMA
+    load_threshold: float = 1.0         # outstanding requests per worker at a level: below → spread, b = 1
+
+    @property
+    def levels(self) -> list[int]:
+        return list(self.profile.levels)
+
+    def batch_caps(self) -> dict[int, int]:
+        return self.profile.batch_caps(self.slo_s)
+
+    def to_dict(self) -> dict:
+        return {"n_workers": self.n_workers, "profile": self.profile.name, "slo_s": self.slo_s,
+                "levels": self.levels, "period_s": self.period_s, "util_target": self.util_target,
+                "headroom": self.headroom, "ewma_alpha": self.ewma_alpha,
+                "load_threshold": self.load_threshold, "batch_caps": {str(k): v for k, v in self.batch_caps().items()},
+                "thresholds": [list(t) for t in self.predictor.thresholds], "quality": self.quality.to_dict()}

@@ -1,0 +1,194 @@
+"""Resource Controller: the mixed-integer program that turns demand per K* class into a plan.
+
+Variables (scipy.optimize.milp / HiGHS):
+  n_j  ≥ 0 integer   workers at level j, Σ_j n_j = N (the whole cluster);
+  x_ij ≥ 0           rate (req/s) of class i routed to level j.
+Constraints:
+  Σ_i x_ij ≤ ρ · n_j · b_j / L(j, b_j)     capacity of level j at the utilisation target ρ, with b_j the
+                                             batch cap (largest b with L ≤ SLO/2);
+  Σ_j x_ij ≤ h · d_i                        a class is never sent more than its (headroom-scaled) demand.
+Objective (lexicographic through a large weight W): maximise Σ x_ij (serve as much demand as possible),
+then Σ q_ij x_ij (expected quality, i.e. minimise 𝒟_Q). When demand exceeds capacity the program stays
+feasible and serves what it can; the route fractions then describe the served share and the dispatcher's
+deadline redirect handles the rest.
+
+Workers the program does not need are spread over the used levels so utilisation is evened out (more
+slack for bursts). Prompt-agnostic planning (PROTEUS) is the same program over a single class whose
+quality per level is the demand-weighted mean over all classes.
+
+The `Plan` is plain data and JSON-serialisable (`to_dict`/`from_dict`): the live system stores it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from scipy.optimize import Bounds, LinearConstraint, milp
+
+from .demand import DemandEstimate
+from .profiles import LatencyProfile
+
+SERVE_WEIGHT = 100.0  # ≫ any quality gain per unit rate: serving more always beats serving better
+
+
+@dataclass
+class Plan:
+    """A controller decision. Classes (K*) and levels (K′) are both indexed by `levels`."""
+
+    levels: list[int]
+    worker_levels: list[int]                 # level of each worker, len = cluster size
+    route: list[list[float]]                 # route[i][j]: share of class levels[i] sent to levels[j]
+    batch_size: dict[int, int]               # batch size per level (the cap; dispatch may use 1)
+    workers_per_level: list[int] = field(default_factory=list)
+    capacity: list[float] = field(default_factory=list)      # req/s per level at the utilisation target
+    utilisation: list[float] = field(default_factory=list)   # planned load / full capacity per level
+    expected_quality: float = 1.0
+    served_rate: float = 0.0
+    demand_rate: float = 0.0
+    solve_time_s: float = 0.0
+    status: str = "fixed"
+    policy: str = ""
+    prompt_aware: bool = True
+    time: float = 0.0
+    version: int = 0
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["batch_size"] = {str(k): int(v) for k, v in self.batch_size.items()}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Plan":
+        d = dict(d)
+        d["batch_size"] = {int(k): int(v) for k, v in d["batch_size"].items()}
+        d["levels"] = [int(x) for x in d["levels"]]
+        d["worker_levels"] = [int(x) for x in d["worker_levels"]]
+        return cls(**d)
+
+
+def fixed_plan(levels: list[int], n_workers: int, level: int, batch_size: dict[int, int],
+               policy: str = "") -> Plan:
+    """Every worker at one level; every class routed there (Clipper-style)."""
+    j = levels.index(level)
+    route = [[1.0 if jj == j else 0.0 for jj in range(len(levels))] for _ in levels]
+    wpl = [n_workers if jj == j else 0 for jj in range(len(levels))]
+    return Plan(levels=list(levels), worker_levels=[level] * n_workers, route=route,
+                batch_size=dict(batch_size), workers_per_level=wpl, policy=policy, status="fixed")
+
+
+def assign_worker_levels(counts: list[int], levels: list[int], previous: list[int] | None) -> list[int]:
+    """Concrete level per worker with the fewest changes from the previous plan (queued work drains)."""
+    n = sum(counts)
+    quota = dict(zip(levels, counts))
+    out: list[int | None] = [None] * n
+    if previous is not None and len(previous) == n:
+        for w, lv in enumerate(previous):
+            if quota.get(lv, 0) > 0:
+                out[w] = lv
+                quota[lv] -= 1
+    rest = [lv for lv in levels for _ in range(quota[lv])]
+    it = iter(rest)
+    for w in range(n):
+        if out[w] is None:
+            out[w] = next(it)
+    return [int(x) for x in out]  # type: ignore[arg-type]
+
+
+def fallback_route_row(i: int, levels: list[int], q_row: np.ndarray, has_workers: np.ndarray) -> list[float]:
+    """Route for a class the program sent nowhere: the cheapest level with no quality loss (≤ its K*),
+    else the level with the least loss; only levels that have workers."""
+    k_star = levels[i]
+    cand = [j for j in range(len(levels)) if has_workers[j]]
+    if not cand:
+        cand = list(range(len(levels)))
+    zero = [j for j in cand if levels[j] <= k_star]
+    pick = max(zero, key=lambda j: levels[j]) if zero else max(cand, key=lambda j: (q_row[j], -levels[j]))
+    return [1.0 if j == pick else 0.0 for j in range(len(levels))]
+
+
+def solve_plan(demand: DemandEstimate, n_workers: int, profile: LatencyProfile, slo_s: float,
+               util_target: float = 0.85, headroom: float = 1.0, prompt_aware: bool = True,
+               previous: Plan | None = None, batch_caps: dict[int, int] | None = None,
+               time_limit_s: float = 1.0, policy: str = "") -> Plan:
+    """Solve the controller's MILP for one period. Always returns a plan (see module docstring)."""
+    t0 = time.perf_counter()
+    levels = list(demand.levels)
+    J = len(levels)
+    caps = batch_caps or profile.batch_caps(slo_s)
+    mu = np.array([caps[k] / profile.latency(k, caps[k]) for k in levels])  # req/s per worker, full batches
+    d_cls = np.maximum(np.asarray(demand.rates, dtype=float), 0.0) * headroom
+    q_cls = np.asarray(demand.quality, dtype=float)
+    if prompt_aware:
+        d, q = d_cls, q_cls
+    else:  # PROTEUS: one prompt-agnostic class, mean quality per level
+        tot = d_cls.sum()
+        w = d_cls / tot if tot > 0 else np.full(J, 1.0 / J)
+        d, q = np.array([tot]), (w[:, None] * q_cls).sum(axis=0, keepdims=True)
+    C = len(d)
+    nvar = J + C * J
+    c = np.zeros(nvar)
+    c[J:] = -(SERVE_WEIGHT + q.reshape(-1))
+    A = np.zeros((1 + J + C, nvar))
+    lb = np.full(1 + J + C, -np.inf)
+    ub = np.zeros(1 + J + C)
+    A[0, :J] = 1.0
+    lb[0] = ub[0] = n_workers
+    for j in range(J):
+        A[1 + j, J + j: J + C * J: J] = 1.0  # Σ_i x_ij
+        A[1 + j, j] = -util_target * mu[j]
+    for i in range(C):
+        A[1 + J + i, J + i * J: J + (i + 1) * J] = 1.0
+        ub[1 + J + i] = d[i]
+    integrality = np.zeros(nvar)
+    integrality[:J] = 1
+    hi = np.full(nvar, np.inf)
+    hi[:J] = n_workers
+    res = milp(c, constraints=LinearConstraint(A, lb, ub), integrality=integrality,
+               bounds=Bounds(np.zeros(nvar), hi), options={"time_limit": time_limit_s})
+    if res.x is None:  # should not happen (x = 0 is always feasible); keep a safe plan
+        n = np.zeros(J, dtype=int)
+        n[-1] = n_workers
+        x = np.zeros((C, J))
+        status = f"failed: {res.message}"
+    else:
+        n = np.rint(res.x[:J]).astype(int)
+        x = np.maximum(res.x[J:].reshape(C, J), 0.0)
+        status = "optimal" if res.status == 0 else f"status {res.status}: {res.message}"
+    # Spread workers the program did not need: fill the most utilised level first.
+    load = x.sum(axis=0)
+    need = np.array([math.ceil(load[j] / (util_target * mu[j]) - 1e-9) if load[j] > 0 else 0 for j in range(J)])
+    need = np.minimum(need, n)
+    spare = n_workers - int(need.sum())
+    n = need.copy()
+    if load.sum() <= 0:
+        n[0] += spare  # no demand at all: everything at the best-quality level
+    else:
+        for _ in range(spare):
+            util = np.where(load > 0, load / (np.maximum(n, 1e-9) * mu), -1.0)
+            util[(load > 0) & (n == 0)] = np.inf
+            n[int(np.argmax(util))] += 1
+    # Route fractions per K* class.
+    has_workers = n > 0
+    route: list[list[float]] = []
+    for i in range(J):
+        row = x[i] if prompt_aware else x[0]
+        s = row.sum()
+        if s > 1e-12:
+            route.append((row / s).tolist())
+        else:
+            route.append(fallback_route_row(i, levels, q_cls[i], has_workers))
+    served = float(x.sum())
+    exp_q = float((q * x).sum() / served) if served > 0 else 1.0
+    full_cap = mu * n
+    util = np.where(full_cap > 0, load / np.maximum(full_cap, 1e-12), 0.0)
+    worker_levels = assign_worker_levels(n.tolist(), levels, previous.worker_levels if previous else None)
+    return Plan(levels=levels, worker_levels=worker_levels, route=route,
+                batch_size={k: int(caps[k]) for k in levels}, workers_per_level=n.tolist(),
+                capacity=(util_target * full_cap).tolist(), utilisation=util.tolist(),
+                expected_quality=exp_q, served_rate=served, demand_rate=float(d.sum()),
+                solve_time_s=time.perf_counter() - t0, status=status, policy=policy,
+                prompt_aware=prompt_aware, time=demand.time,
+                version=(previous.version + 1) if previous else 1)

@@ -1,0 +1,173 @@
+"""Shared fixtures: real PostgreSQL/pgvector, real Redis and real Celery worker processes.
+
+Nothing of our own infrastructure is mocked. Services start once per test run, on ports
+chosen by tests/stack_plugin.py, and stop at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_unconfigure(config) -> None:
+    run_dir = os.environ.get("T2I_TEST_RUN_DIR")
+    if run_dir and not os.environ.get("T2I_KEEP_TEST_DATA"):
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def embedded_services():
+    from webapp.stack.services import Postgres, Redis
+
+    run_dir = Path(os.environ["T2I_TEST_RUN_DIR"])
+    pg = Postgres(run_dir / "pg", int(os.environ["T2I_TEST_PG_PORT"]), fast_unsafe=True)
+    redis = Redis(run_dir / "redis", int(os.environ["T2I_TEST_REDIS_PORT"]), persist=False)
+    pg.start()
+    redis.start()
+    yield {"postgres": pg, "redis": redis}
+    redis.stop()
+    pg.stop()
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(embedded_services):
+    """pytest-django creates the test database after this: the server must be up by then."""
+    return None
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path() -> Path:
+    from django.conf import settings
+
+    from workers.tiny_model import build_tiny_pipeline
+
+    path = Path(settings.T2I_MODEL_PATH)
+    if not (path / "model_index.json").exists():
+        tmp = path.with_name(path.name + f".building-{os.getpid()}")
+        build_tiny_pipeline(tmp)
+        shutil.rmtree(path, ignore_errors=True)
+        tmp.rename(path)
+    return path
+
+
+class WorkerProcess:
+    """One real `celery worker` process consuming one queue, against the test database."""
+
+    def __init__(self, queue: str, index: int | None, env: dict[str, str], log_path: Path) -> None:
+        self.queue, self.index, self.env, self.log_path = queue, index, env, log_path
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60) -> "WorkerProcess":
+        name = f"{self.queue.replace('.', '')}-{time.monotonic_ns()}@test"
+        env = dict(self.env)
+        if self.index is not None:
+            env["T2I_WORKER_INDEX"] = str(self.index)
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "webapp", "worker", "-Q", self.queue, "-c", "1",
+             "--prefetch-multiplier", "1", "-n", name, "--without-gossip", "--without-mingle",
+             "--without-heartbeat", "-l", "INFO"],
+            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if "ready." in self.log_path.read_text(errors="replace"):
+                return self
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        raise RuntimeError(f"worker for {self.queue} did not start:\n"
+                           + self.log_path.read_text(errors="replace")[-3000:])
+
+    def child_pids(self) -> list[int]:
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True)
+        return [int(p) for p in out.stdout.split()]
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+@pytest.fixture(scope="session")
+def worker_env(embedded_services, django_db_setup, tiny_model_path) -> dict[str, str]:
+    """Environment of worker processes: the *test* database that pytest-django created."""
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    return dict(os.environ, DATABASE_URL=f"postgres://postgres@127.0.0.1:{db['PORT']}/{db['NAME']}",
+                PYTHONUNBUFFERED="1")
+
+
+@pytest.fixture(scope="session")
+def start_worker(worker_env):
+    """Factory: start a worker process for queue gpu.<index> (stopped at session end)."""
+    started: list[WorkerProcess] = []
+    log_dir = Path(os.environ["T2I_TEST_RUN_DIR"]) / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+
+    def start(index: int, queue: str | None = None) -> WorkerProcess:
+        queue = queue or f"gpu.{index}"
+        worker = WorkerProcess(queue, index, worker_env, log_dir / f"{queue}-{len(started)}.log")
+        started.append(worker)
+        return worker.start()
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+@pytest.fixture(scope="session")
+def gpu_workers(start_worker) -> list[WorkerProcess]:
+    """Both GPU slots served by real worker processes for the whole session."""
+    from django.conf import settings
+
+    return [start_worker(i) for i in range(settings.T2I_WORKERS)]
+
+
+@pytest.fixture
+def user(db, django_user_model):
+    return django_user_model.objects.create_user("alice", password="pw-alice-123")
+
+
+@pytest.fixture
+def other_user(db, django_user_model):
+    return django_user_model.objects.create_user("bob", password="pw-bob-123")
+
+
+@pytest.fixture
+def api(user):
+    from rest_framework.authtoken.models import Token
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    return client
+
+
+def wait_for_status(request_id, statuses, timeout: float = 60, tick=None):
+    """Poll the ledger until the row reaches one of `statuses` (calling `tick` each round)."""
+    from webapp.ledger.models import GenerationRequest
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        row = GenerationRequest.objects.get(pk=request_id)
+        if row.status in statuses:
+            return row
+        if tick:
+            tick()
+        time.sleep(0.1)
+    raise AssertionError(f"request {request_id} still {row.status} after {timeout} s: {row.error}")

@@ -1,0 +1,100 @@
+"""DRF serializers of the generation API. Validation messages say what is wrong and what is allowed."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.urls import reverse
+from rest_framework import serializers
+
+from webapp.ledger.models import SEED_MAX, GenerationRequest, ServingConfig
+from webapp.ledger.prompt_tokens import count_tokens
+
+
+class GenerationCreateSerializer(serializers.Serializer):
+    prompt = serializers.CharField(max_length=2000, trim_whitespace=True, allow_blank=True)
+    negative_prompt = serializers.CharField(max_length=2000, required=False, allow_blank=True,
+                                            default="")
+    seed = serializers.IntegerField(required=False, allow_null=True,
+                                    help_text=f"0 to {SEED_MAX}; random when omitted.")
+    width = serializers.IntegerField(required=False, allow_null=True)
+    height = serializers.IntegerField(required=False, allow_null=True)
+    steps = serializers.IntegerField(required=False, allow_null=True)
+    guidance_scale = serializers.FloatField(required=False, default=7.5, min_value=0.0,
+                                            max_value=30.0)
+    idempotency_key = serializers.CharField(required=False, allow_null=True, max_length=128,
+                                            help_text="Or the Idempotency-Key header.")
+
+    def validate_prompt(self, value: str) -> str:
+        if not value.strip():
+            raise serializers.ValidationError("The prompt is empty; describe the image you want.")
+        tokens = count_tokens(value)
+        if tokens > settings.T2I_MAX_PROMPT_TOKENS:
+            raise serializers.ValidationError(
+                f"The prompt is {tokens} CLIP tokens long; the text encoder accepts at most "
+                f"{settings.T2I_MAX_PROMPT_TOKENS} (including start and end). Shorten it.")
+        return value
+
+    def validate_negative_prompt(self, value: str) -> str:
+        if value and count_tokens(value) > settings.T2I_MAX_PROMPT_TOKENS:
+            raise serializers.ValidationError(
+                f"The negative prompt is longer than {settings.T2I_MAX_PROMPT_TOKENS} CLIP tokens.")
+        return value
+
+    def validate_seed(self, value: int | None) -> int | None:
+        if value is not None and not 0 <= value <= SEED_MAX:
+            raise serializers.ValidationError(f"Seed must be between 0 and {SEED_MAX}.")
+        return value
+
+    def validate(self, attrs: dict) -> dict:
+        config = ServingConfig.current()
+        sizes = config.allowed_size_list
+        errors = {}
+        for dim in ("width", "height"):
+            value = attrs.get(dim)
+            if value is not None and value not in sizes:
+                errors[dim] = [f"Unsupported {dim} {value}; allowed sizes are {sizes}."]
+        steps = attrs.get("steps")
+        if steps is not None and not config.min_steps <= steps <= config.max_steps:
+            errors["steps"] = [f"Unsupported steps {steps}; use {config.min_steps} to "
+                               f"{config.max_steps}."]
+        if errors:
+            raise serializers.ValidationError(errors)
+        return attrs
+
+
+class GenerationSerializer(serializers.ModelSerializer):
+    url = serializers.SerializerMethodField()
+    image_url = serializers.SerializerMethodField()
+    thumbnail_url = serializers.SerializerMethodField()
+    queue_wait_seconds = serializers.FloatField(read_only=True)
+    latency_seconds = serializers.FloatField(read_only=True)
+    on_time = serializers.BooleanField(read_only=True, allow_null=True)
+
+    class Meta:
+        model = GenerationRequest
+        fields = [
+            "id", "url", "status", "prompt", "negative_prompt", "seed", "width", "height", "steps",
+            "guidance_scale", "idempotency_key", "created_at", "published_at", "started_at",
+            "finished_at", "deadline", "queue_wait_seconds", "latency_seconds", "on_time",
+            "attempts", "error", "image_url", "thumbnail_url", "model_label",
+            "k_star", "k_served", "worker", "plan_version", "redirected", "similarity",
+            "cache_neighbor_id", "cache_neighbor_prompt", "batch_size", "service_seconds", "quality",
+        ]
+        read_only_fields = fields
+
+    def _absolute(self, path: str) -> str:
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request else path
+
+    def get_url(self, obj: GenerationRequest) -> str:
+        return self._absolute(reverse("api-generation-detail", args=[obj.id]))
+
+    def get_image_url(self, obj: GenerationRequest) -> str | None:
+        if obj.status != "succeeded" or not obj.image:
+            return None
+        return self._absolute(reverse("api-generation-image", args=[obj.id]))
+
+    def get_thumbnail_url(self, obj: GenerationRequest) -> str | None:
+        if obj.status != "succeeded" or not obj.thumbnail:
+            return None
+        return self._absolute(reverse("api-generation-image", args=[obj.id]) + "?thumbnail=1")

@@ -1,0 +1,90 @@
+"""The generation API: submit, poll, list, cancel, download."""
+
+from __future__ import annotations
+
+from django.http import FileResponse, Http404
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+from rest_framework.throttling import UserRateThrottle
+
+from webapp.ledger import transitions
+from webapp.ledger.models import GenerationRequest, Status
+from webapp.ledger.publishing import BrokerUnavailable
+from webapp.ledger.submission import InFlightCapReached, Submission, submit
+
+from .serializers import GenerationCreateSerializer, GenerationSerializer
+
+
+class SubmitThrottle(UserRateThrottle):
+    scope = "submit"
+
+
+class ReadThrottle(UserRateThrottle):
+    scope = "read"
+
+
+class GenerationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    serializer_class = GenerationSerializer
+
+    def get_queryset(self):
+        rows = GenerationRequest.objects.filter(owner=self.request.user)
+        wanted = self.request.query_params.get("status")
+        if wanted:
+            rows = rows.filter(status=wanted)
+        return rows
+
+    def get_throttles(self):
+        return [SubmitThrottle()] if self.action == "create" else [ReadThrottle()]
+
+    @extend_schema(parameters=[OpenApiParameter("status", enum=Status.values)])
+    def list(self, request, *args, **kwargs):
+        wanted = request.query_params.get("status")
+        if wanted and wanted not in Status.values:
+            return Response({"detail": f"Unknown status {wanted!r}; use one of {Status.values}."},
+                            status=status.HTTP_400_BAD_REQUEST)
+        return super().list(request, *args, **kwargs)
+
+    @extend_schema(request=GenerationCreateSerializer, responses={202: GenerationSerializer})
+    def create(self, request):
+        data = GenerationCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        fields = dict(data.validated_data)
+        fields["idempotency_key"] = (fields.get("idempotency_key")
+                                     or request.headers.get("Idempotency-Key") or None)
+        try:
+            row, created = submit(request.user, Submission(**fields))
+        except InFlightCapReached as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_429_TOO_MANY_REQUESTS)
+        except BrokerUnavailable:
+            return Response({"detail": "The queue (Redis) is unavailable, so the request was not "
+                                       "accepted. Nothing was stored; retry shortly."},
+                            status=status.HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": "5"})
+        body = GenerationSerializer(row, context={"request": request}).data
+        headers = {"Location": body["url"]}
+        if not created:
+            headers["Idempotent-Replayed"] = "true"
+        return Response(body, status=status.HTTP_202_ACCEPTED, headers=headers)
+
+    @extend_schema(request=None, responses={200: GenerationSerializer, 409: None})
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        row = self.get_object()
+        if not transitions.cancel(row.id):
+            row.refresh_from_db()
+            return Response({"detail": f"Only queued requests can be cancelled; this one is "
+                                       f"{row.status}."}, status=status.HTTP_409_CONFLICT)
+        row.refresh_from_db()
+        return Response(GenerationSerializer(row, context={"request": request}).data)
+
+    @extend_schema(responses={(200, "image/png"): bytes},
+                   parameters=[OpenApiParameter("thumbnail", bool)])
+    @action(detail=True, methods=["get"])
+    def image(self, request, pk=None):
+        row = self.get_object()  # owner-scoped: someone else's id is a 404
+        file = row.thumbnail if request.query_params.get("thumbnail") else row.image
+        if row.status != Status.SUCCEEDED or not file:
+            raise Http404("This request has no image (yet).")
+        return FileResponse(file.open("rb"), content_type="image/png",
+                            filename=f"{row.id}.png")

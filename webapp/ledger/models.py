@@ -1,0 +1,176 @@
+"""The request ledger: the Postgres row is the source of truth; Celery only carries messages."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.core.validators import MinValueValidator
+from django.db import models
+from django.db.models import Q
+from django.urls import reverse
+
+SEED_MAX = 2**32 - 1  # torch.Generator.manual_seed accepts any 64-bit value; keep it portable
+
+
+class Status(models.TextChoices):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+
+TERMINAL_STATES = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED, Status.EXPIRED)
+ACTIVE_STATES = (Status.QUEUED, Status.RUNNING)
+
+
+class GenerationRequest(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                              related_name="generations")
+    idempotency_key = models.CharField(max_length=128, null=True, blank=True)
+
+    prompt = models.TextField()
+    negative_prompt = models.TextField(blank=True, default="")
+    seed = models.BigIntegerField()
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    steps = models.PositiveIntegerField()
+    guidance_scale = models.FloatField(default=7.5)
+
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    error = models.TextField(blank=True, default="")
+    attempts = models.PositiveIntegerField(default=0)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    publish_count = models.PositiveIntegerField(default=0)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    published_at = models.DateTimeField(null=True, blank=True)  # last time a message was sent
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    deadline = models.DateTimeField()
+
+    image = models.FileField(upload_to="images/%Y/%m/%d/", blank=True)
+    thumbnail = models.FileField(upload_to="thumbs/%Y/%m/%d/", blank=True)
+    model_label = models.CharField(max_length=200, blank=True, default="",
+                                   help_text="What made the image, e.g. 'tiny random model'.")
+
+    # Scheduler fields (filled by dispatch and the worker).
+    k_star = models.PositiveSmallIntegerField(null=True, blank=True,
+                                              help_text="Optimal K predicted from similarity.")
+    k_served = models.PositiveSmallIntegerField(null=True, blank=True,
+                                                help_text="K' the request was served at.")
+    worker = models.PositiveSmallIntegerField(null=True, blank=True, db_index=True,
+                                              validators=[MinValueValidator(0)])
+    plan_version = models.PositiveIntegerField(null=True, blank=True)
+    redirected = models.BooleanField(default=False)
+    cache_neighbor_id = models.BigIntegerField(null=True, blank=True)
+    cache_neighbor_prompt = models.TextField(blank=True, default="")
+    similarity = models.FloatField(null=True, blank=True)
+    batch_size = models.PositiveSmallIntegerField(null=True, blank=True)
+    service_seconds = models.FloatField(null=True, blank=True)
+    quality = models.FloatField(null=True, blank=True, help_text="Expected quality Q(s, K').")
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["owner", "-created_at"]),
+            models.Index(fields=["status", "worker"]),
+            models.Index(fields=["created_at"]),
+        ]
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "idempotency_key"],
+                                    condition=Q(idempotency_key__isnull=False),
+                                    name="unique_idempotency_key_per_owner"),
+            models.CheckConstraint(condition=Q(seed__gte=0) & Q(seed__lte=SEED_MAX),
+                                   name="seed_in_range"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.id} [{self.status}] {self.prompt[:40]}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("request-detail", args=[self.id])
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATES
+
+    @property
+    def queue_wait_seconds(self) -> float | None:
+        if self.started_at is None:
+            return None
+        return (self.started_at - self.created_at).total_seconds()
+
+    @property
+    def latency_seconds(self) -> float | None:
+        if self.finished_at is None:
+            return None
+        return (self.finished_at - self.created_at).total_seconds()
+
+    @property
+    def on_time(self) -> bool | None:
+        if not self.is_terminal:
+            return None
+        return self.status == Status.SUCCEEDED and self.finished_at <= self.deadline
+
+
+class ServingConfig(models.Model):
+    """Operator-tunable serving settings: one row, edited in the admin."""
+
+    slo_seconds = models.FloatField(validators=[MinValueValidator(0.1)],
+                                    help_text="Deadline = arrival + SLO.")
+    default_steps = models.PositiveIntegerField()
+    min_steps = models.PositiveIntegerField(default=1)
+    max_steps = models.PositiveIntegerField(default=150)
+    default_size = models.PositiveIntegerField()
+    allowed_sizes = models.CharField(max_length=200,
+                                     help_text="Comma-separated pixel sizes allowed for width and height.")
+    max_in_flight = models.PositiveIntegerField(
+        help_text="Per-user cap on queued + running requests (0 = no cap).")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "serving configuration"
+        verbose_name_plural = "serving configuration"
+
+    def __str__(self) -> str:
+        return "Serving configuration"
+
+    @property
+    def allowed_size_list(self) -> list[int]:
+        return sorted({int(s) for s in self.allowed_sizes.split(",") if s.strip()})
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        try:
+            sizes = self.allowed_size_list
+        except ValueError:
+            raise ValidationError({"allowed_sizes": "Use whole numbers separated by commas, e.g. 64,512."})
+        if not sizes:
+            raise ValidationError({"allowed_sizes": "List at least one size."})
+        bad = [s for s in sizes if s <= 0 or s % 8]
+        if bad:
+            raise ValidationError({"allowed_sizes": f"Sizes must be positive multiples of 8: {bad}."})
+        if self.default_size not in sizes:
+            raise ValidationError({"default_size": f"The default size must be one of {sizes}."})
+        if self.min_steps > self.max_steps:
+            raise ValidationError({"min_steps": "Minimum steps cannot exceed maximum steps."})
+        if not self.min_steps <= self.default_steps <= self.max_steps:
+            raise ValidationError({"default_steps": "Default steps must lie between min and max."})
+
+    @classmethod
+    def current(cls) -> "ServingConfig":
+        config = cls.objects.order_by("pk").first()
+        if config is None:
+            config, _ = cls.objects.get_or_create(pk=1, defaults=dict(
+                slo_seconds=settings.T2I_SLO_SECONDS,
+                default_steps=settings.T2I_DEFAULT_STEPS,
+                default_size=settings.T2I_DEFAULT_SIZE,
+                allowed_sizes=settings.T2I_ALLOWED_SIZES,
+                max_in_flight=settings.T2I_MAX_IN_FLIGHT,
+            ))
+        return config

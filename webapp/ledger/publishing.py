@@ -1,0 +1,66 @@
+"""Sending a request's message to its worker queue, by task name only (webapp never imports workers)."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+import redis
+from django.conf import settings
+
+from webapp.celery import app
+
+from . import transitions
+
+log = logging.getLogger(__name__)
+
+GENERATE_TASK = "workers.generate"
+
+
+class BrokerUnavailable(Exception):
+    """Redis cannot be reached: nothing can be queued right now."""
+
+
+_redis_client: redis.Redis | None = None
+
+
+def broker() -> redis.Redis:
+    global _redis_client
+    if _redis_client is None:
+        _redis_client = redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_connect_timeout=1,
+                                             socket_timeout=2)
+    return _redis_client
+
+
+def check_broker() -> None:
+    """Raise BrokerUnavailable unless Redis answers a PING."""
+    try:
+        broker().ping()
+    except redis.RedisError as exc:
+        raise BrokerUnavailable(str(exc)) from exc
+
+
+def queue_name(worker: int) -> str:
+    return f"gpu.{worker}"
+
+
+def publish(request_id: uuid.UUID, worker: int) -> bool:
+    """Send the generate message; record when. False (logged) if the broker is down: the
+    row stays queued and the reconciler republishes it."""
+    try:
+        app.send_task(GENERATE_TASK, args=[str(request_id)], queue=queue_name(worker),
+                      retry=False)
+    except Exception:  # kombu raises several connection error types
+        log.warning("Could not publish %s to %s; the reconciler will retry", request_id,
+                    queue_name(worker), exc_info=True)
+        return False
+    transitions.mark_published(request_id)
+    return True
+
+
+def queue_depths(workers: int) -> list[int]:
+    """Messages waiting in each worker's Redis list (Flower/metrics; not the ledger's count)."""
+    pipe = broker().pipeline()
+    for i in range(workers):
+        pipe.llen(queue_name(i))
+    return [int(n) for n in pipe.execute()]

@@ -1,0 +1,85 @@
+"""Accepting a generation request: idempotency, in-flight cap, routing, insert, publish.
+
+Order matters (DESIGN §4): the broker is pinged *before* the row is written, so "Redis is
+down" answers 503 and leaves no row behind; the message is sent only after the row is
+committed, so a worker never receives an id it cannot see. If the send itself fails after
+the commit (Redis died in between) the row stays queued with no publish time and the
+reconciler republishes it.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from . import dispatch
+from .models import ACTIVE_STATES, SEED_MAX, GenerationRequest, ServingConfig
+from .publishing import check_broker, publish
+
+
+class InFlightCapReached(Exception):
+    def __init__(self, cap: int) -> None:
+        super().__init__(f"You already have {cap} requests queued or running (the per-user cap). "
+                         "Wait for some to finish, or cancel queued ones.")
+        self.cap = cap
+
+
+@dataclass
+class Submission:
+    prompt: str
+    negative_prompt: str = ""
+    seed: int | None = None
+    width: int | None = None
+    height: int | None = None
+    steps: int | None = None
+    guidance_scale: float = 7.5
+    idempotency_key: str | None = None
+
+
+def existing_for_key(owner, key: str | None) -> GenerationRequest | None:
+    if not key:
+        return None
+    return GenerationRequest.objects.filter(owner=owner, idempotency_key=key).first()
+
+
+def submit(owner, sub: Submission) -> tuple[GenerationRequest, bool]:
+    """Create and queue a request; returns (row, created). A repeated idempotency key returns
+    the original row with created=False. Raises InFlightCapReached or BrokerUnavailable."""
+    original = existing_for_key(owner, sub.idempotency_key)
+    if original is not None:
+        return original, False
+
+    config = ServingConfig.current()
+    if config.max_in_flight:
+        active = GenerationRequest.objects.filter(owner=owner, status__in=ACTIVE_STATES).count()
+        if active >= config.max_in_flight:
+            raise InFlightCapReached(config.max_in_flight)
+    check_broker()
+
+    now = timezone.now()
+    decision = dispatch.decide(sub.prompt)
+    row = GenerationRequest(
+        owner=owner, idempotency_key=sub.idempotency_key or None,
+        prompt=sub.prompt, negative_prompt=sub.negative_prompt,
+        seed=sub.seed if sub.seed is not None else secrets.randbelow(SEED_MAX + 1),
+        width=sub.width or config.default_size, height=sub.height or config.default_size,
+        steps=sub.steps or config.default_steps, guidance_scale=sub.guidance_scale,
+        deadline=now + timedelta(seconds=config.slo_seconds),
+        worker=decision.worker, k_star=decision.k_star, k_served=decision.k_served,
+        plan_version=decision.plan_version,
+    )
+    try:
+        with transaction.atomic():
+            row.save(force_insert=True)
+            transaction.on_commit(lambda: publish(row.id, row.worker))
+    except IntegrityError:
+        # A concurrent POST with the same idempotency key won the race.
+        original = existing_for_key(owner, sub.idempotency_key)
+        if original is None:
+            raise
+        return original, False
+    return row, True

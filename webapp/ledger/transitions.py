@@ -1,0 +1,74 @@
+"""State transitions of a GenerationRequest, each one conditional UPDATE.
+
+Every transition names the states it may leave from, so two processes racing on one row
+cannot both win and a terminal state is never overwritten (a database trigger enforces
+the latter too, see migration 0002). Functions return whether they changed the row.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Iterable
+
+from django.db.models import F
+from django.utils import timezone
+
+from .models import GenerationRequest, Status
+
+
+def claim(request_ids: Iterable[uuid.UUID], worker: int, lease_seconds: float) -> list[uuid.UUID]:
+    """Mark queued rows as running on `worker` with a lease; return the ids actually claimed.
+
+    Uses SELECT … FOR UPDATE SKIP LOCKED so two workers never claim the same row.
+    """
+    from django.db import transaction
+
+    now = timezone.now()
+    with transaction.atomic():
+        ids = list(GenerationRequest.objects.select_for_update(skip_locked=True)
+                   .filter(pk__in=list(request_ids), status=Status.QUEUED)
+                   .values_list("pk", flat=True))
+        if ids:
+            GenerationRequest.objects.filter(pk__in=ids).update(
+                status=Status.RUNNING, worker=worker, started_at=now,
+                lease_until=now + timedelta(seconds=lease_seconds), attempts=F("attempts") + 1)
+    return ids
+
+
+def renew_lease(request_ids: Iterable[uuid.UUID], lease_seconds: float) -> int:
+    return GenerationRequest.objects.filter(pk__in=list(request_ids), status=Status.RUNNING).update(
+        lease_until=timezone.now() + timedelta(seconds=lease_seconds))
+
+
+def succeed(request_id: uuid.UUID, **fields) -> bool:
+    return bool(GenerationRequest.objects.filter(pk=request_id, status=Status.RUNNING).update(
+        status=Status.SUCCEEDED, finished_at=timezone.now(), lease_until=None, error="", **fields))
+
+
+def fail(request_id: uuid.UUID, reason: str, from_states=(Status.QUEUED, Status.RUNNING)) -> bool:
+    return bool(GenerationRequest.objects.filter(pk=request_id, status__in=from_states).update(
+        status=Status.FAILED, finished_at=timezone.now(), lease_until=None, error=reason[:4000]))
+
+
+def cancel(request_id: uuid.UUID) -> bool:
+    return bool(GenerationRequest.objects.filter(pk=request_id, status=Status.QUEUED).update(
+        status=Status.CANCELLED, finished_at=timezone.now()))
+
+
+def requeue(request_id: uuid.UUID, reason: str) -> bool:
+    """Put a running row whose lease expired back in the queue (the reconciler republishes it)."""
+    return bool(GenerationRequest.objects.filter(pk=request_id, status=Status.RUNNING).update(
+        status=Status.QUEUED, lease_until=None, started_at=None, error=reason[:4000]))
+
+
+def expire_overdue(before) -> int:
+    """Queued rows that arrived before `before` can no longer be useful: end them as expired."""
+    return GenerationRequest.objects.filter(status=Status.QUEUED, created_at__lt=before).update(
+        status=Status.EXPIRED, finished_at=timezone.now(),
+        error="Expired: not started within twice the SLO.")
+
+
+def mark_published(request_id: uuid.UUID) -> None:
+    GenerationRequest.objects.filter(pk=request_id).update(
+        published_at=timezone.now(), publish_count=F("publish_count") + 1)

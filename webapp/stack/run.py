@@ -1,0 +1,185 @@
+"""`make run`: the whole stack in one terminal, stopped cleanly by Ctrl-C or SIGTERM.
+
+Starts embedded PostgreSQL and Redis (unless DATABASE_URL / REDIS_URL point elsewhere),
+migrates, builds the tiny model if no model is there, creates the demo user, then runs the
+web server (gunicorn), one Celery worker per GPU slot (queue gpu.<i>), a control worker,
+beat and Flower. Every child gets SIGTERM when this process exits, however it exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .services import Postgres, Redis
+
+ROOT = Path(__file__).resolve().parents[2]
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Child pre-exec: the kernel sends SIGTERM if the supervisor dies, even by SIGKILL."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class Stack:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.data_dir = Path(os.environ.get("T2I_DATA_DIR", ROOT / ".data")).absolute()
+        self.services: list = []
+        self.children: list[tuple[str, subprocess.Popen]] = []
+        self.env = dict(os.environ, HF_HUB_OFFLINE="1", T2I_DATA_DIR=str(self.data_dir),
+                        T2I_WORKERS=str(args.workers), T2I_ENGINE=args.engine,
+                        DJANGO_SETTINGS_MODULE="webapp.settings", PYTHONUNBUFFERED="1")
+        if args.profile:
+            self.env["T2I_PROFILE"] = args.profile
+
+    # --- services -------------------------------------------------------------------
+    def start_services(self) -> None:
+        if not os.environ.get("DATABASE_URL"):
+            pg = Postgres(self.data_dir / "pg", int(os.environ.get("T2I_PG_PORT", 54329)))
+            pg.start()
+            self.services.append(pg)
+            self.env["DATABASE_URL"] = pg.url
+            print(f"PostgreSQL (pgvector) on 127.0.0.1:{pg.port}, data in {pg.data_dir}")
+        if not os.environ.get("REDIS_URL"):
+            redis = Redis(self.data_dir / "redis", int(os.environ.get("T2I_REDIS_PORT", 63799)))
+            redis.start()
+            self.services.append(redis)
+            self.env["REDIS_URL"] = redis.url
+            print(f"Redis on 127.0.0.1:{redis.port}, data in {redis.data_dir}")
+
+    def manage(self, *argv: str) -> str:
+        out = subprocess.run([sys.executable, "manage.py", *argv], cwd=ROOT, env=self.env,
+                             check=True, capture_output=True, text=True)
+        return out.stdout
+
+    def prepare(self) -> str:
+        self.manage("migrate", "--noinput")
+        self.manage("collectstatic", "--noinput")
+        if self.args.engine == "diffusers" and not os.environ.get("T2I_MODEL_PATH"):
+            print(self.manage("build_tiny_model").strip())
+        return self.manage("ensure_demo_user").strip()
+
+    # --- processes ------------------------------------------------------------------
+    def spawn(self, name: str, argv: list[str], **extra_env: str) -> None:
+        log_dir = self.data_dir / "logs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log = open(log_dir / f"{name}.log", "ab")
+        proc = subprocess.Popen(argv, cwd=ROOT, env={**self.env, **extra_env}, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=_die_with_parent)
+        self.children.append((name, proc))
+
+    def flower_auth(self) -> str:
+        auth = os.environ.get("FLOWER_BASIC_AUTH")
+        if auth:
+            return auth
+        secret = self.data_dir / "flower-login.txt"
+        if not secret.exists():
+            secret.write_text(f"admin:{secrets.token_urlsafe(12)}\n")
+            secret.chmod(0o600)
+        return secret.read_text().strip()
+
+    def start_processes(self) -> str:
+        celery = [sys.executable, "-m", "celery", "-A", "webapp"]
+        a = self.args
+        self.spawn("web", [sys.executable, "-m", "gunicorn", "webapp.wsgi", "-b",
+                           f"{a.host}:{a.port}", "-w", str(a.web_workers), "--threads", "4",
+                           "--timeout", "60", "--access-logfile", "-"])
+        for i in range(a.workers):
+            self.spawn(f"worker-gpu.{i}", celery + [
+                "worker", "-Q", f"gpu.{i}", "-c", "1", "--prefetch-multiplier", "1",
+                "-n", f"gpu{i}@%h", "--without-gossip", "--without-mingle", "-E", "-l", "INFO"],
+                T2I_WORKER_INDEX=str(i))
+        self.spawn("worker-control", celery + ["worker", "-Q", "control", "-c", "1", "-n",
+                                               "control@%h", "--without-gossip", "-E", "-l", "INFO"])
+        self.spawn("beat", celery + ["beat", "-l", "INFO", "--pidfile=",
+                                     "-S", "django_celery_beat.schedulers:DatabaseScheduler"])
+        auth = self.flower_auth()
+        self.spawn("flower", celery + ["flower", f"--address={a.host}", f"--port={a.flower_port}",
+                                       f"--basic-auth={auth}"])
+        return auth
+
+    def stop(self) -> None:
+        for _, proc in self.children:
+            if proc.poll() is None:
+                proc.terminate()
+        deadline = time.monotonic() + 20
+        for _, proc in self.children:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for service in reversed(self.services):
+            service.stop()
+
+    def watch(self) -> None:
+        while True:
+            for name, proc in self.children:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{name} exited with {proc.returncode}; see "
+                                       f"{self.data_dir / 'logs' / (name + '.log')}")
+            time.sleep(0.5)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--workers", type=int, default=int(os.environ.get("T2I_WORKERS", 2)))
+    p.add_argument("--engine", choices=["diffusers", "emulated"],
+                   default=os.environ.get("T2I_ENGINE", "diffusers"))
+    p.add_argument("--profile", default=os.environ.get("T2I_PROFILE", ""))
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=int(os.environ.get("T2I_WEB_PORT", 8000)))
+    p.add_argument("--flower-port", type=int, default=int(os.environ.get("T2I_FLOWER_PORT", 5555)))
+    p.add_argument("--web-workers", type=int, default=2)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    stack = Stack(args)
+
+    def on_signal(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    started = time.monotonic()
+    try:
+        stack.start_services()
+        login = stack.prepare()
+        flower_auth = stack.start_processes()
+        print(f"\nStack up in {time.monotonic() - started:.1f} s "
+              f"({args.workers} GPU worker(s), engine={args.engine}).\n"
+              f"  Web:     http://{args.host}:{args.port}/\n"
+              f"  API:     http://{args.host}:{args.port}/api/v1/generations/  "
+              f"(docs: /api/docs/)\n"
+              f"  Admin:   http://{args.host}:{args.port}/admin/\n"
+              f"  Flower:  http://{args.host}:{args.flower_port}/  (basic auth {flower_auth})\n"
+              f"  Logs:    {stack.data_dir / 'logs'}\n"
+              f"  {login}\n"
+              f"Press Ctrl-C to stop everything.", flush=True)
+        stack.watch()
+    except KeyboardInterrupt:
+        print("\nStopping…", flush=True)
+        return 0
+    except (RuntimeError, subprocess.CalledProcessError) as exc:
+        detail = getattr(exc, "stderr", "") or ""
+        print(f"\nError: {exc}\n{detail}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        stack.stop()
+        print("Stopped.", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""Per-process state of a GPU worker: which slot it is, and its lazily loaded engine.
+
+The pipeline is loaded on the first task, not in a worker start-up hook (Celery kills a
+child whose init takes longer than 4 s), and then kept for the life of the process.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from functools import lru_cache
+from pathlib import Path
+
+from django.conf import settings
+
+_lock = threading.Lock()
+
+
+def worker_index() -> int:
+    """This process's GPU slot (its queue is gpu.<index>); set by `make run` / compose."""
+    return int(os.environ.get("T2I_WORKER_INDEX", "0"))
+
+
+def model_label(model_path: Path) -> str:
+    from .tiny_model import is_tiny_random_model
+
+    if settings.T2I_ENGINE == "emulated":
+        return "emulated (no diffusion run)"
+    if is_tiny_random_model(model_path):
+        return "tiny random model (noise-like by design)"
+    return Path(model_path).name
+
+
+@lru_cache(maxsize=1)
+def engine():
+    """The ApproxC engine for this process, built once."""
+    with _lock:
+        from .engine import ApproxCEngine, load_pipeline
+
+        pipe = load_pipeline(settings.T2I_MODEL_PATH, device=settings.T2I_DEVICE or None)
+        return ApproxCEngine(pipe)

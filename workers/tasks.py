@@ -1,0 +1,59 @@
+"""Celery tasks of the GPU workers. Each worker consumes only its own queue gpu.<i>.
+
+A message carries only a request id. The row is claimed with a conditional update, so a
+message for a row that is already claimed or terminal (a duplicate, a redelivery after a
+crash) does nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+from celery import shared_task
+from django.conf import settings
+
+from webapp.ledger import transitions
+from webapp.ledger.models import GenerationRequest
+
+from . import runtime
+from .image_store import save_image
+from .leases import LeaseKeeper
+
+log = logging.getLogger(__name__)
+
+
+def _items_for(rows: list[GenerationRequest]) -> list:
+    from .engine import GenItem
+
+    return [GenItem(prompt=r.prompt, negative_prompt=r.negative_prompt, seed=r.seed, width=r.width,
+                    height=r.height, steps=r.steps, guidance_scale=r.guidance_scale,
+                    start_level=0, start_latent=None) for r in rows]
+
+
+@shared_task(name="workers.generate", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def generate(request_id: str) -> str:
+    worker = runtime.worker_index()
+    claimed = transitions.claim([uuid.UUID(request_id)], worker, settings.T2I_LEASE_SECONDS)
+    if not claimed:
+        return "skipped: already claimed or finished"
+    rows = list(GenerationRequest.objects.filter(pk__in=claimed).order_by("created_at"))
+    with LeaseKeeper(claimed, settings.T2I_LEASE_SECONDS):
+        try:
+            engine = runtime.engine()
+            started = time.perf_counter()
+            results = engine.generate(_items_for(rows))
+            service = time.perf_counter() - started
+        except Exception as exc:
+            log.exception("generation failed for %s", claimed)
+            for row in rows:
+                transitions.fail(row.id, f"Generation failed: {type(exc).__name__}: {exc}",
+                                 from_states=("running",))
+            return "failed"
+        label = runtime.model_label(settings.T2I_MODEL_PATH)
+        for row, result in zip(rows, results):
+            image_name, thumb_name = save_image(row.id, result.image)
+            transitions.succeed(row.id, image=image_name, thumbnail=thumb_name, model_label=label,
+                                k_served=0, batch_size=len(rows), service_seconds=service)
+    return "done"

@@ -74,16 +74,24 @@ class DemandEstimator:
         self._qmean = default_class_quality(self.levels, self.quality_model)
         self._qweight = np.zeros(n)
         self._window_start = self.start
+        self._pc = [0] * n                       # per-window counts, plain lists (observe is per request)
+        self._pq = [[0.0] * n for _ in range(n)]
 
     def observe(self, k_star: int, q_row: np.ndarray | None = None) -> None:
         """Record one arrival of class k_star; q_row = its Q at each level (optional)."""
         i = self._index[k_star]
-        self._counts[i] += 1
+        self._pc[i] += 1
         if q_row is not None:
-            self._qsum[i] += q_row
+            acc = self._pq[i]
+            for j, v in enumerate(q_row):
+                acc[j] += v
 
     def roll(self, now: float) -> DemandEstimate:
         """Close the current window at `now` and return the updated estimate."""
+        self._counts = np.asarray(self._pc, dtype=float)
+        self._qsum = np.asarray(self._pq, dtype=float)
+        self._pc = [0] * len(self.levels)
+        self._pq = [[0.0] * len(self.levels) for _ in self.levels]
         span = max(now - self._window_start, 1e-9)
         rate = self._counts / span
         if not self._seen:

@@ -7,8 +7,9 @@ Constraints:
   Σ_i x_ij ≤ ρ · n_j · b_j / L(j, b_j)     capacity of level j at the utilisation target ρ, with b_j the
                                              batch cap (largest b with L ≤ SLO/2);
   Σ_j x_ij ≤ h · d_i                        a class is never sent more than its (headroom-scaled) demand.
-Objective (lexicographic through a large weight W): maximise Σ x_ij (serve as much demand as possible),
-then Σ q_ij x_ij (expected quality, i.e. minimise 𝒟_Q). When demand exceeds capacity the program stays
+Objective, lexicographic: first serve as much demand as possible — max Σ x_ij, which has a closed form
+because any class may go to any level: min(Σ_i h·d_i, ρ · N · max_j b_j / L(j, b_j)) — then, with
+Σ x_ij held at that maximum, maximise Σ q_ij x_ij (expected quality, i.e. minimise 𝒟_Q). When demand exceeds capacity the program stays
 feasible and serves what it can; the route fractions then describe the served share and the dispatcher's
 deadline redirect handles the rest.
 
@@ -31,7 +32,8 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 from .demand import DemandEstimate
 from .profiles import LatencyProfile
 
-SERVE_WEIGHT = 100.0  # ≫ any quality gain per unit rate: serving more always beats serving better
+MIP_REL_GAP = 1e-5     # on the quality objective alone: ≈ 1e-5 relative error in expected quality
+SERVED_SLACK = 1e-7    # relative slack on "serve the maximum" (floating point)
 
 
 @dataclass
@@ -43,6 +45,7 @@ class Plan:
     route: list[list[float]]                 # route[i][j]: share of class levels[i] sent to levels[j]
     batch_size: dict[int, int]               # batch size per level (the cap; dispatch may use 1)
     workers_per_level: list[int] = field(default_factory=list)
+    flows: list[list[float]] = field(default_factory=list)   # flows[i][j]: planned req/s of class i at level j
     capacity: list[float] = field(default_factory=list)      # req/s per level at the utilisation target
     utilisation: list[float] = field(default_factory=list)   # planned load / full capacity per level
     expected_quality: float = 1.0
@@ -129,11 +132,15 @@ def solve_plan(demand: DemandEstimate, n_workers: int, profile: LatencyProfile, 
         d, q = np.array([tot]), (w[:, None] * q_cls).sum(axis=0, keepdims=True)
     C = len(d)
     nvar = J + C * J
+    # Lexicographic objective in two steps. (1) The most demand the cluster can serve has a closed form:
+    # every class may go to any level, so it is min(total demand, ρ · N · the best per-worker rate).
+    served_max = min(float(d.sum()), util_target * n_workers * float(mu.max()))
+    # (2) Maximise quality subject to serving that much (minus a hair for floating point).
     c = np.zeros(nvar)
-    c[J:] = -(SERVE_WEIGHT + q.reshape(-1))
-    A = np.zeros((1 + J + C, nvar))
-    lb = np.full(1 + J + C, -np.inf)
-    ub = np.zeros(1 + J + C)
+    c[J:] = -q.reshape(-1)
+    A = np.zeros((2 + J + C, nvar))
+    lb = np.full(2 + J + C, -np.inf)
+    ub = np.zeros(2 + J + C)
     A[0, :J] = 1.0
     lb[0] = ub[0] = n_workers
     for j in range(J):
@@ -142,12 +149,15 @@ def solve_plan(demand: DemandEstimate, n_workers: int, profile: LatencyProfile, 
     for i in range(C):
         A[1 + J + i, J + i * J: J + (i + 1) * J] = 1.0
         ub[1 + J + i] = d[i]
+    A[1 + J + C, J:] = 1.0
+    lb[1 + J + C] = served_max * (1.0 - SERVED_SLACK)
+    ub[1 + J + C] = np.inf
     integrality = np.zeros(nvar)
     integrality[:J] = 1
     hi = np.full(nvar, np.inf)
     hi[:J] = n_workers
     res = milp(c, constraints=LinearConstraint(A, lb, ub), integrality=integrality,
-               bounds=Bounds(np.zeros(nvar), hi), options={"time_limit": time_limit_s})
+               bounds=Bounds(np.zeros(nvar), hi), options={"time_limit": time_limit_s, "mip_rel_gap": MIP_REL_GAP})
     if res.x is None:  # should not happen (x = 0 is always feasible); keep a safe plan
         n = np.zeros(J, dtype=int)
         n[-1] = n_workers
@@ -184,9 +194,10 @@ def solve_plan(demand: DemandEstimate, n_workers: int, profile: LatencyProfile, 
     exp_q = float((q * x).sum() / served) if served > 0 else 1.0
     full_cap = mu * n
     util = np.where(full_cap > 0, load / np.maximum(full_cap, 1e-12), 0.0)
+    flows = x if prompt_aware else np.array([x[0] * (d_cls[i] / max(d_cls.sum(), 1e-12)) for i in range(J)])
     worker_levels = assign_worker_levels(n.tolist(), levels, previous.worker_levels if previous else None)
     return Plan(levels=levels, worker_levels=worker_levels, route=route,
-                batch_size={k: int(caps[k]) for k in levels}, workers_per_level=n.tolist(),
+                batch_size={k: int(caps[k]) for k in levels}, workers_per_level=n.tolist(), flows=flows.tolist(),
                 capacity=(util_target * full_cap).tolist(), utilisation=util.tolist(),
                 expected_quality=exp_q, served_rate=served, demand_rate=float(d.sum()),
                 solve_time_s=time.perf_counter() - t0, status=status, policy=policy,

@@ -33,7 +33,18 @@ class QualityModel:
     table_levels: tuple[int, ...] | None = None
     table_values: tuple[tuple[float, ...], ...] | None = None
 
+    def __post_init__(self) -> None:
+        self._gc: dict[int, float] = {}
+
     def g_of(self, k: float) -> float:
+        hit = self._gc.get(k)
+        if hit is not None:
+            return hit
+        v = self._g_of(k)
+        self._gc[k] = v
+        return v
+
+    def _g_of(self, k: float) -> float:
         ks = sorted(self.g)
         vals = [self.g[x] for x in ks]
         if k <= ks[-1]:
@@ -45,14 +56,14 @@ class QualityModel:
         """Expected quality of serving at level k from a neighbour of similarity s (None: no neighbour)."""
         if k == 0:
             return 1.0
-        if s is None or not np.isfinite(s):
+        if s is None or s != s:
             return float("nan")  # cannot be served above 0 without a neighbour
-        if self.table_values is not None:
-            i = int(np.searchsorted(self.table_edges, s, side="right") - 1)
-            i = min(max(i, 0), len(self.table_edges) - 1)
-            row = self.table_values[i]
-            return float(np.interp(k, self.table_levels, row))
-        return max(self.floor, 1.0 - self.g_of(k) * (1.0 - float(s)))
+        if self.table_values is None:  # hot path: plain floats
+            v = 1.0 - self.g_of(k) * (1.0 - s)
+            return v if v > self.floor else self.floor
+        i = int(np.searchsorted(self.table_edges, s, side="right") - 1)
+        i = min(max(i, 0), len(self.table_edges) - 1)
+        return float(np.interp(k, self.table_levels, self.table_values[i]))
 
     def q_matrix(self, s: np.ndarray, levels: tuple[int, ...] | list[int]) -> np.ndarray:
         """Q for each similarity (rows) at each level (columns); NaN similarity → Q = 1 only at level 0."""

@@ -1,7 +1,8 @@
 """Pytest plugin (loaded with -p from pytest.ini): point the test run at its own services.
 
-It runs before Django reads its settings, so it only chooses things and writes them to the
-environment: free ports, a fresh data directory, short leases. The services themselves are
+Its module body runs when pytest imports `-p` plugins, before pytest-django reads the
+settings (a `pytest_load_initial_conftests` hook would be too late). It only chooses things and
+writes them to the environment: free ports, a fresh data directory, short leases. The services themselves are
 started lazily by the `embedded_services` fixture in conftest.py, so pure-Python test runs
 never pay for them. A run never shares ports, Redis database or data with `make run`.
 """
@@ -17,7 +18,7 @@ from webapp.stack.services import free_port
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def pytest_load_initial_conftests(early_config, parser, args) -> None:
+def _configure_environment() -> None:
     run_dir = Path(tempfile.mkdtemp(prefix="t2i-test-"))
     run_dir.chmod(0o755)  # our own folder: the PostgreSQL service user must reach it
     pg_port, redis_port = free_port(), free_port()
@@ -39,3 +40,6 @@ def pytest_load_initial_conftests(early_config, parser, args) -> None:
         "HF_HUB_OFFLINE": "1",
         "DEBUG": "1",
     })
+
+
+_configure_environment()

@@ -116,10 +116,16 @@ def set_scheduler(pipe: Any, name: str) -> None:
     schedule. Real SD 1.x folders ship PNDM, which cannot be resumed; swap it with this."""
     from diffusers import DDIMScheduler, EulerDiscreteScheduler
 
-    classes = {"ddim": DDIMScheduler, "euler": EulerDiscreteScheduler}
-    if name not in classes:
-        raise UnsupportedSchedulerError(f"scheduler {name!r} is not resumable; choose one of {sorted(classes)}")
-    pipe.scheduler = classes[name].from_config(pipe.scheduler.config)
+    config = pipe.scheduler.config
+    if name == "ddim":
+        # DDIM's defaults clip the predicted x0 to [-1, 1] and set alpha_0 = 1, which suit pixel-space
+        # models, not SD latents; SDXL's Euler config does not mention them, so set SD's values here.
+        pipe.scheduler = DDIMScheduler.from_config(config, clip_sample=False,
+                                                   set_alpha_to_one=config.get("set_alpha_to_one", False))
+    elif name == "euler":
+        pipe.scheduler = EulerDiscreteScheduler.from_config(config)
+    else:
+        raise UnsupportedSchedulerError(f"scheduler {name!r} is not resumable; choose 'ddim' or 'euler'")
 
 
 def load_pipeline(path: str | Path, device: str | torch.device | None = None, dtype: torch.dtype | None = None,

@@ -1,0 +1,182 @@
+"""`python -m scheduler.bench`: print the scheduler's performance figures.
+
+1. Plan solve time (the controller's MILP) at 16, 64 and 256 workers × 6 levels (target ≤ 50 ms at 64).
+2. Dispatch decision latency, p50/p99 per policy (target p99 ≤ 1 ms).
+3. Simulator speed: simulated requests per wall-clock second, cache search included (target ≥ 20,000/s),
+   on a synthetic near-duplicate prompt stream of 384-d unit vectors (no model or data folder needed), or
+   on a real prompt file with `--prompts`. The neighbour index build is timed with the run. For the
+   controller policies the share of wall time spent in MILP solves is printed too: it is paid once per
+   controller period, so it weighs less the more requests a period carries (larger clusters).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+
+from .cache_model import ApproxCache
+from .demand import DemandEstimate, default_class_quality
+from .interface import ClusterView, RequestView, SchedulerConfig
+from .planner import solve_plan
+from .policies import POLICY_NAMES, make_policy
+from .profiles import load_profile
+from .quality import QualityModel
+from .simulator import simulate
+
+
+def _pct(a: list[float], p: float) -> float:
+    return float(np.percentile(np.asarray(a), p))
+
+
+def bench_plan(profile_name: str = "sdxl-a100", sizes: tuple[int, ...] = (16, 64, 256), reps: int = 30,
+               seed: int = 0) -> list[dict]:
+    prof = load_profile(profile_name)
+    slo = 2 * prof.latency(0, 1)
+    levels = list(prof.levels)
+    q = default_class_quality(levels, QualityModel()).tolist()
+    caps = prof.batch_caps(slo)
+    top_cap = len(levels) and caps[levels[-1]] / prof.latency(levels[-1], caps[levels[-1]])
+    rng = np.random.default_rng(seed)
+    out = []
+    for n in sizes:
+        times = []
+        for _ in range(reps):
+            load = rng.uniform(0.1, 1.3)  # from light to overload, × capacity at the top level
+            rates = (rng.dirichlet(np.ones(len(levels))) * load * n * top_cap).tolist()
+            p = solve_plan(DemandEstimate(levels, rates, q), n, prof, slo)
+            times.append(p.solve_time_s * 1e3)
+        out.append({"workers": n, "levels": len(levels), "mean_ms": float(np.mean(times)),
+                    "p50_ms": _pct(times, 50), "p95_ms": _pct(times, 95), "max_ms": float(np.max(times))})
+    return out
+
+
+def bench_dispatch(n_workers: int = 16, decisions: int = 20000, seed: int = 0) -> list[dict]:
+    prof = load_profile("sdxl-a100")
+    slo = 2 * prof.latency(0, 1)
+    cfg = SchedulerConfig(n_workers=n_workers, profile=prof, slo_s=slo)
+    levels = cfg.levels
+    rng = np.random.default_rng(seed)
+    q = default_class_quality(levels, QualityModel()).tolist()
+    out = []
+    for name in POLICY_NAMES:
+        pol = make_policy(name, cfg, seed)
+        rates = (np.array([0.26, 0.12, 0.10, 0.07, 0.12, 0.33]) * 0.7 * n_workers * 0.35).tolist()
+        pol.plan(0.0, DemandEstimate(levels, rates, q))
+        c = ClusterView.idle(pol.current.worker_levels)
+        ks = rng.choice(levels, size=decisions)
+        ss = rng.uniform(0.5, 1.0, size=decisions)
+        ql = rng.integers(0, 4, size=(decisions, n_workers))
+        times = []
+        for i in range(decisions):
+            row = ql[i]
+            c.queue_len[:] = row.tolist()
+            c.running[:] = [1] * n_workers
+            c.busy_until[:] = (rng.uniform(0, 6, n_workers)).tolist() if i % 64 == 0 else c.busy_until
+            c.queued_s[:] = (row * 4.0).tolist()
+            r = RequestView(i, 0.0, slo, float(ss[i]), int(ks[i]), (5, 10, 15, 20, 25))
+            t0 = time.perf_counter_ns()
+            pol.dispatch(r, c, 0.0)
+            times.append((time.perf_counter_ns() - t0) / 1e6)
+        out.append({"policy": name, "workers": n_workers, "p50_ms": _pct(times, 50), "p99_ms": _pct(times, 99),
+                    "max_ms": float(np.max(times))})
+    return out
+
+
+def synthetic_stream(n: int, d: int = 384, seed: int = 0) -> np.ndarray:
+    """Near-duplicate runs of prompts (like DiffusionDB) as unit vectors."""
+    rng = np.random.default_rng(seed)
+    topics = rng.normal(size=(max(1, n // 8), d))
+    lab = np.cumsum(rng.random(n) < 0.125)
+    lab = np.minimum(lab, topics.shape[0] - 1)
+    x = topics[lab] + rng.uniform(0.05, 0.6, size=(n, 1)) * rng.normal(size=(n, d)) / np.sqrt(d) * 6
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def bench_sim(requests: int = 20000, warm: int = 1000, workers: int = 16, load: float = 0.6,
+              policies: tuple[str, ...] = POLICY_NAMES, prompts: str | None = None, seed: int = 0) -> list[dict]:
+    prof = load_profile("sdxl-a100")
+    slo = 2 * prof.latency(0, 1)
+    cfg = SchedulerConfig(n_workers=workers, profile=prof, slo_s=slo)
+    caps = cfg.batch_caps()
+    rate = load * workers * caps[25] / prof.latency(25, caps[25])
+    rng = np.random.default_rng(seed)
+    if prompts:
+        from .embeddings import embed_prompt_file
+
+        emb = embed_prompt_file(prompts)
+        requests = min(requests, emb.shape[0] - warm)
+        emb = emb[: warm + requests]
+    else:
+        emb = synthetic_stream(warm + requests, seed=seed)
+    # Bursty arrivals: a sinusoidal rate between 0.3× and 1.7× the mean.
+    t = np.cumsum(rng.exponential(1.0 / rate, size=requests))
+    t = t + 0.7 * (t[-1] / 6.28) * np.sin(6.28 * t / t[-1]) / 6.28
+    arr = np.sort(t - t[0])
+    out = []
+    import scheduler.planner as planner_mod
+
+    for name in policies:
+        solve_s = [0.0]
+        orig = planner_mod.solve_plan
+
+        def timed(*a, **k):
+            p = orig(*a, **k)
+            solve_s[0] += p.solve_time_s
+            return p
+
+        import scheduler.policies as pol_mod
+
+        pol_mod.solve_plan = timed
+        try:
+            t0 = time.perf_counter()
+            cache = ApproxCache(emb, cfg.levels, 100_000, query_start=warm)
+            r = simulate(name, cfg, arr, emb, warm, cache=cache, seed=seed)
+            wall = time.perf_counter() - t0
+        finally:
+            pol_mod.solve_plan = orig
+        out.append({"policy": name, "requests": int(arr.size), "wall_s": wall, "req_per_s": arr.size / wall,
+                    "milp_s": solve_s[0], "req_per_s_excl_milp": arr.size / max(wall - solve_s[0], 1e-9),
+                    "plans": len(r.plans), "cache_fallbacks": r.cache_fallbacks})
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m scheduler.bench", description=__doc__.split("\n")[0])
+    ap.add_argument("--only", choices=["plan", "dispatch", "sim"], default=None)
+    ap.add_argument("--requests", type=int, default=20000)
+    ap.add_argument("--workers", type=int, nargs="+", default=[16, 256], help="cluster sizes for the sim bench")
+    ap.add_argument("--prompts", default=None, help="use this prompt file's MiniLM embeddings for the sim")
+    args = ap.parse_args(argv)
+    ok = True
+    if args.only in (None, "plan"):
+        print("== plan solve time (MILP, scipy/HiGHS), SDXL A100 profile, 6 levels, demand 0.1–1.3× capacity")
+        print(f"{'workers':>8} {'mean ms':>9} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}")
+        for r in bench_plan():
+            print(f"{r['workers']:>8} {r['mean_ms']:>9.2f} {r['p50_ms']:>8.2f} {r['p95_ms']:>8.2f} {r['max_ms']:>8.2f}")
+            if r["workers"] == 64 and r["p95_ms"] > 50:
+                ok = False
+    if args.only in (None, "dispatch"):
+        for n in (16, 256):
+            print(f"== dispatch decision latency, {n} workers, 20,000 decisions")
+            print(f"{'policy':>14} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
+            for r in bench_dispatch(n):
+                print(f"{r['policy']:>14} {r['p50_ms']:>8.4f} {r['p99_ms']:>8.4f} {r['max_ms']:>8.3f}")
+                if r["p99_ms"] > 1.0:
+                    ok = False
+    if args.only in (None, "sim"):
+        for n in args.workers:
+            src = args.prompts or "synthetic 384-d near-duplicate stream"
+            print(f"== simulator speed: {n} workers, {args.requests} requests at 0.6× capacity (bursty), "
+                  f"{src}, cache search + index build included")
+            print(f"{'policy':>14} {'req/s':>9} {'wall s':>7} {'MILP s':>7} {'req/s excl. MILP':>17} {'plans':>6}")
+            for r in bench_sim(requests=args.requests, workers=n, prompts=args.prompts):
+                print(f"{r['policy']:>14} {r['req_per_s']:>9.0f} {r['wall_s']:>7.2f} {r['milp_s']:>7.2f} "
+                      f"{r['req_per_s_excl_milp']:>17.0f} {r['plans']:>6}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""PNG plots over time, like the paper's evaluation figure (matplotlib, headless)."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+COLORS = {"prompt_aware": "tab:red", "clipper_ha": "tab:blue", "clipper_ht": "tab:cyan",
+          "nirvana": "tab:green", "proteus": "tab:purple", "oracle": "tab:gray"}
+
+
+def _arr(x) -> np.ndarray:
+    return np.array([np.nan if v is None else v for v in x], dtype=float)
+
+
+def plot_timeseries(series: dict[str, dict], path: str, title: str = "") -> None:
+    """Load and on-time throughput, SLO violation ratio, quality and prompt_aware's K′ mix over time."""
+    names = list(series)
+    fig, axes = plt.subplots(4, 1, figsize=(11, 12), sharex=True)
+    first = series[names[0]]
+    t = np.asarray(first["t"])
+    axes[0].fill_between(t, _arr(first["load"]), color="0.85", label="arrivals/s (load)")
+    for n in names:
+        c = COLORS.get(n)
+        axes[0].plot(t, _arr(series[n]["throughput"]), label=n, color=c, lw=1.2)
+        axes[1].plot(t, _arr(series[n]["violation_ratio"]), label=n, color=c, lw=1.2)
+        axes[2].plot(t, _arr(series[n]["quality"]), label=n, color=c, lw=1.2)
+    axes[0].set_ylabel("on-time req/s")
+    axes[0].legend(ncol=4, fontsize=8, loc="upper right")
+    axes[1].set_ylabel("SLO violation ratio")
+    axes[1].set_ylim(-0.02, 1.02)
+    axes[2].set_ylabel("mean quality Q")
+    axes[2].axhline(0.9, color="k", ls=":", lw=0.8)
+    pa = "prompt_aware" if "prompt_aware" in series else names[0]
+    mix = series[pa]["k_prime_rate"]
+    ks = sorted(mix, key=int)
+    axes[3].stackplot(t, *[_arr(mix[k]) for k in ks], labels=[f"K′={k}" for k in ks],
+                      colors=plt.cm.viridis(np.linspace(0, 0.95, len(ks))))
+    axes[3].set_ylabel(f"{pa}: served req/s by K′")
+    axes[3].legend(ncol=len(ks), fontsize=8, loc="upper right")
+    axes[3].set_xlabel("simulated time (s)")
+    if title:
+        axes[0].set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_kmix(series: dict[str, dict], path: str) -> None:
+    """Served requests per second by K′ over time, one panel per policy."""
+    names = list(series)
+    fig, axes = plt.subplots(len(names), 1, figsize=(11, 2.2 * len(names)), sharex=True, squeeze=False)
+    for ax, n in zip(axes[:, 0], names):
+        t = np.asarray(series[n]["t"])
+        mix = series[n]["k_prime_rate"]
+        ks = sorted(mix, key=int)
+        ax.stackplot(t, *[_arr(mix[k]) for k in ks], labels=[f"K′={k}" for k in ks],
+                     colors=plt.cm.viridis(np.linspace(0, 0.95, len(ks))))
+        ax.set_ylabel(n, fontsize=9)
+    axes[0, 0].legend(ncol=len(ks), fontsize=8, loc="upper right")
+    axes[-1, 0].set_xlabel("simulated time (s)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

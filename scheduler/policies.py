@@ -1,0 +1,267 @@
+"""The five policies (+ the oracle bound) behind one interface; see `scheduler.interface` for the seam.
+
+| name          | levels                         | routing                                   | batching            |
+|---------------|--------------------------------|-------------------------------------------|---------------------|
+| prompt_aware  | MILP per K* class (controller) | K→K′ fractions per K*, route-and-batch,    | plan cap at high    |
+|               |                                | deadline redirect to least 𝒟_Q             | load, 1 at low load |
+| clipper_ha    | every worker at K′ = 0         | soonest-free worker                       | AIMD (Clipper)      |
+| clipper_ht    | every worker at the largest K  | soonest-free worker                       | AIMD (Clipper)      |
+| nirvana       | none: each request at its K*   | shortest queue                            | 1                   |
+| proteus       | MILP, one prompt-agnostic class| level fractions that ignore K*,           | up to the plan cap  |
+|               | (mean Q per level)             | soonest-free worker at that level         | (adaptive)          |
+| oracle        | prompt_aware fed the true demand of the next period (simulator only)                       |
+
+Clipper's AIMD: per worker, after each batch, batch limit + 1 if the batch was full and took ≤ SLO, × 0.9
+(rounded down, ≥ 1) if it took longer than the SLO; never above the profile's largest batch.
+
+`make_policy(name, config, seed)` builds one. The controller policies (prompt_aware, proteus, oracle)
+share the same period, demand estimator, utilisation target and batch-cap rule (SchedulerConfig).
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import random
+
+from .demand import DemandEstimate
+from .dispatch import effective_level, route_and_batch, soonest_free
+from .interface import ClusterView, Decision, RequestView, SchedulerConfig
+from .planner import Plan, fixed_plan, solve_plan
+
+POLICY_NAMES: tuple[str, ...] = ("prompt_aware", "clipper_ha", "clipper_ht", "nirvana", "proteus", "oracle")
+DEFAULT_POLICIES: tuple[str, ...] = POLICY_NAMES
+
+
+class Policy:
+    """Base class: holds the current plan; subclasses implement `dispatch` (and `plan` if controlled)."""
+
+    name = "base"
+    uses_controller = False
+
+    def __init__(self, config: SchedulerConfig, seed: int = 0) -> None:
+        self.config = config
+        self.levels = config.levels
+        self.caps = config.batch_caps()
+        self.rng = random.Random(seed)
+        self.lat1 = {k: config.profile.latency(k, 1) for k in self.levels}
+        self._q_g = {k: config.quality.g_of(k) for k in self.levels}
+        self.current: Plan = self.initial_plan()
+        self.set_plan(self.current)
+
+    # -- controller side ---------------------------------------------------------------------------
+    def initial_plan(self) -> Plan:
+        return fixed_plan(self.levels, self.config.n_workers, self.levels[0], self.caps, policy=self.name)
+
+    def plan(self, now: float, demand: DemandEstimate | None) -> Plan:
+        """Called every period by the controller. Fixed-level policies keep their plan."""
+        return self.current
+
+    def set_plan(self, plan: Plan) -> None:
+        """Adopt a plan (from `plan()` or, in the live system, from storage)."""
+        self.current = plan
+        self.by_level: dict[int, list[int]] = {k: [] for k in self.levels}
+        for w, lv in enumerate(plan.worker_levels):
+            self.by_level.setdefault(lv, []).append(w)
+        self._cum = []
+        for row in plan.route:
+            acc, c = 0.0, []
+            for f in row:
+                acc += f
+                c.append(acc)
+            c[-1] = max(c[-1], 1.0 + 1e-9)
+            self._cum.append(c)
+
+    # -- dispatch side ------------------------------------------------------------------------------
+    def dispatch(self, req: RequestView, cluster: ClusterView, now: float) -> Decision:
+        raise NotImplementedError
+
+    def on_batch_done(self, worker: int, k_prime: int, batch_size: int, service_s: float) -> None:
+        """Feedback after each batch (used by AIMD)."""
+
+    # helpers
+    def quality(self, s: float | None, k: int) -> float:
+        if k == 0:
+            return 1.0
+        if s is None:
+            return float("nan")
+        return self.config.quality.q(s, k)
+
+    def sample_level(self, k_star: int) -> int:
+        i = self.levels.index(k_star) if k_star in self.levels else 0
+        return self.levels[bisect.bisect_right(self._cum[i], self.rng.random())]
+
+    def _no_neighbour(self, cluster: ClusterView, now: float) -> Decision:
+        ws = self.by_level.get(0) or list(range(len(cluster.queue_len)))
+        w, _ = soonest_free(ws, cluster, now)
+        return Decision(w, 0, 1, False)
+
+
+class PromptAware(Policy):
+    """The paper: MILP per K* class, K→K′ route sampling, route-and-batch, deadline redirect."""
+
+    name = "prompt_aware"
+    uses_controller = True
+
+    def plan(self, now: float, demand: DemandEstimate | None) -> Plan:
+        if demand is None:
+            return self.current
+        c = self.config
+        p = solve_plan(demand, c.n_workers, c.profile, c.slo_s, util_target=c.util_target,
+                       headroom=c.headroom, prompt_aware=True, previous=self.current,
+                       batch_caps=self.caps, policy=self.name)
+        self.set_plan(p)
+        return p
+
+    def dispatch(self, req: RequestView, cluster: ClusterView, now: float) -> Decision:
+        avail = req.levels_available
+        if not avail:
+            return self._no_neighbour(cluster, now)
+        k = self.sample_level(req.k_star)
+        ws = self.by_level.get(k)
+        if not ws:  # plan has no worker there (should not happen): least-loss level with workers
+            k = min((lv for lv in self.levels if self.by_level.get(lv)),
+                    key=lambda lv: self._loss_key(req, lv))
+            ws = self.by_level[k]
+        kp = effective_level(k, avail)
+        w, b, backlog = route_and_batch(ws, cluster, now, self.caps[k] if kp == k else 1,
+                                        self.config.load_threshold)
+        if now + backlog + self.lat1[kp] <= req.deadline:
+            return Decision(w, kp, b, False)
+        return self._redirect(req, cluster, now, k, w, kp, b, backlog)
+
+    def _loss_key(self, req: RequestView, lv: int) -> tuple[float, int]:
+        """Sort key: least 𝒟_Q first; among loss-free levels the cheapest (highest K′) first."""
+        s = req.similarity
+        kp = effective_level(lv, req.levels_available)
+        qs = self.quality(s, req.k_star)
+        q = self.quality(s, kp)
+        loss = qs - q
+        return (loss if loss > 1e-12 else 0.0, -kp)
+
+    def _redirect(self, req: RequestView, cluster: ClusterView, now: float, k0: int, w0: int, kp0: int,
+                  b0: int, backlog0: float) -> Decision:
+        best = (now + backlog0 + self.lat1[kp0], w0, kp0, b0)
+        # Same level, soonest-free worker first (no quality change).
+        w, bl = soonest_free(self.by_level[k0], cluster, now)
+        fin = now + bl + self.lat1[kp0]
+        if fin <= req.deadline:
+            return Decision(w, kp0, 1, False)
+        if fin < best[0]:
+            best = (fin, w, kp0, 1)
+        for lv in sorted((lv for lv in self.levels if lv != k0 and self.by_level.get(lv)),
+                         key=lambda lv: self._loss_key(req, lv)):
+            kp = effective_level(lv, req.levels_available)
+            w, b, bl = route_and_batch(self.by_level[lv], cluster, now, self.caps[lv] if kp == lv else 1,
+                                       self.config.load_threshold)
+            fin = now + bl + self.lat1[kp]
+            if fin <= req.deadline:
+                return Decision(w, kp, b, True)
+            if fin < best[0]:
+                best = (fin, w, kp, b)
+        _, w, kp, b = best
+        return Decision(w, kp, b, kp != kp0)
+
+
+class Oracle(PromptAware):
+    """prompt_aware planned with the true demand of the next period (the runner supplies it)."""
+
+    name = "oracle"
+    wants_future_demand = True
+
+
+class Proteus(Policy):
+    """PROTEUS over the same levels: prompt-agnostic MILP, fractions ignore K*, adaptive batching."""
+
+    name = "proteus"
+    uses_controller = True
+
+    def plan(self, now: float, demand: DemandEstimate | None) -> Plan:
+        if demand is None:
+            return self.current
+        c = self.config
+        p = solve_plan(demand, c.n_workers, c.profile, c.slo_s, util_target=c.util_target,
+                       headroom=c.headroom, prompt_aware=False, previous=self.current,
+                       batch_caps=self.caps, policy=self.name)
+        self.set_plan(p)
+        return p
+
+    def dispatch(self, req: RequestView, cluster: ClusterView, now: float) -> Decision:
+        if not req.levels_available:
+            return self._no_neighbour(cluster, now)
+        k = self.levels[bisect.bisect_right(self._cum[0], self.rng.random())]  # same row for every class
+        ws = self.by_level.get(k) or list(range(len(cluster.queue_len)))
+        w, _ = soonest_free(ws, cluster, now)
+        kp = effective_level(k, req.levels_available)
+        # Adaptive batching: the worker takes whatever is queued, up to the plan's cap for the level.
+        return Decision(w, kp, self.caps[k] if kp == k else 1, False)
+
+
+class Nirvana(Policy):
+    """NIRVANA on every worker: each request at its own K*, shortest-queue routing, batch 1."""
+
+    name = "nirvana"
+
+    def dispatch(self, req: RequestView, cluster: ClusterView, now: float) -> Decision:
+        ql, bu, qs = cluster.queue_len, cluster.busy_until, cluster.queued_s
+        best_w, best = 0, (math.inf, math.inf)
+        for w in range(len(ql)):
+            rem = bu[w] - now
+            key = (ql[w] + (1 if rem > 0 else 0), (rem if rem > 0 else 0.0) + qs[w])
+            if key < best:
+                best_w, best = w, key
+        kp = effective_level(req.k_star, req.levels_available) if req.k_star else 0
+        return Decision(best_w, kp, 1, False)
+
+
+class Clipper(Policy):
+    """Every worker at one level, soonest-free routing, AIMD batch size per worker."""
+
+    level_index = 0
+
+    def __init__(self, config: SchedulerConfig, seed: int = 0) -> None:
+        super().__init__(config, seed)
+        self.max_batch = config.profile.max_batch
+        self.aimd = [1] * config.n_workers
+
+    def initial_plan(self) -> Plan:
+        return fixed_plan(self.levels, self.config.n_workers, self.levels[self.level_index], self.caps,
+                          policy=self.name)
+
+    def dispatch(self, req: RequestView, cluster: ClusterView, now: float) -> Decision:
+        k = self.levels[self.level_index]
+        kp = effective_level(k, req.levels_available)
+        w, _ = soonest_free(self.by_level[k], cluster, now)
+        return Decision(w, kp, self.aimd[w], False)
+
+    def on_batch_done(self, worker: int, k_prime: int, batch_size: int, service_s: float) -> None:
+        if service_s <= self.config.slo_s:
+            if batch_size >= self.aimd[worker]:  # only a full batch says the limit can grow
+                self.aimd[worker] = min(self.max_batch, self.aimd[worker] + 1)
+        else:
+            self.aimd[worker] = max(1, int(self.aimd[worker] * 0.9))
+
+
+class ClipperHA(Clipper):
+    name = "clipper_ha"
+    level_index = 0
+
+
+class ClipperHT(Clipper):
+    name = "clipper_ht"
+    level_index = -1
+
+
+_REGISTRY: dict[str, type[Policy]] = {
+    "prompt_aware": PromptAware, "clipper_ha": ClipperHA, "clipper_ht": ClipperHT,
+    "nirvana": Nirvana, "proteus": Proteus, "oracle": Oracle,
+}
+
+
+def make_policy(name: str, config: SchedulerConfig, seed: int = 0) -> Policy:
+    """Build a policy by name (see POLICY_NAMES)."""
+    try:
+        cls = _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown policy {name!r}; choose from {', '.join(POLICY_NAMES)}") from None
+    return cls(config, seed)

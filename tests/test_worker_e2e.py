@@ -1,0 +1,111 @@
+"""The whole request path on real parts: API → Redis → a real Celery worker process →
+diffusers (tiny model) → PNG on disk → API shows succeeded. Plus crash recovery."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.conftest import wait_for_status
+from webapp.ledger import transitions
+from webapp.ledger.models import GenerationRequest, Status
+from webapp.ledger.reconcile import reconcile
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+URL = "/api/v1/generations/"
+
+
+def test_submit_to_png(api, gpu_workers, settings):
+    resp = api.post(URL, {"prompt": "a lighthouse at dusk, oil painting", "seed": 42}, format="json")
+    assert resp.status_code == 202
+    rid = resp.json()["id"]
+    row = wait_for_status(rid, {Status.SUCCEEDED, Status.FAILED}, timeout=90)
+    assert row.status == Status.SUCCEEDED, row.error
+    body = api.get(f"{URL}{rid}/").json()
+    assert body["status"] == "succeeded" and body["image_url"].endswith(f"{rid}/image/")
+    assert body["k_served"] == 0 and body["started_at"] and body["finished_at"]
+    assert "tiny random" in body["model_label"]
+    path = Path(settings.MEDIA_ROOT) / row.image.name
+    image = Image.open(path)
+    assert image.format == "PNG" and image.size == (row.width, row.height)
+    download = api.get(body["image_url"])
+    assert download.status_code == 200 and download["Content-Type"] == "image/png"
+    assert b"".join(download.streaming_content) == path.read_bytes()
+
+
+def test_same_seed_same_image(api, gpu_workers, settings):
+    ids = [api.post(URL, {"prompt": "twin", "seed": 5}, format="json").json()["id"] for _ in range(2)]
+    rows = [wait_for_status(i, {Status.SUCCEEDED}, timeout=90) for i in ids]
+    assert {r.worker for r in rows} == {0, 1}  # both processes, same pixels
+    data = [(Path(settings.MEDIA_ROOT) / r.image.name).read_bytes() for r in rows]
+    assert data[0] == data[1]
+
+
+def test_duplicate_message_is_a_no_op(api, gpu_workers):
+    from webapp.ledger.publishing import publish
+
+    rid = api.post(URL, {"prompt": "only once"}, format="json").json()["id"]
+    row = wait_for_status(rid, {Status.SUCCEEDED}, timeout=90)
+    finished = row.finished_at
+    publish(row.id, row.worker)  # a redelivered/duplicate message
+    time.sleep(1.5)
+    row.refresh_from_db()
+    assert row.status == Status.SUCCEEDED and row.finished_at == finished and row.attempts == 1
+
+
+def test_worker_killed_mid_request_is_not_lost(api, user, start_worker, settings):
+    """SIGKILL the worker process running a request; its slot restarts (as a process
+    supervisor would), the lease expires, the reconciler requeues and republishes it, and it
+    finishes exactly once."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from webapp.ledger.publishing import publish
+
+    slot = 7  # a slot of its own, so no session worker picks the request up first
+    victim = start_worker(slot)
+    row = GenerationRequest.objects.create(
+        owner=user, prompt="slow one", seed=1, width=64, height=64, steps=150, worker=slot,
+        deadline=timezone.now() + timedelta(minutes=5))
+    publish(row.id, slot)
+
+    wait_for_status(row.id, {Status.RUNNING}, timeout=60)
+    for pid in victim.child_pids() + [victim.proc.pid]:
+        os.kill(pid, signal.SIGKILL)
+    victim.proc.wait(10)
+    start_worker(slot)
+
+    row = wait_for_status(row.id, {Status.SUCCEEDED, Status.FAILED}, timeout=120, tick=reconcile)
+    assert row.status == Status.SUCCEEDED, row.error
+    assert row.attempts == 2  # the killed attempt, then the successful one
+    assert row.image
+
+
+def test_lease_expiry_gives_up_after_max_attempts(api, embedded_services, settings):
+    rid = api.post(URL, {"prompt": "doomed"}, format="json").json()["id"]
+    for attempt in range(settings.T2I_MAX_ATTEMPTS):
+        GenerationRequest.objects.filter(pk=rid).update(status=Status.QUEUED)
+        assert transitions.claim([rid], worker=0, lease_seconds=-1)  # lease already expired
+        reconcile()
+    row = GenerationRequest.objects.get(pk=rid)
+    assert row.status == Status.FAILED
+    assert "stopped responding" in row.error and row.attempts == settings.T2I_MAX_ATTEMPTS
+
+
+def test_overdue_queued_request_expires(api, embedded_services):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    rid = api.post(URL, {"prompt": "too late"}, format="json").json()["id"]
+    GenerationRequest.objects.filter(pk=rid).update(created_at=timezone.now() - timedelta(hours=1))
+    reconcile()
+    row = GenerationRequest.objects.get(pk=rid)
+    assert row.status == Status.EXPIRED and row.on_time is False

@@ -29,9 +29,9 @@ def home(request):
                 row, _ = submit(request.user, Submission(**form.validated_data))
                 return redirect(row)
             except InFlightCapReached as exc:
-                errors = {"__all__": [str(exc)]}
+                errors = {"form": [str(exc)]}
             except BrokerUnavailable:
-                errors = {"__all__": ["The queue is unavailable right now; nothing was stored. "
+                errors = {"form": ["The queue is unavailable right now; nothing was stored. "
                                       "Try again in a few seconds."]}
         else:
             errors = {k: [str(m) for m in v] for k, v in form.errors.items()}

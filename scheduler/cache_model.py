@@ -4,15 +4,18 @@ Entries are prompts of the stream (warm prefix + replayed requests), identified 
 * warm entries (full generations) hold every cache level;
 * a request served at K′ contributes the levels **above** K′ — the steps it computed itself, conditioned on
   its own prompt (levels ≤ K′ would be its neighbour's latents); served at the largest level it adds
-  nothing. This matches what a resumed engine run can capture.
+  nothing. This matches what a resumed engine run can capture. (`resumed_levels="all"` is an optimistic
+  ablation that lets every served request contribute every level, as if its early latents were its own.)
 LCBFU (NIRVANA): an entry's score is Σ K over its hits (frequency × K); when the cache is over capacity
 (in entries) the lowest score leaves, the oldest first among equals.
 
-Search: the nearest cached prompt by cosine similarity (embeddings are unit vectors). Because only
-predecessors in the stream can ever be cached when a request arrives, each request's top-m most similar
-predecessors are precomputed with blocked matrix products; a lookup takes the first of them that is
-cached, which is the exact nearest cached neighbour. Only when none of the m is cached (heavy eviction,
-or a policy that adds few entries) does it fall back to one matrix-vector product over the predecessors.
+Search: the nearest cached prompt by cosine similarity (embeddings are unit vectors), exact. Only
+prompts earlier in the stream can be cached when a request arrives, so two candidate lists are
+precomputed per request with blocked matrix products: its top-m warm prompts and its top-m earlier
+requests, best first. A lookup takes the first cached entry of each list. A list with no cached entry
+among its m can only hide candidates no more similar than its m-th; only when that bound beats the best
+hit found does the lookup fall back to one matrix-vector product over that list's (cached) range — rare,
+and skipped entirely when no request has been cached (e.g. under Clipper-HT).
 """
 
 from __future__ import annotations
@@ -22,26 +25,31 @@ import heapq
 import numpy as np
 
 
-def topm_predecessors(emb: np.ndarray, start: int, m: int = 32, block: int = 512) -> tuple[np.ndarray, np.ndarray]:
-    """For every row i ≥ start: indices and similarities of its m most similar rows j < i, best first."""
-    n = emb.shape[0]
-    q = n - start
+def topm_rows(emb: np.ndarray, rows: range, cols_end, m: int, block: int = 512,
+              col_start: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """For each row i in `rows`: the m most similar columns j in [col_start, cols_end(i)), best first
+    (index -1 / similarity -inf where there are fewer)."""
+    q = len(rows)
     idx = np.full((q, m), -1, dtype=np.int64)
     sim = np.full((q, m), -np.inf, dtype=np.float32)
-    for a in range(start, n, block):
-        b = min(n, a + block)
-        s = emb[a:b] @ emb[:b].T  # (b-a, b)
-        rows = np.arange(a, b)
-        s[np.arange(b)[None, :] >= rows[:, None]] = -np.inf  # only predecessors
-        mm = min(m, b)
-        part = np.argpartition(-s, mm - 1, axis=1)[:, :mm]
+    for a in range(rows.start, rows.stop, block):
+        b = min(rows.stop, a + block)
+        ends = np.array([cols_end(i) for i in range(a, b)])
+        hi = int(ends.max(initial=col_start))
+        if hi <= col_start:
+            continue
+        s = emb[a:b] @ emb[col_start:hi].T
+        s[np.arange(col_start, hi)[None, :] >= ends[:, None]] = -np.inf
+        mm = min(m, hi - col_start)
+        width = hi - col_start
+        part = np.argpartition(s, width - mm, axis=1)[:, width - mm:] if mm < width else \
+            np.broadcast_to(np.arange(width), (b - a, width)).copy()
         ps = np.take_along_axis(s, part, axis=1)
         order = np.argsort(-ps, axis=1, kind="stable")
         part = np.take_along_axis(part, order, axis=1)
         ps = np.take_along_axis(ps, order, axis=1)
-        ps_valid = np.isfinite(ps)
-        idx[a - start:b - start, :mm] = np.where(ps_valid, part, -1)
-        sim[a - start:b - start, :mm] = ps
+        idx[a - rows.start:b - rows.start, :mm] = np.where(np.isfinite(ps), part + col_start, -1)
+        sim[a - rows.start:b - rows.start, :mm] = ps
     return idx, sim
 
 
@@ -49,12 +57,15 @@ class ApproxCache:
     """Cache state over a prompt stream; see module docstring."""
 
     def __init__(self, emb: np.ndarray, levels: tuple[int, ...] | list[int], capacity: int,
-                 query_start: int = 0, top_m: int = 32) -> None:
+                 query_start: int = 0, top_m: int = 48, resumed_levels: str = "above") -> None:
         self.emb = np.ascontiguousarray(emb, dtype=np.float32)
         self.n = self.emb.shape[0]
         self.levels = tuple(lv for lv in levels if lv > 0)  # cache levels (0 is "no latent")
         self.capacity = max(1, int(capacity))
         self.query_start = query_start
+        if resumed_levels not in ("above", "all"):
+            raise ValueError("resumed_levels must be 'above' or 'all'")
+        self.resumed_levels = resumed_levels  # "all": optimistic ablation, see module docstring
         self.in_cache = np.zeros(self.n, dtype=bool)
         self.min_level_idx = np.zeros(self.n, dtype=np.int8)  # index into self.levels of the lowest held
         self.score = np.zeros(self.n, dtype=np.float64)
@@ -65,7 +76,10 @@ class ApproxCache:
         self.evictions = 0
         self.fallbacks = 0
         self._avail = [tuple(self.levels[i:]) for i in range(len(self.levels) + 1)]
-        self.nbr_idx, self.nbr_sim = topm_predecessors(self.emb, query_start, top_m)
+        rows = range(query_start, self.n)
+        self.warm_idx, self.warm_sim = topm_rows(self.emb, rows, lambda i: query_start, top_m)
+        self.req_idx, self.req_sim = topm_rows(self.emb, rows, lambda i: i, top_m, col_start=query_start)
+        self.cached_requests = 0  # entries from the replayed part of the stream currently held
 
     def reset(self, capacity: int | None = None) -> None:
         """Empty the cache (keeps the neighbour index, which depends only on the embeddings)."""
@@ -74,7 +88,7 @@ class ApproxCache:
         self.score[:] = 0.0
         self._heap.clear()
         self._born.clear()
-        self._seq = self.size = self.evictions = self.fallbacks = 0
+        self._seq = self.size = self.evictions = self.fallbacks = self.cached_requests = 0
         if capacity is not None:
             self.capacity = max(1, int(capacity))
 
@@ -86,8 +100,9 @@ class ApproxCache:
         """Add prompt j after it was served at served_k (levels above served_k are its own)."""
         lvls = self.levels
         lo = 0
-        while lo < len(lvls) and lvls[lo] <= served_k:
-            lo += 1
+        if self.resumed_levels == "above":
+            while lo < len(lvls) and lvls[lo] <= served_k:
+                lo += 1
         if lo >= len(lvls):
             return
         if self.in_cache[j]:
@@ -95,6 +110,8 @@ class ApproxCache:
                 self.min_level_idx[j] = lo
             return
         self.in_cache[j] = True
+        if j >= self.query_start:
+            self.cached_requests += 1
         self.min_level_idx[j] = lo
         self.score[j] = 0.0
         self._seq += 1
@@ -109,6 +126,8 @@ class ApproxCache:
             sc, seq, j = heapq.heappop(self._heap)
             if self.in_cache[j] and self._born.get(j) == seq and sc == self.score[j]:
                 self.in_cache[j] = False
+                if j >= self.query_start:
+                    self.cached_requests -= 1
                 self.size -= 1
                 self.evictions += 1
                 return
@@ -124,19 +143,29 @@ class ApproxCache:
             self.insert(j, 0)
 
     def lookup(self, i: int) -> tuple[int, float]:
-        """Nearest cached predecessor of prompt i: (index, similarity), or (-1, nan) if the cache is empty."""
+        """Nearest cached predecessor of prompt i: (index, similarity), or (-1, nan) if none is cached."""
         row = i - self.query_start
-        idx = self.nbr_idx[row]
-        ok = self.in_cache[idx] & (idx >= 0)
-        p = int(ok.argmax())
-        if ok[p]:
-            return int(idx[p]), float(self.nbr_sim[row, p])
-        if self.size == 0:
+        best_j, best_s = -1, -np.inf
+        in_cache = self.in_cache
+        for idx, sims, lo, hi, skip in (
+                (self.warm_idx[row], self.warm_sim[row], 0, self.query_start, self.size == self.cached_requests),
+                (self.req_idx[row], self.req_sim[row], self.query_start, i, self.cached_requests == 0)):
+            if skip:
+                continue
+            ok = in_cache[idx] & (idx >= 0)
+            p = int(ok.argmax())
+            if ok[p]:
+                if sims[p] > best_s:
+                    best_j, best_s = int(idx[p]), float(sims[p])
+                continue
+            bound = float(sims[-1])  # nothing outside the list is more similar than its last entry
+            if hi > lo and bound > best_s and np.isfinite(bound):
+                self.fallbacks += 1
+                s = self.emb[lo:hi] @ self.emb[i]  # contiguous: cheaper than gathering the cached rows
+                s[~in_cache[lo:hi]] = -np.inf
+                k = int(s.argmax())
+                if s[k] > best_s:
+                    best_j, best_s = k + lo, float(s[k])
+        if best_j < 0:
             return -1, float("nan")
-        self.fallbacks += 1
-        s = self.emb[:i] @ self.emb[i]
-        s[~self.in_cache[:i]] = -np.inf
-        j = int(s.argmax())
-        if not np.isfinite(s[j]):
-            return -1, float("nan")
-        return j, float(s[j])
+        return best_j, best_s

@@ -91,6 +91,7 @@ class SchedulerConfig:
     headroom: float = 1.0               # demand multiplier before planning
     ewma_alpha: float = 0.5             # weight of the newest window in the demand EWMA
     load_threshold: float = 1.0         # outstanding requests per worker at a level: below → spread, b = 1
+    deadline_redirect: bool = True      # prompt_aware's redirect (off only for ablations)
 
     @property
     def levels(self) -> list[int]:
@@ -103,5 +104,6 @@ class SchedulerConfig:
         return {"n_workers": self.n_workers, "profile": self.profile.name, "slo_s": self.slo_s,
                 "levels": self.levels, "period_s": self.period_s, "util_target": self.util_target,
                 "headroom": self.headroom, "ewma_alpha": self.ewma_alpha,
-                "load_threshold": self.load_threshold, "batch_caps": {str(k): v for k, v in self.batch_caps().items()},
+                "load_threshold": self.load_threshold, "deadline_redirect": self.deadline_redirect,
+                "batch_caps": {str(k): v for k, v in self.batch_caps().items()},
                 "thresholds": [list(t) for t in self.predictor.thresholds], "quality": self.quality.to_dict()}

@@ -126,7 +126,7 @@ class PromptAware(Policy):
         kp = effective_level(k, avail)
         w, b, backlog = route_and_batch(ws, cluster, now, self.caps[k] if kp == k else 1,
                                         self.config.load_threshold)
-        if now + backlog + self.lat1[kp] <= req.deadline:
+        if now + backlog + self.lat1[kp] <= req.deadline or not self.config.deadline_redirect:
             return Decision(w, kp, b, False)
         return self._redirect(req, cluster, now, k, w, kp, b, backlog)
 

@@ -52,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--headroom", type=float, default=1.0)
     p.add_argument("--ewma-alpha", type=float, default=0.5)
     p.add_argument("--load-threshold", type=float, default=1.0)
+    p.add_argument("--no-redirect", action="store_true", help="ablation: turn off the deadline redirect")
+    p.add_argument("--resumed-levels", choices=["above", "all"], default="above",
+                   help="levels a request served at K′ adds to the cache: those above K′ (physical) or all "
+                        "(optimistic ablation)")
     p.add_argument("--cache-capacity", type=int, default=100_000, help="cache entries (LCBFU beyond)")
     p.add_argument("--window", type=float, default=30.0, help="metrics/plot window (s)")
     p.add_argument("--embed-cache", default=".cache/embeddings", help="folder for cached embeddings")
@@ -76,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     slo = args.slo if args.slo is not None else 2.0 * profile.latency(0, 1)
     cfg = SchedulerConfig(n_workers=args.workers, profile=profile, slo_s=slo, period_s=args.period,
                           util_target=args.util_target, headroom=args.headroom, ewma_alpha=args.ewma_alpha,
-                          load_threshold=args.load_threshold)
+                          load_threshold=args.load_threshold, deadline_redirect=not args.no_redirect)
     caps = cfg.batch_caps()
     top = levels[-1]
     capacity = args.workers * caps[top] / profile.latency(top, caps[top])
@@ -98,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
           file=sys.stderr)
     t0 = time.perf_counter()
     emb = embed_prompt_file(args.prompts, args.embed_cache)[: args.warm + n]
-    cache = ApproxCache(emb, levels, args.cache_capacity, query_start=args.warm)
+    cache = ApproxCache(emb, levels, args.cache_capacity, query_start=args.warm,
+                        resumed_levels=args.resumed_levels)
     print(f"embeddings + neighbour index: {time.perf_counter() - t0:.1f} s", file=sys.stderr)
 
     results: dict[str, dict] = {}
@@ -119,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         "trace": [os.path.abspath(x) for x in args.trace], "prompts": os.path.abspath(args.prompts),
         "warm": args.warm, "peak_load": args.peak_load, "time_scale": args.time_scale, "requests": n,
         "duration_s": float(arrivals[-1]), "capacity_rps_top_level": capacity, "seed": args.seed,
-        "cache_capacity": args.cache_capacity, "window_s": args.window, "policies": policies,
+        "cache_capacity": args.cache_capacity, "resumed_levels": args.resumed_levels, "window_s": args.window, "policies": policies,
         "scheduler": cfg.to_dict(),
     }
     os.makedirs(args.out, exist_ok=True)

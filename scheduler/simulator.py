@@ -66,7 +66,7 @@ def _q_row(qm, levels: list[int], s: float) -> list[float]:
 
 
 def simulate(policy_name: str, config: SchedulerConfig, arrivals: np.ndarray, embeddings: np.ndarray,
-             warm: int, cache_capacity: int = 100_000, seed: int = 0, top_m: int = 32,
+             warm: int, cache_capacity: int = 100_000, seed: int = 0, top_m: int = 48,
              progress=None, cache: ApproxCache | None = None) -> SimResult:
     """Run one policy over the arrivals. embeddings: (warm + len(arrivals), d) unit vectors, stream order.
 

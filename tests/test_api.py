@@ -159,3 +159,53 @@ def test_openapi_schema_generates(api, embedded_services):
     assert "/api/v1/generations/" in schema["paths"]
     assert "/api/v1/generations/{id}/cancel/" in schema["paths"]
     assert api.get("/api/docs/").status_code == 200
+
+
+def test_submit_rate_is_throttled_per_user(api, embedded_services, monkeypatch):
+    from django.core.cache import cache
+
+    from webapp.api.views import SubmitThrottle
+
+    cache.clear()
+    monkeypatch.setattr(SubmitThrottle, "THROTTLE_RATES", {"submit": "2/min"})
+    codes = [api.post(URL, {"prompt": f"t{i}"}, format="json").status_code for i in range(3)]
+    assert codes == [202, 202, 429]
+
+
+def test_database_down_is_503_json_not_a_traceback(embedded_services, tmp_path):
+    """A real server process whose PostgreSQL is unreachable answers 503 with JSON."""
+    import os
+    import subprocess
+    import sys
+    import time
+    import urllib.error
+    import urllib.request
+
+    from webapp.stack.services import free_port
+
+    port, dead = free_port(), free_port()
+    env = dict(os.environ, DATABASE_URL=f"postgres://postgres@127.0.0.1:{dead}/t2i",
+               DB_CONNECT_TIMEOUT="1", DEBUG="0", SECRET_KEY="x" * 50)
+    server = subprocess.Popen([sys.executable, "-m", "gunicorn", "webapp.wsgi", "-b",
+                               f"127.0.0.1:{port}", "-w", "1"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(urllib.request.Request(
+                    f"http://127.0.0.1:{port}/api/v1/generations/",
+                    headers={"Authorization": "Token abc"}), timeout=5)
+                raise AssertionError("expected an error status")
+            except urllib.error.HTTPError as exc:
+                status, body, ctype = exc.code, exc.read(), exc.headers["Content-Type"]
+                break
+            except (urllib.error.URLError, ConnectionError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+    finally:
+        server.terminate()
+        server.wait(10)
+    assert status == 503 and ctype == "application/json"
+    assert b"database is unavailable" in body

@@ -148,7 +148,7 @@ def load_pipeline(path: str | Path, device: str | torch.device | None = None, dt
         kwargs.update(safety_checker=None, requires_safety_checker=False)
     if variant:
         kwargs["variant"] = variant
-    pipe = DiffusionPipeline.from_pretrained(path, torch_dtype=dtype, local_files_only=True, **kwargs)
+    pipe = DiffusionPipeline.from_pretrained(path, dtype=dtype, local_files_only=True, **kwargs)
     pipe.to(device)
     # SDXL's VAE overflows in float16 (config.force_upcast); keep it in float32 once rather than
     # casting it back and forth on every decode as the stock pipeline does.
@@ -319,8 +319,8 @@ class ApproxCEngine:
             timings = GenTimings(encode_s=t1 - t0, denoise_s=t2 - t1, decode_s=t3 - t2, batch_s=0.0,
                                  batch_size=len(members), steps_run=group.steps - item.start_level)
             results[i] = GenResult(image=_to_pil(pixels[j][0]), latents=captured[j],
-                                   final_latent=final[j : j + 1].cpu(), start_level=item.start_level,
-                                   timings=timings)
+                                   final_latent=final[j : j + 1].to("cpu", copy=True),
+                                   start_level=item.start_level, timings=timings)
 
     def _encode(self, members: list[GenItem], group: _Group) -> _Cond:
         """Text conditioning, one text-encoder pass over the distinct strings of the sub-batch.

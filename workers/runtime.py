@@ -38,4 +38,16 @@ def engine():
         from .engine import ApproxCEngine, load_pipeline
 
         pipe = load_pipeline(settings.T2I_MODEL_PATH, device=settings.T2I_DEVICE or None)
+        if pipe.device.type == "cpu":
+            _share_cpu_cores()
         return ApproxCEngine(pipe)
+
+
+def _share_cpu_cores() -> None:
+    """CPU-only hosts run several worker processes: split the cores instead of every process
+    starting one thread per core and thrashing."""
+    import torch
+
+    threads = int(os.environ.get("T2I_TORCH_THREADS", 0)) or max(
+        1, (os.cpu_count() or 1) // max(1, settings.T2I_WORKERS))
+    torch.set_num_threads(threads)

@@ -35,6 +35,7 @@ class Stack:
         self.data_dir = Path(os.environ.get("T2I_DATA_DIR", ROOT / ".data")).absolute()
         self.services: list = []
         self.children: list[tuple[str, subprocess.Popen]] = []
+        self.recipes: dict[str, tuple[list[str], dict[str, str]]] = {}
         self.env = dict(os.environ, HF_HUB_OFFLINE="1", T2I_DATA_DIR=str(self.data_dir),
                         T2I_WORKERS=str(args.workers), T2I_ENGINE=args.engine,
                         DJANGO_SETTINGS_MODULE="webapp.settings", PYTHONUNBUFFERED="1")
@@ -70,6 +71,7 @@ class Stack:
 
     # --- processes ------------------------------------------------------------------
     def spawn(self, name: str, argv: list[str], **extra_env: str) -> None:
+        self.recipes[name] = (argv, extra_env)
         log_dir = self.data_dir / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
         log = open(log_dir / f"{name}.log", "ab")
@@ -123,11 +125,22 @@ class Stack:
             service.stop()
 
     def watch(self) -> None:
+        """Restart any process that dies (as compose's `restart: unless-stopped` would): a
+        killed GPU worker comes back and the reconciler hands its lost request to it."""
+        restarts: dict[str, list[float]] = {}
         while True:
-            for name, proc in self.children:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"{name} exited with {proc.returncode}; see "
+            for i, (name, proc) in enumerate(list(self.children)):
+                if proc.poll() is None:
+                    continue
+                recent = [t for t in restarts.get(name, []) if time.monotonic() - t < 60]
+                if len(recent) >= 5:
+                    raise RuntimeError(f"{name} keeps exiting (last code {proc.returncode}); see "
                                        f"{self.data_dir / 'logs' / (name + '.log')}")
+                restarts[name] = recent + [time.monotonic()]
+                print(f"{name} exited with {proc.returncode}; restarting it.", flush=True)
+                self.children.remove((name, proc))
+                argv, extra_env = self.recipes[name]
+                self.spawn(name, argv, **extra_env)
             time.sleep(0.5)
 
 
@@ -151,7 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     def on_signal(signum, frame):
         raise KeyboardInterrupt
 
+    # Explicit for SIGINT too: a shell that starts us in the background sets it to "ignore".
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     started = time.monotonic()
     try:
         stack.start_services()

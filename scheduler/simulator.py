@@ -176,6 +176,13 @@ def simulate(policy_name: str, config: SchedulerConfig, arrivals: np.ndarray, em
             estimator.roll(t)
         else:
             est = estimator.roll(t)
+        if config.backlog_aware:
+            queued = [0] * len(levels)
+            for q in queues:
+                for r in q:
+                    if state[r] == 0:
+                        queued[class_of[k_star[r]]] += 1
+            est = est.with_backlog(queued, config.backlog_horizon_periods * period)
         policy.plan(t, est)
         cluster.levels[:] = policy.current.worker_levels
         record_plan(t)
@@ -194,6 +201,7 @@ def simulate(policy_name: str, config: SchedulerConfig, arrivals: np.ndarray, em
         qmean = np.where(cnt[:, None] > 0, qsum / np.maximum(cnt, 1)[:, None], qd)
         return DemandEstimate(levels=list(levels), rates=(cnt / period).tolist(), quality=qmean.tolist(), time=t)
 
+    class_of = {k: i for i, k in enumerate(levels)}
     drop_after = 2.0 * slo
     ai = 0
     arr_l = arrivals.tolist()

@@ -136,3 +136,11 @@ def test_embed_texts_minilm():
     assert e.shape == (3, 384) and e.dtype == np.float32
     assert np.allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-5)
     assert e[0] @ e[1] > e[0] @ e[2]
+
+
+def test_demand_with_backlog_adds_queued_requests_as_rate():
+    from scheduler.demand import DemandEstimate
+
+    e = DemandEstimate(LEVELS, [1.0, 0, 0, 0, 0, 2.0], [[1.0] * 6] * 6, time=5.0)
+    b = e.with_backlog([10, 0, 0, 0, 0, 40], 20.0)
+    assert b.rates == [1.5, 0, 0, 0, 0, 4.0] and b.time == 5.0 and e.rates[0] == 1.0

@@ -10,7 +10,10 @@ from django.db import models
 from django.db.models import Q
 from django.urls import reverse
 
-SEED_MAX = 2**32 - 1  # torch.Generator.manual_seed accepts any 64-bit value; keep it portable
+SEED_MAX = 2**32 - 1
+POLICY_CHOICES = [("prompt_aware", "Prompt-aware (the paper)"), ("clipper_ha", "Clipper-HA (all K=0)"),
+                  ("clipper_ht", "Clipper-HT (all largest K)"), ("nirvana", "NIRVANA (own K*, no plan)"),
+                  ("proteus", "PROTEUS (prompt-agnostic MILP)")]  # torch.Generator.manual_seed accepts any 64-bit value; keep it portable
 
 
 class Status(models.TextChoices):
@@ -69,6 +72,8 @@ class GenerationRequest(models.Model):
     cache_neighbor_id = models.BigIntegerField(null=True, blank=True)
     cache_neighbor_prompt = models.TextField(blank=True, default="")
     similarity = models.FloatField(null=True, blank=True)
+    batch_limit = models.PositiveSmallIntegerField(null=True, blank=True,
+                                                   help_text="Largest batch dispatch allowed it to join.")
     batch_size = models.PositiveSmallIntegerField(null=True, blank=True)
     service_seconds = models.FloatField(null=True, blank=True)
     quality = models.FloatField(null=True, blank=True, help_text="Expected quality Q(s, K').")
@@ -130,6 +135,25 @@ class ServingConfig(models.Model):
                                      help_text="Comma-separated pixel sizes allowed for width and height.")
     max_in_flight = models.PositiveIntegerField(
         help_text="Per-user cap on queued + running requests (0 = no cap).")
+
+    # Scheduling (scheduler/ policies). Changes apply at the next controller tick, no restart.
+    policy = models.CharField(max_length=32, choices=POLICY_CHOICES, default="prompt_aware")
+    k_levels = models.CharField(max_length=100, default="0,5,10,15,20,25",
+                                help_text="K levels a worker may run at, comma-separated; must include 0.")
+    thresholds = models.CharField(
+        max_length=200, default="0.95:25,0.90:20,0.85:15,0.75:10,0.65:5",
+        help_text="Similarity → K* rule: 'similarity:K' pairs; similarity strictly above gives K.")
+    load_threshold = models.FloatField(default=1.0, validators=[MinValueValidator(0.0)],
+                                       help_text="Outstanding requests per worker at a level "
+                                                 "above which dispatch switches to batching.")
+    util_target = models.FloatField(default=0.85, validators=[MinValueValidator(0.05)],
+                                    help_text="Planned utilisation of each level's capacity.")
+    controller_period_s = models.FloatField(default=10.0, validators=[MinValueValidator(1.0)],
+                                            help_text="Seconds between controller runs (beat).")
+    manual_layout = models.CharField(
+        max_length=2000, blank=True, default="",
+        help_text="Pin the K level of every worker instead of solving, e.g. '0,0,25,25'. "
+                  "Blank: the policy's controller decides.")
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -138,6 +162,24 @@ class ServingConfig(models.Model):
 
     def __str__(self) -> str:
         return "Serving configuration"
+
+    @property
+    def level_list(self) -> list[int]:
+        return sorted({int(x) for x in self.k_levels.split(",") if x.strip()})
+
+    @property
+    def threshold_pairs(self) -> tuple[tuple[float, int], ...]:
+        pairs = []
+        for item in self.thresholds.split(","):
+            s, k = item.split(":")
+            pairs.append((float(s), int(k)))
+        return tuple(sorted(pairs, reverse=True))
+
+    @property
+    def layout_list(self) -> list[int] | None:
+        if not self.manual_layout.strip():
+            return None
+        return [int(x) for x in self.manual_layout.split(",")]
 
     @property
     def allowed_size_list(self) -> list[int]:
@@ -161,6 +203,43 @@ class ServingConfig(models.Model):
             raise ValidationError({"min_steps": "Minimum steps cannot exceed maximum steps."})
         if not self.min_steps <= self.default_steps <= self.max_steps:
             raise ValidationError({"default_steps": "Default steps must lie between min and max."})
+        self._clean_scheduling()
+
+    def _clean_scheduling(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        try:
+            levels = self.level_list
+        except ValueError:
+            raise ValidationError({"k_levels": "Use whole numbers separated by commas, e.g. 0,5,10,15,20,25."})
+        if 0 not in levels or any(k < 0 or k >= self.default_steps for k in levels):
+            raise ValidationError({"k_levels": f"Levels must include 0 and lie below the step count "
+                                               f"({self.default_steps})."})
+        try:
+            pairs = self.threshold_pairs
+        except ValueError:
+            raise ValidationError({"thresholds": "Use 'similarity:K' pairs separated by commas, "
+                                                 "e.g. 0.95:25,0.90:20."})
+        bad = [k for _, k in pairs if k not in levels]
+        if bad or any(not 0 <= s <= 1 for s, _ in pairs):
+            raise ValidationError({"thresholds": f"Similarities must lie in [0, 1] and every K must be one "
+                                                 f"of the levels {levels} (unknown: {bad})."})
+        raw = self.manual_layout.strip()
+        if raw:
+            items = [x.strip() for x in raw.split(",")]
+            if any(not x for x in items):
+                raise ValidationError({"manual_layout": "The layout has an empty entry; give one level per "
+                                                        "worker, e.g. 0,0,25,25."})
+            try:
+                layout = [int(x) for x in items]
+            except ValueError:
+                raise ValidationError({"manual_layout": "Levels must be whole numbers, e.g. 0,0,25,25."})
+            unknown = sorted({k for k in layout if k not in levels})
+            if unknown:
+                raise ValidationError({"manual_layout": f"Unknown level(s) {unknown}; the levels are {levels}."})
+            if len(layout) != settings.T2I_WORKERS:
+                raise ValidationError({"manual_layout": f"The layout names {len(layout)} worker(s) but the "
+                                                        f"cluster has {settings.T2I_WORKERS}."})
 
     @classmethod
     def current(cls) -> "ServingConfig":
@@ -174,3 +253,50 @@ class ServingConfig(models.Model):
                 max_in_flight=settings.T2I_MAX_IN_FLIGHT,
             ))
         return config
+
+
+class AllocationPlan(models.Model):
+    """One controller decision (or a manual layout), versioned by its id. The newest row whose
+    status is usable is the current plan; a failed solve is recorded but never becomes current."""
+
+    # ok: solved; fixed: a policy without a controller; manual: the admin's K layout.
+    # failed / slow: recorded for the operator, never current.
+    USABLE = ("ok", "fixed", "manual")
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    policy = models.CharField(max_length=32)
+    status = models.CharField(max_length=16, help_text="ok, fixed, manual, failed or slow.")
+    message = models.TextField(blank=True, default="", help_text="Solver status and any problem.")
+    inputs = models.JSONField(default=dict, help_text="Demand estimate and configuration.")
+    solution = models.JSONField(default=dict, help_text="scheduler.planner.Plan.to_dict().")
+    worker_levels = models.JSONField(default=list)
+    expected_quality = models.FloatField(null=True, blank=True)
+    utilisation = models.JSONField(default=list)
+    solve_ms = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        get_latest_by = "id"
+
+    def __str__(self) -> str:
+        return f"plan v{self.id} ({self.policy}, {self.status})"
+
+    @property
+    def usable(self) -> bool:
+        return self.status in self.USABLE
+
+    @classmethod
+    def current(cls) -> "AllocationPlan | None":
+        return cls.objects.filter(status__in=cls.USABLE).order_by("-id").first()
+
+
+class BatchRecord(models.Model):
+    """Service time of every batch a worker ran: kept so the latency profile can be checked."""
+
+    finished_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    worker = models.PositiveSmallIntegerField()
+    k_prime = models.PositiveSmallIntegerField()
+    batch_size = models.PositiveSmallIntegerField()
+    service_seconds = models.FloatField()
+    engine = models.CharField(max_length=32)
+    plan_version = models.PositiveIntegerField(null=True, blank=True)

@@ -66,7 +66,8 @@ class ApproxCache:
         if resumed_levels not in ("above", "all"):
             raise ValueError("resumed_levels must be 'above' or 'all'")
         self.resumed_levels = resumed_levels  # "all": optimistic ablation, see module docstring
-        self.in_cache = np.zeros(self.n, dtype=bool)
+        self._in_cache_s = np.zeros(self.n + 1, dtype=bool)  # last slot: padding, never cached
+        self.in_cache = self._in_cache_s[: self.n]
         self.min_level_idx = np.zeros(self.n, dtype=np.int8)  # index into self.levels of the lowest held
         self.score = np.zeros(self.n, dtype=np.float64)
         self._seq = 0
@@ -79,6 +80,8 @@ class ApproxCache:
         rows = range(query_start, self.n)
         self.warm_idx, self.warm_sim = topm_rows(self.emb, rows, lambda i: query_start, top_m)
         self.req_idx, self.req_sim = topm_rows(self.emb, rows, lambda i: i, top_m, col_start=query_start)
+        self.warm_idx[self.warm_idx < 0] = self.n  # padding → the never-cached slot
+        self.req_idx[self.req_idx < 0] = self.n
         self.cached_requests = 0  # entries from the replayed part of the stream currently held
 
     def reset(self, capacity: int | None = None) -> None:
@@ -146,26 +149,38 @@ class ApproxCache:
         """Nearest cached predecessor of prompt i: (index, similarity), or (-1, nan) if none is cached."""
         row = i - self.query_start
         best_j, best_s = -1, -np.inf
-        in_cache = self.in_cache
-        for idx, sims, lo, hi, skip in (
-                (self.warm_idx[row], self.warm_sim[row], 0, self.query_start, self.size == self.cached_requests),
-                (self.req_idx[row], self.req_sim[row], self.query_start, i, self.cached_requests == 0)):
-            if skip:
-                continue
-            ok = in_cache[idx] & (idx >= 0)
+        in_cache = self._in_cache_s  # view with a trailing always-False slot for the -1 padding
+        W = self.query_start
+        if self.size > self.cached_requests:  # some warm entry is cached
+            idx = self.warm_idx[row]
+            ok = in_cache[idx]
             p = int(ok.argmax())
             if ok[p]:
-                if sims[p] > best_s:
-                    best_j, best_s = int(idx[p]), float(sims[p])
-                continue
-            bound = float(sims[-1])  # nothing outside the list is more similar than its last entry
-            if hi > lo and bound > best_s and np.isfinite(bound):
-                self.fallbacks += 1
-                s = self.emb[lo:hi] @ self.emb[i]  # contiguous: cheaper than gathering the cached rows
-                s[~in_cache[lo:hi]] = -np.inf
-                k = int(s.argmax())
-                if s[k] > best_s:
-                    best_j, best_s = k + lo, float(s[k])
+                best_j, best_s = int(idx[p]), float(self.warm_sim[row, p])
+            else:
+                best_j, best_s = self._fallback(i, 0, W, float(self.warm_sim[row, -1]), best_j, best_s)
+        if self.cached_requests > 0 and i > W:
+            idx = self.req_idx[row]
+            ok = in_cache[idx]
+            p = int(ok.argmax())
+            if ok[p]:
+                sp = float(self.req_sim[row, p])
+                if sp > best_s:
+                    best_j, best_s = int(idx[p]), sp
+            else:
+                best_j, best_s = self._fallback(i, W, i, float(self.req_sim[row, -1]), best_j, best_s)
         if best_j < 0:
             return -1, float("nan")
+        return best_j, best_s
+
+    def _fallback(self, i: int, lo: int, hi: int, bound: float, best_j: int, best_s: float) -> tuple[int, float]:
+        """Exact scan of [lo, hi) when the list had no cached entry and might hide a better one."""
+        if hi <= lo or not (bound > best_s) or not np.isfinite(bound):
+            return best_j, best_s
+        self.fallbacks += 1
+        s = self.emb[lo:hi] @ self.emb[i]  # contiguous: cheaper than gathering the cached rows
+        s[~self.in_cache[lo:hi]] = -np.inf
+        k = int(s.argmax())
+        if s[k] > best_s:
+            return k + lo, float(s[k])
         return best_j, best_s

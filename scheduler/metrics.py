@@ -81,11 +81,14 @@ def summarize(arrival: np.ndarray, deadline: np.ndarray, finish: np.ndarray, qua
 
 
 def time_series(arrival: np.ndarray, deadline: np.ndarray, finish: np.ndarray, quality: np.ndarray,
-                k_prime: np.ndarray, levels: list[int], window_s: float = 30.0) -> dict:
-    """Per-window series for plots: load, on-time throughput, violation ratio, quality, K′ mix."""
+                k_prime: np.ndarray, levels: list[int], window_s: float = 30.0,
+                t_end: float | None = None) -> dict:
+    """Per-window series for plots: load, on-time throughput, violation ratio, quality, K′ mix.
+    Pass the same t_end for several policies so their windows line up."""
     served = np.isfinite(finish)
     on_time = served & (finish <= deadline + 1e-9)
-    t_end = max(float(np.nanmax(finish)) if served.any() else 0.0, float(arrival.max(initial=0.0)))
+    if t_end is None:
+        t_end = max(float(np.nanmax(finish)) if served.any() else 0.0, float(arrival.max(initial=0.0)))
     edges = np.arange(0.0, t_end + window_s, window_s)
     if edges.size < 2:
         edges = np.array([0.0, window_s])

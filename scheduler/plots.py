@@ -25,9 +25,10 @@ def plot_timeseries(series: dict[str, dict], path: str, title: str = "") -> None
     axes[0].fill_between(t, _arr(first["load"]), color="0.85", label="arrivals/s (load)")
     for n in names:
         c = COLORS.get(n)
-        axes[0].plot(t, _arr(series[n]["throughput"]), label=n, color=c, lw=1.2)
-        axes[1].plot(t, _arr(series[n]["violation_ratio"]), label=n, color=c, lw=1.2)
-        axes[2].plot(t, _arr(series[n]["quality"]), label=n, color=c, lw=1.2)
+        tn = np.asarray(series[n]["t"])
+        axes[0].plot(tn, _arr(series[n]["throughput"]), label=n, color=c, lw=1.2)
+        axes[1].plot(tn, _arr(series[n]["violation_ratio"]), label=n, color=c, lw=1.2)
+        axes[2].plot(tn, _arr(series[n]["quality"]), label=n, color=c, lw=1.2)
     axes[0].set_ylabel("on-time req/s")
     axes[0].legend(ncol=4, fontsize=8, loc="upper right")
     axes[1].set_ylabel("SLO violation ratio")
@@ -37,7 +38,7 @@ def plot_timeseries(series: dict[str, dict], path: str, title: str = "") -> None
     pa = "prompt_aware" if "prompt_aware" in series else names[0]
     mix = series[pa]["k_prime_rate"]
     ks = sorted(mix, key=int)
-    axes[3].stackplot(t, *[_arr(mix[k]) for k in ks], labels=[f"K′={k}" for k in ks],
+    axes[3].stackplot(np.asarray(series[pa]["t"]), *[_arr(mix[k]) for k in ks], labels=[f"K′={k}" for k in ks],
                       colors=plt.cm.viridis(np.linspace(0, 0.95, len(ks))))
     axes[3].set_ylabel(f"{pa}: served req/s by K′")
     axes[3].legend(ncol=len(ks), fontsize=8, loc="upper right")

@@ -110,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
 
     results: dict[str, dict] = {}
     series: dict[str, dict] = {}
+    runs: dict = {}
     with tqdm(total=n * len(policies), file=sys.stderr, unit="req", desc="simulating") as bar:
         for name in policies:
             bar.set_postfix_str(name)
@@ -120,8 +121,13 @@ def main(argv: list[str] | None = None) -> int:
             m["sim_wall_s"] = r.wall_s
             m["plan_solve_ms_mean"] = float(np.mean([p["solve_time_s"] for p in r.plans]) * 1e3)
             results[name] = m
-            series[name] = time_series(r.arrival, r.deadline, r.finish, r.quality, r.k_prime, list(levels),
-                                       window_s=args.window)
+            runs[name] = r
+    # Common time axis so every policy's windows line up in the plots.
+    t_end = max(max(float(np.nanmax(r.finish)) if np.isfinite(r.finish).any() else 0.0, float(r.arrival[-1]))
+                for r in runs.values())
+    for name, r in runs.items():
+        series[name] = time_series(r.arrival, r.deadline, r.finish, r.quality, r.k_prime, list(levels),
+                                   window_s=args.window, t_end=t_end)
     config = {
         "trace": [os.path.abspath(x) for x in args.trace], "prompts": os.path.abspath(args.prompts),
         "warm": args.warm, "peak_load": args.peak_load, "time_scale": args.time_scale, "requests": n,

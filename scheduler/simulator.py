@@ -62,6 +62,16 @@ class SimResult:
 def _q_row(qm, levels: list[int], s: float) -> list[float]:
     if not math.isfinite(s):
         return [1.0] + [qm.floor] * (len(levels) - 1)
+    if qm.table_values is None:  # hot path: the default analytic model, plain floats
+        fl = qm.floor
+        out = []
+        for k in levels:
+            if k == 0:
+                out.append(1.0)
+            else:
+                v = 1.0 - qm.g_of(k) * (1.0 - s)
+                out.append(v if v > fl else fl)
+        return out
     return [qm.q(s, k) for k in levels]
 
 
@@ -259,7 +269,7 @@ def simulate(policy_name: str, config: SchedulerConfig, arrivals: np.ndarray, em
         kp_l[r] = kp
         bs_l[r] = b
         k_prime[r] = kp
-        quality[r] = 1.0 if kp == 0 else qm.q(s, kp)
+        quality[r] = qrow[class_of[kp]] if kp in class_of else qm.q(s, kp)
         worker[r] = w
         redirected[r] = d.redirected
         if kp:

@@ -25,7 +25,7 @@ def test_submit_returns_202_with_location_and_queued_row(api, embedded_services)
     assert (row.deadline - row.created_at).total_seconds() == pytest.approx(config.slo_seconds, abs=0.5)
 
 
-def test_round_robin_spreads_over_worker_queues(api, embedded_services):
+def test_idle_cluster_spreads_requests_over_worker_queues(api, embedded_services):
     workers = {api.post(URL, {"prompt": f"p{i}"}, format="json").json()["worker"] for i in range(4)}
     assert workers == {0, 1}
 

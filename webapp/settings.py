@@ -185,7 +185,27 @@ T2I_MAX_ATTEMPTS = env_int("T2I_MAX_ATTEMPTS", 3)
 T2I_LEASE_SECONDS = env_int("T2I_LEASE_SECONDS", 15)  # renewed every third of it while running
 T2I_REPUBLISH_AFTER_SECONDS = env_int("T2I_REPUBLISH_AFTER_SECONDS", 30)
 T2I_RECONCILE_SECONDS = env_int("T2I_RECONCILE_SECONDS", 10)
-T2I_MAX_PROMPT_TOKENS = 77  # CLIP text encoder context, including start/end tokens
+T2I_MAX_PROMPT_TOKENS = 77
+# Latency profile L(K', b) the scheduler plans with: a preset (sdxl-a100, sd15-a100) or a CSV.
+# Empty: the engine's measured profile (manage.py profile_engine) if present, else the fallback.
+T2I_PROFILE = os.environ.get("T2I_PROFILE", "")
+T2I_MEASURED_PROFILE = Path(os.environ.get("T2I_MEASURED_PROFILE", DATA_DIR / "profiles" / "engine.csv"))
+T2I_FALLBACK_PROFILE = os.environ.get("T2I_FALLBACK_PROFILE", "sd15-a100")
+# Emulated engine: sleep L(K', b) x this factor instead of running diffusion.
+T2I_TIME_FACTOR = env_float("T2I_TIME_FACTOR", 1.0)
+# A controller solve slower than this fraction of its period is discarded (previous plan kept).
+T2I_SLOW_SOLVE_FRACTION = env_float("T2I_SLOW_SOLVE_FRACTION", 0.5)  # CLIP text encoder context, including start/end tokens
+
+# --- Approximate cache (workers.cache_store; DESIGN §2, §6) ---------------------------
+# Defaults for the admin-editable CacheConfig row (created on first use). Latent blobs live in files
+# under T2I_CACHE_DIR (under MEDIA_ROOT so compose's shared media volume reaches every worker), never in
+# Postgres rows.
+T2I_CACHE_LEVELS = tuple(sorted({int(k) for k in env_list("T2I_CACHE_LEVELS", "5,10,15,20,25")}))
+# NIRVANA's rule, "similarity:level" pairs: s > 0.95 -> 25, > 0.90 -> 20, ... else 0 (a miss).
+T2I_CACHE_THRESHOLDS = os.environ.get("T2I_CACHE_THRESHOLDS", "0.95:25,0.90:20,0.85:15,0.75:10,0.65:5")
+T2I_CACHE_BYTE_BUDGET = env_int("T2I_CACHE_BYTE_BUDGET", 2 * 1024**3)  # bytes of latent files
+T2I_CACHE_DIR = Path(os.environ.get("T2I_CACHE_DIR", MEDIA_ROOT / "latent-cache"))
+T2I_CACHE_EF_SEARCH = env_int("T2I_CACHE_EF_SEARCH", 40)  # pgvector hnsw.ef_search for lookups
 
 LOGGING = {
     "version": 1,

@@ -15,4 +15,6 @@ urlpatterns = [
     path("api/v1/", include("webapp.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("dashboard/", include("webapp.dashboard.urls")),
+    path("metrics", include("webapp.dashboard.metrics_urls")),
 ]

@@ -33,14 +33,27 @@ def model_label(model_path: Path) -> str:
 
 @lru_cache(maxsize=1)
 def engine():
-    """The ApproxC engine for this process, built once."""
+    """The engine for this process, built once: ApproxC on a diffusers pipeline, or the
+    emulated engine that sleeps L(K', b) from the latency profile (T2I_ENGINE=emulated)."""
     with _lock:
+        if settings.T2I_ENGINE == "emulated":
+            return emulated_engine()
         from .engine import ApproxCEngine, load_pipeline
 
         pipe = load_pipeline(settings.T2I_MODEL_PATH, device=settings.T2I_DEVICE or None)
         if pipe.device.type == "cpu":
             _share_cpu_cores()
         return ApproxCEngine(pipe)
+
+
+def emulated_engine(sleep: bool = True):
+    from webapp.ledger.live_scheduler import scheduler_config
+    from webapp.ledger.models import ServingConfig
+
+    from .emulated_engine import EmulatedEngine
+
+    profile = scheduler_config(ServingConfig.current()).profile
+    return EmulatedEngine(profile, time_factor=settings.T2I_TIME_FACTOR, sleep=sleep)
 
 
 def _share_cpu_cores() -> None:

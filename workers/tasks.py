@@ -1,8 +1,10 @@
 """Celery tasks of the GPU workers. Each worker consumes only its own queue gpu.<i>.
 
-A message carries only a request id. The row is claimed with a conditional update, so a
-message for a row that is already claimed or terminal (a duplicate, a redelivery after a
-crash) does nothing.
+A message carries only a request id. The worker claims that row together with other queued
+rows for itself at the same K′ (up to the batch limit dispatch set), runs them as one engine
+call and records the batch's service time. A message for a row that is already claimed or
+terminal (a duplicate, a redelivery after a crash, a row that joined an earlier batch) does
+nothing.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from celery import shared_task
 from django.conf import settings
 
 from webapp.ledger import transitions
-from webapp.ledger.models import GenerationRequest
+from webapp.ledger.models import BatchRecord, GenerationRequest, Status
 
 from . import runtime
 from .image_store import save_image
@@ -32,28 +34,36 @@ def _items_for(rows: list[GenerationRequest]) -> list:
                     start_level=0, start_latent=None) for r in rows]
 
 
+def _fail_all(rows: list[GenerationRequest], reason: str) -> None:
+    for row in rows:
+        transitions.fail(row.id, reason, from_states=(Status.RUNNING,))
+
+
 @shared_task(name="workers.generate", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def generate(request_id: str) -> str:
     worker = runtime.worker_index()
-    claimed = transitions.claim([uuid.UUID(request_id)], worker, settings.T2I_LEASE_SECONDS)
+    claimed = transitions.claim_batch(uuid.UUID(request_id), worker, settings.T2I_LEASE_SECONDS)
     if not claimed:
         return "skipped: already claimed or finished"
     rows = list(GenerationRequest.objects.filter(pk__in=claimed).order_by("created_at"))
     with LeaseKeeper(claimed, settings.T2I_LEASE_SECONDS):
         try:
             engine = runtime.engine()
+            items = _items_for(rows)
             started = time.perf_counter()
-            results = engine.generate(_items_for(rows))
+            results = engine.generate(items)
             service = time.perf_counter() - started
         except Exception as exc:
             log.exception("generation failed for %s", claimed)
-            for row in rows:
-                transitions.fail(row.id, f"Generation failed: {type(exc).__name__}: {exc}",
-                                 from_states=("running",))
+            _fail_all(rows, f"Generation failed: {type(exc).__name__}: {exc}")
             return "failed"
         label = runtime.model_label(settings.T2I_MODEL_PATH)
-        for row, result in zip(rows, results):
+        for row, item, result in zip(rows, items, results):
             image_name, thumb_name = save_image(row.id, result.image)
             transitions.succeed(row.id, image=image_name, thumbnail=thumb_name, model_label=label,
-                                k_served=0, batch_size=len(rows), service_seconds=service)
-    return "done"
+                                k_served=item.start_level, batch_size=len(rows),
+                                service_seconds=service)
+    BatchRecord.objects.create(worker=worker, k_prime=rows[0].k_served or 0, batch_size=len(rows),
+                               service_seconds=service, engine=settings.T2I_ENGINE,
+                               plan_version=rows[0].plan_version)
+    return f"done: batch of {len(rows)}"

@@ -1,28 +1,53 @@
-"""Choosing the worker (and K') for a new request.
+"""Choosing the worker and K′ for a new request (DESIGN §4 step 1).
 
-Until the scheduler's policies are wired in, requests go round-robin across the worker
-queues at K' = 0. The counter lives in Redis so every web process shares one rotation.
+Embeds the prompt, finds its nearest cached neighbour (similarity s, the levels it has),
+predicts K*, and asks the active policy (scheduler/, the same objects the simulator runs)
+for a worker, a K′ and a batch limit. A request with no neighbour runs at K′ = 0.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
-from django.conf import settings
+from scheduler.embeddings import embed_texts
 
-from .publishing import broker
-
-ROUND_ROBIN_KEY = "t2i:dispatch:round-robin"
+from . import live_scheduler
+from .cache_lookup import find_neighbour
+from .models import ServingConfig
 
 
 @dataclass(frozen=True)
 class Decision:
     worker: int
-    k_served: int | None = None
-    k_star: int | None = None
-    plan_version: int | None = None
+    k_served: int
+    k_star: int
+    plan_version: int | None
+    batch_limit: int
+    redirected: bool
+    similarity: float | None
+    neighbor_id: int | None
+    neighbor_prompt: str
+    quality: float | None
 
 
-def decide(prompt: str) -> Decision:
-    worker = (int(broker().incr(ROUND_ROBIN_KEY)) - 1) % settings.T2I_WORKERS
-    return Decision(worker=worker, k_served=0)
+def decide(*, request_id: str, prompt: str, arrival: float, deadline: float, width: int,
+           height: int, steps: int) -> Decision:
+    config = ServingConfig.current()
+    embedding = embed_texts([prompt])[0]
+    match = find_neighbour(embedding, width=width, height=height, steps=steps)
+    similarity = match.similarity if match else None
+    available = tuple(match.levels) if match else ()
+    predictor = live_scheduler.scheduler_config(config).predictor
+    k_star = predictor.k_star(similarity, available) if match else 0
+    choice, plan_version, policy = live_scheduler.dispatch(
+        request_id=request_id, arrival=arrival, deadline=deadline, similarity=similarity,
+        k_star=k_star, levels_available=available)
+    k_prime = choice.k_prime if match else 0
+    quality = policy.quality(similarity, k_prime)
+    return Decision(worker=choice.worker_index, k_served=k_prime, k_star=k_star,
+                    plan_version=plan_version, batch_limit=max(1, choice.batch_size),
+                    redirected=choice.redirected, similarity=similarity,
+                    neighbor_id=match.entry_id if match and k_prime > 0 else None,
+                    neighbor_prompt=match.prompt if match else "",
+                    quality=None if quality is None or math.isnan(quality) else quality)

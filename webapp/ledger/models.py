@@ -9,6 +9,7 @@ from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
 from django.urls import reverse
+from django.utils import timezone
 
 SEED_MAX = 2**32 - 1
 POLICY_CHOICES = [("prompt_aware", "Prompt-aware (the paper)"), ("clipper_ha", "Clipper-HA (all K=0)"),
@@ -49,7 +50,7 @@ class GenerationRequest(models.Model):
     lease_until = models.DateTimeField(null=True, blank=True)
     publish_count = models.PositiveIntegerField(default=0)
 
-    created_at = models.DateTimeField(auto_now_add=True)
+    created_at = models.DateTimeField(default=timezone.now, help_text="Arrival time.")
     published_at = models.DateTimeField(null=True, blank=True)  # last time a message was sent
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -240,6 +241,12 @@ class ServingConfig(models.Model):
             if len(layout) != settings.T2I_WORKERS:
                 raise ValidationError({"manual_layout": f"The layout names {len(layout)} worker(s) but the "
                                                         f"cluster has {settings.T2I_WORKERS}."})
+
+    def save(self, *args, **kwargs) -> None:
+        super().save(*args, **kwargs)
+        from .schedules import sync_controller_period
+
+        sync_controller_period(self.controller_period_s)
 
     @classmethod
     def current(cls) -> "ServingConfig":

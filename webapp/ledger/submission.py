@@ -10,6 +10,7 @@ reconciler republishes it.
 from __future__ import annotations
 
 import secrets
+import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -61,16 +62,23 @@ def submit(owner, sub: Submission) -> tuple[GenerationRequest, bool]:
     check_broker()
 
     now = timezone.now()
-    decision = dispatch.decide(sub.prompt)
+    request_id = uuid.uuid4()
+    width = sub.width or config.default_size
+    height = sub.height or config.default_size
+    steps = sub.steps or config.default_steps
+    deadline = now + timedelta(seconds=config.slo_seconds)
+    decision = dispatch.decide(request_id=str(request_id), prompt=sub.prompt, arrival=now.timestamp(),
+                               deadline=deadline.timestamp(), width=width, height=height, steps=steps)
     row = GenerationRequest(
-        owner=owner, idempotency_key=sub.idempotency_key or None,
+        id=request_id, created_at=now, owner=owner, idempotency_key=sub.idempotency_key or None,
         prompt=sub.prompt, negative_prompt=sub.negative_prompt,
         seed=sub.seed if sub.seed is not None else secrets.randbelow(SEED_MAX + 1),
-        width=sub.width or config.default_size, height=sub.height or config.default_size,
-        steps=sub.steps or config.default_steps, guidance_scale=sub.guidance_scale,
-        deadline=now + timedelta(seconds=config.slo_seconds),
-        worker=decision.worker, k_star=decision.k_star, k_served=decision.k_served,
-        plan_version=decision.plan_version,
+        width=width, height=height, steps=steps, guidance_scale=sub.guidance_scale,
+        deadline=deadline, worker=decision.worker, k_star=decision.k_star,
+        k_served=decision.k_served, plan_version=decision.plan_version,
+        batch_limit=decision.batch_limit, redirected=decision.redirected,
+        similarity=decision.similarity, cache_neighbor_id=decision.neighbor_id,
+        cache_neighbor_prompt=decision.neighbor_prompt, quality=decision.quality,
     )
     try:
         with transaction.atomic():

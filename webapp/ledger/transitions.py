@@ -36,6 +36,34 @@ def claim(request_ids: Iterable[uuid.UUID], worker: int, lease_seconds: float) -
     return ids
 
 
+def claim_batch(request_id: uuid.UUID, worker: int, lease_seconds: float) -> list[uuid.UUID]:
+    """Claim this request plus other queued rows for the same worker and K′ (and the same
+    shape, so they can share one call), oldest first, up to the batch limit dispatch gave it.
+
+    Empty if the request is already claimed or finished: its message is then a no-op.
+    """
+    from django.db import transaction
+
+    now = timezone.now()
+    with transaction.atomic():
+        head = (GenerationRequest.objects.select_for_update(skip_locked=True)
+                .filter(pk=request_id, status=Status.QUEUED).first())
+        if head is None:
+            return []
+        ids = [head.pk]
+        limit = max(1, head.batch_limit or 1)
+        if limit > 1:
+            ids += list(GenerationRequest.objects.select_for_update(skip_locked=True)
+                        .filter(status=Status.QUEUED, worker=head.worker, k_served=head.k_served,
+                                width=head.width, height=head.height, steps=head.steps)
+                        .exclude(pk=head.pk).order_by("created_at")
+                        .values_list("pk", flat=True)[: limit - 1])
+        GenerationRequest.objects.filter(pk__in=ids).update(
+            status=Status.RUNNING, worker=worker, started_at=now,
+            lease_until=now + timedelta(seconds=lease_seconds), attempts=F("attempts") + 1)
+    return ids
+
+
 def renew_lease(request_ids: Iterable[uuid.UUID], lease_seconds: float) -> int:
     return GenerationRequest.objects.filter(pk__in=list(request_ids), status=Status.RUNNING).update(
         lease_until=timezone.now() + timedelta(seconds=lease_seconds))

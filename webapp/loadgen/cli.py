@@ -1,0 +1,283 @@
+"""What `manage.py loadgen` and `manage.py compare_sim` share: arguments and one live run.
+
+The workload arguments (--trace, --prompts, --warm, --peak-load, --time-scale, --seed, --window,
+--no-plots, and for compare_sim the cache/embedding options) are copied from the simulator's own parser
+(`scheduler.simulate.build_parser`), so names, types, defaults and help stay identical.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+from django.conf import settings
+from django.core.management import call_command, get_commands
+from django.core.management.base import CommandError
+
+from scheduler.traces import peak_rate
+
+from . import collect
+from .replay import ApiClient, ApiError, ReplayResult, replay, request_seeds, wait_for_end
+from .workload import LiveSetup, Workload, WorkloadError, build_workload, fit_prompt, live_setup
+
+SIM_WORKLOAD_ARGS = ("trace", "prompts", "warm", "peak_load", "time_scale", "seed", "window", "no_plots")
+
+
+def copy_sim_arguments(parser, dests, overrides: dict | None = None) -> None:
+    """Add the simulator CLI's arguments named by `dests` (argparse dest names) to `parser`."""
+    from scheduler.simulate import build_parser
+
+    overrides = overrides or {}
+    by_dest = {a.dest: a for a in build_parser()._actions}
+    for dest in dests:
+        a = by_dest[dest]
+        kw = {"dest": a.dest, "default": a.default, "help": a.help, "required": a.required}
+        if isinstance(a, argparse._StoreTrueAction):
+            kw["action"] = "store_true"
+        else:
+            kw.update(type=a.type, nargs=a.nargs, choices=a.choices)
+        kw.update(overrides.get(dest, {}))
+        parser.add_argument(*a.option_strings, **kw)
+
+
+def add_live_arguments(parser, out_default: str) -> None:
+    """Workload arguments (shared with the simulator) and the live client's own."""
+    copy_sim_arguments(parser, SIM_WORKLOAD_ARGS, {"seed": {"help": "routing seed (simulator) and base of "
+                                                                     "the per-request image seeds (seed + i)"}})
+    parser.add_argument("--slo", type=float, default=None,
+                        help="judge on-time against arrival + SLO (profile seconds); default: each row's own "
+                             "deadline, i.e. the admin's SLO")
+    parser.add_argument("--url", default="http://127.0.0.1:8000", help="base URL of the web server")
+    parser.add_argument("--token", default=None,
+                        help="API token (default: $T2I_TOKEN, else the token of --user read from the database)")
+    parser.add_argument("--user", default="demo", help="whose token to use when --token is not given")
+    parser.add_argument("--max-requests", type=int, default=None, help="replay at most this many arrivals")
+    parser.add_argument("--max-seconds", type=float, default=None,
+                        help="replay only arrivals due within this many wall-clock seconds")
+    parser.add_argument("--out", default=out_default, help="output folder")
+    parser.add_argument("--policy-label", default=None, help="row name (default: '<policy> (live)')")
+    parser.add_argument("--profile", default=None, help="latency profile (default: $T2I_PROFILE or sdxl-a100)")
+    parser.add_argument("--workers", type=int, default=None, help="worker count (default: T2I_WORKERS)")
+    parser.add_argument("--time-factor", type=float, default=None,
+                        help="the emulated engine's time factor (default: $T2I_TIME_FACTOR or 1)")
+    parser.add_argument("--threads", type=int, default=16, help="HTTP client threads")
+    parser.add_argument("--http-timeout", type=float, default=30.0, help="seconds per HTTP call")
+    parser.add_argument("--lag-limit", type=float, default=60.0,
+                        help="arrivals the client cannot send within this many seconds of their time fail")
+    parser.add_argument("--drain-timeout", type=float, default=None,
+                        help="wall seconds to wait for requests to end after the last arrival "
+                             "(default: 4 × SLO + 60)")
+    parser.add_argument("--poll", type=float, default=1.0, help="wall seconds between status polls")
+    parser.add_argument("--clip-prompts", action="store_true",
+                        help="shorten prompts over the server's CLIP token limit (else they fail with 400)")
+    parser.add_argument("--assume-warm", action="store_true",
+                        help="with --warm N: skip warm_cache (already warmed) but still replay prompts[N:]")
+    parser.add_argument("--keep-cap", action="store_true",
+                        help="do not lift the per-user in-flight cap for the run")
+    parser.add_argument("--no-db", action="store_true",
+                        help="never touch the database (no config read, no cap lift, no warm_cache)")
+
+
+@dataclass
+class LiveRun:
+    setup: LiveSetup
+    workload: Workload
+    result: ReplayResult
+    arrays: dict
+    metrics: dict
+    series: dict
+    config: dict
+    label: str
+
+
+def _say(stream, msg: str) -> None:
+    print(msg, file=stream, flush=True)
+
+
+def resolve_token(opts: dict) -> str:
+    token = opts.get("token") or os.environ.get("T2I_TOKEN")
+    if token:
+        return token
+    if opts.get("no_db"):
+        raise CommandError("pass --token (or set T2I_TOKEN): with --no-db it cannot be looked up")
+    from django.contrib.auth import get_user_model
+    from django.db import DatabaseError
+    from rest_framework.authtoken.models import Token
+
+    try:
+        user = get_user_model().objects.filter(username=opts["user"]).first()
+        if user is None:
+            raise CommandError(f"no user {opts['user']!r}: pass --token or --user")
+        return Token.objects.get_or_create(user=user)[0].key
+    except DatabaseError as exc:
+        raise CommandError(f"pass --token: cannot read the database to find {opts['user']!r}'s token ({exc})")
+
+
+@contextmanager
+def in_flight_cap_lifted(opts: dict, stream):
+    """Set ServingConfig.max_in_flight to 0 (no cap) for the run and restore it after, saying so."""
+    if opts.get("keep_cap") or opts.get("no_db"):
+        _say(stream, "in-flight cap: left as it is (--keep-cap/--no-db); 429 answers count as failed arrivals")
+        yield None
+        return
+    from django.db import DatabaseError
+
+    from webapp.ledger.models import ServingConfig
+
+    try:
+        sc = ServingConfig.current()
+    except DatabaseError as exc:
+        raise CommandError(f"cannot read the serving configuration to lift the per-user in-flight cap ({exc}); "
+                           f"lift it in the admin (max_in_flight = 0) and rerun with --keep-cap")
+    old = sc.max_in_flight
+    if old:
+        ServingConfig.objects.filter(pk=sc.pk).update(max_in_flight=0)
+        _say(stream, f"in-flight cap: lifted for this run (ServingConfig.max_in_flight {old} → 0; restored after)")
+    try:
+        yield old
+    finally:
+        if old:
+            ServingConfig.objects.filter(pk=sc.pk).update(max_in_flight=old)
+
+
+def _throttle_warning(wl: Workload, factor: float) -> str | None:
+    rate = settings.REST_FRAMEWORK.get("DEFAULT_THROTTLE_RATES", {}).get("submit")
+    if not rate:
+        return None
+    num, per = rate.split("/")
+    secs = {"s": 1, "m": 60, "h": 3600, "d": 86400}[per[0]]
+    wall = wl.arrivals * factor
+    busiest = peak_rate(wall, float(secs)) * secs
+    if busiest > int(num):
+        return (f"the trace sends up to {busiest:.0f} requests per {per} but the submit throttle here is {rate} "
+                f"(T2I_SUBMIT_RATE); if the server has the same setting it will answer 429")
+    return None
+
+
+def _plan_stats(t0_wall: float, t1_wall: float) -> dict:
+    from datetime import datetime, timezone
+
+    from django.db import DatabaseError
+
+    from webapp.ledger.models import AllocationPlan
+
+    try:
+        rows = list(AllocationPlan.objects.filter(
+            created_at__gte=datetime.fromtimestamp(t0_wall, timezone.utc),
+            created_at__lte=datetime.fromtimestamp(t1_wall, timezone.utc)).values_list("status", "solve_ms"))
+    except DatabaseError:
+        return {}
+    ms = [v for _, v in rows if v is not None]
+    return {"plans": len(rows), "plan_solve_ms_mean": float(np.mean(ms)) if ms else None,
+            "plans_failed": sum(1 for s, _ in rows if s in ("failed", "slow"))}
+
+
+def run_live(opts: dict, stream=sys.stderr, setup: LiveSetup | None = None,
+             workload: Workload | None = None) -> LiveRun:
+    """One live replay with the options of add_live_arguments(); messages go to `stream`."""
+    from tqdm import tqdm
+
+    use_db = not opts.get("no_db")
+    if setup is None:
+        setup = live_setup(slo=opts.get("slo"), factor=opts.get("time_factor"), profile=opts.get("profile"),
+                           workers=opts.get("workers"), use_db=use_db)
+    f = setup.time_factor
+    if workload is None:
+        try:
+            workload = build_workload(opts["trace"], opts["prompts"], opts["warm"], opts["time_scale"],
+                                      opts["peak_load"], setup.config, f, opts.get("max_requests"),
+                                      opts.get("max_seconds"))
+        except (WorkloadError, OSError) as exc:
+            raise CommandError(str(exc)) from exc
+    cfg = setup.config
+    label = opts.get("policy_label") or f"{setup.policy} (live)"
+    token = resolve_token(opts)
+    client = ApiClient(opts["url"], token, opts["http_timeout"])
+    try:
+        client.check()
+    except ApiError as exc:
+        raise CommandError(str(exc)) from exc
+    for note in setup.notes:
+        _say(stream, f"note: {note}")
+    _say(stream, workload.describe(f))
+    _say(stream, f"live: {cfg.n_workers} workers · profile {cfg.profile.name} · time factor {f:g} · policy "
+                 f"{setup.policy} · SLO {cfg.slo_s:.2f} s profile = {cfg.slo_s * f:.2f} s wall")
+    warn = _throttle_warning(workload, f)
+    if warn:
+        _say(stream, f"warning: {warn}")
+    prompts = workload.prompts
+    if opts.get("clip_prompts"):
+        clipped = [fit_prompt(p) for p in prompts]
+        changed = sum(a != b for a, b in zip(prompts, clipped))
+        if changed:
+            _say(stream, f"--clip-prompts: shortened {changed} prompt(s) to the CLIP token limit")
+        prompts = clipped
+    if workload.warm and not opts.get("assume_warm"):
+        if not use_db:
+            raise CommandError("--warm needs database access (it runs warm_cache); use --assume-warm with --no-db")
+        if "warm_cache" not in get_commands():
+            raise CommandError("--warm needs the warm_cache command (workers/management/commands/warm_cache.py), "
+                               "which this checkout does not have yet")
+        t = time.perf_counter()
+        call_command("warm_cache", prompts=opts["prompts"], limit=workload.warm, stdout=stream)
+        _say(stream, f"warm_cache: first {workload.warm} prompts in {time.perf_counter() - t:.1f} s")
+
+    drain = opts.get("drain_timeout")
+    if drain is None:
+        drain = 4.0 * cfg.slo_s * f + 60.0
+    due = (workload.arrivals * f).tolist()
+    seeds = request_seeds(workload.n, opts.get("seed") or 0)
+    with in_flight_cap_lifted(opts, stream):
+        with tqdm(total=workload.n, file=stream, unit="req", desc="submitting", mininterval=0.5) as bar:
+            result = replay(client, due, prompts, seeds, threads=opts["threads"], lag_limit_s=opts["lag_limit"],
+                            progress=bar)
+        accepted = len(result.accepted_ids)
+        with tqdm(total=accepted, file=stream, unit="req", desc="waiting", mininterval=0.5) as bar:
+            wait_for_end(client, result, drain, opts["poll"], progress=bar)
+    t_end = time.time()
+    arrays = collect.to_arrays(result, cfg, f, opts.get("slo"))
+    metrics, series = collect.live_metrics(result, arrays, cfg.levels, opts["window"])
+    if use_db:
+        metrics.update(_plan_stats(result.t0_wall, t_end))
+    if result.unfinished:
+        sample = ", ".join(f"{k} ({v})" for k, v in list(result.unfinished.items())[:10])
+        _say(stream, f"warning: {len(result.unfinished)} request(s) had not ended after {drain:.0f} s: {sample}")
+    errs = [a for a in result.arrivals if not a.accepted]
+    if errs:
+        codes = metrics["http_error_codes"]
+        _say(stream, f"{len(errs)} arrival(s) failed at submission {codes}; first: {errs[0].error}")
+        if any("cap" in (a.error or "") for a in errs if a.status_code == 429):
+            _say(stream, "the per-user in-flight cap refused requests: lift it (admin: max_in_flight = 0) "
+                         "or let loadgen do it (run it with database access and without --keep-cap)")
+    config = {
+        "trace": [os.path.abspath(x) for x in opts["trace"]], "prompts": os.path.abspath(opts["prompts"]),
+        "warm": workload.warm, "peak_load": opts["peak_load"], "time_scale": opts["time_scale"],
+        "requests": workload.n, "duration_s": workload.duration_s,
+        "capacity_rps_top_level": workload.capacity_rps, "seed": opts.get("seed") or 0,
+        "window_s": opts["window"], "policies": [label], "scheduler": cfg.to_dict(),
+        "live": {**setup.to_dict(), "url": opts["url"], "trace_requests": workload.trace_requests,
+                 "truncated_by": workload.truncated_by, "max_requests": opts.get("max_requests"),
+                 "max_seconds": opts.get("max_seconds"), "clip_prompts": bool(opts.get("clip_prompts")),
+                 "drain_timeout_s": drain, "threads": opts["threads"], "slo_judged": arrays["slo_s"],
+                 "times": "profile seconds (wall seconds / time_factor)", "t0_unix": result.t0_wall,
+                 "unfinished_ids": list(result.unfinished)},
+    }
+    return LiveRun(setup, workload, result, arrays, metrics, series, config, label)
+
+
+def header_line(cfg, setup: LiveSetup) -> str:
+    """The simulator's settings line, plus the live time factor."""
+    return (f"{cfg.n_workers} workers · {cfg.profile.name} · SLO {cfg.slo_s:.2f}s · period {cfg.period_s:g}s · "
+            f"util target {cfg.util_target} · EWMA α {cfg.ewma_alpha} · backlog-aware {cfg.backlog_aware} · "
+            f"redirect {cfg.deadline_redirect} · batch caps {cfg.batch_caps()} · time factor {setup.time_factor:g} "
+            f"(times in profile seconds)")
+
+
+def finite(x) -> bool:
+    return x is not None and isinstance(x, (int, float)) and math.isfinite(x)

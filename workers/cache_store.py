@@ -1,0 +1,496 @@
+"""The approximate cache store: pgvector index + latent files, LCBFU eviction under a byte budget.
+
+DESIGN §2, §6; NIRVANA (NSDI'24). Rows (:class:`~workers.models.CacheEntry` per prompt,
+:class:`~workers.models.CacheLevel` per stored latent) are the index; each latent is one safetensors
+file under ``settings.T2I_CACHE_DIR``, never a Postgres value.
+
+Public API (the submit path and the worker call only these):
+
+* :func:`model_key_for` / :func:`model_key` — the cache key: model, scheduler, N, resolution.
+* :func:`nearest` — nearest cached prompt under one model key: ``(entry, similarity)`` or None.
+* :func:`match` — :func:`nearest` plus K* by NIRVANA's thresholds (admin-editable), capped at the largest
+  level the neighbour still has (``scheduler.predictor.Predictor.k_star``).
+* :func:`start_latent` — the worker's read: the neighbour's latent at K′ (or the largest level below it
+  that is still held), counting the LCBFU hit. None when it has been evicted meanwhile: serve at K = 0.
+* :func:`insert` / :func:`insert_many` — store the captured latents of finished generations, then evict.
+* :func:`evict_to_budget`, :func:`purge`, :func:`sweep_orphan_files`, :func:`stats` — maintenance.
+
+LCBFU (NIRVANA): the unit of eviction is an (entry, level) pair with score = hits × K (a hit at level K
+adds K). Over budget, the lowest score leaves first; among equal scores the least recently used
+(created or last hit), then the lower K. A prompt leaves (row deleted) when its last level does.
+
+Consistency between rows and files, with several worker processes:
+
+* every writer of levels (insert, evict, purge) holds one transaction-scoped advisory lock, so the
+  byte total and the eviction order are computed without races; hits need no lock (single UPDATEs);
+* files are written (temp file + rename) *before* the rows that name them commit; if the transaction
+  fails they are removed;
+* files of evicted/purged levels are removed only *after* the deleting transaction commits
+  (``transaction.on_commit``), so a row never names a missing file except while a reader races an
+  eviction — :func:`start_latent` then returns None;
+* a process killed between those steps can leave unnamed files: :func:`sweep_orphan_files` removes
+  those older than an hour (run it from beat or by hand).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+
+import numpy as np
+from django.conf import settings
+from django.db import OperationalError, connection, transaction
+from django.db.models import F, Sum
+from django.utils import timezone
+
+from .models import EMBED_DIM, CacheConfig, CacheEntry, CacheLevel
+
+if TYPE_CHECKING:  # torch only where latents are touched: the web process never needs it here
+    import torch
+
+log = logging.getLogger(__name__)
+
+ADVISORY_LOCK_ID = 0x7432_69_43  # "t2iC": serialises the cache's level writers across processes
+CANDIDATES = 8  # HNSW candidates re-ranked exactly by distance (relaxed_order returns them loosely)
+LATENT_SUFFIX = ".safetensors"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Cache key
+# ----------------------------------------------------------------------------------------------------------
+
+
+def model_key(model: str, scheduler: str, steps: int, width: int, height: int) -> str:
+    """The cache key: latents are only reusable by runs of the same model, scheduler, N and size."""
+    return f"{model}|{scheduler}|N{int(steps)}|{int(width)}x{int(height)}"
+
+
+@lru_cache(maxsize=16)
+def model_identity(model_path: str | os.PathLike) -> str:
+    """A stable name for a local diffusers folder: its name plus a hash of its configs and the sizes of
+    its weight files (equal on every machine holding the same copy, unlike paths or mtimes)."""
+    path = Path(model_path)
+    digest = hashlib.sha256()
+    if path.is_dir():
+        for f in sorted(path.rglob("*")):
+            if not f.is_file():
+                continue
+            rel = f.relative_to(path).as_posix()
+            if f.suffix == ".json":
+                digest.update(rel.encode() + b"\0" + f.read_bytes() + b"\0")
+            elif f.suffix in (".safetensors", ".bin", ".ckpt", ".pt"):
+                digest.update(f"{rel}:{f.stat().st_size}\0".encode())
+    else:
+        digest.update(str(path).encode())
+    return f"{path.name[:80]}-{digest.hexdigest()[:12]}"
+
+
+@lru_cache(maxsize=16)
+def folder_scheduler(model_path: str | os.PathLike) -> str:
+    """Short name ("ddim", "euler") of the scheduler a diffusers folder ships, as the engine names it.
+    A non-resumable scheduler is returned by class name (the engine will refuse it)."""
+    from .engine import RESUMABLE_SCHEDULERS
+
+    config = Path(model_path) / "scheduler" / "scheduler_config.json"
+    try:
+        name = json.loads(config.read_text())["_class_name"]
+    except (OSError, KeyError, ValueError):
+        return "unknown"
+    return RESUMABLE_SCHEDULERS.get(name, name)
+
+
+def model_key_for(steps: int, width: int, height: int, model_path: str | os.PathLike | None = None,
+                  scheduler: str | None = None) -> str:
+    """The key of a request for the configured model (``settings.T2I_MODEL_PATH``). The submit path calls
+    it with the request's steps and size; the worker passes ``scheduler=engine.scheduler_name`` (equal to
+    the folder's scheduler unless it swapped it)."""
+    path = Path(model_path if model_path is not None else settings.T2I_MODEL_PATH)
+    return model_key(model_identity(str(path)), scheduler or folder_scheduler(str(path)), steps, width, height)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Lookup
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CacheMatch:
+    """What the submit path records on the request row."""
+
+    entry_id: int
+    prompt: str
+    similarity: float
+    k_star: int  # 0: the neighbour is too far (a miss) or holds no level ≤ the predicted K*
+    levels: tuple[int, ...]
+
+
+def embed(prompts: Sequence[str]) -> np.ndarray:
+    """MiniLM embeddings (the project's one embedder), float32, L2-normalised, (n, 384)."""
+    from scheduler.embeddings import embed_texts
+
+    return embed_texts(list(prompts))
+
+
+def _checked_vector(embedding: Any) -> np.ndarray:
+    v = np.asarray(embedding, dtype=np.float32).reshape(-1)
+    if v.shape[0] != EMBED_DIM:
+        raise ValueError(f"embedding must have {EMBED_DIM} dimensions, got {v.shape[0]}")
+    if not np.all(np.isfinite(v)) or not np.any(v):
+        raise ValueError("embedding must be finite and non-zero")
+    return v
+
+
+def _vector_literal(embedding: Any) -> str:
+    return "[" + ",".join(map(repr, _checked_vector(embedding).tolist())) + "]"
+
+
+_ENTRY_COLUMNS = "id, prompt, prompt_sha, model_key, levels, hits, score, bytes, created_at, last_hit_at"
+_NEAREST_HNSW = f"""
+    WITH candidates AS MATERIALIZED (
+        SELECT {_ENTRY_COLUMNS}, embedding <=> %s::vector AS distance
+        FROM workers_cacheentry WHERE model_key = %s
+        ORDER BY embedding <=> %s::vector LIMIT {CANDIDATES})
+    SELECT * FROM candidates ORDER BY distance, id LIMIT 1"""
+# "+ 0" keeps the planner off the HNSW index: an exact scan of the key's rows.
+_NEAREST_EXACT = f"""
+    SELECT {_ENTRY_COLUMNS}, embedding <=> %s::vector AS distance
+    FROM workers_cacheentry WHERE model_key = %s
+    ORDER BY (embedding <=> %s::vector) + 0, id LIMIT 1"""
+
+
+def nearest(embedding: Any, model_key: str) -> tuple[CacheEntry, float] | None:
+    """The cached prompt nearest to ``embedding`` (cosine) among entries of ``model_key``.
+
+    Returns ``(entry, similarity)`` with similarity = 1 − cosine distance, or None when the key has no
+    entry. Uses the HNSW index with ``hnsw.iterative_scan = relaxed_order`` (pgvector ≥ 0.8), set LOCAL
+    in the query's own transaction, so filtering by key cannot starve the scan; if the scan still ends
+    empty (``hnsw.max_scan_tuples`` reached for a very rare key) an exact scan of that key answers.
+    The entry's embedding is deferred (loaded only if read).
+    """
+    vec = _vector_literal(embedding)
+    params = [vec, model_key, vec]
+    with transaction.atomic(savepoint=False):
+        with connection.cursor() as cur:
+            cur.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true), "
+                        "set_config('hnsw.ef_search', %s, true)", [str(int(settings.T2I_CACHE_EF_SEARCH))])
+        rows = list(CacheEntry.objects.raw(_NEAREST_HNSW, params))
+        if not rows and CacheEntry.objects.filter(model_key=model_key).exists():
+            rows = list(CacheEntry.objects.raw(_NEAREST_EXACT, params))
+    if not rows:
+        return None
+    entry = rows[0]
+    return entry, float(1.0 - entry.distance)
+
+
+def match(embedding: Any, model_key: str, config: CacheConfig | None = None) -> CacheMatch | None:
+    """Nearest neighbour and K* for a new request (None when the key has no entry at all)."""
+    found = nearest(embedding, model_key)
+    if found is None:
+        return None
+    entry, s = found
+    config = config or CacheConfig.current()
+    levels = tuple(sorted(entry.levels))
+    return CacheMatch(entry_id=entry.pk, prompt=entry.prompt, similarity=s,
+                      k_star=config.predictor().k_star(s, levels), levels=levels)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Reading latents and counting hits
+# ----------------------------------------------------------------------------------------------------------
+
+
+def cache_dir() -> Path:
+    return Path(settings.T2I_CACHE_DIR)
+
+
+def hit(entry_id: int, level: int) -> bool:
+    """LCBFU: a hit at level K adds K to that (entry, level)'s score and to the entry's totals.
+    False when the level is no longer held. Best effort: never raises for a lost race."""
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            # Level row first, then the entry row: the same order as eviction, so no lock cycle.
+            n = CacheLevel.objects.filter(entry_id=entry_id, level=level).update(
+                hits=F("hits") + 1, score=F("score") + level, last_used_at=now)
+            if n:
+                CacheEntry.objects.filter(pk=entry_id).update(hits=F("hits") + 1, score=F("score") + level,
+                                                              last_hit_at=now)
+        return bool(n)
+    except OperationalError:  # e.g. a deadlock victim under heavy concurrent eviction
+        log.warning("cache hit on entry %s level %s not counted", entry_id, level, exc_info=True)
+        return False
+
+
+def load_latent(entry_id: int, level: int) -> "torch.Tensor | None":
+    """The stored latent ``(1, C, h, w)`` (CPU, stored dtype), or None if that level is not held."""
+    name = CacheLevel.objects.filter(entry_id=entry_id, level=level).values_list("file", flat=True).first()
+    if name is None:
+        return None
+    return _read_latent(name)
+
+
+def start_latent(entry_id: int, max_level: int) -> "tuple[int, torch.Tensor] | None":
+    """The worker's read for a request served from neighbour ``entry_id`` at K′ = ``max_level``.
+
+    Loads the largest level ≤ K′ the neighbour still holds (normally K′ itself; a lower one if K′ was
+    evicted since submit) and counts the hit at that level. Returns ``(level, latent)`` — pass them as
+    ``GenItem(start_level=level, start_latent=latent)`` and record ``level`` as K served — or None when
+    nothing usable is left (serve at K = 0).
+    """
+    held = (CacheLevel.objects.filter(entry_id=entry_id, level__lte=max_level, level__gt=0)
+            .order_by("-level").values_list("level", "file"))
+    for level, name in held:
+        latent = _read_latent(name)
+        if latent is not None:  # None: evicted between our query and the read
+            hit(entry_id, level)
+            return level, latent
+    return None
+
+
+def _read_latent(name: str) -> "torch.Tensor | None":
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(cache_dir() / name))["latent"]
+    except FileNotFoundError:
+        return None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Insert
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _lock() -> None:
+    with connection.cursor() as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", [ADVISORY_LOCK_ID])
+
+
+def _require_autocommit(what: str) -> None:
+    if connection.in_atomic_block:
+        raise RuntimeError(f"cache_store.{what} must be called outside transaction.atomic(): it writes "
+                           "files that must follow its own commit or rollback")
+
+
+def prompt_sha(prompt: str) -> str:
+    return hashlib.sha256(prompt.encode("utf-8")).hexdigest()
+
+
+def _write_latent(tensor: "torch.Tensor", name: str) -> int:
+    """Write one latent atomically (temp file + rename); returns its size in bytes."""
+    from safetensors.torch import save_file
+
+    path = cache_dir() / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({"latent": tensor.detach().to("cpu").contiguous()}, str(tmp))
+    os.replace(tmp, path)
+    return path.stat().st_size
+
+
+def _remove_files(names: Iterable[str]) -> None:
+    root = cache_dir()
+    for name in names:
+        try:
+            (root / name).unlink()
+        except FileNotFoundError:
+            pass
+
+
+def insert(prompt: str, latents: Mapping[int, "torch.Tensor"], model_key: str,
+           embedding: Any | None = None) -> int | None:
+    """Store one generation's captured latents; see :func:`insert_many`."""
+    return insert_many(model_key, [prompt], [latents], None if embedding is None else [embedding])[0]
+
+
+def insert_many(model_key: str, prompts: Sequence[str], latents: Sequence[Mapping[int, "torch.Tensor"]],
+                embeddings: Any | None = None, evict: bool = True) -> list[int | None]:
+    """Store the captured latents (``GenResult.latents``: {level: (1, C, h, w) tensor}) of finished
+    generations under ``model_key``; then evict (LCBFU) down to the byte budget.
+
+    Only cache levels (``settings.T2I_CACHE_LEVELS``) are kept. A prompt already cached under the key
+    gains the levels it lacks (levels it holds are kept). ``embeddings`` (n × 384) are computed with
+    MiniLM when not given. Returns each prompt's entry id, or None when it had no level to store.
+    Call outside ``transaction.atomic()``.
+    """
+    _require_autocommit("insert_many")
+    if len(prompts) != len(latents):
+        raise ValueError("prompts and latents must have the same length")
+    allowed = set(settings.T2I_CACHE_LEVELS)
+    wanted: dict[str, dict[int, Any]] = {}  # prompt -> levels to store (first occurrence wins)
+    for prompt, lat in zip(prompts, latents):
+        slot = wanted.setdefault(prompt, {})
+        for level, tensor in lat.items():
+            if int(level) in allowed and int(level) not in slot:
+                slot[int(level)] = tensor
+    todo = [p for p, lv in wanted.items() if lv]
+    if not todo:
+        return [None] * len(prompts)
+    if embeddings is None:
+        vectors = dict(zip(todo, embed(todo)))
+    else:
+        vectors = {}
+        for prompt, vec in zip(prompts, np.asarray(embeddings, dtype=np.float32)):
+            vectors.setdefault(prompt, vec)
+
+    # Files first, outside any transaction (the slow part: nothing is locked while writing).
+    key_dir = hashlib.sha1(model_key.encode()).hexdigest()[:12]
+    written: dict[str, dict[int, tuple[str, int]]] = {}
+    all_files: list[str] = []
+    try:
+        for prompt in todo:
+            token = uuid.uuid4().hex
+            for level, tensor in sorted(wanted[prompt].items()):
+                name = f"{key_dir}/{token[:2]}/{token}-k{level}{LATENT_SUFFIX}"
+                all_files.append(name)
+                written.setdefault(prompt, {})[level] = (name, _write_latent(tensor, name))
+    except BaseException:
+        _remove_files(all_files)
+        raise
+
+    unused: list[str] = []  # written for levels the entry already held
+    ids: dict[str, int] = {}
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            _lock()
+            shas = {p: prompt_sha(p) for p in todo}
+            existing = {e.prompt_sha: e for e in CacheEntry.objects.filter(
+                model_key=model_key, prompt_sha__in=list(shas.values())).only("id", "prompt_sha", "levels")}
+            new_rows: list[CacheLevel] = []
+            for prompt in todo:
+                files = written[prompt]
+                entry = existing.get(shas[prompt])
+                if entry is None:
+                    entry = CacheEntry.objects.create(
+                        prompt=prompt, prompt_sha=shas[prompt], embedding=_checked_vector(vectors[prompt]),
+                        model_key=model_key, levels=sorted(files),
+                        bytes=sum(nb for _, nb in files.values()))
+                    add = files
+                else:
+                    add = {k: v for k, v in files.items() if k not in entry.levels}
+                    unused += [name for k, (name, _) in files.items() if k in entry.levels]
+                    if add:
+                        CacheEntry.objects.filter(pk=entry.pk).update(
+                            levels=sorted(set(entry.levels) | set(add)),
+                            bytes=F("bytes") + sum(nb for _, nb in add.values()))
+                ids[prompt] = entry.pk
+                new_rows += [CacheLevel(entry_id=entry.pk, level=k, nbytes=nb, file=name, last_used_at=now)
+                             for k, (name, nb) in add.items()]
+            CacheLevel.objects.bulk_create(new_rows)
+    except BaseException:
+        _remove_files(all_files)
+        raise
+    _remove_files(unused)  # never named by a committed row
+    if evict:
+        evict_to_budget()
+    return [ids.get(p) for p in prompts]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Eviction and maintenance
+# ----------------------------------------------------------------------------------------------------------
+
+
+def used_bytes() -> int:
+    return int(CacheEntry.objects.aggregate(total=Sum("bytes"))["total"] or 0)
+
+
+def evict_to_budget(budget: int | None = None) -> int:
+    """LCBFU: delete the lowest-score (entry, level) pairs until the latent files fit in ``budget``
+    (default: the admin's byte budget). Returns the number of levels evicted. Inside an outer
+    transaction it still works; the files then go when that transaction commits."""
+    with transaction.atomic():
+        _lock()
+        if budget is None:
+            budget = CacheConfig.current().byte_budget
+        excess = used_bytes() - int(budget)
+        if excess <= 0:
+            return 0
+        victims: list[tuple[int, int, int, str]] = []  # (level id, entry id, nbytes, file)
+        freed = 0
+        order = CacheLevel.objects.order_by("score", "last_used_at", "level", "id")
+        for row in order.values_list("id", "entry_id", "nbytes", "file").iterator(chunk_size=512):
+            victims.append(row)
+            freed += row[2]
+            if freed >= excess:
+                break
+        _delete_levels(victims)
+    return len(victims)
+
+
+def _delete_levels(victims: list[tuple[int, int, int, str]]) -> None:
+    """Delete level rows, then fix or delete their entries; files go after commit. Caller holds the lock.
+    All level rows are deleted before any entry row is touched (the lock order :func:`hit` uses)."""
+    if not victims:
+        return
+    CacheLevel.objects.filter(pk__in=[v[0] for v in victims]).delete()
+    entry_ids = {v[1] for v in victims}
+    remaining: dict[int, list[tuple[int, int]]] = {e: [] for e in entry_ids}
+    for entry_id, level, nbytes in CacheLevel.objects.filter(entry_id__in=entry_ids).values_list(
+            "entry_id", "level", "nbytes"):
+        remaining[entry_id].append((level, nbytes))
+    gone = [e for e, rows in remaining.items() if not rows]
+    CacheEntry.objects.filter(pk__in=gone).delete()
+    for entry_id, rows in remaining.items():
+        if rows:
+            CacheEntry.objects.filter(pk=entry_id).update(levels=sorted(lv for lv, _ in rows),
+                                                          bytes=sum(nb for _, nb in rows))
+    files = [v[3] for v in victims]
+    transaction.on_commit(lambda: _remove_files(files))
+
+
+def purge(entry_ids: Iterable[int] | None = None) -> tuple[int, int]:
+    """Remove entries (all of them when ``entry_ids`` is None) with their files.
+    Returns (entries removed, files removed after commit)."""
+    with transaction.atomic():
+        _lock()
+        levels = CacheLevel.objects.all()
+        entries = CacheEntry.objects.all()
+        if entry_ids is not None:
+            ids = list(entry_ids)
+            levels, entries = levels.filter(entry_id__in=ids), entries.filter(pk__in=ids)
+        victims = list(levels.values_list("id", "entry_id", "nbytes", "file"))
+        _delete_levels(victims)
+        n_entries = entries.count()  # entries without level rows (should not exist)
+        entries.delete()
+        return len({v[1] for v in victims}) + n_entries, len(victims)
+
+
+def sweep_orphan_files(older_than_s: float = 3600.0) -> int:
+    """Delete latent files that no committed row names (left by a process killed mid-insert or
+    mid-eviction) and stale temp files. Files younger than ``older_than_s`` are spared: an insert in
+    progress writes its files before its rows commit. Returns the number removed."""
+    root = cache_dir()
+    if not root.exists():
+        return 0
+    named = set(CacheLevel.objects.values_list("file", flat=True))
+    cutoff = time.time() - older_than_s
+    removed = 0
+    for path in root.rglob("*"):
+        if not path.is_file():
+            continue
+        rel = path.relative_to(root).as_posix()
+        if rel in named:
+            continue
+        try:
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+        except FileNotFoundError:
+            pass
+    return removed
+
+
+def stats() -> dict[str, int]:
+    """Entries, stored levels, bytes used and the byte budget."""
+    return {"entries": CacheEntry.objects.count(), "levels": CacheLevel.objects.count(),
+            "bytes": used_bytes(), "budget": CacheConfig.current().byte_budget}

@@ -1,0 +1,69 @@
+"""An engine that pretends to be a GPU: it sleeps L(K′, b) from a latency profile.
+
+With ENGINE=emulated a paper-scale cluster (16 SDXL workers on A100s) runs on a CPU machine:
+everything else stays real (database, queues, embeddings, cache lookup and growth, plan,
+batching). Images are placeholders clearly labelled "emulated"; captured latents are small
+zero tensors, so the cache index grows exactly as it would (its quality is the yardstick
+Q(s, K′), not these pixels).
+"""
+
+from __future__ import annotations
+
+import time
+from itertools import groupby
+
+import torch
+from PIL import Image, ImageDraw
+
+from scheduler.profiles import LatencyProfile
+
+from .engine import DEFAULT_CACHE_LEVELS, GenItem, GenResult, GenTimings
+
+LATENT_SHAPE = (1, 4, 8, 8)  # tiny stand-ins: only their presence and levels matter
+
+
+def placeholder_image(width: int, height: int, k_prime: int) -> Image.Image:
+    image = Image.new("RGB", (width, height), (225, 228, 235))
+    draw = ImageDraw.Draw(image)
+    draw.rectangle([0, 0, width - 1, height - 1], outline=(120, 120, 140))
+    draw.text((4, 4), f"emulated\nK'={k_prime}", fill=(40, 40, 60))
+    return image
+
+
+class EmulatedEngine:
+    """Same call as ApproxCEngine.generate; sleeps instead of denoising."""
+
+    def __init__(self, profile: LatencyProfile, time_factor: float = 1.0,
+                 cache_levels: tuple[int, ...] = DEFAULT_CACHE_LEVELS, sleep: bool = True) -> None:
+        self.profile = profile
+        self.time_factor = time_factor
+        self.cache_levels = tuple(sorted(cache_levels))
+        self.sleep = sleep
+        self.default_size = (64, 64)
+
+    def service_seconds(self, k_prime: int, batch_size: int) -> float:
+        return self.profile.latency(k_prime, batch_size) * self.time_factor
+
+    def generate(self, items: list[GenItem]) -> list[GenResult]:
+        t_call = time.perf_counter()
+        results: list[GenResult | None] = [None] * len(items)
+        order = sorted(range(len(items)), key=lambda i: items[i].start_level)
+        for k_prime, members in groupby(order, key=lambda i: items[i].start_level):
+            members = list(members)
+            t0 = time.perf_counter()
+            if self.sleep:
+                time.sleep(self.service_seconds(k_prime, len(members)))
+            spent = time.perf_counter() - t0
+            for i in members:
+                item = items[i]
+                latents = {k: torch.zeros(LATENT_SHAPE) for k in self.cache_levels
+                           if k_prime < k < item.steps}
+                results[i] = GenResult(
+                    image=placeholder_image(item.width or 64, item.height or 64, k_prime),
+                    latents=latents, final_latent=torch.zeros(LATENT_SHAPE), start_level=k_prime,
+                    timings=GenTimings(encode_s=0.0, denoise_s=spent, decode_s=0.0, batch_s=0.0,
+                                       batch_size=len(members), steps_run=item.steps - k_prime))
+        batch_s = time.perf_counter() - t_call
+        for r in results:
+            r.timings.batch_s = batch_s
+        return results  # type: ignore[return-value]

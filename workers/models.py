@@ -1,0 +1,150 @@
+"""The approximate cache's index (DESIGN §2, §6): one row per cached prompt, one row per cached level.
+
+Latent blobs are files under ``settings.T2I_CACHE_DIR`` (see :mod:`workers.cache_store`); rows only
+name them. All writes that change which levels exist (insert, evict, purge) go through
+:mod:`workers.cache_store`, which serialises them with an advisory lock and removes files only after
+the row change has committed.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
+from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator
+from django.db import models
+from pgvector.django import HnswIndex, VectorField
+
+EMBED_DIM = 384  # MiniLM (scheduler.embeddings.EMBED_DIM)
+
+
+class CacheEntry(models.Model):
+    """A cached prompt: its embedding (HNSW cosine index) and the levels whose latents are on disk.
+
+    ``levels``, ``hits``, ``score`` and ``bytes`` summarise the entry's :class:`CacheLevel` rows so a
+    lookup reads one row: ``levels`` is kept equal to the set of its level rows, ``bytes`` to their sum,
+    ``hits``/``score`` to their totals (LCBFU: a hit at level K adds K).
+    """
+
+    prompt = models.TextField()
+    prompt_sha = models.CharField(max_length=64, editable=False,
+                                  help_text="sha256 of the prompt: one entry per prompt and model key.")
+    embedding = VectorField(dimensions=EMBED_DIM)
+    model_key = models.CharField(max_length=200, db_index=True,
+                                 help_text="model | scheduler | N | resolution (cache_store.model_key).")
+    levels = ArrayField(models.PositiveSmallIntegerField(), default=list,
+                        help_text="Cache levels K whose latents are stored.")
+    hits = models.PositiveIntegerField(default=0)
+    score = models.BigIntegerField(default=0, help_text="LCBFU score: Σ K over hits.")
+    bytes = models.BigIntegerField(default=0, help_text="Size of its latent files on disk.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_hit_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "cache entry"
+        verbose_name_plural = "cache entries"
+        indexes = [
+            HnswIndex(name="cacheentry_embedding_hnsw", fields=["embedding"], m=16, ef_construction=64,
+                      opclasses=["vector_cosine_ops"]),
+        ]
+        constraints = [
+            models.UniqueConstraint(fields=["model_key", "prompt_sha"], name="cacheentry_unique_prompt"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.prompt[:60]} {self.levels}"
+
+
+class CacheLevel(models.Model):
+    """One stored latent: entry × level K. The unit of LCBFU eviction (score = hits × K)."""
+
+    entry = models.ForeignKey(CacheEntry, on_delete=models.CASCADE, related_name="level_rows")
+    level = models.PositiveSmallIntegerField()
+    hits = models.PositiveIntegerField(default=0)
+    score = models.BigIntegerField(default=0)
+    nbytes = models.BigIntegerField()
+    file = models.CharField(max_length=300, unique=True, help_text="Path relative to T2I_CACHE_DIR.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(help_text="Creation or last hit: tie-break among equal scores.")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["entry", "level"], name="cachelevel_unique_level"),
+        ]
+        indexes = [
+            # Eviction order: lowest score, then least recently used, then lower K.
+            models.Index(fields=["score", "last_used_at", "level", "id"], name="cachelevel_evict_order"),
+        ]
+
+    def __str__(self) -> str:
+        return f"entry {self.entry_id} K={self.level}"
+
+
+def parse_thresholds(text: str) -> tuple[tuple[float, int], ...]:
+    """``"0.95:25,0.90:20"`` → ((0.95, 25), (0.90, 20)), validated, highest similarity first."""
+    pairs = []
+    for part in (p.strip() for p in str(text).split(",")):
+        if not part:
+            continue
+        try:
+            s, k = part.split(":")
+            pairs.append((float(s), int(k)))
+        except ValueError:
+            raise ValidationError(f"{part!r} is not 'similarity:level' (e.g. 0.95:25).")
+    if not pairs:
+        raise ValidationError("List at least one 'similarity:level' pair.")
+    pairs.sort(key=lambda p: -p[0])
+    levels = set(settings.T2I_CACHE_LEVELS)
+    for s, k in pairs:
+        if not -1.0 <= s < 1.0:
+            raise ValidationError(f"Similarity {s} must lie in [-1, 1).")
+        if k not in levels:
+            raise ValidationError(f"Level {k} is not a cache level {sorted(levels)} (T2I_CACHE_LEVELS).")
+    if len({s for s, _ in pairs}) != len(pairs):
+        raise ValidationError("Each similarity threshold may appear once.")
+    ks = [k for _, k in pairs]
+    if any(a <= b for a, b in zip(ks, ks[1:])):
+        raise ValidationError("A higher similarity must map to a strictly higher level.")
+    return tuple(pairs)
+
+
+class CacheConfig(models.Model):
+    """Operator-tunable cache settings: one row, edited in the admin."""
+
+    byte_budget = models.BigIntegerField(validators=[MinValueValidator(0)],
+                                         help_text="Most bytes of latent files kept; LCBFU evicts beyond it.")
+    thresholds = models.CharField(
+        max_length=200,
+        help_text="NIRVANA's similarity → K* rule as 'similarity:level' pairs, e.g. "
+                  "0.95:25,0.90:20,0.85:15,0.75:10,0.65:5 (strictly above the similarity → that level).")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "cache configuration"
+        verbose_name_plural = "cache configuration"
+
+    def __str__(self) -> str:
+        return "Cache configuration"
+
+    def clean(self) -> None:
+        try:
+            parse_thresholds(self.thresholds)
+        except ValidationError as exc:
+            raise ValidationError({"thresholds": exc.messages})
+
+    @property
+    def threshold_pairs(self) -> tuple[tuple[float, int], ...]:
+        return parse_thresholds(self.thresholds)
+
+    def predictor(self):
+        from scheduler.predictor import Predictor
+
+        return Predictor(thresholds=self.threshold_pairs)
+
+    @classmethod
+    def current(cls) -> "CacheConfig":
+        config = cls.objects.order_by("pk").first()
+        if config is None:
+            config, _ = cls.objects.get_or_create(pk=1, defaults=dict(
+                byte_budget=settings.T2I_CACHE_BYTE_BUDGET, thresholds=settings.T2I_CACHE_THRESHOLDS))
+        return config

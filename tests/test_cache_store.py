@@ -55,6 +55,12 @@ def assert_consistent() -> None:
     assert not by_entry, "level rows without an entry"
 
 
+@pytest.fixture(autouse=True)
+def fresh_cache_dir(settings, tmp_path):
+    """Each test its own latent directory (the database is flushed between tests; files are not)."""
+    settings.T2I_CACHE_DIR = tmp_path / "latent-cache"
+
+
 @pytest.fixture
 def budget():
     def set_budget(nbytes: int) -> None:

@@ -5,7 +5,7 @@ import pytest
 
 from scheduler.demand import DemandEstimator
 from scheduler.predictor import DEFAULT_THRESHOLDS, Predictor
-from scheduler.profiles import load_profile, profile_from_full_runs
+from scheduler.profiles import load_profile
 from scheduler.quality import QualityModel
 from scheduler.traces import load_trace, peak_rate, resample_rate, scale_trace
 

@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from .models import GenerationRequest, ServingConfig
+from .models import AllocationPlan, BatchRecord, GenerationRequest, ServingConfig
 
 
 @admin.register(GenerationRequest)
@@ -25,8 +25,17 @@ class GenerationRequestAdmin(admin.ModelAdmin):
 
 @admin.register(ServingConfig)
 class ServingConfigAdmin(admin.ModelAdmin):
-    list_display = ("__str__", "slo_seconds", "default_steps", "default_size", "allowed_sizes",
+    list_display = ("__str__", "policy", "slo_seconds", "manual_layout", "controller_period_s",
                     "max_in_flight", "updated_at")
+    fieldsets = [
+        ("Requests", {"fields": ["slo_seconds", "default_steps", "min_steps", "max_steps",
+                                 "default_size", "allowed_sizes", "max_in_flight"]}),
+        ("Scheduling", {"fields": ["policy", "k_levels", "thresholds", "load_threshold", "util_target",
+                                   "controller_period_s", "manual_layout"],
+                        "description": "Applied by the controller at its next run and by dispatch "
+                                       "within a second; no restart. The cache byte budget is under "
+                                       "Workers › Cache configuration."}),
+    ]
 
     def has_add_permission(self, request) -> bool:
         return not ServingConfig.objects.exists()
@@ -37,3 +46,32 @@ class ServingConfigAdmin(admin.ModelAdmin):
     def changelist_view(self, request, extra_context=None):
         ServingConfig.current()  # make sure the one row exists
         return super().changelist_view(request, extra_context)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(AllocationPlan)
+class AllocationPlanAdmin(ReadOnlyAdmin):
+    """Plan history: every controller run, including failed and slow solves with the reason."""
+
+    list_display = ("id", "created_at", "policy", "status", "worker_levels", "expected_quality",
+                    "solve_ms", "message")
+    list_filter = ("status", "policy")
+    readonly_fields = [f.name for f in AllocationPlan._meta.fields]
+
+
+@admin.register(BatchRecord)
+class BatchRecordAdmin(ReadOnlyAdmin):
+    list_display = ("finished_at", "worker", "k_prime", "batch_size", "service_seconds", "engine",
+                    "plan_version")
+    list_filter = ("worker", "k_prime", "batch_size", "engine")
+    readonly_fields = [f.name for f in BatchRecord._meta.fields]

@@ -1,0 +1,81 @@
+"""Two real processes insert, hit, evict and purge the same cache at once under a small byte budget;
+afterwards the index and the files must agree (every row's file exists, no orphan file, summaries
+right, budget kept)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.test_cache_store import assert_consistent, files_on_disk
+from workers import cache_store
+from workers.models import CacheConfig, CacheEntry, CacheLevel
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ROOT = Path(__file__).resolve().parents[1]
+ROUNDS = 40
+
+
+def hammer(worker: int, rounds: int) -> None:
+    """One process's workload (run with `python -c`, after django.setup())."""
+    import numpy as np
+    import torch
+
+    from workers import cache_store as store
+
+    rng = np.random.default_rng(worker)
+    mine: list[int] = []
+    for r in range(rounds):
+        n = int(rng.integers(1, 4))
+        # Some prompts are shared by both processes: concurrent inserts of the same prompt and key.
+        prompts = [f"shared {r % 7}" if j == 0 and r % 3 == 0 else f"w{worker} r{r} j{j}" for j in range(n)]
+        levels = [sorted(rng.choice([5, 10, 15, 20, 25], size=int(rng.integers(1, 6)), replace=False))
+                  for _ in range(n)]
+        vecs = rng.normal(size=(n, 384)).astype(np.float32)
+        ids = store.insert_many("hammer", prompts, [{int(k): torch.randn(1, 4, 8, 8) for k in lv}
+                                                    for lv in levels], vecs)
+        mine += [i for i in ids if i is not None]
+        for entry_id in rng.choice(mine, size=min(len(mine), 3), replace=False):
+            store.start_latent(int(entry_id), int(rng.choice([5, 10, 15, 20, 25])))  # may be evicted: fine
+        found = store.nearest(vecs[0], "hammer")
+        assert found is not None
+        if r % 10 == 9:
+            store.purge([int(rng.choice(mine))])
+        if r % 8 == 7:
+            store.evict_to_budget()
+
+
+def test_two_processes_inserting_and_evicting_keep_rows_and_files_consistent(embedded_services, settings,
+                                                                             tmp_path):
+    settings.T2I_CACHE_DIR = tmp_path / "latent-cache"
+    # Budget: about 25 latents of 1 × 4 × 8 × 8 float32, so nearly every insert evicts.
+    size = cache_store._write_latent(__import__("torch").zeros(1, 4, 8, 8), "probe.safetensors")
+    (settings.T2I_CACHE_DIR / "probe.safetensors").unlink()
+    budget = 25 * size
+    config = CacheConfig.current()
+    config.byte_budget = budget
+    config.save()
+
+    db = settings.DATABASES["default"]
+    env = dict(os.environ, DATABASE_URL=f"postgres://postgres@127.0.0.1:{db['PORT']}/{db['NAME']}",
+               T2I_CACHE_DIR=str(settings.T2I_CACHE_DIR), DJANGO_SETTINGS_MODULE="webapp.settings",
+               PYTHONUNBUFFERED="1")
+    code = ("import sys, django; django.setup(); from tests.test_cache_concurrency import hammer; "
+            "hammer(int(sys.argv[1]), int(sys.argv[2]))")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(i), str(ROUNDS)], cwd=ROOT, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for i in range(2)]
+    outputs = [p.communicate(timeout=240)[0].decode(errors="replace") for p in procs]
+    for p, out in zip(procs, outputs):
+        assert p.returncode == 0, out[-3000:]
+
+    assert_consistent()
+    assert cache_store.used_bytes() <= budget
+    assert CacheEntry.objects.exists() and CacheLevel.objects.count() == len(files_on_disk())
+    # Shared prompts were inserted by both processes at once, yet each exists at most once.
+    shared = CacheEntry.objects.filter(prompt__startswith="shared").values_list("prompt", flat=True)
+    assert len(shared) == len(set(shared))

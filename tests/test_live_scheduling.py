@@ -1,0 +1,222 @@
+"""The live system runs the scheduler's policy objects: dispatch, batch claiming, the
+controller and its plans, the manual K layout, the emulated engine."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.utils import timezone
+
+from scheduler.interface import ClusterView, RequestView
+from scheduler.policies import make_policy
+from webapp.ledger import controller, live_scheduler, transitions
+from webapp.ledger.models import AllocationPlan, GenerationRequest, ServingConfig, Status
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+URL = "/api/v1/generations/"
+
+
+@pytest.fixture(autouse=True)
+def fresh_scheduler_state():
+    live_scheduler.live_policy.reset()
+    controller.reset_controller_state()
+    yield
+    live_scheduler.live_policy.reset()
+    controller.reset_controller_state()
+
+
+def configure(**fields) -> ServingConfig:
+    config = ServingConfig.current()
+    for k, v in fields.items():
+        setattr(config, k, v)
+    config.full_clean()
+    config.save()
+    return config
+
+
+def test_dispatch_writes_the_policys_decision(api, embedded_services, monkeypatch):
+    """What the row records is exactly what the active policy decided for it."""
+    seen = []
+    original = live_scheduler.dispatch
+
+    def spy(**kw):
+        decision, version, policy = original(**kw)
+        seen.append((decision, policy.name))
+        return decision, version, policy
+
+    monkeypatch.setattr(live_scheduler, "dispatch", spy)
+    configure(policy="clipper_ht")
+    body = api.post(URL, {"prompt": "a cat"}, format="json").json()
+    decision, name = seen[-1]
+    row = GenerationRequest.objects.get(pk=body["id"])
+    assert name == "clipper_ht"
+    assert row.worker == decision.worker_index and row.batch_limit == decision.batch_size
+    # No cached neighbour: K′ = 0 whatever the policy's level.
+    assert row.k_served == 0 and row.k_star == 0 and row.similarity is None
+
+
+def test_cluster_view_counts_queued_and_running_rows(user, embedded_services):
+    config = configure(policy="prompt_aware")
+    policy, _ = live_scheduler.live_policy.get(config)
+    now = timezone.now()
+    for worker, status in [(0, Status.QUEUED), (0, Status.QUEUED), (1, Status.RUNNING)]:
+        GenerationRequest.objects.create(owner=user, prompt="x", seed=1, width=64, height=64, steps=50,
+                                         deadline=now, worker=worker, status=status, k_served=0,
+                                         started_at=now if status == Status.RUNNING else None)
+    view = live_scheduler.cluster_view(policy, now.timestamp())
+    assert view.queue_len == [2, 0] and view.running == [0, 1]
+    assert view.queued_s[0] > 0 and view.busy_until[1] > now.timestamp()
+
+
+def test_batch_claim_never_gives_a_row_to_two_workers(user, embedded_services):
+    deadline = timezone.now() + timedelta(minutes=5)
+    rows = [GenerationRequest.objects.create(owner=user, prompt=f"p{i}", seed=i, width=64, height=64,
+                                             steps=50, deadline=deadline, worker=0, k_served=0,
+                                             batch_limit=4) for i in range(40)]
+    claims: list[list] = []
+    lock = threading.Lock()
+
+    def worker(index: int) -> None:
+        from django.db import connection
+
+        try:
+            for row in rows:
+                got = transitions.claim_batch(row.id, index, 30)
+                with lock:
+                    claims.append(got)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    claimed = [rid for batch in claims for rid in batch]
+    assert len(claimed) == len(set(claimed)) == 40  # every row exactly once
+    assert max(len(b) for b in claims) <= 4
+    assert GenerationRequest.objects.filter(status=Status.RUNNING).count() == 40
+
+
+def test_claim_joins_only_same_worker_and_level(user, embedded_services):
+    deadline = timezone.now() + timedelta(minutes=5)
+
+    def make(worker, k, limit=4):
+        return GenerationRequest.objects.create(owner=user, prompt="x", seed=1, width=64, height=64,
+                                                steps=50, deadline=deadline, worker=worker, k_served=k,
+                                                batch_limit=limit)
+    head, same, other_k, other_w = make(0, 10), make(0, 10), make(0, 25), make(1, 10)
+    assert set(transitions.claim_batch(head.id, 0, 30)) == {head.id, same.id}
+    assert transitions.claim_batch(head.id, 0, 30) == []  # its own message later: a no-op
+
+
+def test_controller_stores_a_plan_that_dispatch_adopts(user, embedded_services):
+    configure(policy="prompt_aware")
+    row = controller.run_controller()
+    assert row.status == "ok" and AllocationPlan.current() == row
+    assert len(row.worker_levels) == 2 and row.solution["route"]
+    policy, version = live_scheduler.live_policy.get(ServingConfig.current())
+    assert version == row.id and policy.current.worker_levels == row.worker_levels
+
+
+def test_controller_keeps_previous_plan_when_the_solver_fails(user, embedded_services, monkeypatch):
+    configure(policy="prompt_aware")
+    good = controller.run_controller()
+    from scheduler import policies
+
+    def broken(self, now, demand):
+        raise RuntimeError("HiGHS exploded")
+
+    monkeypatch.setattr(policies.PromptAware, "plan", broken)
+    bad = controller.run_controller()
+    assert bad.status == "failed" and "HiGHS exploded" in bad.message
+    assert AllocationPlan.current() == good
+
+
+def test_controller_discards_a_slow_solve(user, embedded_services, monkeypatch, settings):
+    configure(policy="prompt_aware")
+    good = controller.run_controller()
+    settings.T2I_SLOW_SOLVE_FRACTION = 0.0
+    slow = controller.run_controller()
+    assert slow.status == "slow" and AllocationPlan.current() == good
+
+
+def test_plan_change_does_not_move_queued_requests(api, embedded_services):
+    configure(policy="prompt_aware", manual_layout="0,0")
+    controller.run_controller()
+    rid = api.post(URL, {"prompt": "stay where you are"}, format="json").json()["id"]
+    before = GenerationRequest.objects.values("worker", "k_served", "plan_version").get(pk=rid)
+    configure(manual_layout="25,25")
+    controller.run_controller()
+    after = GenerationRequest.objects.values("worker", "k_served", "plan_version").get(pk=rid)
+    assert after == before
+
+
+def test_manual_layout_pins_worker_levels(embedded_services):
+    configure(policy="prompt_aware", manual_layout="0,25")
+    row = controller.run_controller()
+    assert row.status == "manual" and row.worker_levels == [0, 25]
+    policy, version = live_scheduler.live_policy.get(ServingConfig.current())
+    assert policy.current.worker_levels == [0, 25] and version == row.id
+
+
+@pytest.mark.parametrize("layout, fragment", [
+    ("0,7", "Unknown level"),
+    ("0,0,0", "names 3 worker(s) but the cluster has 2"),
+    ("0,,25", "empty entry"),
+    ("a,b", "whole numbers"),
+])
+def test_manual_layout_validation(embedded_services, layout, fragment):
+    config = ServingConfig.current()
+    config.manual_layout = layout
+    with pytest.raises(ValidationError) as err:
+        config.full_clean()
+    assert fragment in " ".join(err.value.message_dict["manual_layout"])
+
+
+def test_admin_form_shows_layout_errors(client, django_user_model, embedded_services):
+    admin = django_user_model.objects.create_superuser("root", "r@x.invalid", "pw-root-123")
+    client.force_login(admin)
+    config = ServingConfig.current()
+    url = f"/admin/ledger/servingconfig/{config.pk}/change/"
+    form = client.get(url).context["adminform"].form
+    data = {k: ("" if v is None else v) for k, v in form.initial.items()}
+    data["manual_layout"] = "0,99"
+    resp = client.post(url, data)
+    assert resp.status_code == 200 and b"Unknown level" in resp.content
+    data["manual_layout"] = "0,25"
+    assert client.post(url, data).status_code == 302
+    assert ServingConfig.current().layout_list == [0, 25]
+
+
+def test_switching_policy_takes_effect_at_the_next_tick(api, embedded_services):
+    configure(policy="clipper_ha")
+    assert controller.run_controller().policy == "clipper_ha"
+    configure(policy="clipper_ht")
+    row = controller.run_controller()
+    assert row.policy == "clipper_ht" and set(row.worker_levels) == {25}
+    policy, _ = live_scheduler.live_policy.get(ServingConfig.current())
+    assert policy.name == "clipper_ht"
+
+
+def test_emulated_engine_sleeps_the_profile_latency(embedded_services, settings):
+    from scheduler.profiles import load_profile
+    from workers.emulated_engine import EmulatedEngine
+    from workers.engine import GenItem
+
+    profile = load_profile("sd15-a100")
+    engine = EmulatedEngine(profile, time_factor=0.2)
+    for k, b in [(0, 1), (25, 1), (0, 4)]:
+        items = [GenItem(prompt="x", start_level=k, start_latent=None, steps=50) for _ in range(b)]
+        started = time.perf_counter()
+        results = engine.generate(items)
+        elapsed = time.perf_counter() - started
+        expected = profile.latency(k, b) * 0.2
+        assert expected <= elapsed < expected + 0.15
+        assert all(r.timings.batch_size == b for r in results)
+        assert sorted(results[0].latents) == [lv for lv in (5, 10, 15, 20, 25) if lv > k]

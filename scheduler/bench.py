@@ -188,9 +188,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{r['policy']:>14} {r['req_per_s']:>8.0f} {r['req_per_cpu_s']:>9.0f} {r['wall_s']:>7.2f} "
                       f"{r['milp_s']:>7.2f} {r['plans']:>6} {r['req_per_s_excl_milp']:>17.0f} "
                       f"{r['req_per_s_with_index']:>18.0f} {r['cache_fallbacks']:>9}")
-            print("   target ≥ 20,000 simulated req/s (cache search included, index build and MILP reported apart): "
+            print("   target ≥ 20,000 simulated req/s, cache search included (index build apart); "
+                  "wall excl. MILP / per CPU-second incl. MILP: "
                   + ", ".join(f"{r['policy']} {'met' if r['req_per_s_excl_milp'] >= 20000 else 'not met'}"
-                              for r in rows))
+                              f"/{'met' if r['req_per_cpu_s'] >= 20000 else 'not met'}" for r in rows))
     return 0 if ok else 1
 
 

@@ -26,7 +26,17 @@ A runner owns time, queues and workers; a policy owns decisions. They meet in tw
   it; others ignore it).
 
 Everything crossing the seam is a plain dataclass of numbers and lists: no simulator internals, no ORM
-objects. `ClusterView` is indexed by worker and may be kept and updated in place by the runner.
+objects. `ClusterView` is indexed by worker and may be kept and updated in place by the runner. How the
+simulator fills it (the live system should do the same from its ledger rows):
+
+  levels[w]      plan.worker_levels[w]
+  queue_len[w]   requests queued for w, not yet claimed
+  running[w]     size of the batch w is serving (0 when idle)
+  busy_until[w]  start of that batch + L(K′, b) from the profile
+  queued_s[w]    Σ over w's queued requests of L(K′, b)/b, with b the batch size each was dispatched with
+
+Worker side: a worker takes the oldest queued request and up to `batch_size − 1` more queued requests
+with the same K′ (the head's batch_size), and runs them as one batch.
 """
 
 from __future__ import annotations
@@ -96,6 +106,7 @@ class SchedulerConfig:
     deadline_redirect: bool = True      # prompt_aware's redirect (off only for ablations)
     backlog_aware: bool = True          # plan for arrivals + draining what is queued ...
     backlog_horizon_periods: float = 2.0  # ... within this many controller periods
+    plan_time_limit_s: float | None = None  # MILP wall-clock cap (live system); None: exact, deterministic
 
     @property
     def levels(self) -> list[int]:

@@ -115,8 +115,12 @@ def fallback_route_row(i: int, levels: list[int], q_row: np.ndarray, has_workers
 def solve_plan(demand: DemandEstimate, n_workers: int, profile: LatencyProfile, slo_s: float,
                util_target: float = 0.85, headroom: float = 1.0, prompt_aware: bool = True,
                previous: Plan | None = None, batch_caps: dict[int, int] | None = None,
-               time_limit_s: float = 1.0, policy: str = "") -> Plan:
-    """Solve the controller's MILP for one period. Always returns a plan (see module docstring)."""
+               time_limit_s: float | None = None, policy: str = "") -> Plan:
+    """Solve the controller's MILP for one period. Always returns a plan (see module docstring).
+
+    `time_limit_s` (live controller: e.g. half the period) returns HiGHS's best plan so far when hit;
+    `plan.status` then says so. Left None, the solve is exact and deterministic.
+    """
     t0 = time.perf_counter()
     levels = list(demand.levels)
     J = len(levels)
@@ -156,13 +160,21 @@ def solve_plan(demand: DemandEstimate, n_workers: int, profile: LatencyProfile, 
     integrality[:J] = 1
     hi = np.full(nvar, np.inf)
     hi[:J] = n_workers
+    # No wall-clock limit by default: a time-limited solve would make simulations depend on machine load.
+    opts = {"mip_rel_gap": MIP_REL_GAP}
+    if time_limit_s is not None:
+        opts["time_limit"] = time_limit_s
     res = milp(c, constraints=LinearConstraint(A, lb, ub), integrality=integrality,
-               bounds=Bounds(np.zeros(nvar), hi), options={"time_limit": time_limit_s, "mip_rel_gap": MIP_REL_GAP})
-    if res.x is None:  # should not happen (x = 0 is always feasible); keep a safe plan
+               bounds=Bounds(np.zeros(nvar), hi), options=opts)
+    if res.x is None:  # no solution in time: every worker at the fastest level, all demand sent there
+        jf = int(np.argmax(mu))
         n = np.zeros(J, dtype=int)
-        n[-1] = n_workers
+        n[jf] = n_workers
         x = np.zeros((C, J))
-        status = f"failed: {res.message}"
+        tot = float(d.sum())
+        if tot > 0:
+            x[:, jf] = d * min(1.0, util_target * n_workers * mu[jf] / tot)
+        status = f"fallback: {res.message}"
     else:
         n = np.rint(res.x[:J]).astype(int)
         x = np.maximum(res.x[J:].reshape(C, J), 0.0)

@@ -109,7 +109,8 @@ class PromptAware(Policy):
         c = self.config
         p = solve_plan(demand, c.n_workers, c.profile, c.slo_s, util_target=c.util_target,
                        headroom=c.headroom, prompt_aware=True, previous=self.current,
-                       batch_caps=self.caps, policy=self.name)
+                       batch_caps=self.caps, policy=self.name,
+                       time_limit_s=c.plan_time_limit_s)
         self.set_plan(p)
         return p
 
@@ -182,7 +183,8 @@ class Proteus(Policy):
         c = self.config
         p = solve_plan(demand, c.n_workers, c.profile, c.slo_s, util_target=c.util_target,
                        headroom=c.headroom, prompt_aware=False, previous=self.current,
-                       batch_caps=self.caps, policy=self.name)
+                       batch_caps=self.caps, policy=self.name,
+                       time_limit_s=c.plan_time_limit_s)
         self.set_plan(p)
         return p
 

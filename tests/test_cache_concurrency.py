@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -21,13 +22,21 @@ ROOT = Path(__file__).resolve().parents[1]
 ROUNDS = 40
 
 
-def hammer(worker: int, rounds: int) -> None:
-    """One process's workload (run with `python -c`, after django.setup())."""
+def hammer(worker: int, rounds: int, barrier: str) -> None:
+    """One process's workload (run with `python -c`, after django.setup()). Both processes start the
+    workload together: each reports ready, then waits for the test's go file."""
+    import time
+
     import numpy as np
     import torch
 
     from workers import cache_store as store
 
+    store.nearest(np.ones(384, dtype=np.float32), "hammer")  # connect before the start line
+    Path(barrier, f"ready-{worker}").touch()
+    while not Path(barrier, "go").exists():
+        time.sleep(0.01)
+    started = time.perf_counter()
     rng = np.random.default_rng(worker)
     mine: list[int] = []
     for r in range(rounds):
@@ -48,6 +57,7 @@ def hammer(worker: int, rounds: int) -> None:
             store.purge([int(rng.choice(mine))])
         if r % 8 == 7:
             store.evict_to_budget()
+    print(f"worker {worker}: {rounds} rounds in {time.perf_counter() - started:.1f} s")
 
 
 def test_two_processes_inserting_and_evicting_keep_rows_and_files_consistent(embedded_services, settings,
@@ -66,12 +76,21 @@ def test_two_processes_inserting_and_evicting_keep_rows_and_files_consistent(emb
                T2I_CACHE_DIR=str(settings.T2I_CACHE_DIR), DJANGO_SETTINGS_MODULE="webapp.settings",
                PYTHONUNBUFFERED="1")
     code = ("import sys, django; django.setup(); from tests.test_cache_concurrency import hammer; "
-            "hammer(int(sys.argv[1]), int(sys.argv[2]))")
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(i), str(ROUNDS)], cwd=ROOT, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for i in range(2)]
+            "hammer(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3])")
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(i), str(ROUNDS), str(barrier)], cwd=ROOT,
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for i in range(2)]
+    deadline = time.monotonic() + 120
+    while not all((barrier / f"ready-{i}").exists() for i in range(2)):
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs), "hammer did not start"
+        time.sleep(0.05)
+    (barrier / "go").touch()
     outputs = [p.communicate(timeout=240)[0].decode(errors="replace") for p in procs]
     for p, out in zip(procs, outputs):
         assert p.returncode == 0, out[-3000:]
+        assert "not counted" not in out, out[-3000:]  # no hit lost to a lock conflict
+        print(out.strip().splitlines()[-1])
 
     assert_consistent()
     assert cache_store.used_bytes() <= budget

@@ -48,6 +48,7 @@ def test_short_loadgen_run_against_live_stack(live_server, user, gpu_workers, tm
                  out=str(out), policy_label="live-test", drain_timeout=90, poll=0.3, window=1.0,
                  stdout=stdout, stderr=stderr)
 
+    print(stdout.getvalue(), stderr.getvalue(), (out / "requests.csv").read_text())  # TMPDEBUG
     # every accepted request ended, and the failed arrival was recorded, not dropped
     rows = list(GenerationRequest.objects.filter(owner=user))
     assert len(rows) == 5 and all(r.status in TERMINAL_STATES for r in rows)

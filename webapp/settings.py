@@ -193,6 +193,9 @@ T2I_MEASURED_PROFILE = Path(os.environ.get("T2I_MEASURED_PROFILE", DATA_DIR / "p
 T2I_FALLBACK_PROFILE = os.environ.get("T2I_FALLBACK_PROFILE", "sd15-a100")
 # Emulated engine: sleep L(K', b) x this factor instead of running diffusion.
 T2I_TIME_FACTOR = env_float("T2I_TIME_FACTOR", 1.0)
+# /metrics: open to 127.0.0.1 and staff; with a token, to `Authorization: Bearer <token>` too.
+T2I_METRICS_TOKEN = os.environ.get("T2I_METRICS_TOKEN", "")
+T2I_METRICS_WINDOW = os.environ.get("T2I_METRICS_WINDOW", "5m")
 # A controller solve slower than this fraction of its period is discarded (previous plan kept).
 T2I_SLOW_SOLVE_FRACTION = env_float("T2I_SLOW_SOLVE_FRACTION", 0.5)  # CLIP text encoder context, including start/end tokens
 

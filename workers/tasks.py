@@ -16,22 +16,53 @@ import uuid
 from celery import shared_task
 from django.conf import settings
 
+from scheduler.quality import QualityModel
 from webapp.ledger import transitions
 from webapp.ledger.models import BatchRecord, GenerationRequest, Status
 
-from . import runtime
+from . import cache_store, runtime
 from .image_store import save_image
 from .leases import LeaseKeeper
 
 log = logging.getLogger(__name__)
+QUALITY = QualityModel()  # the yardstick Q(s, K′), the same for every policy
+
+
+def _start(row: GenerationRequest) -> tuple[int, object]:
+    """K′ and start latent: the neighbour's latent at K′ (or the largest level below it that is
+    still cached); K′ = 0 from the seed when there is no neighbour or it was evicted."""
+    if not row.k_served or row.cache_neighbor_id is None:
+        return 0, None
+    found = cache_store.start_latent(row.cache_neighbor_id, row.k_served)
+    return found if found is not None else (0, None)
 
 
 def _items_for(rows: list[GenerationRequest]) -> list:
     from .engine import GenItem
 
-    return [GenItem(prompt=r.prompt, negative_prompt=r.negative_prompt, seed=r.seed, width=r.width,
-                    height=r.height, steps=r.steps, guidance_scale=r.guidance_scale,
-                    start_level=0, start_latent=None) for r in rows]
+    items = []
+    for r in rows:
+        level, latent = _start(r)
+        items.append(GenItem(prompt=r.prompt, negative_prompt=r.negative_prompt, seed=r.seed,
+                             width=r.width, height=r.height, steps=r.steps,
+                             guidance_scale=r.guidance_scale, start_level=level, start_latent=latent))
+    return items
+
+
+def _grow_cache(rows: list[GenerationRequest], results: list) -> None:
+    """Store the latents each run captured (levels after its own K′) under its cache key."""
+    by_key: dict[str, tuple[list, list]] = {}
+    for row, result in zip(rows, results):
+        if result.latents:
+            prompts, latents = by_key.setdefault(
+                cache_store.model_key_for(row.steps, row.width, row.height), ([], []))
+            prompts.append(row.prompt)
+            latents.append(result.latents)
+    for key, (prompts, latents) in by_key.items():
+        try:
+            cache_store.insert_many(key, prompts, latents)
+        except Exception:  # the images are done; a cache write problem must not fail them
+            log.exception("could not add %d prompt(s) to the cache", len(prompts))
 
 
 def _fail_all(rows: list[GenerationRequest], reason: str) -> None:
@@ -60,9 +91,13 @@ def generate(request_id: str) -> str:
         label = runtime.model_label(settings.T2I_MODEL_PATH)
         for row, item, result in zip(rows, items, results):
             image_name, thumb_name = save_image(row.id, result.image)
-            transitions.succeed(row.id, image=image_name, thumbnail=thumb_name, model_label=label,
-                                k_served=item.start_level, batch_size=len(rows),
-                                service_seconds=service)
+            fields = dict(image=image_name, thumbnail=thumb_name, model_label=label,
+                          k_served=item.start_level, batch_size=len(rows), service_seconds=service)
+            if item.start_level != row.k_served:  # neighbour's level evicted since dispatch
+                fields["quality"] = (QUALITY.q(row.similarity, item.start_level)
+                                     if item.start_level else 1.0)
+            transitions.succeed(row.id, **fields)
+    _grow_cache(rows, results)
     BatchRecord.objects.create(worker=worker, k_prime=rows[0].k_served or 0, batch_size=len(rows),
                                service_seconds=service, engine=settings.T2I_ENGINE,
                                plan_version=rows[0].plan_version)

@@ -66,6 +66,15 @@ def violations(w: mq.Window) -> bytes:
     ratio = [100 * v if v is not None else math.nan for v in ts["violation_ratio"]]
     width = w.step / 86400.0  # bar width in days (matplotlib date units)
     ax.bar(ts["t"], ratio, width=width, align="edge", color="#d62728")
+    # Buckets with decided requests get a marker, so "0 %" differs from "no requests".
+    centres = [t + (w.end - w.start) / (2 * mq.BUCKETS) for t in ts["t"]]
+    ax.plot(centres, ratio, linestyle="none", marker="o", markersize=3, color="#7f0000")
+    decided, violated = sum(ts["decided"]), sum(ts["violations"])
+    if decided:
+        overall = 100 * violated / decided
+        ax.axhline(overall, linestyle="--", linewidth=1, color="#555",
+                   label=f"window: {overall:.1f}% of {decided}")
+        ax.legend(fontsize=8, loc="upper left")
     ax.set_ylim(0, 100)
     ax.set_ylabel("%", fontsize=8)
     _time_axis(ax, w)

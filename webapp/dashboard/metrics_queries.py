@@ -329,7 +329,7 @@ def plan_dict(plan: AllocationPlan | None) -> dict[str, Any] | None:
     util = list(plan.utilisation or sol.get("utilisation") or [])
     return {
         "version": plan.id,
-        "created_at": plan.created_at.isoformat() if plan.created_at else None,
+        "created_at": plan.created_at.isoformat(timespec="seconds") if plan.created_at else None,
         "created_ts": plan.created_at.timestamp() if plan.created_at else None,
         "policy": plan.policy,
         "status": plan.status,
@@ -353,7 +353,7 @@ def recent_plans(limit: int = RECENT_PLANS) -> list[dict[str, Any]]:
     rows = AllocationPlan.objects.order_by("-id").only(
         "id", "created_at", "policy", "status", "message", "worker_levels", "expected_quality",
         "solve_ms")[:limit]
-    return [{"version": p.id, "created_at": p.created_at.isoformat(), "policy": p.policy,
+    return [{"version": p.id, "created_at": p.created_at.isoformat(timespec="seconds"), "policy": p.policy,
              "status": p.status, "usable": p.usable, "message": p.message,
              "worker_levels": [int(k) for k in p.worker_levels or []],
              "expected_quality": p.expected_quality, "solve_ms": p.solve_ms} for p in rows]
@@ -396,7 +396,7 @@ def snapshot(window_name: str | None = None, now: datetime | None = None) -> dic
     return {
         "window": w.name,
         "window_seconds": w.seconds,
-        "generated_at": w.end.isoformat(),
+        "generated_at": w.end.isoformat(timespec="seconds"),
         "policy": config.policy,
         "slo_seconds": config.slo_seconds,
         "summary": window_summary(w),

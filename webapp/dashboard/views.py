@@ -51,7 +51,7 @@ def fmt(value, kind: str) -> str:
     if value is None:
         return "–"
     if kind == "rate":
-        return f"{value:.2f}/s"
+        return f"{value:.3f}/s" if value < 10 else f"{value:.1f}/s"
     if kind == "pct":
         return f"{100 * value:.1f}%"
     if kind == "q":
@@ -104,6 +104,7 @@ def dashboard(request):
         "route_rows": _route_rows(snap["plan"]), "level_rows": _level_rows(snap["plan"]),
         "windows": list(mq.WINDOWS), "charts": list(CHART_TITLES.items()),
         "refresh_ms": REFRESH_SECONDS * 1000, "chart_refresh_ms": CHART_REFRESH_SECONDS * 1000,
+        "chart_refresh_s": CHART_REFRESH_SECONDS,
     })
 
 

@@ -11,9 +11,9 @@ import math
 from dataclasses import dataclass
 
 from scheduler.embeddings import embed_texts
+from workers import cache_store
 
 from . import live_scheduler
-from .cache_lookup import find_neighbour
 from .models import ServingConfig
 
 
@@ -35,9 +35,9 @@ def decide(*, request_id: str, prompt: str, arrival: float, deadline: float, wid
            height: int, steps: int) -> Decision:
     config = ServingConfig.current()
     embedding = embed_texts([prompt])[0]
-    match = find_neighbour(embedding, width=width, height=height, steps=steps)
-    similarity = match.similarity if match else None
-    available = tuple(match.levels) if match else ()
+    found = cache_store.nearest(embedding, cache_store.model_key_for(steps, width, height))
+    match, similarity = found if found else (None, None)
+    available = tuple(sorted(match.levels)) if match else ()
     predictor = live_scheduler.scheduler_config(config).predictor
     k_star = predictor.k_star(similarity, available) if match else 0
     choice, plan_version, policy = live_scheduler.dispatch(
@@ -48,6 +48,6 @@ def decide(*, request_id: str, prompt: str, arrival: float, deadline: float, wid
     return Decision(worker=choice.worker_index, k_served=k_prime, k_star=k_star,
                     plan_version=plan_version, batch_limit=max(1, choice.batch_size),
                     redirected=choice.redirected, similarity=similarity,
-                    neighbor_id=match.entry_id if match and k_prime > 0 else None,
+                    neighbor_id=match.pk if match and k_prime > 0 else None,
                     neighbor_prompt=match.prompt if match else "",
                     quality=None if quality is None or math.isnan(quality) else quality)

@@ -59,7 +59,7 @@ class Command(BaseCommand):
 
         if opts["batch_size"] < 1 or opts["limit"] < 0 or opts["offset"] < 0:
             raise CommandError("--batch-size must be >= 1; --limit and --offset must be >= 0")
-        path: Path = opts["prompts"]
+        path = Path(opts["prompts"])
         if not path.is_file():
             raise CommandError(f"No prompt file at {path}")
         serving = ServingConfig.current()

@@ -1,0 +1,185 @@
+"""Cache-lookup benchmark: p50/p99 of ``cache_store.nearest`` at 10k and 100k entries.
+
+    .venv/bin/python -m workers.bench_lookup                       # 10k and 100k, embedded PostgreSQL
+    .venv/bin/python -m workers.bench_lookup --sizes 10000 --queries 500
+
+Entries are synthetic vectors drawn around real MiniLM prompt embeddings: the first 3,000 DiffusionDB
+prompts are embedded (``scheduler.embeddings.embed_prompt_file``, cached on disk), and each synthetic
+entry is one of them plus Gaussian noise of a random scale, renormalised, so its cosine to its centre
+spreads over ~0.65–0.97 (NIRVANA's threshold range). Queries are the real embeddings of the *held-out*
+prompts 3,000–4,000 plus perturbed copies of them. 10% of the entries carry a second model key, so the
+filtered lookups of both keys are measured (90% key: HNSW; 10% key: whatever the planner picks).
+
+The database is a throwaway embedded PostgreSQL 18 + pgvector (the same wheel the tests use) in a temp
+directory, migrated with the project's migrations, so the index measured is the one the migration
+defines; rows are bulk-loaded with binary COPY and the HNSW index rebuilt after each load (as
+``CREATE INDEX`` would be on a restored cache). Timings are wall-clock per call of the real Python API,
+including its transaction (BEGIN, set_config, query, COMMIT) over TCP on 127.0.0.1. Recall@1 is checked
+against an exact numpy scan of the same key's vectors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_PROMPTS = ROOT.parent / "shared" / "data" / "prompts" / "diffusiondb_2m_first_4k.txt"
+KEY_MAIN, KEY_OTHER = "bench-model|ddim|N50|512x512", "bench-model|ddim|N50|768x768"
+CENTRES = 3000
+
+
+def synthetic(centres: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """n unit vectors, each a random centre plus isotropic noise; cosine to the centre ≈ 1/sqrt(1+384σ²)."""
+    sigma = rng.uniform(0.012, 0.055, size=(n, 1)).astype(np.float32)
+    v = centres[rng.integers(0, len(centres), n)] + rng.normal(size=(n, centres.shape[1])).astype(np.float32) * sigma
+    return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+
+
+def load_rows(url: str, vecs: np.ndarray, keys: np.ndarray, start: int) -> float:
+    """Append rows with binary COPY (HNSW index dropped first, rebuilt by the caller). Returns seconds."""
+    import psycopg
+    from pgvector.psycopg import register_vector
+
+    t0 = time.perf_counter()
+    with psycopg.connect(url) as conn:
+        register_vector(conn)
+        with conn.cursor() as cur, cur.copy(
+                "COPY workers_cacheentry (prompt, prompt_sha, embedding, model_key, levels, hits, score, bytes, "
+                "created_at) FROM STDIN WITH (FORMAT BINARY)") as copy:
+            copy.set_types(["text", "varchar", "vector", "varchar", "int2[]", "int4", "int8", "int8",
+                            "timestamptz"])
+            now = datetime.now(timezone.utc)
+            for i, (v, k) in enumerate(zip(vecs, keys), start=start):
+                copy.write_row((f"synthetic {i}", f"{i:064x}", v, str(k), [5, 10, 15, 20, 25], 0, 0, 0, now))
+    return time.perf_counter() - t0
+
+
+def rebuild_index(url: str, indexdef: str) -> float:
+    import psycopg
+
+    t0 = time.perf_counter()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP INDEX IF EXISTS cacheentry_embedding_hnsw")
+        conn.execute("SET maintenance_work_mem = '1GB'")
+        conn.execute(indexdef)
+        conn.execute("VACUUM ANALYZE workers_cacheentry")
+    return time.perf_counter() - t0
+
+
+def measure(fn, queries: np.ndarray, key: str, warmup: int) -> tuple[np.ndarray, list]:
+    for q in queries[:warmup]:
+        fn(q, key)
+    times, results = [], []
+    for q in queries:
+        t0 = time.perf_counter()
+        r = fn(q, key)
+        times.append(time.perf_counter() - t0)
+        results.append(r)
+    return np.array(times) * 1000.0, results
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="10000,100000", help="Comma-separated entry counts (ascending).")
+    parser.add_argument("--queries", type=int, default=2000, help="Timed lookups per size and key.")
+    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--prompts", type=Path, default=DEFAULT_PROMPTS)
+    parser.add_argument("--ef-search", type=int, default=None, help="hnsw.ef_search (default: the setting).")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    sizes = sorted(int(s) for s in args.sizes.split(","))
+
+    from scheduler.embeddings import embed_prompt_file
+    from webapp.stack.services import Postgres, free_port
+
+    emb = embed_prompt_file(args.prompts)
+    if len(emb) < CENTRES + 100:
+        sys.exit(f"need more than {CENTRES + 100} prompts in {args.prompts}")
+    centres, held_out = emb[:CENTRES], emb[CENTRES:]
+    rng = np.random.default_rng(args.seed)
+    noisy = held_out + rng.normal(scale=0.02, size=held_out.shape).astype(np.float32)
+    pool = np.concatenate([held_out, noisy / np.linalg.norm(noisy, axis=1, keepdims=True)])
+    queries = pool[rng.permutation(len(pool))[:args.queries]] if args.queries <= len(pool) else \
+        pool[rng.integers(0, len(pool), args.queries)]
+
+    run_dir = Path(tempfile.mkdtemp(prefix="t2i-bench-lookup-"))
+    run_dir.chmod(0o755)
+    pg = Postgres(run_dir / "pg", free_port(), fast_unsafe=True)
+    pg.start()
+    try:
+        os.environ.update(DATABASE_URL=pg.url, T2I_DATA_DIR=str(run_dir / "data"),
+                          DJANGO_SETTINGS_MODULE="webapp.settings")
+        if args.ef_search:
+            os.environ["T2I_CACHE_EF_SEARCH"] = str(args.ef_search)
+        import django
+
+        django.setup()
+        from django.conf import settings
+        from django.core.management import call_command
+        from django.db import connection
+
+        from workers import cache_store
+
+        call_command("migrate", verbosity=0)
+        with connection.cursor() as cur:
+            cur.execute("SELECT indexdef FROM pg_indexes WHERE indexname = 'cacheentry_embedding_hnsw'")
+            indexdef = cur.fetchone()[0]
+            cur.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+            pgvector_version = cur.fetchone()[0]
+            cur.execute("SHOW server_version")
+            server = cur.fetchone()[0]
+        print(f"PostgreSQL {server}, pgvector {pgvector_version}; index: {indexdef}")
+        print(f"hnsw.ef_search = {settings.T2I_CACHE_EF_SEARCH}, iterative_scan = relaxed_order, "
+              f"{CANDIDATES_NOTE}; queries: {len(queries)} per row after {args.warmup} warm-up; "
+              f"host: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+              f"load average {os.getloadavg()[0]:.2f}")
+        cache_store.match(queries[0], KEY_MAIN)  # create the config row outside the timings
+
+        all_vecs = synthetic(centres, sizes[-1], rng)
+        all_keys = np.where(rng.random(sizes[-1]) < 0.1, KEY_OTHER, KEY_MAIN)
+        loaded = 0
+        header = (f"{'entries':>8} {'key share':>9} {'call':>7} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} "
+                  f"{'max ms':>7} {'recall@1':>8} {'mean s':>7}")
+        lines = []
+        for n in sizes:
+            t_load = load_rows(pg.url, all_vecs[loaded:n], all_keys[loaded:n], loaded)
+            loaded = n
+            t_index = rebuild_index(pg.url, indexdef)
+            print(f"{n} entries: COPY {t_load:.1f} s, HNSW build {t_index:.1f} s")
+            for key in (KEY_MAIN, KEY_OTHER):
+                mask = all_keys[:n] == key
+                kv = all_vecs[:n][mask]
+                exact = (queries @ kv.T).max(axis=1)
+                for name, fn in (("nearest", cache_store.nearest), ("match", cache_store.match)):
+                    ms, res = measure(fn, queries, key, args.warmup)
+                    sims = np.array([r[1] if name == "nearest" else r.similarity for r in res])
+                    recall = float(np.mean(sims >= exact - 1e-5))
+                    share = f"{mask.mean():.0%}"
+                    lines.append(f"{n:>8} {share:>9} {name:>7} {np.percentile(ms, 50):7.2f} "
+                                 f"{np.percentile(ms, 90):7.2f} {np.percentile(ms, 99):7.2f} {ms.max():7.2f} "
+                                 f"{recall:8.3f} {float(np.mean(exact)):7.3f}")
+                    print(lines[-1] if len(lines) > 1 else header + "\n" + lines[-1], flush=True)
+        print("\n" + header + "\n" + "\n".join(lines))
+        print("mean s: mean exact nearest-neighbour similarity of the queries within that key.")
+    finally:
+        from django.db import connections
+
+        connections.close_all()
+        pg.stop()
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+CANDIDATES_NOTE = "8 HNSW candidates re-ranked"
+
+if __name__ == "__main__":
+    main()

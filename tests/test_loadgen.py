@@ -34,10 +34,14 @@ def test_short_loadgen_run_against_live_stack(live_server, user, gpu_workers, tm
     from scheduler.simulate import main as simulate_main
     from webapp.ledger.models import TERMINAL_STATES, GenerationRequest, ServingConfig
 
+    from webapp.ledger.prompt_tokens import count_tokens
+
     long_prompt = " ".join(["a very detailed intricate painting"] * 30)  # > 77 CLIP tokens → HTTP 400
-    prompts = ["a red fox in the snow", "a castle made of glass", long_prompt, "a lighthouse at dusk",
-               "a bowl of ramen, studio light", "an astronaut riding a horse"]
+    warm = ["a red fox in the snow", "a castle made of glass"]       # --warm 2: cached, not replayed
+    prompts = warm + ["a red fox in the snow at dawn", "a castle made of glass", long_prompt,
+                      "a lighthouse at dusk", "a bowl of ramen, studio light", "an astronaut riding a horse"]
     trace, pfile = _write_inputs(tmp_path, [0.0, 0.5, 1.1, 1.6, 2.3, 3.0], prompts)
+    count_tokens("warm up")  # the live server runs in this process: load its tokenizer before the clock starts
     config = ServingConfig.current()
     ServingConfig.objects.filter(pk=config.pk).update(max_in_flight=1)  # would refuse most of the burst
     token = Token.objects.create(user=user).key
@@ -45,13 +49,14 @@ def test_short_loadgen_run_against_live_stack(live_server, user, gpu_workers, tm
     stdout, stderr = StringIO(), StringIO()
 
     call_command("loadgen", trace=[str(trace)], prompts=str(pfile), url=live_server.url, token=token,
-                 out=str(out), policy_label="live-test", drain_timeout=90, poll=0.3, window=1.0,
+                 warm=2, out=str(out), policy_label="live-test", drain_timeout=90, poll=0.3, window=1.0,
                  stdout=stdout, stderr=stderr)
 
-    print(stdout.getvalue(), stderr.getvalue(), (out / "requests.csv").read_text())  # TMPDEBUG
     # every accepted request ended, and the failed arrival was recorded, not dropped
     rows = list(GenerationRequest.objects.filter(owner=user))
     assert len(rows) == 5 and all(r.status in TERMINAL_STATES for r in rows)
+    assert sorted(r.prompt for r in rows) == sorted(prompts[2:3] + prompts[3:4] + prompts[5:])  # prompts[warm:]
+    assert "warm_cache" in stderr.getvalue()
     assert ServingConfig.current().max_in_flight == 1            # the cap was lifted for the run only
     assert "lifted for this run" in stderr.getvalue()
     doc = json.loads((out / "results.json").read_text())
@@ -63,12 +68,15 @@ def test_short_loadgen_run_against_live_stack(live_server, user, gpu_workers, tm
     assert (out / "timeseries.png").stat().st_size > 0 and (out / "kmix.png").stat().st_size > 0
     lines = (out / "requests.csv").read_text().splitlines()
     assert len(lines) == 7 and "HTTP 400" in lines[3]
+    # an exact repeat of a warmed prompt is a cache hit served above K = 0
+    repeat = next(r for r in rows if r.prompt == "a castle made of glass")
+    assert repeat.k_star == 25 and repeat.similarity > 0.99
     printed = stdout.getvalue()
     assert "SLO viol." in printed and "live-test" in printed
 
     # the same layout as the simulator's results.json on the same inputs
     sim_out = tmp_path / "sim"
-    assert simulate_main(["--trace", str(trace), "--prompts", str(pfile), "--workers", "2",
+    assert simulate_main(["--trace", str(trace), "--prompts", str(pfile), "--workers", "2", "--warm", "2",
                           "--policies", "prompt_aware", "--out", str(sim_out), "--no-plots",
                           "--window", "1", "--embed-cache", str(tmp_path / "emb")]) == 0
     sim = json.loads((sim_out / "results.json").read_text())

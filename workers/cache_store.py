@@ -59,7 +59,10 @@ if TYPE_CHECKING:  # torch only where latents are touched: the web process never
 log = logging.getLogger(__name__)
 
 ADVISORY_LOCK_ID = 0x7432_69_43  # "t2iC": serialises the cache's level writers across processes
-CANDIDATES = 8  # HNSW candidates re-ranked exactly by distance (relaxed_order returns them loosely)
+# HNSW candidates re-ranked exactly by distance: relaxed_order returns them only loosely ordered. The
+# outer "ORDER BY distance + 0" is a real sort (pgvector's documented pattern); on a bare "distance" the
+# planner would trust the scan's order and read only the first candidate.
+CANDIDATES = 8
 LATENT_SUFFIX = ".safetensors"
 
 
@@ -158,7 +161,7 @@ _NEAREST_HNSW = f"""
         SELECT {_ENTRY_COLUMNS}, embedding <=> %s::vector AS distance
         FROM workers_cacheentry WHERE model_key = %s
         ORDER BY embedding <=> %s::vector LIMIT {CANDIDATES})
-    SELECT * FROM candidates ORDER BY distance, id LIMIT 1"""
+    SELECT * FROM candidates ORDER BY distance + 0, id LIMIT 1"""
 # "+ 0" keeps the planner off the HNSW index: an exact scan of the key's rows.
 _NEAREST_EXACT = f"""
     SELECT {_ENTRY_COLUMNS}, embedding <=> %s::vector AS distance

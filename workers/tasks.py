@@ -88,6 +88,9 @@ def generate(request_id: str) -> str:
             log.exception("generation failed for %s", claimed)
             _fail_all(rows, f"Generation failed: {type(exc).__name__}: {exc}")
             return "failed"
+        # Grow the cache before reporting success: a client that resubmits a similar prompt
+        # after seeing "succeeded" finds this one cached.
+        _grow_cache(rows, results)
         label = runtime.model_label(settings.T2I_MODEL_PATH)
         for row, item, result in zip(rows, items, results):
             image_name, thumb_name = save_image(row.id, result.image)
@@ -97,7 +100,6 @@ def generate(request_id: str) -> str:
                 fields["quality"] = (QUALITY.q(row.similarity, item.start_level)
                                      if item.start_level else 1.0)
             transitions.succeed(row.id, **fields)
-    _grow_cache(rows, results)
     BatchRecord.objects.create(worker=worker, k_prime=rows[0].k_served or 0, batch_size=len(rows),
                                service_seconds=service, engine=settings.T2I_ENGINE,
                                plan_version=rows[0].plan_version)

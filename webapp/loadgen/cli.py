@@ -62,7 +62,9 @@ def add_live_arguments(parser, out_default: str) -> None:
                         help="replay only arrivals due within this many wall-clock seconds")
     parser.add_argument("--out", default=out_default, help="output folder")
     parser.add_argument("--policy-label", default=None, help="row name (default: '<policy> (live)')")
-    parser.add_argument("--profile", default=None, help="latency profile (default: $T2I_PROFILE or sdxl-a100)")
+    parser.add_argument("--profile", default=None,
+                        help="latency profile (default: the live scheduler's: $T2I_PROFILE, else the engine's "
+                             "measured profile, else $T2I_FALLBACK_PROFILE)")
     parser.add_argument("--workers", type=int, default=None, help="worker count (default: T2I_WORKERS)")
     parser.add_argument("--time-factor", type=float, default=None,
                         help="the emulated engine's time factor (default: $T2I_TIME_FACTOR or 1)")
@@ -146,6 +148,26 @@ def in_flight_cap_lifted(opts: dict, stream):
             ServingConfig.objects.filter(pk=sc.pk).update(max_in_flight=old)
 
 
+def warm_limit(prompts_path: str, warm: int) -> int:
+    """warm_cache's --limit that covers exactly lines [0, warm) of the file, as the simulator's --warm does:
+    warm_cache counts distinct non-blank prompts in file order, so duplicates must not push it further."""
+    from scheduler.embeddings import read_prompts
+
+    return len(dict.fromkeys(p.strip() for p in read_prompts(prompts_path)[:warm] if p.strip()))
+
+
+def cache_surplus(prompts_path: str, warm: int) -> int:
+    """Cache entries beyond the warm set (0 when unknown)."""
+    from django.db import DatabaseError
+
+    try:
+        from workers.models import CacheEntry
+
+        return max(0, CacheEntry.objects.count() - warm_limit(prompts_path, warm))
+    except (DatabaseError, ImportError):
+        return 0
+
+
 def _throttle_warning(wl: Workload, factor: float) -> str | None:
     rate = settings.REST_FRAMEWORK.get("DEFAULT_THROTTLE_RATES", {}).get("submit")
     if not rate:
@@ -225,8 +247,16 @@ def run_live(opts: dict, stream=sys.stderr, setup: LiveSetup | None = None,
             raise CommandError("--warm needs the warm_cache command (workers/management/commands/warm_cache.py), "
                                "which this checkout does not have yet")
         t = time.perf_counter()
-        call_command("warm_cache", prompts=opts["prompts"], limit=workload.warm, stdout=stream)
-        _say(stream, f"warm_cache: first {workload.warm} prompts in {time.perf_counter() - t:.1f} s")
+        limit = warm_limit(opts["prompts"], workload.warm)
+        call_command("warm_cache", prompts=opts["prompts"], limit=limit, stdout=stream, stderr=stream)
+        _say(stream, f"warm_cache: lines 1-{workload.warm} of the prompt file ({limit} distinct prompts) in "
+                     f"{time.perf_counter() - t:.1f} s")
+    if use_db:
+        extra = cache_surplus(opts["prompts"], workload.warm)
+        if extra:
+            _say(stream, f"warning: the cache holds {extra} prompt(s) beyond the warm set (earlier runs grew it); "
+                         f"the simulator starts from the warm set only — for a like-for-like run start from a "
+                         f"fresh stack (`make clean-data`)")
 
     drain = opts.get("drain_timeout")
     if drain is None:

@@ -8,13 +8,15 @@ Per arrival, in trace order (profile seconds = wall seconds ÷ time factor, from
   in `quality_imputed`), redirected = `redirected`;
 * not accepted (HTTP error, no answer, not sent): arrival = when the client sent it, deadline = arrival +
   SLO, finish = NaN — a failed arrival, counted as a violation like a dropped request in the simulator.
-Server timestamps are used as they are when the server's clock agrees with ours (same host); when the
-median of created_at − sent differs by more than a second, that offset is taken out (clock skew).
+Server timestamps are used as they are when the server's clock agrees with ours (same host). A row cannot be
+created before its POST was sent, so min(created_at − sent) over all rows bounds the clock difference (the
+fastest POST's handling time on top); only when that exceeds a second either way is it taken out (skew).
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 from collections import Counter
@@ -37,13 +39,13 @@ def _ts(value) -> float:
 
 
 def clock_offset(result: ReplayResult) -> float:
-    """Server clock − client clock (s), 0 unless the difference exceeds SKEW_TOLERANCE_S."""
+    """Server clock − client clock (s) from the fastest POST; 0 unless it exceeds SKEW_TOLERANCE_S."""
     diffs = [(_ts(result.rows[a.request_id].get("created_at")) - (result.t0_wall + a.sent))
              for a in result.arrivals if a.accepted and a.request_id in result.rows]
     diffs = [d for d in diffs if math.isfinite(d)]
     if not diffs:
         return 0.0
-    off = float(np.median(diffs))
+    off = float(min(diffs))
     return off if abs(off) > SKEW_TOLERANCE_S else 0.0
 
 
@@ -166,4 +168,24 @@ def write_outputs(out_dir: str, config: dict, results: dict[str, dict], series: 
     return written
 
 
-__all__ = ["to_arrays", "live_metrics", "write_requests_csv", "write_outputs", "format_table", "clock_offset"]
+def write_json(path: str, doc: dict) -> None:
+    """Strict JSON (NaN/inf → null), numpy values as plain numbers."""
+    def clean(o):
+        if isinstance(o, dict):
+            return {str(k): clean(v) for k, v in o.items()}
+        if isinstance(o, (list, tuple)):
+            return [clean(v) for v in o]
+        if isinstance(o, (np.integer,)):
+            return int(o)
+        if isinstance(o, (np.bool_,)):
+            return bool(o)
+        if isinstance(o, (float, np.floating)):
+            return float(o) if math.isfinite(o) else None
+        return o
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(clean(doc), fh, indent=2, allow_nan=False)
+
+
+__all__ = ["write_json", "to_arrays", "live_metrics", "write_requests_csv", "write_outputs", "format_table", "clock_offset"]

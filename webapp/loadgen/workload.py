@@ -22,9 +22,6 @@ from scheduler.predictor import Predictor
 from scheduler.profiles import DEFAULT_LEVELS, load_profile
 from scheduler.traces import load_trace, peak_rate, scale_trace
 
-DEFAULT_PROFILE = "sdxl-a100"
-
-
 def time_factor(override: float | None = None) -> float:
     """The emulated engine's time factor (T2I_TIME_FACTOR; 1 = profile speed)."""
     if override is not None:
@@ -38,9 +35,13 @@ def time_factor(override: float | None = None) -> float:
 
 
 def profile_source(override: str | None = None) -> str:
-    """The live latency profile: a preset name or a CSV path (T2I_PROFILE; default sdxl-a100)."""
-    return (override or getattr(settings, "T2I_PROFILE", None) or os.environ.get("T2I_PROFILE")
-            or DEFAULT_PROFILE)
+    """The live latency profile, chosen as the live scheduler chooses it (T2I_PROFILE, else the engine's
+    measured profile, else T2I_FALLBACK_PROFILE; webapp.ledger.live_scheduler.profile_source)."""
+    if override:
+        return override
+    from webapp.ledger.live_scheduler import profile_source as live_source
+
+    return live_source()
 
 
 def top_level_capacity(cfg: SchedulerConfig) -> float:
@@ -86,42 +87,44 @@ def read_serving_config():
 
 
 def live_setup(*, slo: float | None = None, factor: float | None = None, profile: str | None = None,
-               workers: int | None = None, use_db: bool = True, gamma: float | None = None) -> LiveSetup:
-    """Read the live configuration: workers (T2I_WORKERS), profile (T2I_PROFILE), time factor, and from
-    the admin's ServingConfig the policy, SLO, levels, thresholds, load threshold, controller period and
-    utilisation target. `slo` (profile seconds) overrides the SLO. Without database access, the
-    settings' defaults and the simulator's defaults are used, and a note says so."""
+               workers: int | None = None, use_db: bool = True) -> LiveSetup:
+    """The live configuration in profile time, for the simulator and for reading live results.
+
+    With database access it is the live scheduler's own `scheduler_config(ServingConfig.current())`
+    (policy, SLO, levels, thresholds, load threshold, controller period, utilisation target, workers,
+    profile, N), converted to profile time: the profile unscaled, SLO and controller period ÷ the time
+    factor. `slo` (profile seconds), `profile` and `workers` override. Without database access, the
+    settings' defaults are used and a note says so."""
+    import dataclasses
+
     f = time_factor(factor)
     src = profile_source(profile)
-    n_workers = int(workers or settings.T2I_WORKERS)
     sc, err = read_serving_config() if use_db else (None, None)
     notes: list[str] = []
     serving: dict = {}
-    kw = {} if gamma is None else {"gamma": gamma}
     if sc is not None:
-        levels = tuple(sc.level_list)
-        predictor = Predictor(sc.threshold_pairs)
-        slo_wall = float(sc.slo_seconds)
-        policy = sc.policy
-        extra = dict(period_s=float(sc.controller_period_s) / f, util_target=float(sc.util_target),
-                     load_threshold=float(sc.load_threshold))
+        from webapp.ledger.live_scheduler import scheduler_config
+
+        live = scheduler_config(sc)
+        levels, steps, slo_wall, policy = tuple(sc.level_list), int(sc.default_steps), float(sc.slo_seconds), sc.policy
         serving = {"policy": sc.policy, "slo_seconds": sc.slo_seconds, "k_levels": sc.k_levels,
                    "thresholds": sc.thresholds, "load_threshold": sc.load_threshold,
                    "util_target": sc.util_target, "controller_period_s": sc.controller_period_s,
-                   "manual_layout": sc.manual_layout, "max_in_flight": sc.max_in_flight}
+                   "default_steps": sc.default_steps, "manual_layout": sc.manual_layout,
+                   "max_in_flight": sc.max_in_flight}
         if sc.manual_layout.strip():
             notes.append(f"the admin pins a manual K layout ({sc.manual_layout}); the simulator does not")
     else:
-        levels = DEFAULT_LEVELS
-        predictor = Predictor()
-        slo_wall = float(settings.T2I_SLO_SECONDS)
-        policy = "unknown"
-        extra = {}
+        levels, steps, slo_wall, policy = DEFAULT_LEVELS, int(settings.T2I_DEFAULT_STEPS), \
+            float(settings.T2I_SLO_SECONDS), "unknown"
+        live = SchedulerConfig(n_workers=int(settings.T2I_WORKERS), profile=load_profile(src, levels=levels),
+                               slo_s=slo_wall, predictor=Predictor())
         notes.append("no database access: scheduler settings are the defaults, not the server's"
                      + (f" ({type(err).__name__})" if err else ""))
-    prof = load_profile(src, levels=levels, **kw)
-    slo_s = float(slo) if slo is not None else slo_wall / f
-    cfg = SchedulerConfig(n_workers=n_workers, profile=prof, slo_s=slo_s, predictor=predictor, **extra)
+    prof = load_profile(src, levels=levels, n_steps=steps)   # unscaled: profile seconds
+    cfg = dataclasses.replace(live, profile=prof, n_workers=int(workers or live.n_workers),
+                              slo_s=float(slo) if slo is not None else live.slo_s / f,
+                              period_s=live.period_s / f)
     return LiveSetup(config=cfg, policy=policy, time_factor=f, slo_wall_s=slo_wall, profile_source=src,
                      from_db=sc is not None, serving=serving, notes=notes)
 

@@ -1,0 +1,60 @@
+"""ApproxC on the live path: a near-duplicate of a cached prompt is served from the cache
+(K* > 0, neighbour recorded, fewer steps run); an unrelated prompt is a miss at K = 0."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import wait_for_status
+from webapp.ledger import controller, live_scheduler
+from webapp.ledger.models import BatchRecord, GenerationRequest, ServingConfig, Status
+from workers.models import CacheEntry
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+URL = "/api/v1/generations/"
+
+
+@pytest.fixture
+def nirvana_policy(embedded_services):
+    """NIRVANA serves every request at its own K*: the plain ApproxC behaviour."""
+    live_scheduler.live_policy.reset()
+    controller.reset_controller_state()
+    config = ServingConfig.current()
+    config.policy = "nirvana"
+    config.save()
+    yield
+    live_scheduler.live_policy.reset()
+
+
+def served(api, prompt: str, seed: int = 3) -> GenerationRequest:
+    rid = api.post(URL, {"prompt": prompt, "seed": seed}, format="json").json()["id"]
+    row = wait_for_status(rid, {Status.SUCCEEDED, Status.FAILED}, timeout=120)
+    assert row.status == Status.SUCCEEDED, row.error
+    return row
+
+
+def test_near_duplicate_resumes_from_the_cache_and_a_miss_does_not(api, gpu_workers, nirvana_policy):
+    first = served(api, "a watercolor painting of a lighthouse on a cliff at sunset")
+    assert first.k_star == 0 and first.k_served == 0 and first.similarity is None
+    entry = CacheEntry.objects.get(prompt=first.prompt)
+    assert sorted(entry.levels) == [5, 10, 15, 20, 25]
+
+    near = served(api, "a watercolor painting of a lighthouse on a cliff at sunset, highly detailed")
+    assert near.similarity > 0.9 and near.k_star >= 20
+    assert near.k_served == near.k_star  # NIRVANA: its own K*
+    assert near.cache_neighbor_id == entry.pk and near.cache_neighbor_prompt == first.prompt
+    body = api.get(f"{URL}{near.id}/").json()
+    assert body["k_star"] == near.k_star and body["cache_neighbor_prompt"] == first.prompt
+    assert body["similarity"] == pytest.approx(near.similarity)
+    entry.refresh_from_db()
+    assert entry.hits == 1
+
+    miss = served(api, "quarterly tax spreadsheet for a bakery")
+    assert miss.k_served == 0 and miss.k_star == 0 and miss.cache_neighbor_id is None
+
+    # Fewer denoising steps: the resumed request's batch took less time than the full runs'.
+    resumed = BatchRecord.objects.filter(k_prime=near.k_served).first()
+    full = BatchRecord.objects.filter(k_prime=0, batch_size=1).order_by("service_seconds").first()
+    assert resumed is not None and full is not None
+    assert resumed.service_seconds < full.service_seconds

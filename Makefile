@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 WORKERS ?= 2
 ENGINE ?= diffusers
 PROFILE ?=
+TIME_FACTOR ?= 1
 export HF_HUB_OFFLINE := 1
 
 .PHONY: run test venv browser clean-data
@@ -20,7 +21,7 @@ $(VENV)/.installed: requirements.txt requirements-nodeps.txt
 	touch $@
 
 run: venv
-	$(BIN)/python -m webapp.stack.run --workers $(WORKERS) --engine $(ENGINE) --profile "$(PROFILE)"
+	$(BIN)/python -m webapp.stack.run --workers $(WORKERS) --engine $(ENGINE) --profile "$(PROFILE)" --time-factor $(TIME_FACTOR)
 
 # Headless Chromium for the browser test (Debian package); the test skips, saying why, without it.
 browser:

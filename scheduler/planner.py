@@ -13,6 +13,10 @@ because any class may go to any level: min(Σ_i h·d_i, ρ · N · max_j b_j / L
 feasible and serves what it can; the route fractions then describe the served share and the dispatcher's
 deadline redirect handles the rest.
 
+It is solved as its LP relaxation first: when the relaxation's worker counts come out integral (light
+load: all at K′ = 0; overload: all at the fastest level) that solution is optimal for the MILP too and the
+branch and bound is skipped.
+
 Workers the program does not need are spread over the used levels so utilisation is evened out (more
 slack for bursts). Prompt-agnostic planning (PROTEUS) is the same program over a single class whose
 quality per level is the demand-weighted mean over all classes.
@@ -164,8 +168,14 @@ def solve_plan(demand: DemandEstimate, n_workers: int, profile: LatencyProfile, 
     opts = {"mip_rel_gap": MIP_REL_GAP}
     if time_limit_s is not None:
         opts["time_limit"] = time_limit_s
-    res = milp(c, constraints=LinearConstraint(A, lb, ub), integrality=integrality,
-               bounds=Bounds(np.zeros(nvar), hi), options=opts)
+    cons, bnds = LinearConstraint(A, lb, ub), Bounds(np.zeros(nvar), hi)
+    # The LP relaxation first (≈ 1 ms). If its worker counts come out integral, it is also optimal for
+    # the MILP (the relaxation's bound is attained), which is the common case: light load (everything at
+    # K′ = 0) and overload (everything at the fastest level). Otherwise branch and bound.
+    res = milp(c, constraints=cons, integrality=np.zeros(nvar), bounds=bnds, options=dict(opts))
+    if not (res.x is not None and res.status == 0
+            and np.all(np.abs(res.x[:J] - np.rint(res.x[:J])) <= 1e-7)):
+        res = milp(c, constraints=cons, integrality=integrality, bounds=bnds, options=opts)
     if res.x is None:  # no solution in time: every worker at the fastest level, all demand sent there
         jf = int(np.argmax(mu))
         n = np.zeros(J, dtype=int)

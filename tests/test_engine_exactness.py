@@ -27,14 +27,24 @@ PROMPT_B = "an oil painting of a red fox in the snow"
 COMBOS = [("sd", "ddim"), ("sd", "euler"), ("sdxl", "ddim"), ("sdxl", "euler")]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """One intra-op thread: the tiny model's ops are too small to gain from more, and on a loaded 2-core
+    machine OpenMP threads waiting on each other made runs up to 20x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
 def tiny_dirs(tmp_path_factory) -> dict[str, object]:
     root = tmp_path_factory.mktemp("engine_models")
     return {"sd": build_tiny_pipeline(root / "sd", "sd", "ddim"),
             "sdxl": build_tiny_pipeline(root / "sdxl", "sdxl", "euler")}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def engines(tiny_dirs) -> dict[tuple[str, str], ApproxCEngine]:
     """One engine per (kind, scheduler); schedulers other than the saved one are swapped in."""
     out = {}

@@ -13,6 +13,16 @@ from workers.tiny_model import CLIP_VOCAB_SIZE, build_clip_tokenizer
 PROMPT = "a lighthouse at dawn"
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """One intra-op thread: the tiny model's ops are too small to gain from more, and on a loaded 2-core
+    machine OpenMP threads waiting on each other made runs up to 20x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _image(seed: int, size: int = 64) -> Image.Image:
     return Image.fromarray(np.random.RandomState(seed).randint(0, 256, (size, size, 3), dtype=np.uint8))
 

@@ -48,7 +48,7 @@ def check_plan(plan: Plan, demand: DemandEstimate, n: int, util: float, headroom
     assert again == plan
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rates=st.lists(st.floats(0, 8, allow_nan=False), min_size=6, max_size=6),
        n=st.integers(1, 40), util=st.sampled_from([0.7, 0.85, 1.0]),
        prompt_aware=st.booleans(), seed=st.integers(0, 1000))

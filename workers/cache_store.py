@@ -155,7 +155,9 @@ def _vector_literal(embedding: Any) -> str:
     return "[" + ",".join(map(repr, _checked_vector(embedding).tolist())) + "]"
 
 
-_ENTRY_COLUMNS = "id, prompt, prompt_sha, model_key, levels, hits, score, bytes, created_at, last_hit_at"
+_ENTRY_FIELDS = ["id", "prompt", "prompt_sha", "model_key", "levels", "hits", "score", "bytes", "created_at",
+                 "last_hit_at"]
+_ENTRY_COLUMNS = ", ".join(_ENTRY_FIELDS)
 _NEAREST_HNSW = f"""
     WITH candidates AS MATERIALIZED (
         SELECT {_ENTRY_COLUMNS}, embedding <=> %s::vector AS distance
@@ -180,17 +182,26 @@ def nearest(embedding: Any, model_key: str) -> tuple[CacheEntry, float] | None:
     """
     vec = _vector_literal(embedding)
     params = [vec, model_key, vec]
-    with transaction.atomic(savepoint=False):
-        with connection.cursor() as cur:
+    ef = str(int(settings.T2I_CACHE_EF_SEARCH))
+    # One psycopg pipeline: BEGIN, the two SET LOCALs, the query and COMMIT travel together instead of
+    # four round trips (each a chance to be preempted on a busy host). psycopg's transaction() is a real
+    # transaction in autocommit mode and a savepoint inside the caller's transaction.atomic().
+    with connection.wrap_database_errors:
+        connection.ensure_connection()
+        conn = connection.connection
+        with conn.pipeline(), conn.transaction(), conn.cursor() as cur:
             cur.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true), "
-                        "set_config('hnsw.ef_search', %s, true)", [str(int(settings.T2I_CACHE_EF_SEARCH))])
-        rows = list(CacheEntry.objects.raw(_NEAREST_HNSW, params))
-        if not rows and CacheEntry.objects.filter(model_key=model_key).exists():
-            rows = list(CacheEntry.objects.raw(_NEAREST_EXACT, params))
-    if not rows:
+                        "set_config('hnsw.ef_search', %s, true)", [ef])
+            cur.execute(_NEAREST_HNSW, params)
+            row = cur.fetchone()
+            if row is None:  # hnsw.max_scan_tuples reached before any row of a very rare key
+                cur.execute(_NEAREST_EXACT, params)
+                row = cur.fetchone()
+    if row is None:
         return None
-    entry = rows[0]
-    return entry, float(1.0 - entry.distance)
+    *values, distance = row
+    entry = CacheEntry.from_db(connection.alias, _ENTRY_FIELDS, values)  # embedding deferred
+    return entry, float(1.0 - distance)
 
 
 def match(embedding: Any, model_key: str, config: CacheConfig | None = None) -> CacheMatch | None:
@@ -435,18 +446,20 @@ def _delete_levels(victims: list[tuple[int, int, int, str]]) -> None:
     All level rows are deleted before any entry row is touched (the lock order :func:`hit` uses)."""
     if not victims:
         return
-    CacheLevel.objects.filter(pk__in=[v[0] for v in victims]).delete()
+    ids = [v[0] for v in victims]
+    for at in range(0, len(ids), 10_000):
+        CacheLevel.objects.filter(pk__in=ids[at:at + 10_000]).delete()
     entry_ids = {v[1] for v in victims}
     remaining: dict[int, list[tuple[int, int]]] = {e: [] for e in entry_ids}
     for entry_id, level, nbytes in CacheLevel.objects.filter(entry_id__in=entry_ids).values_list(
             "entry_id", "level", "nbytes"):
         remaining[entry_id].append((level, nbytes))
     gone = [e for e, rows in remaining.items() if not rows]
-    CacheEntry.objects.filter(pk__in=gone).delete()
-    for entry_id, rows in remaining.items():
-        if rows:
-            CacheEntry.objects.filter(pk=entry_id).update(levels=sorted(lv for lv, _ in rows),
-                                                          bytes=sum(nb for _, nb in rows))
+    for at in range(0, len(gone), 10_000):
+        CacheEntry.objects.filter(pk__in=gone[at:at + 10_000]).delete()
+    CacheEntry.objects.bulk_update(
+        [CacheEntry(pk=e, levels=sorted(lv for lv, _ in rows), bytes=sum(nb for _, nb in rows))
+         for e, rows in remaining.items() if rows], ["levels", "bytes"], batch_size=1000)
     files = [v[3] for v in victims]
     transaction.on_commit(lambda: _remove_files(files))
 

@@ -57,6 +57,9 @@ def add_live_arguments(parser, out_default: str) -> None:
     parser.add_argument("--token", default=None,
                         help="API token (default: $T2I_TOKEN, else the token of --user read from the database)")
     parser.add_argument("--user", default="demo", help="whose token to use when --token is not given")
+    parser.add_argument("--start", type=float, default=None,
+                        help="replay the segment of the scaled trace from this time on (profile seconds; its "
+                             "first arrival becomes time 0); OUT/trace_segment.txt replays it in the simulator")
     parser.add_argument("--max-requests", type=int, default=None, help="replay at most this many arrivals")
     parser.add_argument("--max-seconds", type=float, default=None,
                         help="replay only arrivals due within this many wall-clock seconds")
@@ -214,7 +217,7 @@ def run_live(opts: dict, stream=sys.stderr, setup: LiveSetup | None = None,
         try:
             workload = build_workload(opts["trace"], opts["prompts"], opts["warm"], opts["time_scale"],
                                       opts["peak_load"], setup.config, f, opts.get("max_requests"),
-                                      opts.get("max_seconds"))
+                                      opts.get("max_seconds"), opts.get("start"))
         except (WorkloadError, OSError) as exc:
             raise CommandError(str(exc)) from exc
     cfg = setup.config
@@ -293,6 +296,7 @@ def run_live(opts: dict, stream=sys.stderr, setup: LiveSetup | None = None,
         "window_s": opts["window"], "policies": [label], "scheduler": cfg.to_dict(),
         "live": {**setup.to_dict(), "url": opts["url"], "trace_requests": workload.trace_requests,
                  "truncated_by": workload.truncated_by, "max_requests": opts.get("max_requests"),
+                 "start": opts.get("start"),
                  "max_seconds": opts.get("max_seconds"), "clip_prompts": bool(opts.get("clip_prompts")),
                  "drain_timeout_s": drain, "threads": opts["threads"], "slo_judged": arrays["slo_s"],
                  "times": "profile seconds (wall seconds / time_factor)", "t0_unix": result.t0_wall,

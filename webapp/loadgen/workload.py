@@ -163,22 +163,28 @@ class WorkloadError(ValueError):
 
 def build_workload(trace: list[str], prompts_path: str, warm: int, time_scale: float,
                    peak_load: float | None, cfg: SchedulerConfig, factor: float = 1.0,
-                   max_requests: int | None = None, max_seconds: float | None = None) -> Workload:
-    """Arrivals exactly as the simulator computes them, then bounded by `max_requests` and by
-    `max_seconds` of **wall** time (arrivals at profile time t are sent at wall time t × factor).
-    Request i uses prompt warm + i (the first `warm` prompts warm the cache and are not replayed)."""
+                   max_requests: int | None = None, max_seconds: float | None = None,
+                   start: float | None = None) -> Workload:
+    """Arrivals exactly as the simulator computes them; then, optionally, only the segment from profile
+    time `start` on (shifted so its first arrival is at 0), bounded by `max_seconds` of **wall** time
+    (an arrival at profile time t is sent at wall time t × factor) and by `max_requests`.
+    Request i of the replayed stream uses prompt warm + i (the first `warm` prompts warm the cache)."""
     if warm < 0:
         raise WorkloadError("--warm must be ≥ 0")
     capacity = top_level_capacity(cfg)
     arrivals = scale_trace(load_trace(trace), time_scale, peak_load, capacity)
     total = int(arrivals.size)
     cut = None
+    if start:
+        arrivals = arrivals[arrivals >= start]
+        arrivals = arrivals - arrivals[0] if arrivals.size else arrivals
+        cut = f"--start {start:g}"
     if max_seconds is not None:
         keep = int(np.searchsorted(arrivals * factor, max_seconds, side="left"))
         if keep < arrivals.size:
-            arrivals, cut = arrivals[:keep], f"--max-seconds {max_seconds:g}"
+            arrivals, cut = arrivals[:keep], " ".join(filter(None, [cut, f"--max-seconds {max_seconds:g}"]))
     if max_requests is not None and max_requests < arrivals.size:
-        arrivals, cut = arrivals[:max_requests], f"--max-requests {max_requests}"
+        arrivals, cut = arrivals[:max_requests], " ".join(filter(None, [cut, f"--max-requests {max_requests}"]))
     n = int(arrivals.size)
     if n == 0:
         raise WorkloadError("the scaled trace has no arrivals" + (f" within {cut}" if cut else ""))
@@ -190,6 +196,15 @@ def build_workload(trace: list[str], prompts_path: str, warm: int, time_scale: f
             f"prompt file")
     return Workload(arrivals=arrivals, prompts=prompts[warm: warm + n], warm=warm, capacity_rps=capacity,
                     trace_requests=total, truncated_by=cut)
+
+
+def write_segment(path: str, arrivals: np.ndarray) -> None:
+    """The replayed arrivals as a one-column trace (seconds, profile time): `python -m scheduler.simulate
+    --trace PATH --time-scale 1` (no --peak-load) replays exactly this stream."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write("# arrival times in seconds (profile time), written by manage.py loadgen\n")
+        fh.writelines(f"{t:.6f}\n" for t in arrivals)
 
 
 def fit_prompt(prompt: str, limit: int | None = None) -> str:

@@ -41,6 +41,13 @@ class Stack:
                         DJANGO_SETTINGS_MODULE="webapp.settings", PYTHONUNBUFFERED="1")
         if args.profile:
             self.env["T2I_PROFILE"] = args.profile
+            if not os.environ.get("T2I_SLO_SECONDS"):
+                # The paper's SLO: twice the full-quality batch-1 latency of the profile; applied
+                # to the serving configuration at start (T2I_SLO_SECONDS_KEEP=1 keeps the admin's).
+                from scheduler.profiles import load_profile
+
+                self.env["T2I_SLO_SECONDS"] = f"{2 * load_profile(args.profile).latency(0, 1):.2f}"
+        self.env["T2I_TIME_FACTOR"] = str(args.time_factor)
 
     # --- services -------------------------------------------------------------------
     def start_services(self) -> None:
@@ -65,9 +72,12 @@ class Stack:
     def prepare(self) -> str:
         self.manage("migrate", "--noinput")
         self.manage("collectstatic", "--noinput")
+        if self.args.profile and not os.environ.get("T2I_SLO_SECONDS_KEEP"):
+            self.manage("configure_serving", "--slo", self.env["T2I_SLO_SECONDS"])
         if self.args.engine == "diffusers" and not os.environ.get("T2I_MODEL_PATH"):
             print(self.manage("build_tiny_model").strip())
-        return self.manage("ensure_demo_user").strip()
+        return self.manage("ensure_demo_user").strip() + "\n  " + \
+            self.manage("serving_summary").strip().replace("\n", "\n  ")
 
     # --- processes ------------------------------------------------------------------
     def spawn(self, name: str, argv: list[str], **extra_env: str) -> None:
@@ -149,7 +159,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=int(os.environ.get("T2I_WORKERS", 2)))
     p.add_argument("--engine", choices=["diffusers", "emulated"],
                    default=os.environ.get("T2I_ENGINE", "diffusers"))
-    p.add_argument("--profile", default=os.environ.get("T2I_PROFILE", ""))
+    p.add_argument("--profile", default=os.environ.get("T2I_PROFILE", ""),
+                   help="latency profile: a preset (sdxl-a100, sd15-a100) or a CSV")
+    p.add_argument("--time-factor", type=float, default=float(os.environ.get("T2I_TIME_FACTOR", 1.0)),
+                   help="emulated engine: multiply every L(K', b) by this")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=int(os.environ.get("T2I_WEB_PORT", 8000)))
     p.add_argument("--flower-port", type=int, default=int(os.environ.get("T2I_FLOWER_PORT", 5555)))

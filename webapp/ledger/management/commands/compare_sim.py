@@ -25,7 +25,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from webapp.loadgen import collect
 from webapp.loadgen.cli import add_live_arguments, copy_sim_arguments, header_line, run_live
-from webapp.loadgen.workload import WorkloadError, build_workload, live_setup
+from webapp.loadgen.workload import WorkloadError, build_workload, live_setup, write_segment
 
 # (metric, is a ratio): the ratios under 10 % are compared in absolute percentage points.
 COMPARED = [("slo_violation_ratio", True), ("effective_quality", False), ("throughput_peak", False),
@@ -101,7 +101,7 @@ class Command(BaseCommand):
         cfg, f = setup.config, setup.time_factor
         try:
             wl = build_workload(opts["trace"], opts["prompts"], opts["warm"], opts["time_scale"], opts["peak_load"],
-                                cfg, f, opts["max_requests"], opts["max_seconds"])
+                                cfg, f, opts["max_requests"], opts["max_seconds"], opts["start"])
         except (WorkloadError, OSError) as exc:
             raise CommandError(str(exc)) from exc
         levels = cfg.levels
@@ -135,6 +135,7 @@ class Command(BaseCommand):
                  f"{cfg.slo_s:.1f}s, time factor {f:g}, {wl.n} requests")
         written = collect.write_outputs(opts["out"], config, results, series, title, plots=not opts["no_plots"])
         collect.write_requests_csv(os.path.join(opts["out"], "requests.csv"), live.result, live.arrays)
+        write_segment(os.path.join(opts["out"], "trace_segment.txt"), wl.arrivals)
         doc = {"config": config, "time_factor": f, "policy": setup.policy, "sim": sim_m, "live": live.metrics,
                "differences": diffs, "tolerance": {"relative": REL_TOL, "small_ratio_abs": ABS_TOL_SMALL_RATIO},
                "all_within": all(d["within"] for d in diffs.values() if d["within"] is not None)}

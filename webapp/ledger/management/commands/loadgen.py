@@ -17,6 +17,7 @@ from django.core.management.base import BaseCommand
 
 from webapp.loadgen import collect
 from webapp.loadgen.cli import add_live_arguments, header_line, run_live
+from webapp.loadgen.workload import write_segment
 
 
 class Command(BaseCommand):
@@ -38,6 +39,7 @@ class Command(BaseCommand):
         written = collect.write_outputs(opts["out"], run.config, results, {run.label: run.series}, title,
                                         plots=not opts["no_plots"])
         collect.write_requests_csv(os.path.join(opts["out"], "requests.csv"), run.result, run.arrays)
+        write_segment(os.path.join(opts["out"], "trace_segment.txt"), run.workload.arrivals)
         m = run.metrics
         self.stdout.write(header_line(cfg, run.setup))
         self.stdout.write(collect.format_table(results))

@@ -1,0 +1,29 @@
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
+
+from webapp.ledger.models import POLICY_CHOICES, ServingConfig
+
+
+class Command(BaseCommand):
+    help = "Set fields of the serving configuration from the command line (validated like the admin)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--slo", type=float, help="SLO in seconds")
+        parser.add_argument("--policy", choices=[c for c, _ in POLICY_CHOICES])
+        parser.add_argument("--layout", help="manual K layout, e.g. 0,0,25,25 ('' to clear)")
+        parser.add_argument("--max-in-flight", type=int, help="per-user cap (0 = none)")
+
+    def handle(self, *args, slo, policy, layout, max_in_flight, **kw):
+        config = ServingConfig.current()
+        changes = {"slo_seconds": slo, "policy": policy, "manual_layout": layout,
+                   "max_in_flight": max_in_flight}
+        for field, value in changes.items():
+            if value is not None:
+                setattr(config, field, value)
+        try:
+            config.full_clean()
+        except ValidationError as exc:
+            raise CommandError("; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items()))
+        config.save()
+        self.stdout.write(f"serving configuration updated: "
+                          f"{ {k: v for k, v in changes.items() if v is not None} }")

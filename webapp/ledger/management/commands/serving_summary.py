@@ -1,0 +1,19 @@
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+from webapp.ledger.live_scheduler import profile_source
+from webapp.ledger.models import ServingConfig
+
+
+class Command(BaseCommand):
+    help = "Print the effective serving configuration (what the admin's row and the environment say)."
+
+    def handle(self, *args, **kw):
+        c = ServingConfig.current()
+        layout = f", manual K layout {c.manual_layout}" if c.layout_list else ""
+        self.stdout.write(
+            f"serving: policy={c.policy}, SLO={c.slo_seconds:g} s, workers={settings.T2I_WORKERS}, "
+            f"engine={settings.T2I_ENGINE} (time factor {settings.T2I_TIME_FACTOR:g}), "
+            f"profile={profile_source()}{layout}\n"
+            f"(edit in the admin: Serving configuration; the SLO above comes from the database row "
+            f"once it exists)")

@@ -26,7 +26,7 @@ import numpy as np
 
 
 def topm_rows(emb: np.ndarray, rows: range, cols_end, m: int, block: int = 512,
-              col_start: int = 0) -> tuple[np.ndarray, np.ndarray]:
+              col_start: int = 0, progress=None) -> tuple[np.ndarray, np.ndarray]:
     """For each row i in `rows`: the m most similar columns j in [col_start, cols_end(i)), best first
     (index -1 / similarity -inf where there are fewer)."""
     q = len(rows)
@@ -50,6 +50,8 @@ def topm_rows(emb: np.ndarray, rows: range, cols_end, m: int, block: int = 512,
         ps = np.take_along_axis(ps, order, axis=1)
         idx[a - rows.start:b - rows.start, :mm] = np.where(np.isfinite(ps), part + col_start, -1)
         sim[a - rows.start:b - rows.start, :mm] = ps
+        if progress is not None:
+            progress.update(b - a)
     return idx, sim
 
 
@@ -57,7 +59,8 @@ class ApproxCache:
     """Cache state over a prompt stream; see module docstring."""
 
     def __init__(self, emb: np.ndarray, levels: tuple[int, ...] | list[int], capacity: int,
-                 query_start: int = 0, top_m: int = 48, resumed_levels: str = "above") -> None:
+                 query_start: int = 0, top_m: int = 48, resumed_levels: str = "above",
+                 progress=None) -> None:
         self.emb = np.ascontiguousarray(emb, dtype=np.float32)
         self.n = self.emb.shape[0]
         self.levels = tuple(lv for lv in levels if lv > 0)  # cache levels (0 is "no latent")
@@ -78,8 +81,9 @@ class ApproxCache:
         self.fallbacks = 0
         self._avail = [tuple(self.levels[i:]) for i in range(len(self.levels) + 1)]
         rows = range(query_start, self.n)
-        self.warm_idx, self.warm_sim = topm_rows(self.emb, rows, lambda i: query_start, top_m)
-        self.req_idx, self.req_sim = topm_rows(self.emb, rows, lambda i: i, top_m, col_start=query_start)
+        self.warm_idx, self.warm_sim = topm_rows(self.emb, rows, lambda i: query_start, top_m, progress=progress)
+        self.req_idx, self.req_sim = topm_rows(self.emb, rows, lambda i: i, top_m, col_start=query_start,
+                                               progress=progress)
         self.warm_idx[self.warm_idx < 0] = self.n  # padding → the never-cached slot
         self.req_idx[self.req_idx < 0] = self.n
         self.cached_requests = 0  # entries from the replayed part of the stream currently held

@@ -58,7 +58,7 @@ def read_prompts(path: str | os.PathLike) -> list[str]:
 
 
 def embed_prompt_file(path: str | os.PathLike, cache_dir: str | os.PathLike | None = None,
-                      batch_size: int = 64) -> np.ndarray:
+                      batch_size: int = 64, progress: bool = False) -> np.ndarray:
     """Embeddings of every line of a prompt file, cached on disk by the file's content hash.
 
     The cache file is `<cache_dir>/minilm-<sha256[:16]>.npy`; default cache_dir is `.cache/embeddings`
@@ -71,7 +71,19 @@ def embed_prompt_file(path: str | os.PathLike, cache_dir: str | os.PathLike | No
     if cfile.exists():
         return np.load(cfile)
     prompts = read_prompts(path)
-    emb = embed_texts(prompts, batch_size=batch_size)
+    if progress and len(prompts) > 1024:  # long files: show a bar on stderr while embedding
+        import sys
+
+        from tqdm import tqdm
+
+        parts = []
+        with tqdm(total=len(prompts), file=sys.stderr, unit="prompt", desc="embedding prompts") as bar:
+            for a in range(0, len(prompts), 1024):
+                parts.append(embed_texts(prompts[a:a + 1024], batch_size=batch_size))
+                bar.update(len(prompts[a:a + 1024]))
+        emb = np.concatenate(parts, axis=0)
+    else:
+        emb = embed_texts(prompts, batch_size=batch_size)
     cdir.mkdir(parents=True, exist_ok=True)
     tmp = cfile.with_suffix(".tmp.npy")
     np.save(tmp, emb)

@@ -103,9 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"profile {profile.name}: L(0,1)={profile.latency(0, 1):.2f}s, SLO {slo:.2f}s, batch caps {caps}",
           file=sys.stderr)
     t0 = time.perf_counter()
-    emb = embed_prompt_file(args.prompts, args.embed_cache)[: args.warm + n]
-    cache = ApproxCache(emb, levels, args.cache_capacity, query_start=args.warm,
-                        resumed_levels=args.resumed_levels)
+    emb = embed_prompt_file(args.prompts, args.embed_cache, progress=True)[: args.warm + n]
+    with tqdm(total=2 * n, file=sys.stderr, unit="req", desc="neighbour index", leave=False) as ibar:
+        cache = ApproxCache(emb, levels, args.cache_capacity, query_start=args.warm,
+                            resumed_levels=args.resumed_levels, progress=ibar)
     print(f"embeddings + neighbour index: {time.perf_counter() - t0:.1f} s", file=sys.stderr)
 
     results: dict[str, dict] = {}

@@ -129,7 +129,7 @@ def test_cache_lookup_is_exact_nearest_and_lcbfu_evicts():
     assert c3.in_cache[0] and not c3.in_cache[1] and c3.in_cache[2]
 
 
-def fake_embed_file(path, cache_dir=None, batch_size=64):
+def fake_embed_file(path, cache_dir=None, batch_size=64, progress=False):
     lines = open(path).read().splitlines()
     return clustered_stream(len(lines), d=384, seed=11)
 

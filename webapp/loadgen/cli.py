@@ -83,6 +83,10 @@ def add_live_arguments(parser, out_default: str) -> None:
                         help="shorten prompts over the server's CLIP token limit (else they fail with 400)")
     parser.add_argument("--assume-warm", action="store_true",
                         help="with --warm N: skip warm_cache (already warmed) but still replay prompts[N:]")
+    parser.add_argument("--warmup-requests", type=int, default=0,
+                        help="before the clock starts, send this many throw-away requests (prompts unlike any real "
+                             "one) and wait for them, so cold workers and web processes load their engines and "
+                             "models first; not counted (use about 2-3 × workers on a freshly started stack)")
     parser.add_argument("--keep-cap", action="store_true",
                         help="do not lift the per-user in-flight cap for the run")
     parser.add_argument("--no-db", action="store_true",
@@ -267,6 +271,8 @@ def run_live(opts: dict, stream=sys.stderr, setup: LiveSetup | None = None,
     due = (workload.arrivals * f).tolist()
     seeds = request_seeds(workload.n, opts.get("seed") or 0)
     with in_flight_cap_lifted(opts, stream):
+        if opts.get("warmup_requests"):
+            warm_up(client, int(opts["warmup_requests"]), drain, opts, stream)
         with tqdm(total=workload.n, file=stream, unit="req", desc="submitting", mininterval=0.5) as bar:
             result = replay(client, due, prompts, seeds, threads=opts["threads"], lag_limit_s=opts["lag_limit"],
                             progress=bar)
@@ -303,6 +309,21 @@ def run_live(opts: dict, stream=sys.stderr, setup: LiveSetup | None = None,
                  "unfinished_ids": list(result.unfinished)},
     }
     return LiveRun(setup, workload, result, arrays, metrics, series, config, label)
+
+
+def warm_up(client: ApiClient, n: int, timeout_s: float, opts: dict, stream) -> None:
+    """Throw-away requests that make every cold process load what it loads lazily (not measured)."""
+    import uuid
+
+    tag = uuid.uuid4().hex[:8]
+    prompts = [f"zz loadgen warm-up {tag} number {i}" for i in range(n)]
+    t = time.perf_counter()
+    res = replay(client, [0.1 * i for i in range(n)], prompts, request_seeds(n, 0), threads=opts["threads"],
+                 lag_limit_s=opts["lag_limit"], run_id=f"warmup-{tag}")
+    wait_for_end(client, res, timeout_s, opts["poll"])
+    bad = sum(1 for a in res.arrivals if not a.accepted) + len(res.unfinished)
+    _say(stream, f"warm-up: {n} throw-away requests in {time.perf_counter() - t:.1f} s"
+                 + (f" ({bad} failed or unfinished)" if bad else "") + " — not counted")
 
 
 def header_line(cfg, setup: LiveSetup) -> str:

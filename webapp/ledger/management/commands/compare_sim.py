@@ -79,6 +79,10 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         add_live_arguments(parser, out_default="results/fidelity")
         copy_sim_arguments(parser, ("cache_capacity", "resumed_levels", "embed_cache"))
+        parser.add_argument("--keep-long-prompts", dest="clip_prompts", action="store_false",
+                            help="send prompts over the CLIP token limit as they are (the server answers 400, a "
+                                 "violation the simulator does not have); by default they are shortened")
+        parser.set_defaults(clip_prompts=True)
 
     def handle(self, *args, **opts):
         from tqdm import tqdm

@@ -176,3 +176,20 @@ def test_loadgen_shares_the_simulators_workload_arguments():
         assert ours[dest].default == sim[dest].default and ours[dest].type == sim[dest].type
     for dest in ("url", "token", "max_requests", "max_seconds", "out", "policy_label", "slo"):
         assert dest in ours
+
+
+def test_compare_sim_applies_the_issues_tolerances():
+    from webapp.ledger.management.commands.compare_sim import compare_rows, format_comparison
+
+    sim = {"slo_violation_ratio": 0.02, "effective_quality": 0.92, "throughput_peak": 4.0, "throughput_mean": 3.0,
+           "p99_latency_s": 10.0, "hit_rate": 0.80, "redirect_rate": 0.0}
+    live = {"slo_violation_ratio": 0.035, "effective_quality": 0.90, "throughput_peak": 3.5, "throughput_mean": 2.9,
+            "p99_latency_s": None, "hit_rate": 0.75, "redirect_rate": 0.005}
+    d = compare_rows(sim, live)
+    assert d["slo_violation_ratio"]["within"] is False          # 1.5 pp > 1 pp (ratios under 10 %)
+    assert d["redirect_rate"]["within"] is True                 # 0.5 pp
+    assert d["effective_quality"]["within"] is True             # -2.2 %
+    assert d["throughput_peak"]["within"] is False              # -12.5 %
+    assert d["hit_rate"]["within"] is True and d["p99_latency_s"]["within"] is None
+    text = format_comparison(d)
+    assert "slo_violation_ratio" in text and "NO" in text and "+1.50 pp" in text

@@ -108,21 +108,37 @@ def noise_floor(connection, n: int) -> str:
 
     out = []
     for name, fn in (("SELECT 1 round trip", select_one), ("0.2 ms pure-Python spin", spin)):
-        ms, _ = measure(fn, np.zeros((n, 1)), "", 50)
+        ms, _, _, _ = measure(fn, np.zeros((n, 1)), "", 50)
         out.append(f"noise floor, {name}: p50 {np.percentile(ms, 50):.2f} ms, p99 {np.percentile(ms, 99):.2f} ms")
     return "\n".join(out) + f"\nload average at the end: {os.getloadavg()[0]:.2f} ({os.cpu_count()} CPUs)"
 
 
-def measure(fn, queries: np.ndarray, key: str, warmup: int) -> tuple[np.ndarray, list]:
+def _schedstat(path: str) -> tuple[int, int]:
+    """(ns on a CPU, ns runnable but waiting for a CPU) of a task, from /proc/<pid>/schedstat."""
+    with open(path) as fh:
+        run, wait, _ = fh.read().split()
+    return int(run), int(wait)
+
+
+def measure(fn, queries: np.ndarray, key: str, warmup: int, server_pid: int | None = None):
+    """Per call: wall ms, CPU ms (this thread + the PostgreSQL backend) and ms spent runnable but waiting
+    for a CPU (both tasks). On an oversubscribed host wall − wait is what the call costs on an idle one."""
     for q in queries[:warmup]:
         fn(q, key)
-    times, results = [], []
+    me = "/proc/thread-self/schedstat"
+    srv = f"/proc/{server_pid}/schedstat" if server_pid else None
+    wall, cpu, wait, results = [], [], [], []
     for q in queries:
+        c0, s0 = _schedstat(me), (_schedstat(srv) if srv else (0, 0))
         t0 = time.perf_counter()
         r = fn(q, key)
-        times.append(time.perf_counter() - t0)
+        t1 = time.perf_counter()
+        c1, s1 = _schedstat(me), (_schedstat(srv) if srv else (0, 0))
+        wall.append(t1 - t0)
+        cpu.append((c1[0] - c0[0]) + (s1[0] - s0[0]))
+        wait.append((c1[1] - c0[1]) + (s1[1] - s0[1]))
         results.append(r)
-    return np.array(times) * 1000.0, results
+    return np.array(wall) * 1e3, np.array(cpu) / 1e6, np.array(wait) / 1e6, results
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -135,6 +151,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="Comma-separated hnsw.ef_search values to compare (default: the setting).")
     parser.add_argument("--shared-buffers", default="",
                         help="PostgreSQL shared_buffers for the bench server, e.g. 1GB (default: the server's).")
+    parser.add_argument("--ef-construction", type=int, default=None,
+                        help="Rebuild the index with this ef_construction instead of the migration's (experiment).")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     sizes = sorted(int(s) for s in args.sizes.split(","))
@@ -181,6 +199,10 @@ def main(argv: list[str] | None = None) -> None:
         with connection.cursor() as cur:
             cur.execute("SELECT indexdef FROM pg_indexes WHERE indexname = 'cacheentry_embedding_hnsw'")
             indexdef = cur.fetchone()[0]
+            if args.ef_construction:
+                import re
+
+                indexdef = re.sub(r"ef_construction='\d+'", f"ef_construction='{args.ef_construction}'", indexdef)
             cur.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
             pgvector_version = cur.fetchone()[0]
             cur.execute("SHOW server_version")
@@ -199,8 +221,11 @@ def main(argv: list[str] | None = None) -> None:
         all_vecs = synthetic(centres, sizes[-1], rng)
         all_keys = np.where(rng.random(sizes[-1]) < 0.1, KEY_OTHER, KEY_MAIN)
         loaded = 0
-        header = (f"{'entries':>8} {'key':>4} {'ef':>4} {'call':>7} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} "
-                  f"{'max ms':>7} {'recall@1':>8} {'K* same':>7} {'s loss':>7}")
+        header = (f"{'':>25} {'wall ms':^23} | {'CPU ms':^13} | {'wall-wait ms':^13} |\n"
+                  f"{'entries':>8} {'key':>4} {'ef':>4} {'call':>7} {'p50':>7} {'p90':>7} {'p99':>7} | "
+                  f"{'p50':>6} {'p99':>6} | {'p50':>6} {'p99':>6} | {'recall@1':>8} {'K* same':>7} {'s loss':>7}")
+        connection.ensure_connection()
+        server_pid = connection.connection.info.backend_pid
         predictor = CacheConfig.current().predictor()
         lines = []
         for n in sizes:
@@ -218,20 +243,25 @@ def main(argv: list[str] | None = None) -> None:
                     calls = [("nearest", cache_store.nearest)] + ([("match", cache_store.match)]
                                                                    if ef == default_ef else [])
                     for name, fn in calls:
-                        ms, res = measure(fn, queries, key, args.warmup)
+                        ms, cpu, wait, res = measure(fn, queries, key, args.warmup, server_pid)
+                        idle = ms - np.minimum(wait, ms)
                         sims = np.array([r[1] if name == "nearest" else r.similarity for r in res])
                         recall = float(np.mean(sims >= exact - 1e-5))
                         same_k = float(np.mean(predictor.predict_array(sims) == k_exact))
-                        lines.append(f"{n:>8} {mask.mean():>4.0%} {ef:>4} {name:>7} {np.percentile(ms, 50):7.2f} "
-                                     f"{np.percentile(ms, 90):7.2f} {np.percentile(ms, 99):7.2f} {ms.max():7.2f} "
+                        p = lambda a, q: np.percentile(a, q)  # noqa: E731
+                        lines.append(f"{n:>8} {mask.mean():>4.0%} {ef:>4} {name:>7} {p(ms, 50):7.2f} "
+                                     f"{p(ms, 90):7.2f} {p(ms, 99):7.2f} | {p(cpu, 50):6.2f} {p(cpu, 99):6.2f} | "
+                                     f"{p(idle, 50):6.2f} {p(idle, 99):6.2f} | "
                                      f"{recall:8.3f} {same_k:7.3f} {float(np.mean(exact - sims)):7.4f}")
                         print(lines[-1] if len(lines) > 1 else header + "\n" + lines[-1], flush=True)
             explain(connection, cache_store, queries[0], all_keys[:n])
         settings.T2I_CACHE_EF_SEARCH = default_ef
         print("\n" + header + "\n" + "\n".join(lines))
         print(noise_floor(connection, len(queries)))
-        print("key: share of the entries under the queried model key. recall@1: found the exact nearest "
-              "(numpy). K* same: NIRVANA's K* from the found similarity equals K* from the exact one. "
+        print("key: share of the entries under the queried model key. CPU: this thread + the PostgreSQL "
+              "backend, per call (/proc/*/schedstat). wall-wait: wall time minus the time both spent runnable "
+              "but waiting for a CPU (what the call takes on an idle host). recall@1: found the exact "
+              "nearest (numpy). K* same: NIRVANA's K* from the found similarity equals K* from the exact one. "
               "s loss: mean exact − found similarity.")
     finally:
         from django.db import connections

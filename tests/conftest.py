@@ -29,7 +29,8 @@ def embedded_services():
     from webapp.stack.services import Postgres, Redis
 
     run_dir = Path(os.environ["T2I_TEST_RUN_DIR"])
-    pg = Postgres(run_dir / "pg", int(os.environ["T2I_TEST_PG_PORT"]), fast_unsafe=True)
+    pg = Postgres(run_dir / "pg", int(os.environ["T2I_TEST_PG_PORT"]), fast_unsafe=True,
+                  shared_buffers="128MB")
     redis = Redis(run_dir / "redis", int(os.environ["T2I_TEST_REDIS_PORT"]), persist=False)
     pg.start()
     redis.start()

@@ -89,6 +89,33 @@ def test_short_loadgen_run_against_live_stack(live_server, user, gpu_workers, tm
     assert doc["config"]["requests"] == sim["config"]["requests"] == 6
 
 
+@pytest.mark.django_db(transaction=True)
+def test_compare_sim_runs_both_sides_on_the_same_segment(live_server, user, gpu_workers, tmp_path):
+    from django.core.management import call_command
+    from rest_framework.authtoken.models import Token
+
+    trace, pfile = _write_inputs(tmp_path, [0.0, 0.4, 0.9, 1.5],
+                                 ["a koi pond in autumn", "a koi pond in winter", "a paper boat", "a neon city"])
+    out = tmp_path / "fid"
+    stdout = StringIO()
+    call_command("compare_sim", trace=[str(trace)], prompts=str(pfile), url=live_server.url,
+                 token=Token.objects.create(user=user).key, out=str(out), drain_timeout=90, poll=0.3,
+                 window=1.0, no_plots=True, embed_cache=str(tmp_path / "emb"), stdout=stdout, stderr=StringIO())
+    doc = json.loads((out / "compare.json").read_text())
+    assert doc["sim"]["requests"] == doc["live"]["requests"] == 4 and doc["live"]["unfinished"] == 0
+    assert doc["time_factor"] == 1.0 and doc["policy"] == "prompt_aware"
+    assert set(doc["differences"]) >= {"slo_violation_ratio", "effective_quality", "throughput_peak",
+                                       "throughput_mean", "p99_latency_s", "hit_rate"}
+    assert doc["plans"]["sim"] and isinstance(doc["plans"]["live"], list)
+    res = json.loads((out / "results.json").read_text())
+    assert list(res["policies"]) == ["prompt_aware (sim)", "prompt_aware (live)"]
+    seg = [float(x) for x in (out / "trace_segment.txt").read_text().split() if not x.startswith("#")
+           and x.replace(".", "", 1).isdigit()]
+    assert seg == pytest.approx([0.0, 0.4, 0.9, 1.5])
+    printed = stdout.getvalue()
+    assert "prompt_aware (sim)" in printed and "within" in printed and "time factor 1" in printed
+
+
 # --- fast checks (no services) ------------------------------------------------------------------------------
 
 def _cfg(workers=16, slo=None):

@@ -200,12 +200,11 @@ T2I_METRICS_WINDOW = os.environ.get("T2I_METRICS_WINDOW", "5m")
 T2I_SLOW_SOLVE_FRACTION = env_float("T2I_SLOW_SOLVE_FRACTION", 0.5)  # CLIP text encoder context, including start/end tokens
 
 # --- Approximate cache (workers.cache_store; DESIGN §2, §6) ---------------------------
-# Defaults for the admin-editable CacheConfig row (created on first use). Latent blobs live in files
+# Default for the admin-editable CacheConfig row (created on first use); the similarity -> K*
+# thresholds are ServingConfig.thresholds. Latent blobs live in files
 # under T2I_CACHE_DIR (under MEDIA_ROOT so compose's shared media volume reaches every worker), never in
 # Postgres rows.
 T2I_CACHE_LEVELS = tuple(sorted({int(k) for k in env_list("T2I_CACHE_LEVELS", "5,10,15,20,25")}))
-# NIRVANA's rule, "similarity:level" pairs: s > 0.95 -> 25, > 0.90 -> 20, ... else 0 (a miss).
-T2I_CACHE_THRESHOLDS = os.environ.get("T2I_CACHE_THRESHOLDS", "0.95:25,0.90:20,0.85:15,0.75:10,0.65:5")
 T2I_CACHE_BYTE_BUDGET = env_int("T2I_CACHE_BYTE_BUDGET", 2 * 1024**3)  # bytes of latent files
 T2I_CACHE_DIR = Path(os.environ.get("T2I_CACHE_DIR", MEDIA_ROOT / "latent-cache"))
 T2I_CACHE_EF_SEARCH = env_int("T2I_CACHE_EF_SEARCH", 40)  # pgvector hnsw.ef_search for lookups

@@ -66,8 +66,9 @@ class CacheEntryAdmin(admin.ModelAdmin):
 
 @admin.register(CacheConfig)
 class CacheConfigAdmin(admin.ModelAdmin):
-    list_display = ("__str__", "budget", "thresholds", "used", "updated_at")
-    fields = ("byte_budget", "thresholds")
+    list_display = ("__str__", "budget", "used", "thresholds", "updated_at")
+    fields = ("byte_budget", "used", "thresholds")
+    readonly_fields = ("used", "thresholds")
 
     @admin.display(description="byte budget")
     def budget(self, obj: CacheConfig) -> str:
@@ -76,6 +77,12 @@ class CacheConfigAdmin(admin.ModelAdmin):
     @admin.display(description="used")
     def used(self, obj: CacheConfig) -> str:
         return filesizeformat(cache_store.used_bytes())
+
+    @admin.display(description="similarity → K* thresholds")
+    def thresholds(self, obj: CacheConfig) -> str:
+        from webapp.ledger.models import ServingConfig
+
+        return f"{ServingConfig.current().thresholds} (edit under Serving configuration → Scheduling)"
 
     def save_model(self, request, obj: CacheConfig, form, change) -> None:
         super().save_model(request, obj, form, change)

@@ -193,7 +193,6 @@ def main(argv: list[str] | None = None) -> None:
         from django.db import connection
 
         from workers import cache_store
-        from workers.models import CacheConfig
 
         call_command("migrate", verbosity=0)
         with connection.cursor() as cur:
@@ -226,7 +225,10 @@ def main(argv: list[str] | None = None) -> None:
                   f"{'p50':>6} {'p99':>6} | {'p50':>6} {'p99':>6} | {'recall@1':>8} {'K* same':>7} {'s loss':>7}")
         connection.ensure_connection()
         server_pid = connection.connection.info.backend_pid
-        predictor = CacheConfig.current().predictor()
+        from scheduler.predictor import Predictor
+        from webapp.ledger.models import ServingConfig
+
+        predictor = Predictor(ServingConfig.current().threshold_pairs)
         lines = []
         for n in sizes:
             t_load = load_rows(pg.url, all_vecs[loaded:n], all_keys[loaded:n], loaded)

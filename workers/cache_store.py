@@ -8,8 +8,8 @@ Public API (the submit path and the worker call only these):
 
 * :func:`model_key_for` / :func:`model_key` — the cache key: model, scheduler, N, resolution.
 * :func:`nearest` — nearest cached prompt under one model key: ``(entry, similarity)`` or None.
-* :func:`match` — :func:`nearest` plus K* by NIRVANA's thresholds (admin-editable), capped at the largest
-  level the neighbour still has (``scheduler.predictor.Predictor.k_star``).
+* :func:`match` — :func:`nearest` plus K* by NIRVANA's thresholds (``ServingConfig.thresholds``, admin),
+  capped at the largest level the neighbour still has (``scheduler.predictor.Predictor.k_star``).
 * :func:`start_latent` — the worker's read: the neighbour's latent at K′ (or the largest level below it
   that is still held), counting the LCBFU hit. None when it has been evicted meanwhile: serve at K = 0.
 * :func:`insert` / :func:`insert_many` — store the captured latents of finished generations, then evict.
@@ -204,16 +204,24 @@ def nearest(embedding: Any, model_key: str) -> tuple[CacheEntry, float] | None:
     return entry, float(1.0 - distance)
 
 
-def match(embedding: Any, model_key: str, config: CacheConfig | None = None) -> CacheMatch | None:
-    """Nearest neighbour and K* for a new request (None when the key has no entry at all)."""
+def match(embedding: Any, model_key: str, predictor: Any | None = None) -> CacheMatch | None:
+    """Nearest neighbour and K* for a new request (None when the key has no entry at all).
+
+    K* = ``predictor.k_star(s, levels)`` (``scheduler.predictor.Predictor``), by default with the
+    thresholds of ``ServingConfig`` (admin): NIRVANA's rule capped at the largest level the neighbour holds.
+    """
     found = nearest(embedding, model_key)
     if found is None:
         return None
     entry, s = found
-    config = config or CacheConfig.current()
+    if predictor is None:
+        from scheduler.predictor import Predictor
+        from webapp.ledger.models import ServingConfig
+
+        predictor = Predictor(ServingConfig.current().threshold_pairs)
     levels = tuple(sorted(entry.levels))
     return CacheMatch(entry_id=entry.pk, prompt=entry.prompt, similarity=s,
-                      k_star=config.predictor().k_star(s, levels), levels=levels)
+                      k_star=predictor.k_star(s, levels), levels=levels)
 
 
 # ----------------------------------------------------------------------------------------------------------

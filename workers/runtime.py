@@ -43,7 +43,7 @@ def engine():
         pipe = load_pipeline(settings.T2I_MODEL_PATH, device=settings.T2I_DEVICE or None)
         if pipe.device.type == "cpu":
             _share_cpu_cores()
-        return ApproxCEngine(pipe)
+        return ApproxCEngine(pipe, cache_levels=settings.T2I_CACHE_LEVELS)
 
 
 def emulated_engine(sleep: bool = True):
@@ -53,7 +53,8 @@ def emulated_engine(sleep: bool = True):
     from .emulated_engine import EmulatedEngine
 
     profile = scheduler_config(ServingConfig.current()).profile
-    return EmulatedEngine(profile, time_factor=settings.T2I_TIME_FACTOR, sleep=sleep)
+    return EmulatedEngine(profile, time_factor=settings.T2I_TIME_FACTOR,
+                          cache_levels=settings.T2I_CACHE_LEVELS, sleep=sleep)
 
 
 def _share_cpu_cores() -> None:

@@ -104,3 +104,12 @@ def generate(request_id: str) -> str:
                                service_seconds=service, engine=settings.T2I_ENGINE,
                                plan_version=rows[0].plan_version)
     return f"done: batch of {len(rows)}"
+
+
+SWEEP_TASK = "workers.sweep_cache_files"
+
+
+@shared_task(name=SWEEP_TASK, ignore_result=True)
+def sweep_cache_files() -> int:
+    """Remove latent files no cache row names (left by a process killed mid-insert)."""
+    return cache_store.sweep_orphan_files()

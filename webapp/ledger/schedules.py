@@ -12,6 +12,8 @@ from django.conf import settings
 
 RECONCILE_NAME = "Reconcile the request ledger"
 CONTROL_NAME = "Resource controller (plan refresh)"
+SWEEP_NAME = "Remove orphaned latent-cache files"
+SWEEP_TASK = "workers.sweep_cache_files"  # by name: webapp does not import workers' tasks
 
 
 def _interval(seconds: float):
@@ -37,6 +39,10 @@ def ensure_periodic_tasks(**kwargs) -> None:
         name=CONTROL_NAME,
         defaults=dict(task=CONTROL_TASK, interval=_interval(10), queue="control",
                       expire_seconds=9, kwargs=json.dumps({})))
+    PeriodicTask.objects.get_or_create(
+        name=SWEEP_NAME,
+        defaults=dict(task=SWEEP_TASK, interval=_interval(3600), queue="control",
+                      expire_seconds=3500, kwargs=json.dumps({})))
 
 
 def sync_controller_period(period_s: float) -> None:

@@ -103,6 +103,7 @@ class LiveRun:
     series: dict
     config: dict
     label: str
+    plans: list = None  # controller plans during the run (profile seconds from t0), with DB access
 
 
 def _say(stream, msg: str) -> None:
@@ -189,7 +190,9 @@ def _throttle_warning(wl: Workload, factor: float) -> str | None:
     return None
 
 
-def _plan_stats(t0_wall: float, t1_wall: float) -> dict:
+def _plan_stats(t0_wall: float, t1_wall: float, factor: float, levels: list[int]) -> tuple[dict, list[dict]]:
+    """Controller plans stored during the run: summary numbers and their history (profile seconds)."""
+    from collections import Counter
     from datetime import datetime, timezone
 
     from django.db import DatabaseError
@@ -199,12 +202,20 @@ def _plan_stats(t0_wall: float, t1_wall: float) -> dict:
     try:
         rows = list(AllocationPlan.objects.filter(
             created_at__gte=datetime.fromtimestamp(t0_wall, timezone.utc),
-            created_at__lte=datetime.fromtimestamp(t1_wall, timezone.utc)).values_list("status", "solve_ms"))
+            created_at__lte=datetime.fromtimestamp(t1_wall, timezone.utc)).order_by("id")
+            .values_list("created_at", "status", "solve_ms", "worker_levels", "expected_quality"))
     except DatabaseError:
-        return {}
-    ms = [v for _, v in rows if v is not None]
-    return {"plans": len(rows), "plan_solve_ms_mean": float(np.mean(ms)) if ms else None,
-            "plans_failed": sum(1 for s, _ in rows if s in ("failed", "slow"))}
+        return {}, []
+    ms = [v for _, _, v, _, _ in rows if v is not None]
+    history = []
+    for created, status, solve_ms, wl, eq in rows:
+        c = Counter(wl or [])
+        history.append({"time": (created.timestamp() - t0_wall) / factor, "status": status,
+                        "workers_per_level": [c.get(k, 0) for k in levels], "expected_quality": eq,
+                        "solve_time_s": None if solve_ms is None else solve_ms / 1e3})
+    stats = {"plans": len(rows), "plan_solve_ms_mean": float(np.mean(ms)) if ms else None,
+             "plans_failed": sum(1 for _, s, _, _, _ in rows if s in ("failed", "slow"))}
+    return stats, history
 
 
 def run_live(opts: dict, stream=sys.stderr, setup: LiveSetup | None = None,
@@ -282,8 +293,10 @@ def run_live(opts: dict, stream=sys.stderr, setup: LiveSetup | None = None,
     t_end = time.time()
     arrays = collect.to_arrays(result, cfg, f, opts.get("slo"))
     metrics, series = collect.live_metrics(result, arrays, cfg.levels, opts["window"])
+    plans: list[dict] = []
     if use_db:
-        metrics.update(_plan_stats(result.t0_wall, t_end))
+        stats, plans = _plan_stats(result.t0_wall, t_end, f, cfg.levels)
+        metrics.update(stats)
     if result.unfinished:
         sample = ", ".join(f"{k} ({v})" for k, v in list(result.unfinished.items())[:10])
         _say(stream, f"warning: {len(result.unfinished)} request(s) had not ended after {drain:.0f} s: {sample}")
@@ -308,7 +321,7 @@ def run_live(opts: dict, stream=sys.stderr, setup: LiveSetup | None = None,
                  "times": "profile seconds (wall seconds / time_factor)", "t0_unix": result.t0_wall,
                  "unfinished_ids": list(result.unfinished)},
     }
-    return LiveRun(setup, workload, result, arrays, metrics, series, config, label)
+    return LiveRun(setup, workload, result, arrays, metrics, series, config, label, plans)
 
 
 def warm_up(client: ApiClient, n: int, timeout_s: float, opts: dict, stream) -> None:

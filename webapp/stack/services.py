@@ -96,6 +96,7 @@ class Postgres:
     port: int
     database: str = "t2i"
     fast_unsafe: bool = False  # fsync off: for throwaway test clusters only
+    shared_buffers: str = "512MB"
     proc: subprocess.Popen | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -148,7 +149,9 @@ class Postgres:
             raise RuntimeError(f"Port {self.port} is in use; set a different PostgreSQL port.")
         log = self.data_dir / "server.log"
         args = [str(self.bin / "postgres"), "-D", str(self.data_dir), "-p", str(self.port),
-                "-h", "127.0.0.1", "-k", str(self.data_dir), "-c", "max_connections=200"]
+                "-h", "127.0.0.1", "-k", str(self.data_dir), "-c", "max_connections=200",
+                # the HNSW cache index wants to stay in memory (docs/cache.md: ~1 GB per 100k entries)
+                "-c", f"shared_buffers={self.shared_buffers}"]
         if self.fast_unsafe:
             args += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
         kw: dict = {}

@@ -142,7 +142,8 @@ class Command(BaseCommand):
         write_segment(os.path.join(opts["out"], "trace_segment.txt"), wl.arrivals)
         doc = {"config": config, "time_factor": f, "policy": setup.policy, "sim": sim_m, "live": live.metrics,
                "differences": diffs, "tolerance": {"relative": REL_TOL, "small_ratio_abs": ABS_TOL_SMALL_RATIO},
-               "all_within": all(d["within"] for d in diffs.values() if d["within"] is not None)}
+               "all_within": all(d["within"] for d in diffs.values() if d["within"] is not None),
+               "plans": {"sim": r.plans, "live": live.plans or []}}
         path = os.path.join(opts["out"], "compare.json")
         collect.write_json(path, doc)
 

@@ -40,6 +40,10 @@ class Command(BaseCommand):
                                         plots=not opts["no_plots"])
         collect.write_requests_csv(os.path.join(opts["out"], "requests.csv"), run.result, run.arrays)
         write_segment(os.path.join(opts["out"], "trace_segment.txt"), run.workload.arrivals)
+        if run.plans:
+            collect.write_json(os.path.join(opts["out"], "plans.json"),
+                               {"levels": cfg.levels, "times": "profile seconds from the first arrival",
+                                "plans": run.plans})
         m = run.metrics
         self.stdout.write(header_line(cfg, run.setup))
         self.stdout.write(collect.format_table(results))

@@ -220,3 +220,17 @@ def test_emulated_engine_sleeps_the_profile_latency(embedded_services, settings)
         assert expected <= elapsed < expected + 0.15
         assert all(r.timings.batch_size == b for r in results)
         assert sorted(results[0].latents) == [lv for lv in (5, 10, 15, 20, 25) if lv > k]
+
+
+def test_time_factor_scales_the_profile_the_scheduler_plans_with(embedded_services, settings):
+    from scheduler.profiles import load_profile
+
+    settings.T2I_ENGINE, settings.T2I_PROFILE = "emulated", "sdxl-a100"
+    reference = load_profile("sdxl-a100")
+    for factor in (1.0, 0.25):
+        settings.T2I_TIME_FACTOR = factor
+        profile = live_scheduler.scheduler_config(ServingConfig.current()).profile
+        assert profile.latency(25, 2) == pytest.approx(reference.latency(25, 2) * factor)
+        from workers.runtime import emulated_engine
+
+        assert emulated_engine().service_seconds(0, 1) == pytest.approx(reference.latency(0, 1) * factor)

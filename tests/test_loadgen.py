@@ -85,6 +85,7 @@ def test_short_loadgen_run_against_live_stack(live_server, user, gpu_workers, tm
     assert set(doc["config"]["scheduler"]) == set(sim["config"]["scheduler"])
     sim_row = sim["policies"]["prompt_aware"]
     assert set(sim_row) - {"sim_wall_s", "plan_solve_ms_mean"} <= set(row)
+    assert all(key in row for key, _, _ in TABLE_COLUMNS)
     assert set(row["k_prime_mix"]) == set(sim_row["k_prime_mix"])
     assert doc["config"]["requests"] == sim["config"]["requests"] == 6
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import threading
-from functools import lru_cache
 from pathlib import Path
 
 from django.conf import settings
@@ -31,19 +30,39 @@ def model_label(model_path: Path) -> str:
     return Path(model_path).name
 
 
-@lru_cache(maxsize=1)
+_engine = None
+
+
 def engine():
     """The engine for this process, built once: ApproxC on a diffusers pipeline, or the
     emulated engine that sleeps L(K', b) from the latency profile (T2I_ENGINE=emulated)."""
-    with _lock:
-        if settings.T2I_ENGINE == "emulated":
-            return emulated_engine()
-        from .engine import ApproxCEngine, load_pipeline
+    global _engine
+    if _engine is None:
+        with _lock:
+            if _engine is None:
+                _engine = _build_engine()
+    return _engine
 
-        pipe = load_pipeline(settings.T2I_MODEL_PATH, device=settings.T2I_DEVICE or None)
-        if pipe.device.type == "cpu":
-            _share_cpu_cores()
-        return ApproxCEngine(pipe, cache_levels=settings.T2I_CACHE_LEVELS)
+
+def warming_engine():
+    """The engine `warm_cache` fills the cache with: emulated workers' warm-up does not sleep."""
+    return emulated_engine(sleep=False) if settings.T2I_ENGINE == "emulated" else engine()
+
+
+def preload_in_background() -> None:
+    """Load the engine while the worker is idle, so the first request does not pay for it."""
+    threading.Thread(target=engine, name="engine-preload", daemon=True).start()
+
+
+def _build_engine():
+    if settings.T2I_ENGINE == "emulated":
+        return emulated_engine()
+    from .engine import ApproxCEngine, load_pipeline
+
+    pipe = load_pipeline(settings.T2I_MODEL_PATH, device=settings.T2I_DEVICE or None)
+    if pipe.device.type == "cpu":
+        _share_cpu_cores()
+    return ApproxCEngine(pipe, cache_levels=settings.T2I_CACHE_LEVELS)
 
 
 def emulated_engine(sleep: bool = True):
@@ -52,9 +71,9 @@ def emulated_engine(sleep: bool = True):
 
     from .emulated_engine import EmulatedEngine
 
+    # The scheduler's profile is already in wall-clock seconds (time factor applied).
     profile = scheduler_config(ServingConfig.current()).profile
-    return EmulatedEngine(profile, time_factor=settings.T2I_TIME_FACTOR,
-                          cache_levels=settings.T2I_CACHE_LEVELS, sleep=sleep)
+    return EmulatedEngine(profile, time_factor=1.0, cache_levels=settings.T2I_CACHE_LEVELS, sleep=sleep)
 
 
 def _share_cpu_cores() -> None:

@@ -14,6 +14,7 @@ import time
 import uuid
 
 from celery import shared_task
+from celery.signals import worker_process_init
 from django.conf import settings
 
 from scheduler.quality import QualityModel
@@ -113,3 +114,13 @@ SWEEP_TASK = "workers.sweep_cache_files"
 def sweep_cache_files() -> int:
     """Remove latent files no cache row names (left by a process killed mid-insert)."""
     return cache_store.sweep_orphan_files()
+
+
+@worker_process_init.connect
+def _preload_engine(**kwargs) -> None:
+    """GPU workers load their engine right after the child starts, in a thread: Celery kills a
+    child whose init hook takes more than 4 s, and the first request should not wait for it."""
+    import os
+
+    if os.environ.get("T2I_WORKER_INDEX") is not None and os.environ.get("T2I_PRELOAD_ENGINE", "1") == "1":
+        runtime.preload_in_background()

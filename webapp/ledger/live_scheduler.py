@@ -33,8 +33,15 @@ PLAN_REFRESH_S = 1.0
 
 
 @lru_cache(maxsize=8)
-def _profile(source: str, levels: tuple[int, ...], steps: int) -> LatencyProfile:
-    return load_profile(source, levels=levels, n_steps=steps)
+def _profile(source: str, levels: tuple[int, ...], steps: int, time_factor: float) -> LatencyProfile:
+    """The profile in wall-clock seconds of this deployment: emulated workers with a time
+    factor sleep L × factor, so planning, batch caps and backlogs must use L × factor too."""
+    profile = load_profile(source, levels=levels, n_steps=steps)
+    if time_factor == 1.0:
+        return profile
+    return LatencyProfile(levels=profile.levels, batch_sizes=profile.batch_sizes,
+                          table_s={k: tuple(t * time_factor for t in row) for k, row in profile.table_s.items()},
+                          n_steps=profile.n_steps, name=f"{profile.name}×{time_factor:g}")
 
 
 def profile_source() -> str:
@@ -49,7 +56,8 @@ def profile_source() -> str:
 
 def scheduler_config(config: ServingConfig) -> SchedulerConfig:
     levels = tuple(config.level_list)
-    profile = _profile(profile_source(), levels, config.default_steps)
+    time_factor = settings.T2I_TIME_FACTOR if settings.T2I_ENGINE == "emulated" else 1.0
+    profile = _profile(profile_source(), levels, config.default_steps, time_factor)
     return SchedulerConfig(
         n_workers=settings.T2I_WORKERS, profile=profile, slo_s=config.slo_seconds,
         predictor=Predictor(config.threshold_pairs), period_s=config.controller_period_s,
@@ -62,7 +70,7 @@ def config_key(config: ServingConfig) -> tuple:
     """What a policy object depends on: a change in any of these builds a new one."""
     return (config.policy, config.k_levels, config.thresholds, config.slo_seconds,
             config.load_threshold, config.util_target, config.controller_period_s,
-            config.default_steps, settings.T2I_WORKERS, profile_source())
+            config.default_steps, settings.T2I_WORKERS, profile_source(), settings.T2I_TIME_FACTOR)
 
 
 def plan_from_row(row: AllocationPlan) -> Plan:

@@ -69,8 +69,9 @@ class Command(BaseCommand):
             self.stderr.write(f"Note: N = {steps} captures only the cache levels below it.")
 
         prompts = read_prompt_file(path)[opts["offset"]:opts["offset"] + opts["limit"]]
-        engine = runtime.engine()
-        key = cache_store.model_key_for(steps, size, size, scheduler=engine.scheduler_name)
+        engine = runtime.warming_engine()
+        # The same key the submit path and the workers compute (the folder's own scheduler).
+        key = cache_store.model_key_for(steps, size, size)
         from workers.models import CacheEntry
 
         cached = set(CacheEntry.objects.filter(model_key=key).values_list("prompt_sha", flat=True))

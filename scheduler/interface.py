@@ -115,6 +115,13 @@ class SchedulerConfig:
     def batch_caps(self) -> dict[int, int]:
         return self.profile.batch_caps(self.slo_s)
 
+    def top_level_capacity(self) -> float:
+        """Cluster capacity (req/s) with every worker at the top level in full batches: what
+        `--peak-load` is measured against. workers × cap(top) / L(top, cap(top))."""
+        caps = self.batch_caps()
+        top = self.levels[-1]
+        return self.n_workers * caps[top] / self.profile.latency(top, caps[top])
+
     def to_dict(self) -> dict:
         return {"n_workers": self.n_workers, "profile": self.profile.name, "slo_s": self.slo_s,
                 "levels": self.levels, "period_s": self.period_s, "util_target": self.util_target,

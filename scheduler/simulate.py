@@ -29,15 +29,34 @@ from .profiles import DEFAULT_GAMMA, load_profile
 from .traces import load_trace, peak_rate, scale_trace
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m scheduler.simulate", description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def add_workload_arguments(p: argparse.ArgumentParser) -> None:
+    """The workload options, shared with the live load generator (`manage.py loadgen`) so both
+    replay the same stream from the same flags."""
     p.add_argument("--trace", nargs="+", required=True, help="trace file(s): arrival_ms,qos,slo_ms or seconds")
     p.add_argument("--prompts", required=True, help="prompt file, one prompt per line, used in order")
     p.add_argument("--warm", type=int, default=0, help="prompts from the front used to warm the cache")
     p.add_argument("--peak-load", type=float, default=None,
                    help="scale the rate so the peak 10-s window = X × capacity with every worker at the top K")
     p.add_argument("--time-scale", type=float, default=1.0, help="stretch time by this factor")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--window", type=float, default=30.0, help="metrics/plot window (s)")
+    p.add_argument("--no-plots", action="store_true")
+
+
+def add_cache_model_arguments(p: argparse.ArgumentParser) -> None:
+    """How the simulated cache behaves (shared with `manage.py compare_sim`)."""
+    p.add_argument("--resumed-levels", choices=["above", "all"], default="above",
+                   help="levels a request served at K′ adds to the cache: those above K′ (physical) or all "
+                        "(optimistic ablation)")
+    p.add_argument("--cache-capacity", type=int, default=100_000, help="cache entries (LCBFU beyond)")
+    p.add_argument("--embed-cache", default=".cache/embeddings", help="folder for cached embeddings")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m scheduler.simulate", description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_workload_arguments(p)
+    add_cache_model_arguments(p)
     p.add_argument("--workers", type=int, default=16)
     p.add_argument("--profile", default="sdxl-a100", help="preset name or latency CSV")
     p.add_argument("--profile-model", default=None, help="model name inside a multi-model CSV")
@@ -45,7 +64,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--levels", default="0,5,10,15,20,25", help="K levels")
     p.add_argument("--slo", type=float, default=None, help="SLO seconds (default 2 × L(0, 1))")
     p.add_argument("--policies", default=",".join(DEFAULT_POLICIES), help=f"comma list of {POLICY_NAMES}")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="results/sim", help="output folder")
     p.add_argument("--period", type=float, default=10.0, help="controller period (s)")
     p.add_argument("--util-target", type=float, default=0.85)
@@ -54,13 +72,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--load-threshold", type=float, default=1.0)
     p.add_argument("--no-redirect", action="store_true", help="ablation: turn off the deadline redirect")
     p.add_argument("--no-backlog", action="store_true", help="ablation: plan for arrivals only, not queues")
-    p.add_argument("--resumed-levels", choices=["above", "all"], default="above",
-                   help="levels a request served at K′ adds to the cache: those above K′ (physical) or all "
-                        "(optimistic ablation)")
-    p.add_argument("--cache-capacity", type=int, default=100_000, help="cache entries (LCBFU beyond)")
-    p.add_argument("--window", type=float, default=30.0, help="metrics/plot window (s)")
-    p.add_argument("--embed-cache", default=".cache/embeddings", help="folder for cached embeddings")
-    p.add_argument("--no-plots", action="store_true")
     return p
 
 
@@ -83,9 +94,8 @@ def main(argv: list[str] | None = None) -> int:
                           util_target=args.util_target, headroom=args.headroom, ewma_alpha=args.ewma_alpha,
                           load_threshold=args.load_threshold, deadline_redirect=not args.no_redirect,
                           backlog_aware=not args.no_backlog)
-    caps = cfg.batch_caps()
-    top = levels[-1]
-    capacity = args.workers * caps[top] / profile.latency(top, caps[top])
+    caps, top = cfg.batch_caps(), levels[-1]
+    capacity = cfg.top_level_capacity()
     raw = load_trace(args.trace)
     arrivals = scale_trace(raw, args.time_scale, args.peak_load, capacity)
     n = int(arrivals.size)

@@ -125,12 +125,12 @@ def _cfg(workers=16, slo=None):
 
 
 def test_workload_matches_the_simulators_arrivals_and_time_factor_only_compresses(tmp_path):
-    from webapp.loadgen.workload import build_workload, top_level_capacity
+    from webapp.loadgen.workload import build_workload
 
     times = np.cumsum(np.random.default_rng(1).exponential(0.4, 400))
     trace, pfile = _write_inputs(tmp_path, times.round(4), [f"prompt {i}" for i in range(3000)])
     cfg = _cfg()
-    cap = top_level_capacity(cfg)
+    cap = cfg.top_level_capacity()
     caps = cfg.batch_caps()
     assert cap == pytest.approx(16 * caps[25] / cfg.profile.latency(25, caps[25]))
     expect = scale_trace(load_trace([str(trace)]), 2.0, 0.8, cap)

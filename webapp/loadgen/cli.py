@@ -1,8 +1,9 @@
 """What `manage.py loadgen` and `manage.py compare_sim` share: arguments and one live run.
 
 The workload arguments (--trace, --prompts, --warm, --peak-load, --time-scale, --seed, --window,
---no-plots, and for compare_sim the cache/embedding options) are copied from the simulator's own parser
-(`scheduler.simulate.build_parser`), so names, types, defaults and help stay identical.
+--no-plots, and for compare_sim the cache/embedding options) are added by the simulator's own
+functions (`scheduler.simulate.add_workload_arguments`, `add_cache_model_arguments`), so names,
+types, defaults and help are the same in both.
 """
 
 from __future__ import annotations
@@ -26,30 +27,11 @@ from . import collect
 from .replay import ApiClient, ApiError, ReplayResult, replay, request_seeds, wait_for_end
 from .workload import LiveSetup, Workload, WorkloadError, build_workload, fit_prompt, live_setup
 
-SIM_WORKLOAD_ARGS = ("trace", "prompts", "warm", "peak_load", "time_scale", "seed", "window", "no_plots")
-
-
-def copy_sim_arguments(parser, dests, overrides: dict | None = None) -> None:
-    """Add the simulator CLI's arguments named by `dests` (argparse dest names) to `parser`."""
-    from scheduler.simulate import build_parser
-
-    overrides = overrides or {}
-    by_dest = {a.dest: a for a in build_parser()._actions}
-    for dest in dests:
-        a = by_dest[dest]
-        kw = {"dest": a.dest, "default": a.default, "help": a.help, "required": a.required}
-        if isinstance(a, argparse._StoreTrueAction):
-            kw["action"] = "store_true"
-        else:
-            kw.update(type=a.type, nargs=a.nargs, choices=a.choices)
-        kw.update(overrides.get(dest, {}))
-        parser.add_argument(*a.option_strings, **kw)
-
-
 def add_live_arguments(parser, out_default: str) -> None:
     """Workload arguments (shared with the simulator) and the live client's own."""
-    copy_sim_arguments(parser, SIM_WORKLOAD_ARGS, {"seed": {"help": "routing seed (simulator) and base of "
-                                                                     "the per-request image seeds (seed + i)"}})
+    from scheduler.simulate import add_workload_arguments
+
+    add_workload_arguments(parser)  # the simulator's own workload options (seed: also image seeds, seed + i)
     parser.add_argument("--slo", type=float, default=None,
                         help="judge on-time against arrival + SLO (profile seconds); default: each row's own "
                              "deadline, i.e. the admin's SLO")

@@ -44,17 +44,6 @@ def profile_source(override: str | None = None) -> str:
     return live_source()
 
 
-def top_level_capacity(cfg: SchedulerConfig) -> float:
-    """Cluster capacity (req/s, profile time) with every worker at the top level in full batches.
-
-    Same formula as `scheduler.simulate.main` (which computes it inline):
-    workers × cap(top) / L(top, cap(top)), cap = the largest batch with L ≤ SLO/2.
-    """
-    caps = cfg.batch_caps()
-    top = cfg.levels[-1]
-    return cfg.n_workers * caps[top] / cfg.profile.latency(top, caps[top])
-
-
 @dataclass
 class LiveSetup:
     """The live cluster's configuration, as the scheduler (and the simulator) sees it, in profile time."""
@@ -171,7 +160,7 @@ def build_workload(trace: list[str], prompts_path: str, warm: int, time_scale: f
     Request i of the replayed stream uses prompt warm + i (the first `warm` prompts warm the cache)."""
     if warm < 0:
         raise WorkloadError("--warm must be ≥ 0")
-    capacity = top_level_capacity(cfg)
+    capacity = cfg.top_level_capacity()
     arrivals = scale_trace(load_trace(trace), time_scale, peak_load, capacity)
     total = int(arrivals.size)
     cut = None

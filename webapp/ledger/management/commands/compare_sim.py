@@ -24,7 +24,8 @@ import numpy as np
 from django.core.management.base import BaseCommand, CommandError
 
 from webapp.loadgen import collect
-from webapp.loadgen.cli import add_live_arguments, copy_sim_arguments, header_line, run_live
+from scheduler.simulate import add_cache_model_arguments
+from webapp.loadgen.cli import add_live_arguments, header_line, run_live
 from webapp.loadgen.workload import WorkloadError, build_workload, live_setup, write_segment
 
 # (metric, is a ratio): the ratios under 10 % are compared in absolute percentage points.
@@ -78,7 +79,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         add_live_arguments(parser, out_default="results/fidelity")
-        copy_sim_arguments(parser, ("cache_capacity", "resumed_levels", "embed_cache"))
+        add_cache_model_arguments(parser)
         parser.add_argument("--keep-long-prompts", dest="clip_prompts", action="store_false",
                             help="send prompts over the CLIP token limit as they are (the server answers 400, a "
                                  "violation the simulator does not have); by default they are shortened")

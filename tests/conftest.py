@@ -172,3 +172,17 @@ def wait_for_status(request_id, statuses, timeout: float = 60, tick=None):
             tick()
         time.sleep(0.1)
     raise AssertionError(f"request {request_id} still {row.status} after {timeout} s: {row.error}")
+
+
+def unpublished_row(owner, **fields):
+    """A queued row for a slot no test worker serves (9), so no live worker races the test."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from webapp.ledger.models import GenerationRequest
+
+    values = dict(owner=owner, prompt="x", seed=1, width=64, height=64, steps=20, worker=9,
+                  deadline=timezone.now() + timedelta(minutes=5))
+    values.update(fields)
+    return GenerationRequest.objects.create(**values)

@@ -6,6 +6,7 @@ import uuid
 
 import pytest
 
+from tests.conftest import unpublished_row
 from webapp.ledger.models import GenerationRequest, ServingConfig, Status
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -76,8 +77,8 @@ def test_idempotency_key_is_per_owner(api, other_user, embedded_services):
     assert a.json()["id"] != b.json()["id"]
 
 
-def test_cancel_queued_then_409(api, embedded_services):
-    rid = api.post(URL, {"prompt": "cancel me"}, format="json").json()["id"]
+def test_cancel_queued_then_409(api, user, embedded_services):
+    rid = unpublished_row(user, prompt="cancel me").id
     resp = api.post(f"{URL}{rid}/cancel/")
     assert resp.status_code == 200 and resp.json()["status"] == "cancelled"
     again = api.post(f"{URL}{rid}/cancel/")
@@ -85,10 +86,10 @@ def test_cancel_queued_then_409(api, embedded_services):
     assert "cancelled" in again.json()["detail"]
 
 
-def test_terminal_states_never_change_even_by_raw_update(api, embedded_services):
+def test_terminal_states_never_change_even_by_raw_update(api, user, embedded_services):
     from django.db import IntegrityError, transaction
 
-    rid = api.post(URL, {"prompt": "final"}, format="json").json()["id"]
+    rid = unpublished_row(user, prompt="final").id
     api.post(f"{URL}{rid}/cancel/")
     with pytest.raises(IntegrityError), transaction.atomic():
         GenerationRequest.objects.filter(pk=rid).update(status=Status.SUCCEEDED)
@@ -114,8 +115,13 @@ def test_owner_scoping(api, other_user, embedded_services):
     assert api.get(URL).json()["count"] == 1
 
 
-def test_list_is_paginated_and_filterable(api, embedded_services):
-    ids = [api.post(URL, {"prompt": f"n{i}"}, format="json").json()["id"] for i in range(3)]
+def test_list_is_paginated_and_filterable(api, user, embedded_services):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    ids = [str(unpublished_row(user, prompt=f"n{i}", created_at=timezone.now() + timedelta(seconds=i)).id)
+           for i in range(3)]
     api.post(f"{URL}{ids[0]}/cancel/")
     page = api.get(URL).json()
     assert page["count"] == 3 and [r["id"] for r in page["results"]] == ids[::-1]
@@ -124,12 +130,12 @@ def test_list_is_paginated_and_filterable(api, embedded_services):
     assert api.get(URL, {"status": "bogus"}).status_code == 400
 
 
-def test_in_flight_cap_is_429(api, embedded_services):
+def test_in_flight_cap_is_429(api, user, embedded_services):
     config = ServingConfig.current()
     config.max_in_flight = 2
     config.save()
-    for i in range(2):
-        assert api.post(URL, {"prompt": f"q{i}"}, format="json").status_code == 202
+    unpublished_row(user, prompt="q0", status=Status.RUNNING)
+    unpublished_row(user, prompt="q1")  # queued for a slot no worker serves
     resp = api.post(URL, {"prompt": "one too many"}, format="json")
     assert resp.status_code == 429 and "cap" in resp.json()["detail"]
 

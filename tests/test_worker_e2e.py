@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.conftest import wait_for_status
+from tests.conftest import unpublished_row, wait_for_status
 from webapp.ledger import transitions
 from webapp.ledger.models import GenerationRequest, Status
 from webapp.ledger.reconcile import reconcile
@@ -86,18 +86,6 @@ def test_worker_killed_mid_request_is_not_lost(api, user, start_worker, settings
     assert row.status == Status.SUCCEEDED, row.error
     assert row.attempts == 2  # the killed attempt, then the successful one
     assert row.image
-
-
-def unpublished_row(user, **fields) -> GenerationRequest:
-    """A queued row for a slot no test worker serves, so no live worker races the test."""
-    from datetime import timedelta
-
-    from django.utils import timezone
-
-    values = dict(owner=user, prompt="x", seed=1, width=64, height=64, steps=20, worker=9,
-                  deadline=timezone.now() + timedelta(minutes=5))
-    values.update(fields)
-    return GenerationRequest.objects.create(**values)
 
 
 def test_lease_expiry_gives_up_after_max_attempts(user, embedded_services, settings):

@@ -52,16 +52,19 @@ def _items_for(rows: list[GenerationRequest]) -> list:
 
 def _grow_cache(rows: list[GenerationRequest], results: list) -> None:
     """Store the latents each run captured (levels after its own K′) under its cache key."""
-    by_key: dict[str, tuple[list, list]] = {}
+    by_key: dict[str, tuple[list, list, list]] = {}
     for row, result in zip(rows, results):
         if result.latents:
-            prompts, latents = by_key.setdefault(
-                cache_store.model_key_for(row.steps, row.width, row.height), ([], []))
+            prompts, latents, vectors = by_key.setdefault(
+                cache_store.model_key_for(row.steps, row.width, row.height), ([], [], []))
             prompts.append(row.prompt)
             latents.append(result.latents)
-    for key, (prompts, latents) in by_key.items():
+            vectors.append(row.embedding)
+    for key, (prompts, latents, vectors) in by_key.items():
+        # Rows created before embeddings were stored (or by hand) are embedded here.
+        embeddings = None if any(v is None for v in vectors) else vectors
         try:
-            cache_store.insert_many(key, prompts, latents)
+            cache_store.insert_many(key, prompts, latents, embeddings)
         except Exception:  # the images are done; a cache write problem must not fail them
             log.exception("could not add %d prompt(s) to the cache", len(prompts))
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from scheduler.embeddings import embed_texts
 from workers import cache_store
 
@@ -29,6 +31,7 @@ class Decision:
     neighbor_id: int | None
     neighbor_prompt: str
     quality: float | None
+    embedding: np.ndarray
 
 
 def decide(*, request_id: str, prompt: str, arrival: float, deadline: float, width: int,
@@ -50,4 +53,5 @@ def decide(*, request_id: str, prompt: str, arrival: float, deadline: float, wid
                     redirected=choice.redirected, similarity=similarity,
                     neighbor_id=match.pk if match and k_prime > 0 else None,
                     neighbor_prompt=match.prompt if match else "",
-                    quality=None if quality is None or math.isnan(quality) else quality)
+                    quality=None if quality is None or math.isnan(quality) else quality,
+                    embedding=embedding)

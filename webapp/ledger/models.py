@@ -10,6 +10,7 @@ from django.db import models
 from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
+from pgvector.django import VectorField
 
 SEED_MAX = 2**32 - 1
 POLICY_CHOICES = [("prompt_aware", "Prompt-aware (the paper)"), ("clipper_ha", "Clipper-HA (all K=0)"),
@@ -73,6 +74,9 @@ class GenerationRequest(models.Model):
     cache_neighbor_id = models.BigIntegerField(null=True, blank=True)
     cache_neighbor_prompt = models.TextField(blank=True, default="")
     similarity = models.FloatField(null=True, blank=True)
+    # The prompt's MiniLM embedding from submit, kept so the worker adds the prompt to the
+    # cache without embedding it again.
+    embedding = VectorField(dimensions=384, null=True, blank=True, editable=False)
     batch_limit = models.PositiveSmallIntegerField(null=True, blank=True,
                                                    help_text="Largest batch dispatch allowed it to join.")
     batch_size = models.PositiveSmallIntegerField(null=True, blank=True)

@@ -79,6 +79,7 @@ def submit(owner, sub: Submission) -> tuple[GenerationRequest, bool]:
         batch_limit=decision.batch_limit, redirected=decision.redirected,
         similarity=decision.similarity, cache_neighbor_id=decision.neighbor_id,
         cache_neighbor_prompt=decision.neighbor_prompt, quality=decision.quality,
+        embedding=decision.embedding,
     )
     try:
         with transaction.atomic():

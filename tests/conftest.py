@@ -45,6 +45,18 @@ def django_db_modify_db_settings(embedded_services):
     return None
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread: the tiny model's ops are too small to gain from more, and on a loaded
+    2-core machine OpenMP threads waiting on each other made runs up to 20x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_path() -> Path:
     from django.conf import settings

@@ -13,14 +13,8 @@ from workers.tiny_model import CLIP_VOCAB_SIZE, build_clip_tokenizer
 PROMPT = "a lighthouse at dawn"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread: the tiny model's ops are too small to gain from more, and on a loaded 2-core
-    machine OpenMP threads waiting on each other made runs up to 20x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# One intra-op torch thread for this module (tests/conftest.py explains why).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _image(seed: int, size: int = 64) -> Image.Image:

@@ -10,14 +10,8 @@ import torch
 from workers import tiny_model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread: the tiny model's ops are too small to gain from more, and on a loaded 2-core
-    machine OpenMP threads waiting on each other made runs up to 20x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# One intra-op torch thread for this module (tests/conftest.py explains why).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_tokenizer_has_real_clip_ids():

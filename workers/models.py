@@ -14,6 +14,8 @@ from django.core.validators import MinValueValidator
 from django.db import models
 from pgvector.django import HnswIndex, VectorField
 
+from webapp.singleton import SingletonModel
+
 EMBED_DIM = 384  # MiniLM (scheduler.embeddings.EMBED_DIM)
 
 
@@ -81,7 +83,7 @@ class CacheLevel(models.Model):
         return f"entry {self.entry_id} K={self.level}"
 
 
-class CacheConfig(models.Model):
+class CacheConfig(SingletonModel):
     """Operator-tunable cache settings: one row, edited in the admin. The similarity → K* thresholds are
     scheduling settings and live on ``ServingConfig.thresholds`` (one place for the submit path, the
     controller and :func:`workers.cache_store.match`)."""
@@ -98,8 +100,5 @@ class CacheConfig(models.Model):
         return "Cache configuration"
 
     @classmethod
-    def current(cls) -> "CacheConfig":
-        config = cls.objects.order_by("pk").first()
-        if config is None:
-            config, _ = cls.objects.get_or_create(pk=1, defaults=dict(byte_budget=settings.T2I_CACHE_BYTE_BUDGET))
-        return config
+    def initial_values(cls) -> dict:
+        return dict(byte_budget=settings.T2I_CACHE_BYTE_BUDGET)

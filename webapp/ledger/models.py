@@ -12,6 +12,8 @@ from django.urls import reverse
 from django.utils import timezone
 from pgvector.django import VectorField
 
+from webapp.singleton import SingletonModel
+
 SEED_MAX = 2**32 - 1
 POLICY_CHOICES = [("prompt_aware", "Prompt-aware (the paper)"), ("clipper_ha", "Clipper-HA (all K=0)"),
                   ("clipper_ht", "Clipper-HT (all largest K)"), ("nirvana", "NIRVANA (own K*, no plan)"),
@@ -127,7 +129,7 @@ class GenerationRequest(models.Model):
         return self.status == Status.SUCCEEDED and self.finished_at <= self.deadline
 
 
-class ServingConfig(models.Model):
+class ServingConfig(SingletonModel):
     """Operator-tunable serving settings: one row, edited in the admin."""
 
     slo_seconds = models.FloatField(validators=[MinValueValidator(0.1)],
@@ -253,17 +255,10 @@ class ServingConfig(models.Model):
         sync_controller_period(self.controller_period_s)
 
     @classmethod
-    def current(cls) -> "ServingConfig":
-        config = cls.objects.order_by("pk").first()
-        if config is None:
-            config, _ = cls.objects.get_or_create(pk=1, defaults=dict(
-                slo_seconds=settings.T2I_SLO_SECONDS,
-                default_steps=settings.T2I_DEFAULT_STEPS,
-                default_size=settings.T2I_DEFAULT_SIZE,
-                allowed_sizes=settings.T2I_ALLOWED_SIZES,
-                max_in_flight=settings.T2I_MAX_IN_FLIGHT,
-            ))
-        return config
+    def initial_values(cls) -> dict:
+        return dict(slo_seconds=settings.T2I_SLO_SECONDS, default_steps=settings.T2I_DEFAULT_STEPS,
+                    default_size=settings.T2I_DEFAULT_SIZE, allowed_sizes=settings.T2I_ALLOWED_SIZES,
+                    max_in_flight=settings.T2I_MAX_IN_FLIGHT)
 
 
 class AllocationPlan(models.Model):

@@ -113,6 +113,12 @@ def format_table(results: dict[str, dict]) -> str:
     rows = [head]
     for name, m in results.items():
         rows.append([name] + [fmt.format(m[key]) if m.get(key) is not None else "-" for key, _, fmt in TABLE_COLUMNS])
+    return render_table(rows)
+
+
+def render_table(rows: list[list[str]]) -> str:
+    """Plain-text table: the first row is the header; first column left-aligned, the rest right."""
+    head = rows[0]
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = []
     for i, r in enumerate(rows):

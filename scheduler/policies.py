@@ -57,6 +57,17 @@ class Policy:
         """Called every period by the controller. Fixed-level policies keep their plan."""
         return self.current
 
+    def _solve(self, demand: DemandEstimate | None, prompt_aware: bool) -> Plan:
+        """The controller's MILP (shared settings for every policy that has one)."""
+        if demand is None:
+            return self.current
+        c = self.config
+        p = solve_plan(demand, c.n_workers, c.profile, c.slo_s, util_target=c.util_target,
+                       headroom=c.headroom, prompt_aware=prompt_aware, previous=self.current,
+                       batch_caps=self.caps, policy=self.name, time_limit_s=c.plan_time_limit_s)
+        self.set_plan(p)
+        return p
+
     def set_plan(self, plan: Plan) -> None:
         """Adopt a plan (from `plan()` or, in the live system, from storage)."""
         self.current = plan
@@ -104,15 +115,7 @@ class PromptAware(Policy):
     uses_controller = True
 
     def plan(self, now: float, demand: DemandEstimate | None) -> Plan:
-        if demand is None:
-            return self.current
-        c = self.config
-        p = solve_plan(demand, c.n_workers, c.profile, c.slo_s, util_target=c.util_target,
-                       headroom=c.headroom, prompt_aware=True, previous=self.current,
-                       batch_caps=self.caps, policy=self.name,
-                       time_limit_s=c.plan_time_limit_s)
-        self.set_plan(p)
-        return p
+        return self._solve(demand, prompt_aware=True)
 
     def dispatch(self, req: RequestView, cluster: ClusterView, now: float) -> Decision:
         avail = req.levels_available
@@ -178,15 +181,7 @@ class Proteus(Policy):
     uses_controller = True
 
     def plan(self, now: float, demand: DemandEstimate | None) -> Plan:
-        if demand is None:
-            return self.current
-        c = self.config
-        p = solve_plan(demand, c.n_workers, c.profile, c.slo_s, util_target=c.util_target,
-                       headroom=c.headroom, prompt_aware=False, previous=self.current,
-                       batch_caps=self.caps, policy=self.name,
-                       time_limit_s=c.plan_time_limit_s)
-        self.set_plan(p)
-        return p
+        return self._solve(demand, prompt_aware=False)
 
     def dispatch(self, req: RequestView, cluster: ClusterView, now: float) -> Decision:
         if not req.levels_available:

@@ -23,8 +23,9 @@ import time
 import numpy as np
 from django.core.management.base import BaseCommand, CommandError
 
-from webapp.loadgen import collect
+from scheduler.metrics import render_table
 from scheduler.simulate import add_cache_model_arguments
+from webapp.loadgen import collect
 from webapp.loadgen.cli import add_live_arguments, header_line, run_live
 from webapp.loadgen.workload import WorkloadError, build_workload, live_setup, write_segment
 
@@ -64,13 +65,7 @@ def format_comparison(diffs: dict) -> str:
                      "-" if d["diff"] is None else (f"{d['diff'] * 100:+.2f} pp" if pct else f"{d['diff']:+.4f}"),
                      "-" if d["rel_diff"] is None else f"{d['rel_diff']:+.1%}", d["tolerance"] or "-",
                      {True: "yes", False: "NO", None: "-"}[d["within"]]])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    lines = []
-    for i, r in enumerate(rows):
-        lines.append("  ".join(c.ljust(widths[0]) if j == 0 else c.rjust(widths[j]) for j, c in enumerate(r)))
-        if i == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return render_table(rows)
 
 
 class Command(BaseCommand):

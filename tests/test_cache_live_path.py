@@ -53,8 +53,6 @@ def test_near_duplicate_resumes_from_the_cache_and_a_miss_does_not(api, gpu_work
     miss = served(api, "quarterly tax spreadsheet for a bakery")
     assert miss.k_served == 0 and miss.k_star == 0 and miss.cache_neighbor_id is None
 
-    # Fewer denoising steps: the resumed request's batch took less time than the full runs'.
-    resumed = BatchRecord.objects.filter(k_prime=near.k_served).first()
-    full = BatchRecord.objects.filter(k_prime=0, batch_size=1).order_by("service_seconds").first()
-    assert resumed is not None and full is not None
-    assert resumed.service_seconds < full.service_seconds
+    # The worker ran that request as a resumed batch at its K′ (timing is the benchmark's job:
+    # python -m workers.bench_resume / bench_workload — wall time is too noisy for a test).
+    assert BatchRecord.objects.filter(k_prime=near.k_served, batch_size=1).exists()

@@ -217,7 +217,7 @@ def test_emulated_engine_sleeps_the_profile_latency(embedded_services, settings)
         results = engine.generate(items)
         elapsed = time.perf_counter() - started
         expected = profile.latency(k, b) * 0.2
-        assert expected <= elapsed < expected + 0.15
+        assert expected <= elapsed < expected + 0.5  # sleep never returns early; may overshoot
         assert all(r.timings.batch_size == b for r in results)
         assert sorted(results[0].latents) == [lv for lv in (5, 10, 15, 20, 25) if lv > k]
 

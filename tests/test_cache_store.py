@@ -138,14 +138,14 @@ def test_filtered_hnsw_scan_is_never_starved_by_the_key_filter(embedded_services
                 cur.execute(f'ALTER TABLE workers_cacheentry DROP CONSTRAINT "{name}"')
             cur.execute("SET LOCAL enable_seqscan = off")
             lit = cache_store._vector_literal(queries[0])
-            cur.execute("EXPLAIN " + cache_store._NEAREST_HNSW, [lit, "rare", lit])
+            cur.execute("EXPLAIN " + cache_store._QUERIES["embedding"][0], [lit, "rare", lit])
             assert "cacheentry_embedding_hnsw" in " ".join(r[0] for r in cur.fetchall())
             starved = 0
             cur.execute("SET LOCAL hnsw.ef_search = 10")
             cur.execute("SET LOCAL hnsw.iterative_scan = off")
             for q in queries:
                 lit = cache_store._vector_literal(q)
-                cur.execute(cache_store._NEAREST_HNSW, [lit, "rare", lit])
+                cur.execute(cache_store._QUERIES["embedding"][0], [lit, "rare", lit])
                 starved += len(cur.fetchall()) == 0
         assert starved > 0, "the control query should be starved by the filter at least once"
         for q in queries:

@@ -208,6 +208,11 @@ T2I_CACHE_LEVELS = tuple(sorted({int(k) for k in env_list("T2I_CACHE_LEVELS", "5
 T2I_CACHE_BYTE_BUDGET = env_int("T2I_CACHE_BYTE_BUDGET", 2 * 1024**3)  # bytes of latent files
 T2I_CACHE_DIR = Path(os.environ.get("T2I_CACHE_DIR", MEDIA_ROOT / "latent-cache"))
 T2I_CACHE_EF_SEARCH = env_int("T2I_CACHE_EF_SEARCH", 40)  # pgvector hnsw.ef_search for lookups
+# Prompt embedder the cache compares: "minilm" (packaged MiniLM, default) or "clip" (the model's own
+# CLIP text encoder, workers/clip_embeddings.py). MiniLM embeddings are stored either way.
+T2I_EMBEDDER = os.environ.get("T2I_EMBEDDER", "minilm")
+if T2I_EMBEDDER not in ("minilm", "clip"):
+    raise ImproperlyConfigured(f"T2I_EMBEDDER must be minilm or clip, not {T2I_EMBEDDER!r}")
 
 LOGGING = {
     "version": 1,

@@ -87,7 +87,7 @@ def explain(connection, cache_store, query: np.ndarray, keys: np.ndarray) -> Non
         with transaction.atomic(), connection.cursor() as cur:
             cur.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true), "
                         "set_config('hnsw.ef_search', %s, true)", [str(settings.T2I_CACHE_EF_SEARCH)])
-            cur.execute("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + cache_store._NEAREST_HNSW, [lit, key, lit])
+            cur.execute("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + cache_store._QUERIES["embedding"][0], [lit, key, lit])
             plan = [r[0] for r in cur.fetchall()]
         scans = [p.strip() for p in plan if "Scan" in p or "Execution" in p or "Buffers" in p]
         print(f"  plan for key {key} ({np.mean(keys == key):.0%}): " + " | ".join(s[:90] for s in scans))

@@ -51,6 +51,7 @@ from django.db import OperationalError, connection, transaction
 from django.db.models import F, Sum
 from django.utils import timezone
 
+from .clip_embeddings import CLIP_DIM, clip_text_embeddings
 from .models import EMBED_DIM, CacheConfig, CacheEntry, CacheLevel
 
 if TYPE_CHECKING:  # torch only where latents are touched: the web process never needs it here
@@ -142,10 +143,22 @@ def embed(prompts: Sequence[str]) -> np.ndarray:
     return embed_texts(list(prompts))
 
 
+def query_vector(prompt: str, minilm: Any) -> np.ndarray:
+    """What a lookup compares: the MiniLM embedding, or with T2I_EMBEDDER=clip the model's own
+    CLIP text features (workers/clip_embeddings.py)."""
+    if settings.T2I_EMBEDDER == "clip":
+        return clip_text_embeddings([prompt], settings.T2I_MODEL_PATH)[0]
+    return np.asarray(minilm, dtype=np.float32)
+
+
+_COLUMN_BY_DIM = {EMBED_DIM: "embedding", CLIP_DIM: "clip_embedding"}
+
+
 def _checked_vector(embedding: Any) -> np.ndarray:
     v = np.asarray(embedding, dtype=np.float32).reshape(-1)
-    if v.shape[0] != EMBED_DIM:
-        raise ValueError(f"embedding must have {EMBED_DIM} dimensions, got {v.shape[0]}")
+    if v.shape[0] not in _COLUMN_BY_DIM:
+        raise ValueError(f"embedding must have {EMBED_DIM} (MiniLM) or {CLIP_DIM} (CLIP) dimensions, "
+                         f"got {v.shape[0]}")
     if not np.all(np.isfinite(v)) or not np.any(v):
         raise ValueError("embedding must be finite and non-zero")
     return v
@@ -158,17 +171,20 @@ def _vector_literal(embedding: Any) -> str:
 _ENTRY_FIELDS = ["id", "prompt", "prompt_sha", "model_key", "levels", "hits", "score", "bytes", "created_at",
                  "last_hit_at"]
 _ENTRY_COLUMNS = ", ".join(_ENTRY_FIELDS)
-_NEAREST_HNSW = f"""
+_NEAREST_HNSW = """
     WITH candidates AS MATERIALIZED (
-        SELECT {_ENTRY_COLUMNS}, embedding <=> %s::vector AS distance
-        FROM workers_cacheentry WHERE model_key = %s
-        ORDER BY embedding <=> %s::vector LIMIT {CANDIDATES})
+        SELECT {entry}, {col} <=> %s::vector AS distance
+        FROM workers_cacheentry WHERE model_key = %s AND {col} IS NOT NULL
+        ORDER BY {col} <=> %s::vector LIMIT {n})
     SELECT * FROM candidates ORDER BY distance + 0, id LIMIT 1"""
 # "+ 0" keeps the planner off the HNSW index: an exact scan of the key's rows.
-_NEAREST_EXACT = f"""
-    SELECT {_ENTRY_COLUMNS}, embedding <=> %s::vector AS distance
-    FROM workers_cacheentry WHERE model_key = %s
-    ORDER BY (embedding <=> %s::vector) + 0, id LIMIT 1"""
+_NEAREST_EXACT = """
+    SELECT {entry}, {col} <=> %s::vector AS distance
+    FROM workers_cacheentry WHERE model_key = %s AND {col} IS NOT NULL
+    ORDER BY ({col} <=> %s::vector) + 0, id LIMIT 1"""
+_QUERIES = {col: (_NEAREST_HNSW.format(entry=_ENTRY_COLUMNS, col=col, n=CANDIDATES),
+                  _NEAREST_EXACT.format(entry=_ENTRY_COLUMNS, col=col))
+            for col in _COLUMN_BY_DIM.values()}
 
 
 def nearest(embedding: Any, model_key: str) -> tuple[CacheEntry, float] | None:
@@ -182,6 +198,7 @@ def nearest(embedding: Any, model_key: str) -> tuple[CacheEntry, float] | None:
     """
     vec = _vector_literal(embedding)
     params = [vec, model_key, vec]
+    hnsw_sql, exact_sql = _QUERIES[_COLUMN_BY_DIM[len(_checked_vector(embedding))]]
     ef = str(int(settings.T2I_CACHE_EF_SEARCH))
     # One psycopg pipeline: BEGIN, the two SET LOCALs, the query and COMMIT travel together instead of
     # four round trips (each a chance to be preempted on a busy host). psycopg's transaction() is a real
@@ -192,10 +209,10 @@ def nearest(embedding: Any, model_key: str) -> tuple[CacheEntry, float] | None:
         with conn.pipeline(), conn.transaction(), conn.cursor() as cur:
             cur.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true), "
                         "set_config('hnsw.ef_search', %s, true)", [ef])
-            cur.execute(_NEAREST_HNSW, params)
+            cur.execute(hnsw_sql, params)
             row = cur.fetchone()
             if row is None:  # hnsw.max_scan_tuples reached before any row of a very rare key
-                cur.execute(_NEAREST_EXACT, params)
+                cur.execute(exact_sql, params)
                 row = cur.fetchone()
     if row is None:
         return None
@@ -362,6 +379,9 @@ def insert_many(model_key: str, prompts: Sequence[str], latents: Sequence[Mappin
         vectors = {}
         for prompt, vec in zip(prompts, np.asarray(embeddings, dtype=np.float32)):
             vectors.setdefault(prompt, vec)
+    clip_vectors: dict[str, np.ndarray] = {}
+    if settings.T2I_EMBEDDER == "clip":
+        clip_vectors = dict(zip(todo, clip_text_embeddings(todo, settings.T2I_MODEL_PATH)))
 
     # Files first, outside any transaction (the slow part: nothing is locked while writing).
     key_dir = hashlib.sha1(model_key.encode()).hexdigest()[:12]
@@ -394,11 +414,14 @@ def insert_many(model_key: str, prompts: Sequence[str], latents: Sequence[Mappin
                 if entry is None:
                     entry = CacheEntry.objects.create(
                         prompt=prompt, prompt_sha=shas[prompt], embedding=_checked_vector(vectors[prompt]),
-                        model_key=model_key, levels=sorted(files),
+                        clip_embedding=clip_vectors.get(prompt), model_key=model_key, levels=sorted(files),
                         bytes=sum(nb for _, nb in files.values()))
                     add = files
                 else:
                     add = {k: v for k, v in files.items() if k not in entry.levels}
+                    if prompt in clip_vectors:  # an entry cached before CLIP was switched on
+                        CacheEntry.objects.filter(pk=entry.pk, clip_embedding__isnull=True).update(
+                            clip_embedding=clip_vectors[prompt])
                     unused += [name for k, (name, _) in files.items() if k in entry.levels]
                     if add:
                         CacheEntry.objects.filter(pk=entry.pk).update(

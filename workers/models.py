@@ -16,6 +16,8 @@ from pgvector.django import HnswIndex, VectorField
 
 from webapp.singleton import SingletonModel
 
+from .clip_embeddings import CLIP_DIM  # noqa: E402
+
 EMBED_DIM = 384  # MiniLM (scheduler.embeddings.EMBED_DIM)
 
 
@@ -31,6 +33,8 @@ class CacheEntry(models.Model):
     prompt_sha = models.CharField(max_length=64, editable=False,
                                   help_text="sha256 of the prompt: one entry per prompt and model key.")
     embedding = VectorField(dimensions=EMBED_DIM)
+    # Filled when T2I_EMBEDDER=clip: the model's own CLIP text features (workers/clip_embeddings.py).
+    clip_embedding = VectorField(dimensions=CLIP_DIM, null=True, blank=True)
     model_key = models.CharField(max_length=200, db_index=True,
                                  help_text="model | scheduler | N | resolution (cache_store.model_key).")
     levels = ArrayField(models.PositiveSmallIntegerField(), default=list,
@@ -48,6 +52,8 @@ class CacheEntry(models.Model):
             # ef_construction 128 (pgvector's default is 64): at 100k clustered MiniLM-like vectors it lifts
             # recall@1 at ef_search 40 from 0.80 to 0.85 for ~1.5x build time (docs/cache.md).
             HnswIndex(name="cacheentry_embedding_hnsw", fields=["embedding"], m=16, ef_construction=128,
+                      opclasses=["vector_cosine_ops"]),
+            HnswIndex(name="cacheentry_clip_hnsw", fields=["clip_embedding"], m=16, ef_construction=128,
                       opclasses=["vector_cosine_ops"]),
         ]
         constraints = [

@@ -38,7 +38,8 @@ def decide(*, request_id: str, prompt: str, arrival: float, deadline: float, wid
            height: int, steps: int) -> Decision:
     config = ServingConfig.current()
     embedding = embed_texts([prompt])[0]
-    found = cache_store.nearest(embedding, cache_store.model_key_for(steps, width, height))
+    found = cache_store.nearest(cache_store.query_vector(prompt, embedding),
+                                cache_store.model_key_for(steps, width, height))
     match, similarity = found if found else (None, None)
     available = tuple(sorted(match.levels)) if match else ()
     predictor = live_scheduler.scheduler_config(config).predictor

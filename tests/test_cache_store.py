@@ -352,3 +352,14 @@ def test_admin_lists_entries_and_purge_action_removes_rows_and_files(embedded_se
     assert CacheEntry.objects.count() == 0 and files_on_disk() == set()
     bad = client.post(f"/admin/workers/cacheconfig/{config.pk}/change/", {"byte_budget": -1})
     assert bad.status_code == 200 and "greater than or equal to 0" in bad.content.decode()
+
+
+def test_model_key_names_the_scheduler_the_engine_runs(tiny_model_path, settings):
+    """A swapped scheduler (T2I_SCHEDULER) is part of the key, so latents made with one scheduler
+    are never resumed with another."""
+    settings.T2I_MODEL_PATH = tiny_model_path
+    settings.T2I_SCHEDULER = ""
+    folder = cache_store.model_key_for(50, 64, 64)
+    settings.T2I_SCHEDULER = "euler"
+    swapped = cache_store.model_key_for(50, 64, 64)
+    assert "|ddim|" in folder and "|euler|" in swapped and folder != swapped

@@ -176,6 +176,11 @@ T2I_WORKERS = env_int("T2I_WORKERS", 2)  # GPU slots; worker i consumes queue gp
 T2I_ENGINE = os.environ.get("T2I_ENGINE", "diffusers")  # diffusers | emulated
 T2I_MODEL_PATH = Path(os.environ.get("T2I_MODEL_PATH", DATA_DIR / "models" / "tiny-sd"))
 T2I_DEVICE = os.environ.get("T2I_DEVICE", "")  # "" = cuda if available else cpu
+# "" keeps the model folder's scheduler; "ddim" or "euler" swaps it (needed for real SD 1.x folders,
+# which ship PNDM: only DDIM and Euler can resume from a cached latent exactly).
+T2I_SCHEDULER = os.environ.get("T2I_SCHEDULER", "")
+if T2I_SCHEDULER not in ("", "ddim", "euler"):
+    raise ImproperlyConfigured(f"T2I_SCHEDULER must be empty, ddim or euler, not {T2I_SCHEDULER!r}")
 T2I_SLO_SECONDS = env_float("T2I_SLO_SECONDS", 30.0)
 T2I_DEFAULT_STEPS = env_int("T2I_DEFAULT_STEPS", 50)
 T2I_DEFAULT_SIZE = env_int("T2I_DEFAULT_SIZE", 64)

@@ -113,11 +113,12 @@ def folder_scheduler(model_path: str | os.PathLike) -> str:
 
 def model_key_for(steps: int, width: int, height: int, model_path: str | os.PathLike | None = None,
                   scheduler: str | None = None) -> str:
-    """The key of a request for the configured model (``settings.T2I_MODEL_PATH``). The submit path calls
-    it with the request's steps and size; the worker passes ``scheduler=engine.scheduler_name`` (equal to
-    the folder's scheduler unless it swapped it)."""
+    """The key of a request for the configured model (``settings.T2I_MODEL_PATH``), as the submit path,
+    the workers and warm_cache all compute it: the scheduler is ``T2I_SCHEDULER`` when the engine swaps
+    the folder's (real SD 1.x folders ship PNDM, which cannot be resumed), else the folder's own."""
     path = Path(model_path if model_path is not None else settings.T2I_MODEL_PATH)
-    return model_key(model_identity(str(path)), scheduler or folder_scheduler(str(path)), steps, width, height)
+    scheduler = scheduler or settings.T2I_SCHEDULER or folder_scheduler(str(path))
+    return model_key(model_identity(str(path)), scheduler, steps, width, height)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -59,7 +59,8 @@ def _build_engine():
         return emulated_engine()
     from .engine import ApproxCEngine, load_pipeline
 
-    pipe = load_pipeline(settings.T2I_MODEL_PATH, device=settings.T2I_DEVICE or None)
+    pipe = load_pipeline(settings.T2I_MODEL_PATH, device=settings.T2I_DEVICE or None,
+                         scheduler=settings.T2I_SCHEDULER or None)
     if pipe.device.type == "cpu":
         _share_cpu_cores()
     return ApproxCEngine(pipe, cache_levels=settings.T2I_CACHE_LEVELS)

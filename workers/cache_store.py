@@ -118,6 +118,8 @@ def model_key_for(steps: int, width: int, height: int, model_path: str | os.Path
     the folder's (real SD 1.x folders ship PNDM, which cannot be resumed), else the folder's own."""
     path = Path(model_path if model_path is not None else settings.T2I_MODEL_PATH)
     scheduler = scheduler or settings.T2I_SCHEDULER or folder_scheduler(str(path))
+    if settings.T2I_ENGINE == "emulated":  # placeholder latents must never seed a real resume
+        scheduler = f"emulated-{scheduler}"
     return model_key(model_identity(str(path)), scheduler, steps, width, height)
 
 

@@ -104,7 +104,8 @@ def generate(request_id: str) -> str:
                 fields["quality"] = (QUALITY.q(row.similarity, item.start_level)
                                      if item.start_level else 1.0)
             transitions.succeed(row.id, **fields)
-    BatchRecord.objects.create(worker=worker, k_prime=rows[0].k_served or 0, batch_size=len(rows),
+    BatchRecord.objects.create(worker=worker, k_prime=max(item.start_level for item in items),
+                               batch_size=len(rows),
                                service_seconds=service, engine=settings.T2I_ENGINE,
                                plan_version=rows[0].plan_version)
     return f"done: batch of {len(rows)}"

@@ -34,19 +34,18 @@ class Decision:
     embedding: np.ndarray
 
 
-def decide(*, request_id: str, prompt: str, arrival: float, deadline: float, width: int,
-           height: int, steps: int) -> Decision:
-    config = ServingConfig.current()
+def decide(*, config: ServingConfig, request_id: str, prompt: str, arrival: float, deadline: float,
+           width: int, height: int, steps: int) -> Decision:
     embedding = embed_texts([prompt])[0]
     found = cache_store.nearest(cache_store.query_vector(prompt, embedding),
                                 cache_store.model_key_for(steps, width, height))
     match, similarity = found if found else (None, None)
     available = tuple(sorted(match.levels)) if match else ()
-    predictor = live_scheduler.scheduler_config(config).predictor
-    k_star = predictor.k_star(similarity, available) if match else 0
-    choice, plan_version, policy = live_scheduler.dispatch(
-        request_id=request_id, arrival=arrival, deadline=deadline, similarity=similarity,
-        k_star=k_star, levels_available=available)
+    policy, plan_version = live_scheduler.live_policy.get(config)
+    k_star = policy.config.predictor.k_star(similarity, available) if match else 0
+    choice = live_scheduler.dispatch(
+        policy=policy, request_id=request_id, arrival=arrival, deadline=deadline,
+        similarity=similarity, k_star=k_star, levels_available=available)
     k_prime = choice.k_prime if match else 0
     quality = policy.quality(similarity, k_prime)
     return Decision(worker=choice.worker_index, k_served=k_prime, k_star=k_star,

@@ -154,13 +154,10 @@ def cluster_view(policy: Policy, now: float) -> ClusterView:
     return view
 
 
-def dispatch(*, request_id: str, arrival: float, deadline: float, similarity: float | None,
-             k_star: int, levels_available: tuple[int, ...]) -> tuple[Decision, int | None, Policy]:
-    """Ask the active policy where (and at which K′) a new request goes."""
-    config = ServingConfig.current()
-    policy, plan_version = live_policy.get(config)
+def dispatch(*, policy: Policy, request_id: str, arrival: float, deadline: float,
+             similarity: float | None, k_star: int, levels_available: tuple[int, ...]) -> Decision:
+    """Ask `policy` (this process's, from `live_policy.get`) where and at which K′ a request goes."""
     view = cluster_view(policy, arrival)
-    decision = policy.dispatch(RequestView(id=request_id, arrival=arrival, deadline=deadline,
-                                           similarity=similarity, k_star=k_star,
-                                           levels_available=levels_available), view, arrival)
-    return decision, plan_version, policy
+    return policy.dispatch(RequestView(id=request_id, arrival=arrival, deadline=deadline,
+                                       similarity=similarity, k_star=k_star,
+                                       levels_available=levels_available), view, arrival)

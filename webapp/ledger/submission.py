@@ -67,7 +67,8 @@ def submit(owner, sub: Submission) -> tuple[GenerationRequest, bool]:
     height = sub.height or config.default_size
     steps = sub.steps or config.default_steps
     deadline = now + timedelta(seconds=config.slo_seconds)
-    decision = dispatch.decide(request_id=str(request_id), prompt=sub.prompt, arrival=now.timestamp(),
+    decision = dispatch.decide(config=config, request_id=str(request_id), prompt=sub.prompt,
+                               arrival=now.timestamp(),
                                deadline=deadline.timestamp(), width=width, height=height, steps=steps)
     row = GenerationRequest(
         id=request_id, created_at=now, owner=owner, idempotency_key=sub.idempotency_key or None,

@@ -92,7 +92,7 @@ def test_lease_expiry_gives_up_after_max_attempts(user, embedded_services, setti
     rid = unpublished_row(user, prompt="doomed").id
     for attempt in range(settings.T2I_MAX_ATTEMPTS):
         GenerationRequest.objects.filter(pk=rid).update(status=Status.QUEUED)
-        assert transitions.claim([rid], worker=0, lease_seconds=-1)  # lease already expired
+        assert transitions.claim_batch(rid, worker=0, lease_seconds=-1)  # lease already expired
         reconcile()
     row = GenerationRequest.objects.get(pk=rid)
     assert row.status == Status.FAILED

@@ -56,11 +56,3 @@ def publish(request_id: uuid.UUID, worker: int) -> bool:
         return False
     transitions.mark_published(request_id)
     return True
-
-
-def queue_depths(workers: int) -> list[int]:
-    """Messages waiting in each worker's Redis list (Flower/metrics; not the ledger's count)."""
-    pipe = broker().pipeline()
-    for i in range(workers):
-        pipe.llen(queue_name(i))
-    return [int(n) for n in pipe.execute()]

@@ -17,25 +17,6 @@ from django.utils import timezone
 from .models import GenerationRequest, Status
 
 
-def claim(request_ids: Iterable[uuid.UUID], worker: int, lease_seconds: float) -> list[uuid.UUID]:
-    """Mark queued rows as running on `worker` with a lease; return the ids actually claimed.
-
-    Uses SELECT … FOR UPDATE SKIP LOCKED so two workers never claim the same row.
-    """
-    from django.db import transaction
-
-    now = timezone.now()
-    with transaction.atomic():
-        ids = list(GenerationRequest.objects.select_for_update(skip_locked=True)
-                   .filter(pk__in=list(request_ids), status=Status.QUEUED)
-                   .values_list("pk", flat=True))
-        if ids:
-            GenerationRequest.objects.filter(pk__in=ids).update(
-                status=Status.RUNNING, worker=worker, started_at=now,
-                lease_until=now + timedelta(seconds=lease_seconds), attempts=F("attempts") + 1)
-    return ids
-
-
 def claim_batch(request_id: uuid.UUID, worker: int, lease_seconds: float) -> list[uuid.UUID]:
     """Claim this request plus other queued rows for the same worker and K′ (and the same
     shape, so they can share one call), oldest first, up to the batch limit dispatch gave it.

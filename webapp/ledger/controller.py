@@ -63,18 +63,14 @@ def manual_plan(layout: list[int], sc: SchedulerConfig, policy_name: str) -> Pla
 
 
 def _observe_arrivals(est: DemandEstimator, sc: SchedulerConfig, since: datetime, until: datetime) -> int:
-    rows = GenerationRequest.objects.filter(created_at__gte=since, created_at__lt=until).values_list(
-        "k_star", "similarity")
+    rows = list(GenerationRequest.objects.filter(created_at__gte=since, created_at__lt=until)
+                .values_list("k_star", "similarity"))
     levels = sc.levels
-    n = 0
-    for k_star, similarity in rows.iterator(chunk_size=2000):
-        k = k_star if k_star in levels else 0
-        q_row = None
-        if similarity is not None:
-            q_row = np.array([1.0 if lv == 0 else sc.quality.q(similarity, lv) for lv in levels])
-        est.observe(k, q_row)
-        n += 1
-    return n
+    similarity = np.array([np.nan if s is None else s for _, s in rows], dtype=float)
+    quality = sc.quality.q_matrix(similarity, levels)  # a row per arrival, a column per level
+    for (k_star, s), q_row in zip(rows, quality):
+        est.observe(k_star if k_star in levels else 0, None if s is None else q_row)
+    return len(rows)
 
 
 def _queued_per_class(levels: list[int]) -> list[int]:

@@ -36,7 +36,7 @@ def effective_level(k: int, available: tuple[int, ...]) -> int:
 
 
 def soonest_free(workers: list[int], cluster: ClusterView, now: float) -> tuple[int, float]:
-    """(worker, backlog seconds) of the worker that frees up first."""
+    """(worker, backlog seconds) of the worker that frees up first (the first such in `workers`)."""
     best_w, best_b = workers[0], float("inf")
     bu, qs = cluster.busy_until, cluster.queued_s
     for w in workers:
@@ -44,6 +44,8 @@ def soonest_free(workers: list[int], cluster: ClusterView, now: float) -> tuple[
         b = (rem if rem > 0 else 0.0) + qs[w]
         if b < best_b:
             best_w, best_b = w, b
+            if b <= 0.0:  # nothing frees up sooner than now
+                break
     return best_w, best_b
 
 
@@ -56,9 +58,10 @@ def route_and_batch(workers: list[int], cluster: ClusterView, now: float, batch_
     for w in workers:
         q = ql[w]
         busy = run[w] > 0
-        outstanding += q + (1 if busy else 0)
         if q == 0 and not busy:
-            idle = True
+            idle = True  # low load whatever the others hold
+            break
+        outstanding += q + (1 if busy else 0)
     if idle or outstanding < load_threshold * len(workers) or batch_plan <= 1:
         w, b = soonest_free(workers, cluster, now)
         return w, 1, b

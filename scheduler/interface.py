@@ -107,6 +107,7 @@ class SchedulerConfig:
     backlog_aware: bool = True          # plan for arrivals + draining what is queued ...
     backlog_horizon_periods: float = 2.0  # ... within this many controller periods
     plan_time_limit_s: float | None = None  # MILP wall-clock cap (live system); None: exact, deterministic
+    solver: str = "glpk"                # the controller's MILP solver: "glpk" or "highs" (scipy.optimize.milp)
 
     @property
     def levels(self) -> list[int]:
@@ -128,5 +129,6 @@ class SchedulerConfig:
                 "headroom": self.headroom, "ewma_alpha": self.ewma_alpha,
                 "load_threshold": self.load_threshold, "deadline_redirect": self.deadline_redirect,
                 "backlog_aware": self.backlog_aware, "backlog_horizon_periods": self.backlog_horizon_periods,
+                "solver": self.solver,
                 "batch_caps": {str(k): v for k, v in self.batch_caps().items()},
                 "thresholds": [list(t) for t in self.predictor.thresholds], "quality": self.quality.to_dict()}

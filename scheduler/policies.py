@@ -64,7 +64,8 @@ class Policy:
         c = self.config
         p = solve_plan(demand, c.n_workers, c.profile, c.slo_s, util_target=c.util_target,
                        headroom=c.headroom, prompt_aware=prompt_aware, previous=self.current,
-                       batch_caps=self.caps, policy=self.name, time_limit_s=c.plan_time_limit_s)
+                       batch_caps=self.caps, policy=self.name, time_limit_s=c.plan_time_limit_s,
+                       solver=c.solver)
         self.set_plan(p)
         return p
 
@@ -207,6 +208,8 @@ class Nirvana(Policy):
             key = (ql[w] + (1 if rem > 0 else 0), (rem if rem > 0 else 0.0) + qs[w])
             if key < best:
                 best_w, best = w, key
+                if key == (0, 0.0):  # an idle worker: nothing is shorter
+                    break
         kp = effective_level(req.k_star, req.levels_available) if req.k_star else 0
         return Decision(best_w, kp, 1, False)
 

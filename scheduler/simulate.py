@@ -24,6 +24,7 @@ import numpy as np
 from .embeddings import embed_prompt_file, read_prompts
 from .interface import SchedulerConfig
 from .metrics import format_table, summarize, time_series, write_results
+from .planner import SOLVERS
 from .policies import DEFAULT_POLICIES, POLICY_NAMES
 from .profiles import DEFAULT_GAMMA, load_profile
 from .traces import load_trace, peak_rate, scale_trace
@@ -72,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--load-threshold", type=float, default=1.0)
     p.add_argument("--no-redirect", action="store_true", help="ablation: turn off the deadline redirect")
     p.add_argument("--no-backlog", action="store_true", help="ablation: plan for arrivals only, not queues")
+    p.add_argument("--solver", choices=SOLVERS, default="glpk",
+                   help="the controller's MILP solver: glpk (default) or highs (scipy.optimize.milp); same optima")
     return p
 
 
@@ -93,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = SchedulerConfig(n_workers=args.workers, profile=profile, slo_s=slo, period_s=args.period,
                           util_target=args.util_target, headroom=args.headroom, ewma_alpha=args.ewma_alpha,
                           load_threshold=args.load_threshold, deadline_redirect=not args.no_redirect,
-                          backlog_aware=not args.no_backlog)
+                          backlog_aware=not args.no_backlog, solver=args.solver)
     caps, top = cfg.batch_caps(), levels[-1]
     capacity = cfg.top_level_capacity()
     raw = load_trace(args.trace)

@@ -59,20 +59,25 @@ class SimResult:
         return int(self.arrival.size)
 
 
-def _q_row(qm, levels: list[int], s: float) -> list[float]:
-    if not math.isfinite(s):
-        return [1.0] + [qm.floor] * (len(levels) - 1)
-    if qm.table_values is None:  # hot path: the default analytic model, plain floats
-        fl = qm.floor
-        out = []
-        for k in levels:
-            if k == 0:
-                out.append(1.0)
-            else:
-                v = 1.0 - qm.g_of(k) * (1.0 - s)
-                out.append(v if v > fl else fl)
-        return out
-    return [qm.q(s, k) for k in levels]
+def _q_row_function(qm, levels: list[int]):
+    """s ↦ [Q(s, K′) for K′ in levels], with NaN s (no neighbour) giving 1 at K′ = 0 and the floor above.
+    For the default analytic model g(K′) is looked up once here: this runs for every arrival."""
+    miss = [1.0] + [qm.floor] * (len(levels) - 1)
+    if qm.table_values is not None:
+        return lambda s: list(miss) if not math.isfinite(s) else [qm.q(s, k) for k in levels]
+    fl = qm.floor
+    gs = [qm.g_of(k) for k in levels if k != 0]
+    head = [1.0] if levels and levels[0] == 0 else []
+    if len(head) + len(gs) != len(levels):  # level 0 not first: keep the general form
+        return lambda s: list(miss) if not math.isfinite(s) else [qm.q(s, k) for k in levels]
+
+    def row(s: float) -> list[float]:
+        if not math.isfinite(s):
+            return list(miss)
+        t = 1.0 - s
+        return head + [v if v > fl else fl for v in [1.0 - g * t for g in gs]]
+
+    return row
 
 
 def simulate(policy_name: str, config: SchedulerConfig, arrivals: np.ndarray, embeddings: np.ndarray,
@@ -206,12 +211,13 @@ def simulate(policy_name: str, config: SchedulerConfig, arrivals: np.ndarray, em
             ks = pred.k_star(s, cache.available(j)) if j >= 0 else 0
             i = levels.index(ks)
             cnt[i] += 1
-            qsum[i] += _q_row(qm, levels, s)
+            qsum[i] += q_row(s)
         qd = default_class_quality(levels, qm)
         qmean = np.where(cnt[:, None] > 0, qsum / np.maximum(cnt, 1)[:, None], qd)
         return DemandEstimate(levels=list(levels), rates=(cnt / period).tolist(), quality=qmean.tolist(), time=t)
 
     class_of = {k: i for i, k in enumerate(levels)}
+    q_row = _q_row_function(qm, levels)
     drop_after = 2.0 * slo
     ai = 0
     arr_l = arrivals.tolist()
@@ -259,7 +265,7 @@ def simulate(policy_name: str, config: SchedulerConfig, arrivals: np.ndarray, em
             ks = 0
         k_star[r] = ks
         sim_arr[r] = s
-        qrow = _q_row(qm, levels, s)
+        qrow = q_row(s)
         estimator.observe(ks, qrow)
         dl = t + slo
         d = policy.dispatch(RequestView(r, t, dl, s if j >= 0 else None, ks, avail), cluster, t)

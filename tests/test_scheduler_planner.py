@@ -103,3 +103,28 @@ def test_worker_assignment_keeps_previous_levels():
     out = assign_worker_levels([1, 0, 1, 0, 0, 3], LEVELS, prev)
     assert out[0] == 0 and out[2] == 25 and out[3] == 25
     assert sorted(out) == [0, 10, 25, 25, 25]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rates=st.lists(st.floats(0, 8, allow_nan=False), min_size=6, max_size=6),
+       n=st.sampled_from([1, 2, 5, 16, 64, 256]), scale=st.sampled_from([0.1, 0.5, 1.0, 3.0]),
+       prompt_aware=st.booleans(), seed=st.integers(0, 1000))
+def test_glpk_and_highs_reach_the_same_optimum(rates, n, scale, prompt_aware, seed):
+    """The default solver (GLPK) and scipy.optimize.milp (HiGHS) agree on the objective: the same served
+    rate and the same expected quality up to the MIP gap both are given."""
+    rng = np.random.default_rng(seed)
+    q = np.clip(np.array(QDEF) - rng.uniform(0, 0.05, (6, 6)) * (np.array(LEVELS) > 0), 0.75, 1.0)
+    demand = DemandEstimate(LEVELS, [r * scale * n / 16 for r in rates], q.tolist())
+    g = solve_plan(demand, n, PROFILE, SLO, prompt_aware=prompt_aware, solver="glpk")
+    h = solve_plan(demand, n, PROFILE, SLO, prompt_aware=prompt_aware, solver="highs")
+    check_plan(g, demand, n, 0.85)
+    check_plan(h, demand, n, 0.85)
+    assert g.served_rate == pytest.approx(h.served_rate, rel=1e-5, abs=1e-9)
+    assert g.expected_quality * g.served_rate == pytest.approx(h.expected_quality * h.served_rate,
+                                                               rel=3e-5, abs=1e-9)
+
+
+def test_unknown_solver_is_a_clear_error():
+    d = DemandEstimate(LEVELS, [0.1] * 6, QDEF)
+    with pytest.raises(ValueError, match="unknown solver 'cplex'"):
+        solve_plan(d, 4, PROFILE, SLO, solver="cplex")

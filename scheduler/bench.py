@@ -1,12 +1,16 @@
 """`python -m scheduler.bench`: print the scheduler's performance figures.
 
-1. Plan solve time (the controller's MILP) at 16, 64 and 256 workers × 6 levels (target ≤ 50 ms at 64).
+1. Plan solve time (the controller's MILP) at 16, 64 and 256 workers × 6 levels, with GLPK (the default)
+   and with HiGHS through scipy.optimize.milp (target ≤ 50 ms at 64).
 2. Dispatch decision latency, p50/p99 per policy (target p99 ≤ 1 ms).
-3. Simulator speed: simulated requests per wall-clock second, cache search included (target ≥ 20,000/s),
-   on a synthetic near-duplicate prompt stream of 384-d unit vectors (no model or data folder needed), or
-   on a real prompt file with `--prompts`. The neighbour index build is timed with the run. For the
-   controller policies the share of wall time spent in MILP solves is printed too: it is paid once per
-   controller period, so it weighs less the more requests a period carries (larger clusters).
+3. Simulator speed: simulated requests per wall-clock second per policy, with the controller's solves and
+   the cache lookups included (target ≥ 20,000/s), on a synthetic near-duplicate prompt stream of 384-d
+   unit vectors (no model or data folder needed), or on a real prompt file with `--prompts`. The exact
+   neighbour index (top-m candidate lists per request, one blocked matrix product over the stream, O(n²))
+   is built once per prompt stream and shared by every policy: it is printed apart, and in an end-to-end
+   figure for a whole run of every policy.
+
+Exit status 1 when a target is missed.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import numpy as np
 from .cache_model import ApproxCache
 from .demand import DemandEstimate, default_class_quality
 from .interface import ClusterView, RequestView, SchedulerConfig
-from .planner import solve_plan
+from .planner import SOLVERS, solve_plan
 from .policies import POLICY_NAMES, make_policy
 from .profiles import load_profile
 from .quality import QualityModel
@@ -32,7 +36,7 @@ def _pct(a: list[float], p: float) -> float:
 
 
 def bench_plan(profile_name: str = "sdxl-a100", sizes: tuple[int, ...] = (16, 64, 256), reps: int = 30,
-               seed: int = 0) -> list[dict]:
+               seed: int = 0, solver: str = "glpk") -> list[dict]:
     prof = load_profile(profile_name)
     slo = 2 * prof.latency(0, 1)
     levels = list(prof.levels)
@@ -47,10 +51,10 @@ def bench_plan(profile_name: str = "sdxl-a100", sizes: tuple[int, ...] = (16, 64
             load = rng.uniform(0.1, 1.3)  # from light to overload, × capacity at the top level
             rates = (rng.dirichlet(np.ones(len(levels))) * load * n * top_cap).tolist()
             c0 = time.process_time()
-            p = solve_plan(DemandEstimate(levels, rates, q), n, prof, slo)
+            p = solve_plan(DemandEstimate(levels, rates, q), n, prof, slo, solver=solver)
             cpu.append((time.process_time() - c0) * 1e3)
             times.append(p.solve_time_s * 1e3)
-        out.append({"workers": n, "levels": len(levels), "mean_ms": float(np.mean(times)),
+        out.append({"workers": n, "levels": len(levels), "solver": solver, "mean_ms": float(np.mean(times)),
                     "p50_ms": _pct(times, 50), "p95_ms": _pct(times, 95), "max_ms": float(np.max(times)),
                     "cpu_mean_ms": float(np.mean(cpu)), "cpu_p95_ms": _pct(cpu, 95)})
     return out
@@ -122,29 +126,14 @@ def bench_sim(requests: int = 20000, warm: int = 1000, workers: int = 16, load: 
     cache = ApproxCache(emb, cfg.levels, 100_000, query_start=warm)
     index_s, index_cpu = time.perf_counter() - t0, time.process_time() - c0
     out = []
-    import scheduler.policies as pol_mod
-
     for name in policies:
-        solve_s = [0.0]
-        orig = pol_mod.solve_plan
-
-        def timed(*a, **k):
-            p = orig(*a, **k)
-            solve_s[0] += p.solve_time_s
-            return p
-
-        pol_mod.solve_plan = timed
-        try:
-            t0, c0 = time.perf_counter(), time.process_time()
-            r = simulate(name, cfg, arr, emb, warm, cache=cache, seed=seed)
-            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-        finally:
-            pol_mod.solve_plan = orig
+        t0, c0 = time.perf_counter(), time.process_time()
+        r = simulate(name, cfg, arr, emb, warm, cache=cache, seed=seed)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        milp_s = float(sum(p["solve_time_s"] for p in r.plans))
         out.append({"policy": name, "requests": int(arr.size), "index_s": index_s, "index_cpu_s": index_cpu,
-                    "cpu_s": cpu, "req_per_cpu_s": arr.size / max(cpu, 1e-9), "wall_s": wall,
-                    "req_per_s": arr.size / wall, "req_per_s_with_index": arr.size / (wall + index_s),
-                    "milp_s": solve_s[0], "req_per_s_excl_milp": arr.size / max(wall - solve_s[0], 1e-9),
-                    "plans": len(r.plans), "cache_fallbacks": r.cache_fallbacks})
+                    "cpu_s": cpu, "wall_s": wall, "req_per_s": arr.size / wall, "milp_s": milp_s,
+                    "plans": len(r.plans) - 1, "cache_fallbacks": r.cache_fallbacks})
     return out
 
 
@@ -158,16 +147,17 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     ok = True
     if args.only in (None, "plan"):
-        print("== plan solve time (MILP, scipy/HiGHS), SDXL A100 profile, 6 levels, demand 0.1–1.3× capacity")
-        print(f"{'workers':>8} {'mean ms':>9} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8} {'CPU mean':>9} {'CPU p95':>8}")
-        for r in bench_plan():
-            print(f"{r['workers']:>8} {r['mean_ms']:>9.2f} {r['p50_ms']:>8.2f} {r['p95_ms']:>8.2f} {r['max_ms']:>8.2f}"
-                  f" {r['cpu_mean_ms']:>9.2f} {r['cpu_p95_ms']:>8.2f}")
-            if r["workers"] == 64:
-                met = r["mean_ms"] <= 50
-                ok = ok and met
-                print(f"   target ≤ 50 ms at 64 workers: mean {r['mean_ms']:.1f} ms → {'met' if met else 'NOT met'}"
-                      f" (p95 {r['p95_ms']:.1f} ms)")
+        print("== plan solve time (the controller's MILP), SDXL A100 profile, 6 levels, demand 0.1–1.3× capacity")
+        print(f"{'solver':>6} {'workers':>8} {'mean ms':>9} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8} {'CPU mean':>9}")
+        for solver in SOLVERS:
+            for r in bench_plan(solver=solver):
+                print(f"{solver:>6} {r['workers']:>8} {r['mean_ms']:>9.2f} {r['p50_ms']:>8.2f} {r['p95_ms']:>8.2f} "
+                      f"{r['max_ms']:>8.2f} {r['cpu_mean_ms']:>9.2f}")
+                if r["workers"] == 64:
+                    met = r["mean_ms"] <= 50
+                    ok = ok and (met or solver != "glpk")
+                    print(f"   target ≤ 50 ms at 64 workers: mean {r['mean_ms']:.1f} ms → {'met' if met else 'NOT met'}"
+                          f" (p95 {r['p95_ms']:.1f} ms)")
     if args.only in (None, "dispatch"):
         for n in (16, 256):
             print(f"== dispatch decision latency, {n} workers, 20,000 decisions")
@@ -180,22 +170,24 @@ def main(argv: list[str] | None = None) -> int:
     if args.only in (None, "sim"):
         for n in args.workers:
             src = args.prompts or "synthetic 384-d near-duplicate stream"
-            print(f"== simulator speed: {n} workers, {args.requests} requests at 0.6× capacity (bursty), "
-                  f"{src}, cache search + index build included")
+            print(f"== simulator speed: {n} workers, {args.requests} requests at 0.6× capacity (bursty), {src}; "
+                  f"controller every 10 simulated s (GLPK), exact cache search")
             rows = bench_sim(requests=args.requests, workers=n, prompts=args.prompts,
                              policies=tuple(args.policies.split(",")))
-            print(f"   neighbour index build (once per prompt stream, shared by all policies): "
-                  f"{rows[0]['index_s']:.2f} s wall, {rows[0]['index_cpu_s']:.2f} s CPU")
-            print(f"{'policy':>14} {'req/s':>8} {'req/CPU-s':>9} {'sim s':>7} {'MILP s':>7} {'plans':>6} "
-                  f"{'req/s excl. MILP':>17} {'req/s incl. index':>18} {'fallbacks':>9}")
+            index_s = rows[0]["index_s"]
+            print(f"   neighbour index build (once per prompt stream, shared by every policy): {index_s:.2f} s")
+            print(f"{'policy':>14} {'req/s':>8} {'sim s':>7} {'MILP s':>7} {'plans':>6} {'fallbacks':>9}")
             for r in rows:
-                print(f"{r['policy']:>14} {r['req_per_s']:>8.0f} {r['req_per_cpu_s']:>9.0f} {r['wall_s']:>7.2f} "
-                      f"{r['milp_s']:>7.2f} {r['plans']:>6} {r['req_per_s_excl_milp']:>17.0f} "
-                      f"{r['req_per_s_with_index']:>18.0f} {r['cache_fallbacks']:>9}")
-            print("   target ≥ 20,000 simulated req/s, cache search included (index build apart); "
-                  "wall excl. MILP / per CPU-second incl. MILP: "
-                  + ", ".join(f"{r['policy']} {'met' if r['req_per_s_excl_milp'] >= 20000 else 'not met'}"
-                              f"/{'met' if r['req_per_cpu_s'] >= 20000 else 'not met'}" for r in rows))
+                print(f"{r['policy']:>14} {r['req_per_s']:>8.0f} {r['wall_s']:>7.2f} {r['milp_s']:>7.2f} "
+                      f"{r['plans']:>6} {r['cache_fallbacks']:>9}")
+            total = sum(r["requests"] for r in rows)
+            wall = index_s + sum(r["wall_s"] for r in rows)
+            print(f"   all {len(rows)} policies end to end, index build included: {total} simulated requests in "
+                  f"{wall:.2f} s = {total / wall:.0f} req/s")
+            slow = [r["policy"] for r in rows if r["req_per_s"] < 20000]
+            ok = ok and not slow
+            print("   target ≥ 20,000 simulated req/s per policy, controller and cache lookups included (index "
+                  "build apart): " + ("met by every policy" if not slow else f"NOT met by {', '.join(slow)}"))
     return 0 if ok else 1
 
 

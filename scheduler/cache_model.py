@@ -27,8 +27,8 @@ import numpy as np
 
 def topm_rows(emb: np.ndarray, rows: range, cols_end, m: int, block: int = 512,
               col_start: int = 0, progress=None) -> tuple[np.ndarray, np.ndarray]:
-    """For each row i in `rows`: the m most similar columns j in [col_start, cols_end(i)), best first
-    (index -1 / similarity -inf where there are fewer)."""
+    """For each row i in `rows`: the m most similar columns j in [col_start, cols_end(i)), best first, equal
+    similarities by the lower j (index -1 / similarity -inf where there are fewer)."""
     q = len(rows)
     idx = np.full((q, m), -1, dtype=np.int64)
     sim = np.full((q, m), -np.inf, dtype=np.float32)
@@ -45,7 +45,9 @@ def topm_rows(emb: np.ndarray, rows: range, cols_end, m: int, block: int = 512,
         part = np.argpartition(s, width - mm, axis=1)[:, width - mm:] if mm < width else \
             np.broadcast_to(np.arange(width), (b - a, width)).copy()
         ps = np.take_along_axis(s, part, axis=1)
-        order = np.argsort(-ps, axis=1, kind="stable")
+        # Best first, equal similarities (duplicate prompts) by the lower index: the choice among exact
+        # duplicates then does not depend on argpartition's internal order (or on m).
+        order = np.lexsort((part, -ps), axis=1)
         part = np.take_along_axis(part, order, axis=1)
         ps = np.take_along_axis(ps, order, axis=1)
         idx[a - rows.start:b - rows.start, :mm] = np.where(np.isfinite(ps), part + col_start, -1)
@@ -59,7 +61,7 @@ class ApproxCache:
     """Cache state over a prompt stream; see module docstring."""
 
     def __init__(self, emb: np.ndarray, levels: tuple[int, ...] | list[int], capacity: int,
-                 query_start: int = 0, top_m: int = 48, resumed_levels: str = "above",
+                 query_start: int = 0, top_m: int = 96, resumed_levels: str = "above",
                  progress=None) -> None:
         self.emb = np.ascontiguousarray(emb, dtype=np.float32)
         self.n = self.emb.shape[0]
@@ -177,14 +179,53 @@ class ApproxCache:
             return -1, float("nan")
         return best_j, best_s
 
+    def lookup_many(self, first: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """`lookup(i)` for every i in [first, stop) against the cache as it is now (nothing is inserted in
+        between): indices (-1: none) and similarities (NaN: none). One vectorised pass over the candidate
+        lists, and one matrix product for the rows whose lists hold no cached entry; used to forecast a
+        window of future arrivals (the oracle)."""
+        rows = np.arange(first - self.query_start, stop - self.query_start)
+        W = self.query_start
+        best_j = np.full(rows.size, -1, dtype=np.int64)
+        best_s = np.full(rows.size, -np.inf)
+        in_cache = self._in_cache_s
+        lists = []
+        if self.size > self.cached_requests:
+            lists.append((self.warm_idx, self.warm_sim, np.zeros(rows.size, dtype=np.int64), np.full(rows.size, W)))
+        if self.cached_requests > 0:
+            lists.append((self.req_idx, self.req_sim, np.full(rows.size, W), rows + W))
+        for idx_l, sim_l, lo, hi in lists:
+            idx, sim = idx_l[rows], sim_l[rows]
+            ok = in_cache[idx]
+            p = ok.argmax(axis=1)
+            found = ok[np.arange(rows.size), p]
+            cand_j = idx[np.arange(rows.size), p]
+            cand_s = sim[np.arange(rows.size), p].astype(np.float64)
+            better = found & (cand_s > best_s)
+            best_j[better], best_s[better] = cand_j[better], cand_s[better]
+            bound = sim[:, -1].astype(np.float64)
+            scan = ~found & (hi > lo) & np.isfinite(bound) & (bound > best_s)
+            for r in np.flatnonzero(scan):  # exact scan, as in lookup(); rare
+                self.fallbacks += 1
+                j, sv = self._scan(int(rows[r] + W), int(lo[r]), int(hi[r]))
+                if j >= 0 and sv > best_s[r]:
+                    best_j[r], best_s[r] = j, sv
+        best_s[best_j < 0] = np.nan
+        return best_j, best_s
+
+    def _scan(self, i: int, lo: int, hi: int) -> tuple[int, float]:
+        """The most similar cached entry to prompt i in [lo, hi); (-1, -inf) if none is cached."""
+        s = self.emb[lo:hi] @ self.emb[i]  # contiguous: cheaper than gathering the cached rows
+        s[~self.in_cache[lo:hi]] = -np.inf
+        k = int(s.argmax())
+        return (k + lo, float(s[k])) if np.isfinite(s[k]) else (-1, -np.inf)
+
     def _fallback(self, i: int, lo: int, hi: int, bound: float, best_j: int, best_s: float) -> tuple[int, float]:
         """Exact scan of [lo, hi) when the list had no cached entry and might hide a better one."""
         if hi <= lo or not (bound > best_s) or not np.isfinite(bound):
             return best_j, best_s
         self.fallbacks += 1
-        s = self.emb[lo:hi] @ self.emb[i]  # contiguous: cheaper than gathering the cached rows
-        s[~self.in_cache[lo:hi]] = -np.inf
-        k = int(s.argmax())
-        if s[k] > best_s:
-            return k + lo, float(s[k])
+        j, s = self._scan(i, lo, hi)
+        if j >= 0 and s > best_s:
+            return j, s
         return best_j, best_s

@@ -19,6 +19,10 @@ proportional to the cache or the history.
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
+
 from .interface import ClusterView
 
 
@@ -47,6 +51,34 @@ def soonest_free(workers: list[int], cluster: ClusterView, now: float) -> tuple[
             if b <= 0.0:  # nothing frees up sooner than now
                 break
     return best_w, best_b
+
+
+VECTOR_MIN_WORKERS = 64  # from this many workers numpy's per-call overhead pays for itself
+
+
+def shortest_queue(cluster: ClusterView, now: float) -> int:
+    """NIRVANA's rule: the worker with the fewest outstanding requests (queued + the one running), then the
+    least backlog; the first such. Scans every worker, so large clusters take the vectorised path."""
+    ql, bu, qs = cluster.queue_len, cluster.busy_until, cluster.queued_s
+    if len(ql) >= VECTOR_MIN_WORKERS:
+        n = len(ql)
+        rem = np.fromiter(bu, dtype=np.float64, count=n) - now  # fromiter: the cheapest list → array
+        busy = rem > 0
+        count = np.fromiter(ql, dtype=np.int64, count=n) + busy
+        cand = np.flatnonzero(count == count.min())
+        if cand.size == 1:
+            return int(cand[0])
+        backlog = np.where(busy[cand], rem[cand], 0.0) + np.fromiter(qs, dtype=np.float64, count=n)[cand]
+        return int(cand[int(backlog.argmin())])  # argmin: the first minimum, like the loop
+    best_w, best = 0, (math.inf, math.inf)
+    for w in range(len(ql)):
+        rem = bu[w] - now
+        key = (ql[w] + (1 if rem > 0 else 0), (rem if rem > 0 else 0.0) + qs[w])
+        if key < best:
+            best_w, best = w, key
+            if key == (0, 0.0):  # an idle worker: nothing is shorter
+                break
+    return best_w
 
 
 def route_and_batch(workers: list[int], cluster: ClusterView, now: float, batch_plan: int,

@@ -21,11 +21,10 @@ share the same period, demand estimator, utilisation target and batch-cap rule (
 from __future__ import annotations
 
 import bisect
-import math
 import random
 
 from .demand import DemandEstimate
-from .dispatch import effective_level, route_and_batch, soonest_free
+from .dispatch import effective_level, route_and_batch, shortest_queue, soonest_free
 from .interface import ClusterView, Decision, RequestView, SchedulerConfig
 from .planner import Plan, fixed_plan, solve_plan
 
@@ -201,15 +200,7 @@ class Nirvana(Policy):
     name = "nirvana"
 
     def dispatch(self, req: RequestView, cluster: ClusterView, now: float) -> Decision:
-        ql, bu, qs = cluster.queue_len, cluster.busy_until, cluster.queued_s
-        best_w, best = 0, (math.inf, math.inf)
-        for w in range(len(ql)):
-            rem = bu[w] - now
-            key = (ql[w] + (1 if rem > 0 else 0), (rem if rem > 0 else 0.0) + qs[w])
-            if key < best:
-                best_w, best = w, key
-                if key == (0, 0.0):  # an idle worker: nothing is shorter
-                    break
+        best_w = shortest_queue(cluster, now)
         kp = effective_level(req.k_star, req.levels_available) if req.k_star else 0
         return Decision(best_w, kp, 1, False)
 

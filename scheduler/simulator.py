@@ -81,7 +81,7 @@ def _q_row_function(qm, levels: list[int]):
 
 
 def simulate(policy_name: str, config: SchedulerConfig, arrivals: np.ndarray, embeddings: np.ndarray,
-             warm: int, cache_capacity: int = 100_000, seed: int = 0, top_m: int = 48,
+             warm: int, cache_capacity: int = 100_000, seed: int = 0, top_m: int = 96,
              progress=None, cache: ApproxCache | None = None) -> SimResult:
     """Run one policy over the arrivals. embeddings: (warm + len(arrivals), d) unit vectors, stream order.
 
@@ -206,10 +206,10 @@ def simulate(policy_name: str, config: SchedulerConfig, arrivals: np.ndarray, em
         hi = int(np.searchsorted(arrivals, t + period, side="left"))
         cnt = np.zeros(len(levels))
         qsum = np.zeros((len(levels), len(levels)))
-        for r in range(ai, hi):
-            j, s = cache.lookup(warm + r)
+        js, ss = cache.lookup_many(warm + ai, warm + hi)
+        for j, s in zip(js.tolist(), ss.tolist()):
             ks = pred.k_star(s, cache.available(j)) if j >= 0 else 0
-            i = levels.index(ks)
+            i = class_of[ks]
             cnt[i] += 1
             qsum[i] += q_row(s)
         qd = default_class_quality(levels, qm)

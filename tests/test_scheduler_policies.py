@@ -141,3 +141,24 @@ def test_effective_level_respects_cached_levels():
     assert effective_level(10, (15, 20, 25)) == 15
     assert effective_level(25, (5, 10)) == 10
     assert effective_level(5, ()) == 0
+
+
+def test_shortest_queue_vector_path_matches_the_loop(monkeypatch):
+    """NIRVANA's shortest queue takes a numpy path on large clusters; it must pick the same worker."""
+    import random
+
+    import scheduler.dispatch as dispatch
+
+    rng = random.Random(0)
+    for _ in range(300):
+        n = rng.choice([64, 100, 256])
+        c = ClusterView.idle([0] * n)
+        now = rng.uniform(0, 100)
+        for w in range(n):
+            c.queue_len[w] = rng.choice([0, 0, 1, 2, 3])
+            c.busy_until[w] = rng.choice([now - 1, now, now + rng.uniform(0, 5), now + 1.0])
+            c.queued_s[w] = rng.choice([0.0, 2.0, rng.uniform(0, 10)]) if c.queue_len[w] else 0.0
+        vector = dispatch.shortest_queue(c, now)
+        monkeypatch.setattr(dispatch, "VECTOR_MIN_WORKERS", 10**9)
+        assert dispatch.shortest_queue(c, now) == vector
+        monkeypatch.undo()

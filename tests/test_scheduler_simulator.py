@@ -165,3 +165,20 @@ def test_cli_end_to_end(tmp_path, monkeypatch, capsys):
                    "--no-plots"])
     assert rc == 2
     assert "prompts" in capsys.readouterr().err
+
+
+def test_lookup_many_matches_lookup():
+    """The oracle's batched forecast lookup gives what one lookup per request would, fallbacks included."""
+    emb = clustered_stream(400, seed=3)
+    c = ApproxCache(emb, LEVELS, capacity=60, query_start=30, top_m=3)
+    c.warm(30)
+    rng = np.random.default_rng(1)
+    for i in range(30, 400, 7):
+        js, ss = c.lookup_many(i, min(400, i + 25))
+        for k, r in enumerate(range(i, min(400, i + 25))):
+            j, s = c.lookup(r)
+            assert js[k] == j and (np.isnan(ss[k]) if np.isnan(s) else ss[k] == s)
+        for r in range(i, min(400, i + 7)):  # grow the cache, sometimes evicting warm entries
+            if rng.random() < 0.7:
+                c.insert(r, int(rng.choice([0, 10, 25])))
+    assert c.fallbacks > 0

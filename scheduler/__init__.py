@@ -1,4 +1,5 @@
-"""Prompt-aware scheduling core: pure Python (numpy, scipy), no Django, Celery, webapp or workers imports.
+"""Prompt-aware scheduling core: pure Python (numpy, scipy, GLPK via swiglpk), no Django, Celery, webapp or
+workers imports.
 
 Modules:
   profiles     latency L(K′, b) from a preset or CSV, batch caps (largest b with L ≤ SLO/2)
@@ -6,6 +7,7 @@ Modules:
   predictor    similarity → K* (NIRVANA's thresholds), capped to the neighbour's cached levels
   demand       per-K*-class demand estimate (fast up, slow down EWMA) + queued backlog
   planner      the Resource Controller's MILP → `Plan` (JSON-serialisable)
+  mip_glpk     GLPK's branch and bound for that program (the default solver; HiGHS via scipy is the other)
   interface    the seam with the runner: RequestView, ClusterView, Decision, SchedulerConfig
   dispatch     route-and-batch and the deadline redirect helpers
   policies     prompt_aware, clipper_ha, clipper_ht, nirvana, proteus, oracle (`make_policy`)

@@ -62,7 +62,7 @@ def scheduler_config(config: ServingConfig) -> SchedulerConfig:
         n_workers=settings.T2I_WORKERS, profile=profile, slo_s=config.slo_seconds,
         predictor=Predictor(config.threshold_pairs), period_s=config.controller_period_s,
         util_target=config.util_target, load_threshold=config.load_threshold,
-        # Give HiGHS a cap so a hard solve ends in time; the controller still discards a slow one.
+        # Give the solver a cap so a hard solve ends in time; the controller still discards a slow one.
         plan_time_limit_s=max(0.1, settings.T2I_SLOW_SOLVE_FRACTION * config.controller_period_s))
 
 

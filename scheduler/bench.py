@@ -170,10 +170,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.only in (None, "sim"):
         for n in args.workers:
             src = args.prompts or "synthetic 384-d near-duplicate stream"
-            print(f"== simulator speed: {n} workers, {args.requests} requests at 0.6× capacity (bursty), {src}; "
-                  f"controller every 10 simulated s (GLPK), exact cache search")
             rows = bench_sim(requests=args.requests, workers=n, prompts=args.prompts,
                              policies=tuple(args.policies.split(",")))
+            print(f"== simulator speed: {n} workers, {rows[0]['requests']} requests at 0.6× capacity (bursty), "
+                  f"{src}; controller every 10 simulated s (GLPK), exact cache search")
             index_s = rows[0]["index_s"]
             print(f"   neighbour index build (once per prompt stream, shared by every policy): {index_s:.2f} s")
             print(f"{'policy':>14} {'req/s':>8} {'sim s':>7} {'MILP s':>7} {'plans':>6} {'fallbacks':>9}")

@@ -26,6 +26,9 @@ import numpy as np
 from .interface import ClusterView
 
 
+VECTOR_MIN_WORKERS = 64  # from this many workers a scan is vectorised: numpy's per-call overhead pays off
+
+
 def effective_level(k: int, available: tuple[int, ...]) -> int:
     """The level a request can actually resume at when sent to level k: k if its neighbour has it, else
     the nearest cached level above (else below); 0 without a neighbour."""
@@ -41,8 +44,18 @@ def effective_level(k: int, available: tuple[int, ...]) -> int:
 
 def soonest_free(workers: list[int], cluster: ClusterView, now: float) -> tuple[int, float]:
     """(worker, backlog seconds) of the worker that frees up first (the first such in `workers`)."""
-    best_w, best_b = workers[0], float("inf")
     bu, qs = cluster.busy_until, cluster.queued_s
+    if len(workers) >= VECTOR_MIN_WORKERS:
+        for w in workers[:16]:  # an idle worker near the front ends the search before numpy starts
+            if bu[w] <= now and qs[w] <= 0.0:
+                return w, 0.0 + qs[w]
+        n = len(bu)
+        ws = np.fromiter(workers, dtype=np.int64, count=len(workers))
+        backlog = (np.maximum(np.fromiter(bu, dtype=np.float64, count=n)[ws] - now, 0.0)
+                   + np.fromiter(qs, dtype=np.float64, count=n)[ws])
+        k = int(backlog.argmin())  # the first minimum, like the loop
+        return workers[k], float(backlog[k])
+    best_w, best_b = workers[0], float("inf")
     for w in workers:
         rem = bu[w] - now
         b = (rem if rem > 0 else 0.0) + qs[w]
@@ -51,9 +64,6 @@ def soonest_free(workers: list[int], cluster: ClusterView, now: float) -> tuple[
             if b <= 0.0:  # nothing frees up sooner than now
                 break
     return best_w, best_b
-
-
-VECTOR_MIN_WORKERS = 64  # from this many workers numpy's per-call overhead pays for itself
 
 
 def shortest_queue(cluster: ClusterView, now: float) -> int:

@@ -162,3 +162,23 @@ def test_shortest_queue_vector_path_matches_the_loop(monkeypatch):
         monkeypatch.setattr(dispatch, "VECTOR_MIN_WORKERS", 10**9)
         assert dispatch.shortest_queue(c, now) == vector
         monkeypatch.undo()
+
+
+def test_soonest_free_vector_path_matches_the_loop(monkeypatch):
+    import random
+
+    import scheduler.dispatch as dispatch
+
+    rng = random.Random(1)
+    for _ in range(300):
+        n = rng.choice([64, 130, 256])
+        c = ClusterView.idle([0] * n)
+        now = rng.uniform(0, 100)
+        for w in range(n):
+            c.busy_until[w] = rng.choice([now - 1, now, now + rng.uniform(0, 5), now + 1.0])
+            c.queued_s[w] = rng.choice([0.0, 2.0, rng.uniform(0, 10)])
+        workers = sorted(rng.sample(range(n), rng.randint(64, n)))
+        vector = dispatch.soonest_free(workers, c, now)
+        monkeypatch.setattr(dispatch, "VECTOR_MIN_WORKERS", 10**9)
+        assert dispatch.soonest_free(workers, c, now) == vector
+        monkeypatch.undo()

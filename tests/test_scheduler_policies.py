@@ -143,8 +143,23 @@ def test_effective_level_respects_cached_levels():
     assert effective_level(5, ()) == 0
 
 
-def test_shortest_queue_vector_path_matches_the_loop(monkeypatch):
-    """NIRVANA's shortest queue takes a numpy path on large clusters; it must pick the same worker."""
+def random_busy_cluster(rng, n, all_busy=False):
+    """A cluster of n workers with a mix of idle, just-free, busy and queued workers (ties included);
+    all_busy: nobody is free before now + 1 (no early exit at an idle worker)."""
+    c = ClusterView.idle([0] * n)
+    now = rng.uniform(0, 100)
+    for w in range(n):
+        c.queue_len[w] = rng.choice([0, 0, 1, 2, 3])
+        c.busy_until[w] = now + rng.choice([1.0, 2.0, rng.uniform(1, 5)]) if all_busy else \
+            rng.choice([now - 1, now, now + rng.uniform(0, 5), now + 1.0])
+        c.queued_s[w] = rng.choice([0.0, 2.0, rng.uniform(0, 10)]) if c.queue_len[w] else 0.0
+    return c, now
+
+
+@pytest.mark.parametrize("rule", ["shortest_queue", "soonest_free"])
+def test_vector_path_picks_what_the_loop_picks(monkeypatch, rule):
+    """Scans over 64+ workers take a numpy path (NIRVANA's shortest queue, soonest-free); it must pick the
+    same worker, ties included."""
     import random
 
     import scheduler.dispatch as dispatch
@@ -152,33 +167,15 @@ def test_shortest_queue_vector_path_matches_the_loop(monkeypatch):
     rng = random.Random(0)
     for _ in range(300):
         n = rng.choice([64, 100, 256])
-        c = ClusterView.idle([0] * n)
-        now = rng.uniform(0, 100)
-        for w in range(n):
-            c.queue_len[w] = rng.choice([0, 0, 1, 2, 3])
-            c.busy_until[w] = rng.choice([now - 1, now, now + rng.uniform(0, 5), now + 1.0])
-            c.queued_s[w] = rng.choice([0.0, 2.0, rng.uniform(0, 10)]) if c.queue_len[w] else 0.0
-        vector = dispatch.shortest_queue(c, now)
-        monkeypatch.setattr(dispatch, "VECTOR_MIN_WORKERS", 10**9)
-        assert dispatch.shortest_queue(c, now) == vector
-        monkeypatch.undo()
-
-
-def test_soonest_free_vector_path_matches_the_loop(monkeypatch):
-    import random
-
-    import scheduler.dispatch as dispatch
-
-    rng = random.Random(1)
-    for _ in range(300):
-        n = rng.choice([64, 130, 256])
-        c = ClusterView.idle([0] * n)
-        now = rng.uniform(0, 100)
-        for w in range(n):
-            c.busy_until[w] = rng.choice([now - 1, now, now + rng.uniform(0, 5), now + 1.0])
-            c.queued_s[w] = rng.choice([0.0, 2.0, rng.uniform(0, 10)])
+        c, now = random_busy_cluster(rng, n, all_busy=rng.random() < 0.5)
         workers = sorted(rng.sample(range(n), rng.randint(64, n)))
-        vector = dispatch.soonest_free(workers, c, now)
+
+        def pick():
+            if rule == "shortest_queue":
+                return dispatch.shortest_queue(c, now)
+            return dispatch.soonest_free(workers, c, now)
+
+        vector = pick()
         monkeypatch.setattr(dispatch, "VECTOR_MIN_WORKERS", 10**9)
-        assert dispatch.soonest_free(workers, c, now) == vector
+        assert pick() == vector
         monkeypatch.undo()

@@ -182,16 +182,17 @@ class ApproxCache:
     def lookup_many(self, first: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         """`lookup(i)` for every i in [first, stop) against the cache as it is now (nothing is inserted in
         between): indices (-1: none) and similarities (NaN: none). One vectorised pass over the candidate
-        lists, and one matrix product for the rows whose lists hold no cached entry; used to forecast a
-        window of future arrivals (the oracle)."""
+        lists, then the same exact scan as `lookup` for a row whose list holds no cached entry and could
+        hide a closer one; used to forecast a window of future arrivals (the oracle)."""
         rows = np.arange(first - self.query_start, stop - self.query_start)
         W = self.query_start
         best_j = np.full(rows.size, -1, dtype=np.int64)
         best_s = np.full(rows.size, -np.inf)
         in_cache = self._in_cache_s
-        lists = []
+        lists = []  # (candidate indices, similarities, scan range lo, hi) per list that can hold a hit
         if self.size > self.cached_requests:
-            lists.append((self.warm_idx, self.warm_sim, np.zeros(rows.size, dtype=np.int64), np.full(rows.size, W)))
+            lists.append((self.warm_idx, self.warm_sim, np.zeros(rows.size, dtype=np.int64),
+                          np.full(rows.size, W)))
         if self.cached_requests > 0:
             lists.append((self.req_idx, self.req_sim, np.full(rows.size, W), rows + W))
         for idx_l, sim_l, lo, hi in lists:

@@ -1,4 +1,4 @@
-"""Solve a small mixed-integer program with GLPK's branch and cut (through `swiglpk`).
+"""Solve a small mixed-integer program with GLPK's branch and bound (through `swiglpk`).
 
 The controller's program (see `scheduler.planner`) has ~6 integer and ~36 continuous variables. HiGHS
 (`scipy.optimize.milp`) spends 10–60 ms on it, nearly all in root-node machinery sized for programs a
@@ -14,6 +14,7 @@ row_lb ≤ A x ≤ row_ub and col_lb ≤ x ≤ col_ub, with x[j] integer where i
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,6 +64,7 @@ def solve_mip(c: np.ndarray, a: np.ndarray, row_lb: np.ndarray, row_ub: np.ndarr
               col_ub: np.ndarray, integrality: np.ndarray, rel_gap: float = 0.0,
               time_limit_s: float | None = None) -> MipSolution:
     """Minimise c·x over the program above. `rel_gap` and `time_limit_s` as in `scipy.optimize.milp`."""
+    t0 = time.perf_counter()
     m, n = a.shape
     lp = glp.glp_create_prob()
     try:
@@ -99,8 +101,8 @@ def solve_mip(c: np.ndarray, a: np.ndarray, row_lb: np.ndarray, row_ub: np.ndarr
         glp.glp_init_iocp(parm)
         parm.msg_lev = glp.GLP_MSG_OFF
         parm.mip_gap = rel_gap
-        if time_limit_s is not None:
-            parm.tm_lim = max(1, int(time_limit_s * 1000))
+        if time_limit_s is not None:  # what the root LP left of the limit
+            parm.tm_lim = max(1, int((time_limit_s - (time.perf_counter() - t0)) * 1000))
         ret = glp.glp_intopt(lp, parm)
         status = glp.glp_mip_status(lp)
         if status in (glp.GLP_OPT, glp.GLP_FEAS):

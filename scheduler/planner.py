@@ -6,7 +6,8 @@ Variables:
 Constraints:
   Σ_i x_ij ≤ ρ · n_j · b_j / L(j, b_j)     capacity of level j at the utilisation target ρ, with b_j the
                                              batch cap (largest b with L ≤ SLO/2);
-  Σ_j x_ij ≤ h · d_i                        a class is never sent more than its (headroom-scaled) demand.
+  Σ_j x_ij ≤ h · d_i                        a class is never sent more than its (headroom-scaled) demand
+                                             (= when the cluster can serve all demand: see the objective).
 Objective, lexicographic: first serve as much demand as possible — max Σ x_ij, which has a closed form
 because any class may go to any level: min(Σ_i h·d_i, ρ · N · max_j b_j / L(j, b_j)) — then, with
 Σ x_ij held at that maximum, maximise Σ q_ij x_ij (expected quality, i.e. minimise 𝒟_Q). When demand exceeds capacity the program stays

@@ -57,33 +57,42 @@ def read_prompts(path: str | os.PathLike) -> list[str]:
         return [line.rstrip("\r\n") for line in fh]
 
 
+EMBED_CHUNK = 1024  # prompts per encoder call when embedding a file (fixed: see embed_prompt_file)
+
+
 def embed_prompt_file(path: str | os.PathLike, cache_dir: str | os.PathLike | None = None,
                       batch_size: int = 64, progress: bool = False) -> np.ndarray:
     """Embeddings of every line of a prompt file, cached on disk by the file's content hash.
 
-    The cache file is `<cache_dir>/minilm-<sha256[:16]>.npy`; default cache_dir is `.cache/embeddings`
-    under the current directory (git-ignored).
+    The cache file is `<cache_dir>/minilm-c1024-<sha256[:16]>.npy` (c1024 names the chunking, which
+    changes the last bits); default cache_dir is `.cache/embeddings` under the current directory
+    (git-ignored).
     """
     data = Path(path).read_bytes()
     digest = hashlib.sha256(data).hexdigest()[:16]
     cdir = Path(cache_dir) if cache_dir is not None else Path(".cache") / "embeddings"
-    cfile = cdir / f"minilm-{digest}.npy"
+    cfile = cdir / f"minilm-c{EMBED_CHUNK}-{digest}.npy"
     if cfile.exists():
         return np.load(cfile)
     prompts = read_prompts(path)
-    if progress and len(prompts) > 1024:  # long files: show a bar on stderr while embedding
+    # Always in chunks of EMBED_CHUNK, bar or no bar: the encoder sorts each call's texts by length before
+    # batching, so a different chunking pads prompts differently and moves embeddings by ~1e-7, enough to
+    # flip near-ties between duplicate prompts in a simulation.
+    bar = None
+    if progress and len(prompts) > EMBED_CHUNK:  # long files: show a bar on stderr while embedding
         import sys
 
         from tqdm import tqdm
 
-        parts = []
-        with tqdm(total=len(prompts), file=sys.stderr, unit="prompt", desc="embedding prompts") as bar:
-            for a in range(0, len(prompts), 1024):
-                parts.append(embed_texts(prompts[a:a + 1024], batch_size=batch_size))
-                bar.update(len(prompts[a:a + 1024]))
-        emb = np.concatenate(parts, axis=0)
-    else:
-        emb = embed_texts(prompts, batch_size=batch_size)
+        bar = tqdm(total=len(prompts), file=sys.stderr, unit="prompt", desc="embedding prompts")
+    parts = []
+    for a in range(0, len(prompts), EMBED_CHUNK):
+        parts.append(embed_texts(prompts[a:a + EMBED_CHUNK], batch_size=batch_size))
+        if bar is not None:
+            bar.update(len(parts[-1]))
+    if bar is not None:
+        bar.close()
+    emb = np.concatenate(parts, axis=0) if parts else embed_texts([], batch_size=batch_size)
     cdir.mkdir(parents=True, exist_ok=True)
     tmp = cfile.with_suffix(".tmp.npy")
     np.save(tmp, emb)

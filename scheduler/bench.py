@@ -23,6 +23,7 @@ import numpy as np
 
 from .cache_model import ApproxCache
 from .demand import DemandEstimate, default_class_quality
+from .embeddings import embed_prompt_file
 from .interface import ClusterView, RequestView, SchedulerConfig
 from .planner import SOLVERS, solve_plan
 from .policies import POLICY_NAMES, make_policy
@@ -111,8 +112,6 @@ def bench_sim(requests: int = 20000, warm: int = 1000, workers: int = 16, load: 
     rate = load * workers * caps[25] / prof.latency(25, caps[25])
     rng = np.random.default_rng(seed)
     if prompts:
-        from .embeddings import embed_prompt_file
-
         emb = embed_prompt_file(prompts)
         requests = min(requests, emb.shape[0] - warm)
         emb = emb[: warm + requests]

@@ -25,7 +25,6 @@ import numpy as np
 
 from .interface import ClusterView
 
-
 VECTOR_MIN_WORKERS = 64  # from this many workers a scan is vectorised: numpy's per-call overhead pays off
 
 

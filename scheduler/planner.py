@@ -10,9 +10,9 @@ Constraints:
                                              (= when the cluster can serve all demand: see the objective).
 Objective, lexicographic: first serve as much demand as possible — max Σ x_ij, which has a closed form
 because any class may go to any level: min(Σ_i h·d_i, ρ · N · max_j b_j / L(j, b_j)) — then, with
-Σ x_ij held at that maximum, maximise Σ q_ij x_ij (expected quality, i.e. minimise 𝒟_Q). When demand exceeds capacity the program stays
-feasible and serves what it can; the route fractions then describe the served share and the dispatcher's
-deadline redirect handles the rest.
+Σ x_ij held at that maximum, maximise Σ q_ij x_ij (expected quality, i.e. minimise 𝒟_Q). When demand
+exceeds capacity the program stays feasible and serves what it can; the route fractions then describe the
+served share and the dispatcher's deadline redirect handles the rest.
 
 Solvers: GLPK's branch and bound (`scheduler.mip_glpk`, default, ~0.5 ms) or HiGHS through
 `scipy.optimize.milp` (`solver="highs"`, 10–60 ms: HiGHS's root-node machinery is sized for far larger
@@ -23,11 +23,15 @@ Workers the program does not need are spread over the used levels so utilisation
 slack for bursts). Prompt-agnostic planning (PROTEUS) is the same program over a single class whose
 quality per level is the demand-weighted mean over all classes.
 
-The `Plan` is plain data and JSON-serialisable (`to_dict`/`from_dict`): the live system stores it.
+`solve_plan` runs in named phases: per-worker rates → classes → program → solve (or fallback) → spread
+spare workers → route fractions → plan. The `Plan` is plain data and JSON-serialisable
+(`to_dict`/`from_dict`): the live system stores it. `Plan.status` is a `PlanStatus`; `Plan.adoptable` says
+whether the live controller may serve on it.
 """
 
 from __future__ import annotations
 
+import enum
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -42,6 +46,29 @@ from .profiles import LatencyProfile
 SOLVERS: tuple[str, ...] = ("glpk", "highs")
 MIP_REL_GAP = 1e-5     # on the quality objective alone: ≈ 1e-5 relative error in expected quality
 SERVED_SLACK = 1e-6    # relative slack on "serve the maximum" under overload (well above solver tolerances)
+
+
+class PlanStatus(enum.StrEnum):
+    """How a plan came about. The solver's own words, if any, are in `Plan.solver_message`."""
+
+    OPTIMAL = "optimal"        # the solver proved optimality (within MIP_REL_GAP)
+    TIME_LIMIT = "time_limit"  # stopped at its time limit (or another non-zero status) with a feasible
+                               # incumbent: a valid plan, perhaps not the best one
+    FALLBACK = "fallback"      # no solution at all: the emergency plan, every worker at the fastest level
+    FIXED = "fixed"            # a policy without a controller (Clipper, NIRVANA)
+    MANUAL = "manual"          # an operator's layout
+
+    @classmethod
+    def parse(cls, text: str) -> tuple[PlanStatus, str]:
+        """A stored status → (status, solver message); also reads the free text older versions stored
+        ("optimal", "fixed", "manual", "fallback: <message>", "status <n>: <message>")."""
+        if isinstance(text, cls):
+            return text, ""
+        head, _, message = str(text).partition(":")
+        head, message = head.strip(), message.strip()
+        if head.startswith("status "):  # a non-zero solver status that still returned a solution
+            return cls.TIME_LIMIT, message
+        return cls(head), message
 
 
 @dataclass
@@ -60,23 +87,46 @@ class Plan:
     served_rate: float = 0.0
     demand_rate: float = 0.0
     solve_time_s: float = 0.0
-    status: str = "fixed"
+    status: PlanStatus = PlanStatus.FIXED
     policy: str = ""
     prompt_aware: bool = True
     time: float = 0.0
     version: int = 0
+    solver_message: str = ""                 # the solver's text (e.g. why it stopped); "" without a solver
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.status, PlanStatus):  # a plain string, e.g. status="manual"
+            self.status, message = PlanStatus.parse(self.status)
+            self.solver_message = self.solver_message or message
+
+    @property
+    def adoptable(self) -> bool:
+        """Whether the live controller may serve on this plan: False only for a FALLBACK plan.
+
+        Decision: a fallback plan is never adopted by the live controller — it keeps the previous plan
+        and records the solve as failed — because the fallback puts every worker at the fastest level
+        (Clipper-HT's quality) on the strength of a solver failure rather than of demand. (The simulator
+        has no previous plan to keep and no failed solves in practice; it uses what the policy returns.)
+        """
+        return self.status is not PlanStatus.FALLBACK
 
     def to_dict(self) -> dict:
         d = asdict(self)
+        d["status"] = self.status.value
         d["batch_size"] = {str(k): int(v) for k, v in self.batch_size.items()}
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Plan":
+    def from_dict(cls, d: dict) -> Plan:
+        """Inverse of `to_dict`; also reads rows stored by older versions (free-text status, no
+        solver_message)."""
         d = dict(d)
         d["batch_size"] = {int(k): int(v) for k, v in d["batch_size"].items()}
         d["levels"] = [int(x) for x in d["levels"]]
         d["worker_levels"] = [int(x) for x in d["worker_levels"]]
+        if "status" in d:
+            d["status"], message = PlanStatus.parse(d["status"])
+            d["solver_message"] = d.get("solver_message") or message
         return cls(**d)
 
 
@@ -85,9 +135,10 @@ def fixed_plan(levels: list[int], n_workers: int, level: int, batch_size: dict[i
     """Every worker at one level; every class routed there (Clipper-style)."""
     j = levels.index(level)
     route = [[1.0 if jj == j else 0.0 for jj in range(len(levels))] for _ in levels]
-    wpl = [n_workers if jj == j else 0 for jj in range(len(levels))]
+    workers_per_level = [n_workers if jj == j else 0 for jj in range(len(levels))]
     return Plan(levels=list(levels), worker_levels=[level] * n_workers, route=route,
-                batch_size=dict(batch_size), workers_per_level=wpl, policy=policy, status="fixed")
+                batch_size=dict(batch_size), workers_per_level=workers_per_level, policy=policy,
+                status=PlanStatus.FIXED)
 
 
 def assign_worker_levels(counts: list[int], levels: list[int], previous: list[int] | None) -> list[int]:
@@ -144,30 +195,87 @@ def _solve_program(c: np.ndarray, a: np.ndarray, row_lb: np.ndarray, row_ub: np.
     return MipSolution(res.x, int(res.status), str(res.message))
 
 
+@dataclass
+class _Program:
+    """The controller's MILP in `scipy.optimize.milp` form: min c·x, row_lb ≤ A x ≤ row_ub, col_lb ≤ x ≤ col_ub.
+    Columns: n_j (J integer worker counts), then x_ij (C × J routed rates, row-major by class)."""
+
+    c: np.ndarray
+    A: np.ndarray
+    row_lb: np.ndarray
+    row_ub: np.ndarray
+    col_lb: np.ndarray
+    col_ub: np.ndarray
+    integrality: np.ndarray
+
+
+@dataclass
+class _Solved:
+    """Workers per level and class-to-level rates taken from the solver (or the fallback), with status."""
+
+    workers_per_level: np.ndarray   # n_j, integers
+    flows: np.ndarray               # x_ij, (classes × levels) req/s
+    status: PlanStatus
+    solver_message: str
+
+
 def solve_plan(demand: DemandEstimate, n_workers: int, profile: LatencyProfile, slo_s: float,
                util_target: float = 0.85, headroom: float = 1.0, prompt_aware: bool = True,
                previous: Plan | None = None, batch_caps: dict[int, int] | None = None,
                time_limit_s: float | None = None, policy: str = "", solver: str = "glpk") -> Plan:
     """Solve the controller's MILP for one period. Always returns a plan (see module docstring).
 
-    `time_limit_s` (live controller: e.g. half the period) returns the solver's best plan so far when hit;
-    `plan.status` then says so. Left None, the solve is exact and deterministic. `solver`: "glpk" or
-    "highs" (`scipy.optimize.milp`); both reach the same optimum, GLPK ~20–50× sooner on this program.
+    `time_limit_s` (live controller: e.g. half the period) returns the solver's best plan so far when hit
+    (`PlanStatus.TIME_LIMIT`), or the fallback plan when it has none (`PlanStatus.FALLBACK`, not
+    `adoptable`). Left None, the solve is exact and deterministic. `solver`: "glpk" or "highs"
+    (`scipy.optimize.milp`); both reach the same optimum, GLPK ~20–50× sooner on this program.
     """
-    t0 = time.perf_counter()
+    started = time.perf_counter()
     levels = list(demand.levels)
-    J = len(levels)
     caps = batch_caps or profile.batch_caps(slo_s)
-    mu = np.array([caps[k] / profile.latency(k, caps[k]) for k in levels])  # req/s per worker, full batches
-    d_cls = np.maximum(np.asarray(demand.rates, dtype=float), 0.0) * headroom
-    q_cls = np.asarray(demand.quality, dtype=float)
+    mu = _per_worker_rates(levels, profile, caps)
+    class_demand, class_quality = _class_demand_and_quality(demand, headroom)
+    d, q = _classes(class_demand, class_quality, prompt_aware)
+    program = _build_program(d, q, mu, n_workers, util_target)
+    solution = _solve_program(program.c, program.A, program.row_lb, program.row_ub, program.col_lb,
+                              program.col_ub, program.integrality, solver, time_limit_s)
+    solved = _solution_or_fallback(solution, d, mu, n_workers, util_target)
+    level_load = solved.flows.sum(axis=0)
+    workers_per_level = _spread_spare_workers(solved.workers_per_level, level_load, mu, n_workers, util_target)
+    route = _route_fractions(solved.flows, workers_per_level > 0, levels, class_quality, prompt_aware)
+    return _assemble_plan(solved, workers_per_level, level_load, route, levels=levels, caps=caps, mu=mu, d=d,
+                          q=q, class_demand=class_demand, util_target=util_target, prompt_aware=prompt_aware,
+                          previous=previous, policy=policy, now=demand.time, started=started)
+
+
+def _per_worker_rates(levels: list[int], profile: LatencyProfile, caps: dict[int, int]) -> np.ndarray:
+    """μ_j: req/s one worker serves at level j with full batches of the cap."""
+    return np.array([caps[k] / profile.latency(k, caps[k]) for k in levels])
+
+
+def _class_demand_and_quality(demand: DemandEstimate, headroom: float) -> tuple[np.ndarray, np.ndarray]:
+    """Headroom-scaled demand per K* class (negatives clipped) and the class × level quality matrix."""
+    class_demand = np.maximum(np.asarray(demand.rates, dtype=float), 0.0) * headroom
+    class_quality = np.asarray(demand.quality, dtype=float)
+    return class_demand, class_quality
+
+
+def _classes(class_demand: np.ndarray, class_quality: np.ndarray,
+             prompt_aware: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The program's classes (d_i, q_ij): the K* classes, or PROTEUS's single prompt-agnostic class."""
     if prompt_aware:
-        d, q = d_cls, q_cls
-    else:  # PROTEUS: one prompt-agnostic class, mean quality per level
-        tot = d_cls.sum()
-        w = d_cls / tot if tot > 0 else np.full(J, 1.0 / J)
-        d, q = np.array([tot]), (w[:, None] * q_cls).sum(axis=0, keepdims=True)
-    C = len(d)
+        return class_demand, class_quality
+    # PROTEUS: one class, its quality per level the demand-weighted mean over the K* classes
+    total = class_demand.sum()
+    n_classes = class_demand.size
+    weights = class_demand / total if total > 0 else np.full(n_classes, 1.0 / n_classes)
+    return np.array([total]), (weights[:, None] * class_quality).sum(axis=0, keepdims=True)
+
+
+def _build_program(d: np.ndarray, q: np.ndarray, mu: np.ndarray, n_workers: int,
+                   util_target: float) -> _Program:
+    """The MILP of the module docstring, with the "serve the most" step in closed form."""
+    J, C = mu.size, d.size
     nvar = J + C * J
     # Lexicographic objective in two steps. (1) The most demand the cluster can serve has a closed form:
     # every class may go to any level, so it is min(total demand, ρ · N · the best per-worker rate).
@@ -181,71 +289,99 @@ def solve_plan(demand: DemandEstimate, n_workers: int, profile: LatencyProfile, 
     A = np.zeros((2 + J + C, nvar))
     lb = np.full(2 + J + C, -np.inf)
     ub = np.zeros(2 + J + C)
-    A[0, :J] = 1.0
+    A[0, :J] = 1.0                                   # Σ_j n_j = N
     lb[0] = ub[0] = n_workers
-    for j in range(J):
-        A[1 + j, J + j: J + C * J: J] = 1.0  # Σ_i x_ij
+    for j in range(J):                               # capacity: Σ_i x_ij − ρ μ_j n_j ≤ 0
+        A[1 + j, J + j: J + C * J: J] = 1.0
         A[1 + j, j] = -util_target * mu[j]
-    for i in range(C):
+    for i in range(C):                               # demand: Σ_j x_ij ≤ d_i (= d_i unless overloaded)
         A[1 + J + i, J + i * J: J + (i + 1) * J] = 1.0
         ub[1 + J + i] = d[i]
         if not overload:
             lb[1 + J + i] = d[i]
-    A[1 + J + C, J:] = 1.0
+    A[1 + J + C, J:] = 1.0                           # served: Σ x_ij ≥ the capacity when overloaded
     lb[1 + J + C] = cap_max * (1.0 - SERVED_SLACK) if overload else -np.inf
     ub[1 + J + C] = np.inf
     integrality = np.zeros(nvar)
     integrality[:J] = 1
     hi = np.full(nvar, np.inf)
     hi[:J] = n_workers
-    sol = _solve_program(c, A, lb, ub, np.zeros(nvar), hi, integrality, solver, time_limit_s)
-    if sol.x is None:  # no solution in time: every worker at the fastest level, all demand sent there
-        jf = int(np.argmax(mu))
-        n = np.zeros(J, dtype=int)
-        n[jf] = n_workers
-        x = np.zeros((C, J))
-        tot = float(d.sum())
-        if tot > 0:
-            x[:, jf] = d * min(1.0, util_target * n_workers * mu[jf] / tot)
-        status = f"fallback: {sol.message}"
-    else:
-        n = np.rint(sol.x[:J]).astype(int)
-        x = sol.x[J:].reshape(C, J).copy()
-        x[x < 1e-9] = 0.0  # solver round-off (e.g. 1e-14 req/s on a class with no demand)
-        status = "optimal" if sol.status == 0 else f"status {sol.status}: {sol.message}"
-    # Spread workers the program did not need: fill the most utilised level first.
-    load = x.sum(axis=0)
-    need = np.array([math.ceil(load[j] / (util_target * mu[j]) - 1e-9) if load[j] > 0 else 0 for j in range(J)])
-    need = np.minimum(need, n)
+    return _Program(c, A, lb, ub, np.zeros(nvar), hi, integrality)
+
+
+def _solution_or_fallback(solution: MipSolution, d: np.ndarray, mu: np.ndarray, n_workers: int,
+                          util_target: float) -> _Solved:
+    """Workers and flows from the solver, or the fallback (every worker at the fastest level) if it has none."""
+    J, C = mu.size, d.size
+    if solution.x is None:  # no solution in time: every worker at the fastest level, all demand sent there
+        fastest = int(np.argmax(mu))
+        counts = np.zeros(J, dtype=int)
+        counts[fastest] = n_workers
+        flows = np.zeros((C, J))
+        total = float(d.sum())
+        if total > 0:
+            flows[:, fastest] = d * min(1.0, util_target * n_workers * mu[fastest] / total)
+        return _Solved(counts, flows, PlanStatus.FALLBACK, solution.message)
+    counts = np.rint(solution.x[:J]).astype(int)
+    flows = solution.x[J:].reshape(C, J).copy()
+    flows[flows < 1e-9] = 0.0  # solver round-off (e.g. 1e-14 req/s on a class with no demand)
+    status = PlanStatus.OPTIMAL if solution.status == 0 else PlanStatus.TIME_LIMIT
+    return _Solved(counts, flows, status, solution.message)
+
+
+def _spread_spare_workers(counts: np.ndarray, level_load: np.ndarray, mu: np.ndarray, n_workers: int,
+                          util_target: float) -> np.ndarray:
+    """Keep the workers each level needs; give the rest one by one to the most utilised used level."""
+    J = mu.size
+    need = np.array([math.ceil(level_load[j] / (util_target * mu[j]) - 1e-9) if level_load[j] > 0 else 0
+                     for j in range(J)])
+    need = np.minimum(need, counts)
     spare = n_workers - int(need.sum())
-    n = need.copy()
-    if load.sum() <= 0:
-        n[0] += spare  # no demand at all: everything at the best-quality level
+    counts = need.copy()
+    if level_load.sum() <= 0:
+        counts[0] += spare  # no demand at all: everything at the best-quality level
     else:
         for _ in range(spare):
-            util = np.where(load > 0, load / (np.maximum(n, 1e-9) * mu), -1.0)
-            util[(load > 0) & (n == 0)] = np.inf
-            n[int(np.argmax(util))] += 1
-    # Route fractions per K* class.
-    has_workers = n > 0
+            util = np.where(level_load > 0, level_load / (np.maximum(counts, 1e-9) * mu), -1.0)
+            util[(level_load > 0) & (counts == 0)] = np.inf
+            counts[int(np.argmax(util))] += 1
+    return counts
+
+
+def _route_fractions(flows: np.ndarray, has_workers: np.ndarray, levels: list[int], class_quality: np.ndarray,
+                     prompt_aware: bool) -> list[list[float]]:
+    """Route fractions per K* class: its flows normalised, or `fallback_route_row` when it has none."""
     route: list[list[float]] = []
-    for i in range(J):
-        row = x[i] if prompt_aware else x[0]
-        s = row.sum()
-        if s > 1e-12:
-            route.append((row / s).tolist())
+    for i in range(len(levels)):
+        row = flows[i] if prompt_aware else flows[0]
+        total = row.sum()
+        if total > 1e-12:
+            route.append((row / total).tolist())
         else:
-            route.append(fallback_route_row(i, levels, q_cls[i], has_workers))
-    served = float(x.sum())
-    exp_q = float((q * x).sum() / served) if served > 0 else 1.0
-    full_cap = mu * n
-    util = np.where(full_cap > 0, load / np.maximum(full_cap, 1e-12), 0.0)
-    flows = x if prompt_aware else np.array([x[0] * (d_cls[i] / max(d_cls.sum(), 1e-12)) for i in range(J)])
-    worker_levels = assign_worker_levels(n.tolist(), levels, previous.worker_levels if previous else None)
+            route.append(fallback_route_row(i, levels, class_quality[i], has_workers))
+    return route
+
+
+def _assemble_plan(solved: _Solved, workers_per_level: np.ndarray, level_load: np.ndarray,
+                   route: list[list[float]], *, levels: list[int], caps: dict[int, int], mu: np.ndarray,
+                   d: np.ndarray, q: np.ndarray, class_demand: np.ndarray, util_target: float,
+                   prompt_aware: bool, previous: Plan | None, policy: str, now: float,
+                   started: float) -> Plan:
+    """The `Plan`: per-worker levels (fewest changes from `previous`), rates, utilisation and quality."""
+    flows = solved.flows
+    served = float(flows.sum())
+    expected_quality = float((q * flows).sum() / served) if served > 0 else 1.0
+    full_capacity = mu * workers_per_level
+    utilisation = np.where(full_capacity > 0, level_load / np.maximum(full_capacity, 1e-12), 0.0)
+    if not prompt_aware:  # the single class's flows, shared out over the K* classes by their demand
+        flows = np.array([flows[0] * (class_demand[i] / max(class_demand.sum(), 1e-12))
+                          for i in range(len(levels))])
+    worker_levels = assign_worker_levels(workers_per_level.tolist(), levels,
+                                         previous.worker_levels if previous else None)
     return Plan(levels=levels, worker_levels=worker_levels, route=route,
-                batch_size={k: int(caps[k]) for k in levels}, workers_per_level=n.tolist(), flows=flows.tolist(),
-                capacity=(util_target * full_cap).tolist(), utilisation=util.tolist(),
-                expected_quality=exp_q, served_rate=served, demand_rate=float(d.sum()),
-                solve_time_s=time.perf_counter() - t0, status=status, policy=policy,
-                prompt_aware=prompt_aware, time=demand.time,
+                batch_size={k: int(caps[k]) for k in levels}, workers_per_level=workers_per_level.tolist(),
+                flows=flows.tolist(), capacity=(util_target * full_capacity).tolist(),
+                utilisation=utilisation.tolist(), expected_quality=expected_quality, served_rate=served,
+                demand_rate=float(d.sum()), solve_time_s=time.perf_counter() - started, status=solved.status,
+                solver_message=solved.solver_message, policy=policy, prompt_aware=prompt_aware, time=now,
                 version=(previous.version + 1) if previous else 1)

@@ -30,6 +30,16 @@ from .planner import Plan, fixed_plan, solve_plan
 
 POLICY_NAMES: tuple[str, ...] = ("prompt_aware", "clipper_ha", "clipper_ht", "nirvana", "proteus", "oracle")
 DEFAULT_POLICIES: tuple[str, ...] = POLICY_NAMES
+# The oracle plans with hindsight (the future's demand): a bound for the simulator, never live.
+LIVE_POLICY_NAMES: tuple[str, ...] = tuple(n for n in POLICY_NAMES if n != "oracle")
+POLICY_LABELS: dict[str, str] = {
+    "prompt_aware": "Prompt-aware (the paper)",
+    "clipper_ha": "Clipper-HA (all K=0)",
+    "clipper_ht": "Clipper-HT (all largest K)",
+    "nirvana": "NIRVANA (own K*, no plan)",
+    "proteus": "PROTEUS (prompt-agnostic MILP)",
+    "oracle": "Oracle (hindsight bound, simulator only)",
+}
 
 
 class Policy:

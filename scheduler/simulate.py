@@ -80,74 +80,125 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from tqdm import tqdm
-
-    from .cache_model import ApproxCache
-    from .simulator import simulate
-
-    policies = [x.strip() for x in args.policies.split(",") if x.strip()]
-    bad = [x for x in policies if x not in POLICY_NAMES]
-    if bad:
-        print(f"unknown policies {bad}; choose from {', '.join(POLICY_NAMES)}", file=sys.stderr)
+    policies = _policy_names(args.policies)
+    if policies is None:
         return 2
     levels = tuple(int(x) for x in args.levels.split(","))
     profile = load_profile(args.profile, levels=levels, gamma=args.gamma, model=args.profile_model)
+    cfg = _scheduler_config(args, profile)
+    arrivals = _scaled_arrivals(args, cfg)
+    if arrivals is None:
+        return 2
+    _print_workload(arrivals, profile, cfg, levels[-1])
+    embeddings, cache = _embeddings_and_cache(args, levels, arrivals.size)
+    runs, results = _run_policies(policies, cfg, arrivals, embeddings, cache, args, levels)
+    series = _time_series(runs, levels, args.window)
+    _write_outputs(args, policies, cfg, arrivals, results, series, profile)
+    _print_table(args, profile, cfg, results)
+    return 0
+
+
+def _policy_names(text: str) -> list[str] | None:
+    """The comma list of policies, or None (after saying why) if one is unknown."""
+    policies = [x.strip() for x in text.split(",") if x.strip()]
+    bad = [x for x in policies if x not in POLICY_NAMES]
+    if bad:
+        print(f"unknown policies {bad}; choose from {', '.join(POLICY_NAMES)}", file=sys.stderr)
+        return None
+    return policies
+
+
+def _scheduler_config(args: argparse.Namespace, profile) -> SchedulerConfig:
+    """The settings every policy shares, from the command line (SLO default: 2 × L(0, 1))."""
     slo = args.slo if args.slo is not None else 2.0 * profile.latency(0, 1)
-    cfg = SchedulerConfig(n_workers=args.workers, profile=profile, slo_s=slo, period_s=args.period,
-                          util_target=args.util_target, headroom=args.headroom, ewma_alpha=args.ewma_alpha,
-                          load_threshold=args.load_threshold, deadline_redirect=not args.no_redirect,
-                          backlog_aware=not args.no_backlog, solver=args.solver)
-    caps, top = cfg.batch_caps(), levels[-1]
-    capacity = cfg.top_level_capacity()
-    raw = load_trace(args.trace)
-    arrivals = scale_trace(raw, args.time_scale, args.peak_load, capacity)
+    return SchedulerConfig(n_workers=args.workers, profile=profile, slo_s=slo, period_s=args.period,
+                           util_target=args.util_target, headroom=args.headroom, ewma_alpha=args.ewma_alpha,
+                           load_threshold=args.load_threshold, deadline_redirect=not args.no_redirect,
+                           backlog_aware=not args.no_backlog, solver=args.solver)
+
+
+def _scaled_arrivals(args: argparse.Namespace, cfg: SchedulerConfig) -> np.ndarray | None:
+    """The trace, scaled in time and rate; None (after saying why) if empty or longer than the prompt file."""
+    arrivals = scale_trace(load_trace(args.trace), args.time_scale, args.peak_load, cfg.top_level_capacity())
     n = int(arrivals.size)
     n_prompts = len(read_prompts(args.prompts))
     if n == 0:
         print("the scaled trace has no arrivals", file=sys.stderr)
-        return 2
+        return None
     if args.warm + n > n_prompts:
         print(f"the trace needs {args.warm + n} prompts (--warm {args.warm} + {n} requests) but "
               f"{args.prompts} has only {n_prompts}; lower --time-scale/--peak-load or --warm, or use a "
               f"longer prompt file", file=sys.stderr)
-        return 2
+        return None
+    return arrivals
+
+
+def _print_workload(arrivals: np.ndarray, profile, cfg: SchedulerConfig, top: int) -> None:
+    """Describe the trace (against the capacity at the top level) and the profile on stderr."""
+    n, capacity = int(arrivals.size), cfg.top_level_capacity()
     print(f"trace: {n} requests over {arrivals[-1]:.0f} s (peak 10-s rate {peak_rate(arrivals):.2f}/s, "
           f"mean {n / max(arrivals[-1], 1e-9):.2f}/s; capacity at K={top}: {capacity:.2f}/s)", file=sys.stderr)
-    print(f"profile {profile.name}: L(0,1)={profile.latency(0, 1):.2f}s, SLO {slo:.2f}s, batch caps {caps}",
-          file=sys.stderr)
-    t0 = time.perf_counter()
-    emb = embed_prompt_file(args.prompts, args.embed_cache, progress=True)[: args.warm + n]
-    with tqdm(total=2 * n, file=sys.stderr, unit="req", desc="neighbour index", leave=False) as ibar:
-        cache = ApproxCache(emb, levels, args.cache_capacity, query_start=args.warm,
+    print(f"profile {profile.name}: L(0,1)={profile.latency(0, 1):.2f}s, SLO {cfg.slo_s:.2f}s, "
+          f"batch caps {cfg.batch_caps()}", file=sys.stderr)
+
+
+def _embeddings_and_cache(args: argparse.Namespace, levels: tuple[int, ...], n_requests: int):
+    """The prompt embeddings (cached on disk) and the simulated cache with its neighbour index."""
+    from tqdm import tqdm
+
+    from .cache_model import ApproxCache
+
+    started = time.perf_counter()
+    embeddings = embed_prompt_file(args.prompts, args.embed_cache, progress=True)[: args.warm + n_requests]
+    with tqdm(total=2 * n_requests, file=sys.stderr, unit="req", desc="neighbour index", leave=False) as ibar:
+        cache = ApproxCache(embeddings, levels, args.cache_capacity, query_start=args.warm,
                             resumed_levels=args.resumed_levels, progress=ibar)
-    print(f"embeddings + neighbour index: {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    print(f"embeddings + neighbour index: {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    return embeddings, cache
+
+
+def _run_policies(policies: list[str], cfg: SchedulerConfig, arrivals: np.ndarray, embeddings: np.ndarray,
+                  cache, args: argparse.Namespace, levels: tuple[int, ...]) -> tuple[dict, dict[str, dict]]:
+    """Simulate each policy on the same stream; its run and its summary metrics, by name."""
+    from tqdm import tqdm
+
+    from .simulator import simulate
 
     results: dict[str, dict] = {}
-    series: dict[str, dict] = {}
     runs: dict = {}
-    with tqdm(total=n * len(policies), file=sys.stderr, unit="req", desc="simulating") as bar:
+    with tqdm(total=arrivals.size * len(policies), file=sys.stderr, unit="req", desc="simulating") as bar:
         for name in policies:
             bar.set_postfix_str(name)
-            r = simulate(name, cfg, arrivals, emb, args.warm, cache_capacity=args.cache_capacity,
-                         seed=args.seed, progress=bar, cache=cache)
-            m = summarize(r.arrival, r.deadline, r.finish, r.quality, r.k_prime, r.redirected, list(levels),
-                          window_s=args.window, start=r.start)
-            m["sim_wall_s"] = r.wall_s
-            m["plan_solve_ms_mean"] = float(np.mean([p["solve_time_s"] for p in r.plans]) * 1e3)
-            results[name] = m
-            runs[name] = r
-    # Common time axis so every policy's windows line up in the plots.
+            run = simulate(name, cfg, arrivals, embeddings, args.warm, cache_capacity=args.cache_capacity,
+                           seed=args.seed, progress=bar, cache=cache)
+            metrics = summarize(run.arrival, run.deadline, run.finish, run.quality, run.k_prime, run.redirected,
+                                list(levels), window_s=args.window, start=run.start)
+            metrics["sim_wall_s"] = run.wall_s
+            metrics["plan_solve_ms_mean"] = float(np.mean([p["solve_time_s"] for p in run.plans]) * 1e3)
+            results[name] = metrics
+            runs[name] = run
+    return runs, results
+
+
+def _time_series(runs: dict, levels: tuple[int, ...], window_s: float) -> dict[str, dict]:
+    """Windowed series per policy on a common time axis, so every policy's windows line up in the plots."""
     t_end = max(max(float(np.nanmax(r.finish)) if np.isfinite(r.finish).any() else 0.0, float(r.arrival[-1]))
                 for r in runs.values())
-    for name, r in runs.items():
-        series[name] = time_series(r.arrival, r.deadline, r.finish, r.quality, r.k_prime, list(levels),
-                                   window_s=args.window, t_end=t_end)
+    return {name: time_series(r.arrival, r.deadline, r.finish, r.quality, r.k_prime, list(levels),
+                              window_s=window_s, t_end=t_end)
+            for name, r in runs.items()}
+
+
+def _write_outputs(args: argparse.Namespace, policies: list[str], cfg: SchedulerConfig, arrivals: np.ndarray,
+                   results: dict[str, dict], series: dict[str, dict], profile) -> None:
+    """results.json, series.json and (unless --no-plots) the plots, under --out."""
+    n = int(arrivals.size)
     config = {
         "trace": [os.path.abspath(x) for x in args.trace], "prompts": os.path.abspath(args.prompts),
         "warm": args.warm, "peak_load": args.peak_load, "time_scale": args.time_scale, "requests": n,
-        "duration_s": float(arrivals[-1]), "capacity_rps_top_level": capacity, "seed": args.seed,
-        "cache_capacity": args.cache_capacity, "resumed_levels": args.resumed_levels, "window_s": args.window, "policies": policies,
-        "scheduler": cfg.to_dict(),
+        "duration_s": float(arrivals[-1]), "capacity_rps_top_level": cfg.top_level_capacity(), "seed": args.seed,
+        "cache_capacity": args.cache_capacity, "resumed_levels": args.resumed_levels, "window_s": args.window,
+        "policies": policies, "scheduler": cfg.to_dict(),
     }
     os.makedirs(args.out, exist_ok=True)
     write_results(os.path.join(args.out, "results.json"), config, results)
@@ -155,16 +206,19 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_plots:
         from .plots import plot_kmix, plot_timeseries
 
-        title = (f"{args.workers} workers, {profile.name}, SLO {slo:.1f}s, peak load {args.peak_load}, "
+        title = (f"{args.workers} workers, {profile.name}, SLO {cfg.slo_s:.1f}s, peak load {args.peak_load}, "
                  f"time ×{args.time_scale}, {n} requests")
         plot_timeseries(series, os.path.join(args.out, "timeseries.png"), title)
         plot_kmix(series, os.path.join(args.out, "kmix.png"))
-    print(f"{args.workers} workers · {profile.name} · SLO {slo:.2f}s · period {args.period}s · "
+
+
+def _print_table(args: argparse.Namespace, profile, cfg: SchedulerConfig, results: dict[str, dict]) -> None:
+    """The settings line and the comparison table on stdout."""
+    print(f"{args.workers} workers · {profile.name} · SLO {cfg.slo_s:.2f}s · period {args.period}s · "
           f"util target {args.util_target} · EWMA α {args.ewma_alpha} · backlog-aware {cfg.backlog_aware} · "
-          f"redirect {cfg.deadline_redirect} · batch caps {caps}")
+          f"redirect {cfg.deadline_redirect} · batch caps {cfg.batch_caps()}")
     print(format_table(results))
     print(f"wrote {os.path.join(args.out, 'results.json')}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import heapq
 import math
+import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,6 +30,7 @@ from .cache_model import ApproxCache
 from .demand import DemandEstimate, DemandEstimator, default_class_quality
 from .interface import ClusterView, RequestView, SchedulerConfig
 from .policies import Policy, make_policy
+from .profiles import LatencyProfile
 
 _COMPLETE, _CONTROL, _DROP = 0, 1, 2
 
@@ -49,7 +52,8 @@ class SimResult:
     worker: np.ndarray
     redirected: np.ndarray
     batch: np.ndarray            # size of the batch it was served in
-    plans: list[dict] = field(default_factory=list)   # {"time", "workers_per_level", "expected_quality", "solve_time_s"}
+    # {"time", "workers_per_level", "expected_quality", "solve_time_s"} per plan, the first at time 0
+    plans: list[dict] = field(default_factory=list)
     cache_fallbacks: int = 0
     cache_evictions: int = 0
     wall_s: float = 0.0
@@ -88,211 +92,325 @@ def simulate(policy_name: str, config: SchedulerConfig, arrivals: np.ndarray, em
     `cache` may be a fresh ApproxCache built on the same embeddings (to reuse its neighbour index);
     its state is reset here.
     """
-    import time as _time
-
-    t_wall = _time.perf_counter()
+    wall_started = time.perf_counter()
     arrivals = np.asarray(arrivals, dtype=np.float64)
-    n = arrivals.size
-    if embeddings.shape[0] < warm + n:
-        raise ValueError(f"need {warm + n} prompts (warm {warm} + {n} requests), have {embeddings.shape[0]}")
-    levels = config.levels
-    prof = config.profile
-    qm = config.quality
-    pred = config.predictor
-    slo = config.slo_s
-    W = config.n_workers
+    _check_prompt_count(embeddings, warm, arrivals.size)
+    cache = _warm_cache(cache, embeddings, warm, arrivals.size, config.levels, cache_capacity, top_m)
+    run = _setup_run(policy_name, config, arrivals, cache, warm, seed)
+    handlers = _event_handlers(run)
+    _event_loop(run, handlers, progress)
+    return _result(run, time.perf_counter() - wall_started)
+
+
+@dataclass(eq=False)
+class _Run:
+    """The state of one policy run: the cluster, the queues, the event heap and the per-request outcomes."""
+
+    policy_name: str
+    config: SchedulerConfig
+    arrivals: np.ndarray
+    cache: ApproxCache
+    warm: int
+    policy: Policy
+    estimator: DemandEstimator
+    cluster: ClusterView
+    class_of: dict[int, int]                 # level → its index in config.levels (= its K* class)
+    q_row: Callable[[float], list[float]]    # similarity → [Q(s, K′) for K′ in levels]
+    queues: list[deque]                      # per worker: queued request indices, FIFO
+    running: list[list[int]]                 # per worker: the batch being served
+    heap: list[tuple[float, int, int, int]]  # (time, tie-break seq, event kind, worker or request)
+    plans: list[dict]
+    # per-request outcomes (the SimResult arrays)
+    start: np.ndarray
+    finish: np.ndarray
+    dropped: np.ndarray
+    k_star: np.ndarray
+    k_prime: np.ndarray
+    quality: np.ndarray
+    similarity: np.ndarray
+    worker: np.ndarray
+    redirected: np.ndarray
+    batch: np.ndarray
+    # Python-list mirrors for the hot loop
+    k_prime_list: list[int]
+    batch_cap_list: list[int]                # batch size the dispatcher asked for, per request
+    cost_list: list[float]                   # expected service seconds per request (L(K′, b) / b)
+    state: list[int]                         # _QUEUED, _TAKEN (running or done) or _DROPPED
+
+
+_QUEUED, _TAKEN, _DROPPED = 0, 1, 2
+
+
+def _check_prompt_count(embeddings: np.ndarray, warm: int, n_requests: int) -> None:
+    """Fail early when the prompt stream is shorter than warm-up plus requests."""
+    if embeddings.shape[0] < warm + n_requests:
+        raise ValueError(f"need {warm + n_requests} prompts (warm {warm} + {n_requests} requests), "
+                         f"have {embeddings.shape[0]}")
+
+
+def _warm_cache(cache: ApproxCache | None, embeddings: np.ndarray, warm: int, n_requests: int,
+                levels: list[int], cache_capacity: int, top_m: int) -> ApproxCache:
+    """A new cache (or the given one, reset), warmed with the first `warm` prompts."""
     if cache is None:
-        cache = ApproxCache(embeddings[: warm + n], levels, cache_capacity, query_start=warm, top_m=top_m)
+        cache = ApproxCache(embeddings[: warm + n_requests], levels, cache_capacity, query_start=warm,
+                            top_m=top_m)
     else:
         cache.reset(cache_capacity)
     cache.warm(warm)
+    return cache
 
-    policy: Policy = make_policy(policy_name, config, seed)
-    estimator = DemandEstimator(levels, qm, alpha=config.ewma_alpha, start=0.0)
-    cluster = ClusterView.idle(policy.current.worker_levels)
-    queues: list[deque] = [deque() for _ in range(W)]
-    running: list[list[int]] = [[] for _ in range(W)]
 
-    start = np.full(n, np.nan)
-    finish = np.full(n, np.nan)
-    dropped = np.zeros(n, dtype=bool)
-    k_star = np.zeros(n, dtype=np.int64)
-    k_prime = np.zeros(n, dtype=np.int64)
-    quality = np.full(n, np.nan)
-    sim_arr = np.full(n, np.nan)
-    worker = np.full(n, -1, dtype=np.int64)
-    redirected = np.zeros(n, dtype=bool)
-    batch_of = np.zeros(n, dtype=np.int64)
-    kp_l = [0] * n          # python mirrors for the hot loop
-    bs_l = [1] * n
-    cost_l = [0.0] * n
-    state = [0] * n         # 0 queued, 1 running/done, 2 dropped
-    lat_cache: dict[tuple[int, int], float] = {}
+def _setup_run(policy_name: str, config: SchedulerConfig, arrivals: np.ndarray, cache: ApproxCache, warm: int,
+               seed: int) -> _Run:
+    """The policy, estimator, idle cluster and empty outcomes; the first plan recorded, the first tick queued."""
+    n = arrivals.size
+    n_workers = config.n_workers
+    levels = config.levels
+    policy = make_policy(policy_name, config, seed)
+    run = _Run(
+        policy_name=policy_name, config=config, arrivals=arrivals, cache=cache, warm=warm, policy=policy,
+        estimator=DemandEstimator(levels, config.quality, alpha=config.ewma_alpha, start=0.0),
+        cluster=ClusterView.idle(policy.current.worker_levels),
+        class_of={k: i for i, k in enumerate(levels)}, q_row=_q_row_function(config.quality, levels),
+        queues=[deque() for _ in range(n_workers)], running=[[] for _ in range(n_workers)], heap=[], plans=[],
+        start=np.full(n, np.nan), finish=np.full(n, np.nan), dropped=np.zeros(n, dtype=bool),
+        k_star=np.zeros(n, dtype=np.int64), k_prime=np.zeros(n, dtype=np.int64), quality=np.full(n, np.nan),
+        similarity=np.full(n, np.nan), worker=np.full(n, -1, dtype=np.int64),
+        redirected=np.zeros(n, dtype=bool), batch=np.zeros(n, dtype=np.int64),
+        k_prime_list=[0] * n, batch_cap_list=[1] * n, cost_list=[0.0] * n, state=[_QUEUED] * n)
+    _record_plan(run, 0.0)
+    if policy.uses_controller:
+        heapq.heappush(run.heap, (config.period_s, -1, _CONTROL, 0))
+    return run
 
-    def lat(k: int, b: int) -> float:
-        v = lat_cache.get((k, b))
+
+def _memoised_latency(profile: LatencyProfile) -> Callable[[int, int], float]:
+    """L(K′, b) from the profile, memoised (it is asked for on every arrival and batch)."""
+    table: dict[tuple[int, int], float] = {}
+
+    def latency(k: int, b: int) -> float:
+        v = table.get((k, b))
         if v is None:
-            v = lat_cache[(k, b)] = prof.latency(k, b)
+            v = table[(k, b)] = profile.latency(k, b)
         return v
 
-    heap: list[tuple[float, int, int, int]] = []
-    seq = 0
-    plans: list[dict] = []
-    period = config.period_s
+    return latency
 
-    def record_plan(t: float) -> None:
-        p = policy.current
-        plans.append({"time": t, "workers_per_level": list(p.workers_per_level) or
-                      [p.worker_levels.count(k) for k in levels],
-                      "expected_quality": p.expected_quality, "solve_time_s": p.solve_time_s})
 
-    record_plan(0.0)
-    if policy.uses_controller:
-        heapq.heappush(heap, (period, -1, _CONTROL, 0))
+@dataclass(frozen=True)
+class _Handlers:
+    """The hot event handlers of one run (closures over its state)."""
+
+    arrival: Callable[[int, float], None]   # (request, time)
+    complete: Callable[[int, float], None]  # (worker, time)
+    drop: Callable[[int], None]             # (request)
+
+
+def _event_handlers(run: _Run) -> _Handlers:
+    """The per-event handlers, as closures over the run's state so the hot loop reads locals, not attributes.
+    The cluster's lists are bound once: policies read them and nothing replaces them."""
+    config, policy, cache, estimator, cluster = run.config, run.policy, run.cache, run.estimator, run.cluster
+    predictor, quality_model, q_row, class_of = config.predictor, config.quality, run.q_row, run.class_of
+    warm, slo, policy_name = run.warm, config.slo_s, run.policy_name
+    drop_after = 2.0 * slo
+    queues, running, heap, state = run.queues, run.running, run.heap, run.state
+    k_prime_list, batch_cap_list, cost_list = run.k_prime_list, run.batch_cap_list, run.cost_list
+    start, finish, dropped, batch_of = run.start, run.finish, run.dropped, run.batch
+    k_star, k_prime, quality, similarity = run.k_star, run.k_prime, run.quality, run.similarity
+    worker, redirected = run.worker, run.redirected
+    queue_len, queued_s, busy, busy_until = cluster.queue_len, cluster.queued_s, cluster.running, cluster.busy_until
+    latency = _memoised_latency(config.profile)
+    heappush = heapq.heappush
+    seq = 0  # tie-break for events at the same time: the order they were scheduled
 
     def start_batch(w: int, t: float) -> None:
+        """If worker w has queued work, start a batch: the head's K′ and the next queued of that K′, up to
+        the head's batch size."""
         nonlocal seq
-        q = queues[w]
-        while q and state[q[0]] != 0:
-            q.popleft()
-        if not q:
+        queue = queues[w]
+        while queue and state[queue[0]] != _QUEUED:
+            queue.popleft()
+        if not queue:
             return
-        head = q[0]
-        k = kp_l[head]
-        bmax = bs_l[head]
+        head = queue[0]
+        level = k_prime_list[head]
+        batch_cap = batch_cap_list[head]
         taken: list[int] = []
         keep: deque = deque()
-        for r in q:
-            if state[r] != 0:
+        for r in queue:
+            if state[r] != _QUEUED:
                 continue
-            if len(taken) < bmax and kp_l[r] == k:
+            if len(taken) < batch_cap and k_prime_list[r] == level:
                 taken.append(r)
             else:
                 keep.append(r)
         queues[w] = keep
-        svc = lat(k, len(taken))
-        qs = 0.0
+        service_s = latency(level, len(taken))
+        taken_cost = 0.0
         for r in taken:
-            state[r] = 1
+            state[r] = _TAKEN
             start[r] = t
             batch_of[r] = len(taken)
-            qs += cost_l[r]
-        cluster.queue_len[w] -= len(taken)
-        cluster.queued_s[w] = max(0.0, cluster.queued_s[w] - qs) if cluster.queue_len[w] else 0.0
-        cluster.running[w] = len(taken)
-        cluster.busy_until[w] = t + svc
+            taken_cost += cost_list[r]
+        queue_len[w] -= len(taken)
+        queued_s[w] = max(0.0, queued_s[w] - taken_cost) if queue_len[w] else 0.0
+        busy[w] = len(taken)
+        busy_until[w] = t + service_s
         running[w] = taken
         seq += 1
-        heapq.heappush(heap, (t + svc, seq, _COMPLETE, w))
+        heappush(heap, (t + service_s, seq, _COMPLETE, w))
 
-    def control(t: float, ai: int) -> None:
-        if getattr(policy, "wants_future_demand", False):
-            est = future_demand(t, ai)
-            estimator.roll(t)
+    def on_arrival(r: int, t: float) -> None:
+        """Request r arrives: neighbour and K*, demand observed, dispatched, queued, its drop scheduled."""
+        nonlocal seq
+        neighbour, sim = cache.lookup(warm + r)
+        if neighbour >= 0:
+            available = cache.available(neighbour)
+            ks = predictor.k_star(sim, available)
         else:
-            est = estimator.roll(t)
-        if config.backlog_aware:
-            queued = [0] * len(levels)
-            for q in queues:
-                for r in q:
-                    if state[r] == 0:
-                        queued[class_of[k_star[r]]] += 1
-            est = est.with_backlog(queued, config.backlog_horizon_periods * period)
-        policy.plan(t, est)
-        cluster.levels[:] = policy.current.worker_levels
-        record_plan(t)
-
-    def future_demand(t: float, ai: int) -> DemandEstimate:
-        hi = int(np.searchsorted(arrivals, t + period, side="left"))
-        cnt = np.zeros(len(levels))
-        qsum = np.zeros((len(levels), len(levels)))
-        js, ss = cache.lookup_many(warm + ai, warm + hi)
-        for j, s in zip(js.tolist(), ss.tolist()):
-            ks = pred.k_star(s, cache.available(j)) if j >= 0 else 0
-            i = class_of[ks]
-            cnt[i] += 1
-            qsum[i] += q_row(s)
-        qd = default_class_quality(levels, qm)
-        qmean = np.where(cnt[:, None] > 0, qsum / np.maximum(cnt, 1)[:, None], qd)
-        return DemandEstimate(levels=list(levels), rates=(cnt / period).tolist(), quality=qmean.tolist(), time=t)
-
-    class_of = {k: i for i, k in enumerate(levels)}
-    q_row = _q_row_function(qm, levels)
-    drop_after = 2.0 * slo
-    ai = 0
-    arr_l = arrivals.tolist()
-    tick = max(1, n // 200)
-    while ai < n or heap:
-        t_arr = arr_l[ai] if ai < n else math.inf
-        if heap and heap[0][0] <= t_arr:
-            t, _, kind, x = heapq.heappop(heap)
-            if kind == _COMPLETE:
-                w = x
-                batch = running[w]
-                svc = t - start[batch[0]]
-                for r in batch:
-                    finish[r] = t
-                    cache.insert(warm + r, kp_l[r])
-                policy.on_batch_done(w, kp_l[batch[0]], len(batch), svc)
-                running[w] = []
-                cluster.running[w] = 0
-                start_batch(w, t)
-            elif kind == _DROP:
-                r = x
-                if state[r] == 0:
-                    state[r] = 2
-                    dropped[r] = True
-                    w = int(worker[r])
-                    cluster.queue_len[w] -= 1
-                    cluster.queued_s[w] = max(0.0, cluster.queued_s[w] - cost_l[r]) if cluster.queue_len[w] else 0.0
-            else:  # control
-                control(t, ai)
-                if ai < n:
-                    heapq.heappush(heap, (t + period, -1, _CONTROL, 0))
-            continue
-        # arrival
-        r = ai
-        t = t_arr
-        ai += 1
-        if progress is not None and ai % tick == 0:
-            progress.update(tick)
-        j, s = cache.lookup(warm + r)
-        if j >= 0:
-            avail = cache.available(j)
-            ks = pred.k_star(s, avail)
-        else:
-            avail = ()
+            available = ()
             ks = 0
         k_star[r] = ks
-        sim_arr[r] = s
-        qrow = q_row(s)
-        estimator.observe(ks, qrow)
-        dl = t + slo
-        d = policy.dispatch(RequestView(r, t, dl, s if j >= 0 else None, ks, avail), cluster, t)
-        w, kp, b = d.worker_index, d.k_prime, max(1, d.batch_size)
-        if kp and kp not in avail:
-            raise RuntimeError(f"{policy_name}: K′={kp} not cached for the neighbour (levels {avail})")
-        kp_l[r] = kp
-        bs_l[r] = b
+        similarity[r] = sim
+        quality_row = q_row(sim)
+        estimator.observe(ks, quality_row)
+        deadline = t + slo
+        decision = policy.dispatch(RequestView(r, t, deadline, sim if neighbour >= 0 else None, ks, available),
+                                   cluster, t)
+        w, kp, batch_cap = decision.worker_index, decision.k_prime, max(1, decision.batch_size)
+        if kp and kp not in available:
+            raise RuntimeError(f"{policy_name}: K′={kp} not cached for the neighbour (levels {available})")
+        k_prime_list[r] = kp
+        batch_cap_list[r] = batch_cap
         k_prime[r] = kp
-        quality[r] = qrow[class_of[kp]] if kp in class_of else qm.q(s, kp)
+        quality[r] = quality_row[class_of[kp]] if kp in class_of else quality_model.q(sim, kp)
         worker[r] = w
-        redirected[r] = d.redirected
+        redirected[r] = decision.redirected
         if kp:
-            cache.hit(j, kp)
-        c = lat(kp, b) / b
-        cost_l[r] = c
+            cache.hit(neighbour, kp)
+        cost = latency(kp, batch_cap) / batch_cap
+        cost_list[r] = cost
         queues[w].append(r)
-        cluster.queue_len[w] += 1
-        cluster.queued_s[w] += c
+        queue_len[w] += 1
+        queued_s[w] += cost
         seq += 1
-        heapq.heappush(heap, (dl + (drop_after - slo), seq, _DROP, r))
-        if cluster.running[w] == 0:
+        heappush(heap, (deadline + (drop_after - slo), seq, _DROP, r))
+        if busy[w] == 0:
             start_batch(w, t)
+
+    def on_complete(w: int, t: float) -> None:
+        """Worker w's batch ends: its requests finish and enter the cache; the worker starts its next batch."""
+        batch = running[w]
+        service_s = t - start[batch[0]]
+        for r in batch:
+            finish[r] = t
+            cache.insert(warm + r, k_prime_list[r])
+        policy.on_batch_done(w, k_prime_list[batch[0]], len(batch), service_s)
+        running[w] = []
+        busy[w] = 0
+        start_batch(w, t)
+
+    def on_drop(r: int) -> None:
+        """Request r's 2 × SLO is up: dropped if it is still queued."""
+        if state[r] == _QUEUED:
+            state[r] = _DROPPED
+            dropped[r] = True
+            w = int(worker[r])
+            queue_len[w] -= 1
+            queued_s[w] = max(0.0, queued_s[w] - cost_list[r]) if queue_len[w] else 0.0
+
+    return _Handlers(on_arrival, on_complete, on_drop)
+
+
+def _event_loop(run: _Run, handlers: _Handlers, progress) -> None:
+    """Advance the virtual clock: whichever comes first of the next arrival and the next scheduled event
+    (ties: the scheduled event), until every arrival is in and the heap is empty."""
+    on_arrival, on_complete, on_drop = handlers.arrival, handlers.complete, handlers.drop
+    heap = run.heap
+    heappop, heappush = heapq.heappop, heapq.heappush
+    period = run.config.period_s
+    arrival_times = run.arrivals.tolist()
+    n = len(arrival_times)
+    tick = max(1, n // 200)
+    next_arrival = 0
+    while next_arrival < n or heap:
+        t_arrival = arrival_times[next_arrival] if next_arrival < n else math.inf
+        if heap and heap[0][0] <= t_arrival:
+            t, _, kind, index = heappop(heap)
+            if kind == _COMPLETE:
+                on_complete(index, t)
+            elif kind == _DROP:
+                on_drop(index)
+            else:
+                _control_tick(run, t, next_arrival)
+                if next_arrival < n:
+                    heappush(heap, (t + period, -1, _CONTROL, 0))
+            continue
+        on_arrival(next_arrival, t_arrival)
+        next_arrival += 1
+        if progress is not None and next_arrival % tick == 0:
+            progress.update(tick)
     if progress is not None:
         progress.update(n - (n // tick) * tick)
-    return SimResult(policy=policy_name, arrival=arrivals, deadline=arrivals + slo, start=start, finish=finish,
-                     dropped=dropped, k_star=k_star, k_prime=k_prime, quality=quality, similarity=sim_arr,
-                     worker=worker, redirected=redirected, batch=batch_of, plans=plans,
-                     cache_fallbacks=cache.fallbacks, cache_evictions=cache.evictions,
-                     wall_s=_time.perf_counter() - t_wall)
+
+
+def _control_tick(run: _Run, t: float, next_arrival: int) -> None:
+    """The controller: roll the demand estimate (plus the backlog), ask the policy for a plan, apply it."""
+    config, policy = run.config, run.policy
+    if getattr(policy, "wants_future_demand", False):
+        estimate = _future_demand(run, t, next_arrival)
+        run.estimator.roll(t)
+    else:
+        estimate = run.estimator.roll(t)
+    if config.backlog_aware:
+        estimate = estimate.with_backlog(_queued_per_class(run), config.backlog_horizon_periods * config.period_s)
+    policy.plan(t, estimate)
+    run.cluster.levels[:] = policy.current.worker_levels
+    _record_plan(run, t)
+
+
+def _queued_per_class(run: _Run) -> list[int]:
+    """Requests still queued, per K* class."""
+    queued = [0] * len(run.config.levels)
+    state, k_star, class_of = run.state, run.k_star, run.class_of
+    for queue in run.queues:
+        for r in queue:
+            if state[r] == _QUEUED:
+                queued[class_of[k_star[r]]] += 1
+    return queued
+
+
+def _future_demand(run: _Run, t: float, next_arrival: int) -> DemandEstimate:
+    """The oracle's estimate: the true demand and mean quality per class of the coming period."""
+    config, cache, class_of = run.config, run.cache, run.class_of
+    levels, period = config.levels, config.period_s
+    end = int(np.searchsorted(run.arrivals, t + period, side="left"))
+    counts = np.zeros(len(levels))
+    quality_sum = np.zeros((len(levels), len(levels)))
+    neighbours, sims = cache.lookup_many(run.warm + next_arrival, run.warm + end)
+    for neighbour, sim in zip(neighbours.tolist(), sims.tolist()):
+        ks = config.predictor.k_star(sim, cache.available(neighbour)) if neighbour >= 0 else 0
+        i = class_of[ks]
+        counts[i] += 1
+        quality_sum[i] += run.q_row(sim)
+    default_quality = default_class_quality(levels, config.quality)
+    mean_quality = np.where(counts[:, None] > 0, quality_sum / np.maximum(counts, 1)[:, None], default_quality)
+    return DemandEstimate(levels=list(levels), rates=(counts / period).tolist(), quality=mean_quality.tolist(),
+                          time=t)
+
+
+def _record_plan(run: _Run, t: float) -> None:
+    """Append the policy's current plan to the run's plan history."""
+    plan = run.policy.current
+    run.plans.append({"time": t, "workers_per_level": list(plan.workers_per_level) or
+                      [plan.worker_levels.count(k) for k in run.config.levels],
+                      "expected_quality": plan.expected_quality, "solve_time_s": plan.solve_time_s})
+
+
+def _result(run: _Run, wall_s: float) -> SimResult:
+    """The per-request outcomes and plan history as a SimResult."""
+    return SimResult(policy=run.policy_name, arrival=run.arrivals, deadline=run.arrivals + run.config.slo_s,
+                     start=run.start, finish=run.finish, dropped=run.dropped, k_star=run.k_star,
+                     k_prime=run.k_prime, quality=run.quality, similarity=run.similarity, worker=run.worker,
+                     redirected=run.redirected, batch=run.batch, plans=run.plans,
+                     cache_fallbacks=run.cache.fallbacks, cache_evictions=run.cache.evictions, wall_s=wall_s)

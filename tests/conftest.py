@@ -9,11 +9,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from webapp.ledger.queues import gpu_queue, worker_argv
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,10 +87,7 @@ class WorkerProcess:
             env["T2I_WORKER_INDEX"] = str(self.index)
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "webapp", "worker", "-Q", self.queue, "-c", "1",
-             "--prefetch-multiplier", "1", "-n", name, "--without-gossip", "--without-mingle",
-             "--without-heartbeat", "-l", "INFO"],
-            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+            worker_argv(self.queue, name, events=False), cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if "ready." in self.log_path.read_text(errors="replace"):
@@ -133,7 +131,7 @@ def start_worker(worker_env):
     log_dir.mkdir(parents=True, exist_ok=True)
 
     def start(index: int, queue: str | None = None) -> WorkerProcess:
-        queue = queue or f"gpu.{index}"
+        queue = queue or gpu_queue(index)
         worker = WorkerProcess(queue, index, worker_env, log_dir / f"{queue}-{len(started)}.log")
         started.append(worker)
         return worker.start()

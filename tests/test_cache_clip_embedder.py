@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from workers import cache_store
-from workers.clip_embeddings import CLIP_DIM, clip_text_embeddings
-from workers.models import CacheEntry
+from webapp.cache import store as cache_store
+from webapp.cache.clip_embedder import CLIP_DIM, clip_text_embeddings
+from webapp.cache.keys import model_key_for
+from webapp.cache.models import CacheEntry
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -28,7 +29,7 @@ def test_clip_embeddings_are_unit_norm_zero_padded_and_deterministic(tiny_model_
 
 def test_clip_mode_stores_and_searches_clip_vectors(tiny_model_path, embedded_services, settings):
     settings.T2I_EMBEDDER = "clip"
-    key = cache_store.model_key_for(50, 64, 64)
+    key = model_key_for(50, 64, 64)
     latents = [{5: torch.zeros(1, 4, 8, 8)} for _ in PROMPTS]
     ids = cache_store.insert_many(key, PROMPTS, latents)
     assert all(CacheEntry.objects.get(pk=i).clip_embedding is not None for i in ids)

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from tests.test_cache_store import assert_consistent, files_on_disk
-from workers import cache_store
-from workers.models import CacheConfig, CacheEntry, CacheLevel
+from webapp.cache import store as cache_store
+from webapp.cache.models import CacheConfig, CacheEntry, CacheLevel
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -30,7 +30,7 @@ def hammer(worker: int, rounds: int, barrier: str) -> None:
     import numpy as np
     import torch
 
-    from workers import cache_store as store
+    from webapp.cache import store
 
     store.nearest(np.ones(384, dtype=np.float32), "hammer")  # connect before the start line
     Path(barrier, f"ready-{worker}").touch()

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import wait_for_status
-from webapp.ledger import controller, live_scheduler
+from webapp.cache.models import CacheEntry
 from webapp.ledger.models import BatchRecord, GenerationRequest, ServingConfig, Status
-from workers.models import CacheEntry
+from webapp.serving import controller, live_policy
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -18,13 +18,13 @@ URL = "/api/v1/generations/"
 @pytest.fixture
 def nirvana_policy(embedded_services):
     """NIRVANA serves every request at its own K*: the plain ApproxC behaviour."""
-    live_scheduler.live_policy.reset()
+    live_policy.live_policy.reset()
     controller.reset_controller_state()
     config = ServingConfig.current()
     config.policy = "nirvana"
     config.save()
     yield
-    live_scheduler.live_policy.reset()
+    live_policy.live_policy.reset()
 
 
 def served(api, prompt: str, seed: int = 3) -> GenerationRequest:

@@ -10,8 +10,11 @@ import pytest
 import torch
 from django.db import connection, transaction
 
-from workers import cache_store
-from workers.models import CacheConfig, CacheEntry, CacheLevel
+from webapp.cache import store as cache_store
+from webapp.cache.keys import model_key_for
+from webapp.cache.models import CacheConfig, CacheEntry, CacheLevel
+from webapp.ledger.models import ServingConfig
+from webapp.serving.live_config import scheduler_config
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -157,7 +160,9 @@ def test_filtered_hnsw_scan_is_never_starved_by_the_key_filter(embedded_services
         transaction.set_rollback(True)
 
 
-def test_match_caps_k_star_at_levels_the_neighbour_holds(embedded_services):
+def test_k_star_of_a_neighbour_is_capped_at_the_levels_it_holds(embedded_services):
+    """The store finds the neighbour; the one K* rule (the live policy's predictor, built from the
+    admin's thresholds) caps K* at the largest level that neighbour still holds."""
     rng = np.random.default_rng(3)
     a, b = unit(rng.normal(size=(2, 384)))
     cache_store.insert("only high levels", {20: latent(), 25: latent()}, "k", a)
@@ -168,23 +173,26 @@ def test_match_caps_k_star_at_levels_the_neighbour_holds(embedded_services):
         o = unit(o - (o @ v) * v)
         return (s * v + np.sqrt(1 - s * s) * o).astype(np.float32)
 
-    m = cache_store.match(near(a, 0.97), "k")
-    assert m.prompt == "only high levels" and m.similarity == pytest.approx(0.97, abs=1e-4)
-    assert m.k_star == 25 and m.levels == (20, 25)
-    assert cache_store.match(near(a, 0.92), "k").k_star == 20
-    assert cache_store.match(near(a, 0.87), "k").k_star == 0  # predicted 15, only 20 and 25 held
-    assert cache_store.match(near(b, 0.97), "k2").k_star == 10  # predicted 25, capped at 10
-    assert cache_store.match(near(b, 0.70), "k2").k_star == 5
-    assert cache_store.match(near(b, 0.50), "k2").k_star == 0  # a miss, neighbour still reported
-    assert cache_store.match(a, "empty-key") is None
-    # The thresholds are the admin's (ServingConfig), read on every call.
-    from webapp.ledger.models import ServingConfig
+    def k_star(query: np.ndarray, key: str) -> int:
+        entry, s = cache_store.nearest(query, key)
+        predictor = scheduler_config(ServingConfig.current()).predictor
+        return predictor.k_star(s, tuple(sorted(entry.levels)))
 
+    entry, s = cache_store.nearest(near(a, 0.97), "k")
+    assert entry.prompt == "only high levels" and s == pytest.approx(0.97, abs=1e-4)
+    assert sorted(entry.levels) == [20, 25] and k_star(near(a, 0.97), "k") == 25
+    assert k_star(near(a, 0.92), "k") == 20
+    assert k_star(near(a, 0.87), "k") == 0  # predicted 15, only 20 and 25 held
+    assert k_star(near(b, 0.97), "k2") == 10  # predicted 25, capped at 10
+    assert k_star(near(b, 0.70), "k2") == 5
+    assert k_star(near(b, 0.50), "k2") == 0  # a miss, neighbour still found
+    assert cache_store.nearest(a, "empty-key") is None
+    # The thresholds are the admin's (ServingConfig), read on every call.
     serving = ServingConfig.current()
     serving.thresholds = "0.99:25,0.5:10"
     serving.save()
-    assert cache_store.match(near(b, 0.97), "k2").k_star == 10
-    assert cache_store.match(near(a, 0.97), "k").k_star == 0
+    assert k_star(near(b, 0.97), "k2") == 10
+    assert k_star(near(a, 0.97), "k") == 0
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -310,12 +318,12 @@ def test_purge_and_orphan_sweep(embedded_services):
 
 
 def test_model_key_for_the_configured_model(embedded_services, tiny_model_path):
-    key = cache_store.model_key_for(50, 64, 64)
-    assert key == cache_store.model_key_for(50, 64, 64, model_path=Path(str(tiny_model_path)))
+    key = model_key_for(50, 64, 64)
+    assert key == model_key_for(50, 64, 64, model_path=Path(str(tiny_model_path)))
     name, scheduler, steps, size = key.split("|")
     assert name.startswith(tiny_model_path.name + "-") and scheduler in ("ddim", "euler")
     assert (steps, size) == ("N50", "64x64")
-    assert cache_store.model_key_for(30, 64, 64) != key != cache_store.model_key_for(50, 128, 128)
+    assert model_key_for(30, 64, 64) != key != model_key_for(50, 128, 128)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -330,12 +338,12 @@ def test_admin_lists_entries_and_purge_action_removes_rows_and_files(embedded_se
     rng = np.random.default_rng(7)
     ids = cache_store.insert_many("key", ["red fox", "blue whale"], [{k: latent() for k in LEVELS}] * 2,
                                   unit(rng.normal(size=(2, 384))))
-    page = client.get("/admin/workers/cacheentry/")
+    page = client.get("/admin/cache/cacheentry/")
     assert page.status_code == 200
     body = page.content.decode()
     assert "red fox" in body and "blue whale" in body and "budget" in body
-    assert client.get("/admin/workers/cacheconfig/").status_code == 200
-    resp = client.post("/admin/workers/cacheentry/", {"action": "purge_selected",
+    assert client.get("/admin/cache/cacheconfig/").status_code == 200
+    resp = client.post("/admin/cache/cacheentry/", {"action": "purge_selected",
                                                       "_selected_action": [ids[0]]}, follow=True)
     assert resp.status_code == 200 and "Purged 1 cache entries and 5 latent files" in resp.content.decode()
     assert list(CacheEntry.objects.values_list("prompt", flat=True)) == ["blue whale"]
@@ -344,13 +352,13 @@ def test_admin_lists_entries_and_purge_action_removes_rows_and_files(embedded_se
 
     # Lowering the budget in the admin evicts at once.
     config = CacheConfig.current()
-    page = client.get(f"/admin/workers/cacheconfig/{config.pk}/change/")
+    page = client.get(f"/admin/cache/cacheconfig/{config.pk}/change/")
     assert "0.95:25" in page.content.decode()  # the thresholds shown, edited under Serving configuration
-    resp = client.post(f"/admin/workers/cacheconfig/{config.pk}/change/", {"byte_budget": 0}, follow=True)
+    resp = client.post(f"/admin/cache/cacheconfig/{config.pk}/change/", {"byte_budget": 0}, follow=True)
     assert resp.status_code == 200
     assert CacheConfig.current().byte_budget == 0
     assert CacheEntry.objects.count() == 0 and files_on_disk() == set()
-    bad = client.post(f"/admin/workers/cacheconfig/{config.pk}/change/", {"byte_budget": -1})
+    bad = client.post(f"/admin/cache/cacheconfig/{config.pk}/change/", {"byte_budget": -1})
     assert bad.status_code == 200 and "greater than or equal to 0" in bad.content.decode()
 
 
@@ -359,7 +367,7 @@ def test_model_key_names_the_scheduler_the_engine_runs(tiny_model_path, settings
     are never resumed with another."""
     settings.T2I_MODEL_PATH = tiny_model_path
     settings.T2I_SCHEDULER = ""
-    folder = cache_store.model_key_for(50, 64, 64)
+    folder = model_key_for(50, 64, 64)
     settings.T2I_SCHEDULER = "euler"
-    swapped = cache_store.model_key_for(50, 64, 64)
+    swapped = model_key_for(50, 64, 64)
     assert "|ddim|" in folder and "|euler|" in swapped and folder != swapped

@@ -11,8 +11,9 @@ import torch
 from django.core.management import call_command
 
 from tests.test_cache_store import assert_consistent
-from workers import cache_store
-from workers.models import CacheEntry
+from webapp.cache import store as cache_store
+from webapp.cache.keys import model_key_for
+from webapp.cache.models import CacheEntry
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -34,7 +35,7 @@ def test_warm_cache_fills_the_cache_and_a_cached_latent_resumes_the_run(embedded
     from workers.engine import GenItem
 
     engine = runtime.engine()
-    key = cache_store.model_key_for(STEPS, 64, 64, scheduler=engine.scheduler_name)
+    key = model_key_for(STEPS, 64, 64, scheduler=engine.scheduler_name)
     entries = {e.prompt: e for e in CacheEntry.objects.filter(model_key=key)}
     assert set(entries) == {"a red fox in the snow", "a lighthouse at dusk", "a bowl of ramen"}
     assert all(e.levels == [5, 10, 15, 20, 25] for e in entries.values())

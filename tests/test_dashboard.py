@@ -82,7 +82,7 @@ def manual_plan(embedded_services):
                     expected_quality=0.9312, status=status, policy="prompt_aware").to_dict()
 
     AllocationPlan.objects.create(policy="prompt_aware", status="ok", message="Optimal",
-                                  solution=solution([0, 0], "ok"), worker_levels=[0, 0],
+                                  solution=solution([0, 0], "optimal"), worker_levels=[0, 0],
                                   expected_quality=0.99, utilisation=[0.5] * 6, solve_ms=12.5)
     config = ServingConfig.current()
     config.manual_layout = "0,25"

@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from workers import quality
-from workers.tiny_model import CLIP_VOCAB_SIZE, build_clip_tokenizer
+from scheduler.clip_tokenizer import CLIP_VOCAB_SIZE, build_clip_tokenizer
+from workers import image_fidelity
 
 PROMPT = "a lighthouse at dawn"
 
@@ -23,21 +23,21 @@ def _image(seed: int, size: int = 64) -> Image.Image:
 
 def test_fidelity_identical_and_different():
     a = _image(0)
-    same = quality.fidelity(a, a.copy())
-    assert same.ssim == pytest.approx(1.0) and same.psnr == quality.PSNR_CAP_DB
+    same = image_fidelity.fidelity(a, a.copy())
+    assert same.ssim == pytest.approx(1.0) and same.psnr == image_fidelity.PSNR_CAP_DB
     arr = np.asarray(a).astype(int)
     slightly = Image.fromarray(np.clip(arr + 3, 0, 255).astype(np.uint8))
-    near, far = quality.fidelity(slightly, a), quality.fidelity(_image(1), a)
-    assert 1.0 > near.ssim > far.ssim and quality.PSNR_CAP_DB > near.psnr > far.psnr
+    near, far = image_fidelity.fidelity(slightly, a), image_fidelity.fidelity(_image(1), a)
+    assert 1.0 > near.ssim > far.ssim and image_fidelity.PSNR_CAP_DB > near.psnr > far.psnr
     assert near.psnr == pytest.approx(10 * np.log10(255**2 / np.mean((np.clip(arr + 3, 0, 255) - arr) ** 2)))
-    assert 0 < quality.fidelity(_image(0, 6), _image(1, 6)).psnr  # tiny images: SSIM window shrinks
+    assert 0 < image_fidelity.fidelity(_image(0, 6), _image(1, 6)).psnr  # tiny images: SSIM window shrinks
     with pytest.raises(ValueError, match="size"):
-        quality.fidelity(_image(0, 64), _image(0, 32))
+        image_fidelity.fidelity(_image(0, 64), _image(0, 32))
 
 
 def test_clip_score_skipped_without_model(tmp_path):
-    assert quality.clip_score_ratio(PROMPT, _image(0), _image(1), None) is None
-    assert quality.clip_score_ratio(PROMPT, _image(0), _image(1), tmp_path / "missing") is None
+    assert image_fidelity.clip_score_ratio(PROMPT, _image(0), _image(1), None) is None
+    assert image_fidelity.clip_score_ratio(PROMPT, _image(0), _image(1), tmp_path / "missing") is None
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +71,8 @@ def tiny_clip_dir(tmp_path_factory):
 
 
 def test_clip_score_ratio_with_local_model(tiny_clip_dir):
-    scores = quality.clip_scores(PROMPT, [_image(0), _image(1)], tiny_clip_dir)
+    scores = image_fidelity.clip_scores(PROMPT, [_image(0), _image(1)], tiny_clip_dir)
     assert len(scores) == 2 and all(0.0 <= s <= 100.0 for s in scores) and scores[0] > 0
-    assert quality.clip_score_ratio(PROMPT, _image(0), _image(0), tiny_clip_dir) == pytest.approx(1.0)
-    ratio = quality.clip_score_ratio(PROMPT, _image(1), _image(0), tiny_clip_dir)
+    assert image_fidelity.clip_score_ratio(PROMPT, _image(0), _image(0), tiny_clip_dir) == pytest.approx(1.0)
+    ratio = image_fidelity.clip_score_ratio(PROMPT, _image(1), _image(0), tiny_clip_dir)
     assert ratio == pytest.approx(scores[1] / scores[0])

@@ -7,16 +7,16 @@ import json
 import pytest
 import torch
 
+from scheduler import clip_tokenizer
 from workers import tiny_model
-
 
 # One intra-op torch thread for this module (tests/conftest.py explains why).
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_tokenizer_has_real_clip_ids():
-    tok = tiny_model.build_clip_tokenizer()
-    assert len(tok) == tiny_model.CLIP_VOCAB_SIZE == 49408
+    tok = clip_tokenizer.build_clip_tokenizer()
+    assert len(tok) == clip_tokenizer.CLIP_VOCAB_SIZE == 49408
     assert tok.model_max_length == 77
     # Ids of OpenAI CLIP (and of SD's tokenizer on the model hub) for this sentence.
     assert tok("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]

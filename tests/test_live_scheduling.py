@@ -11,10 +11,10 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from scheduler.interface import ClusterView, RequestView
-from scheduler.policies import make_policy
-from webapp.ledger import controller, live_scheduler, transitions
+from webapp.ledger import transitions
 from webapp.ledger.models import AllocationPlan, GenerationRequest, ServingConfig, Status
+from webapp.serving import controller, live_config, live_policy
+from webapp.serving.cluster_state import cluster_view
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -23,10 +23,10 @@ URL = "/api/v1/generations/"
 
 @pytest.fixture(autouse=True)
 def fresh_scheduler_state():
-    live_scheduler.live_policy.reset()
+    live_policy.live_policy.reset()
     controller.reset_controller_state()
     yield
-    live_scheduler.live_policy.reset()
+    live_policy.live_policy.reset()
     controller.reset_controller_state()
 
 
@@ -39,18 +39,19 @@ def configure(**fields) -> ServingConfig:
     return config
 
 
-def test_dispatch_writes_the_policys_decision(api, embedded_services, monkeypatch):
+def test_routing_writes_the_policys_decision(api, embedded_services, monkeypatch):
     """What the row records is exactly what the active policy decided for it."""
     seen = []
-    original = live_scheduler.dispatch
+    config = configure(policy="clipper_ht")
+    policy, _ = live_policy.live_policy.get(config)
+    original = policy.dispatch
 
-    def spy(**kw):
-        decision = original(**kw)
-        seen.append((decision, kw["policy"].name))
+    def spy(request, view, now):
+        decision = original(request, view, now)
+        seen.append((decision, policy.name))
         return decision
 
-    monkeypatch.setattr(live_scheduler, "dispatch", spy)
-    configure(policy="clipper_ht")
+    monkeypatch.setattr(policy, "dispatch", spy)
     body = api.post(URL, {"prompt": "a cat"}, format="json").json()
     decision, name = seen[-1]
     row = GenerationRequest.objects.get(pk=body["id"])
@@ -62,13 +63,13 @@ def test_dispatch_writes_the_policys_decision(api, embedded_services, monkeypatc
 
 def test_cluster_view_counts_queued_and_running_rows(user, embedded_services):
     config = configure(policy="prompt_aware")
-    policy, _ = live_scheduler.live_policy.get(config)
+    policy, _ = live_policy.live_policy.get(config)
     now = timezone.now()
     for worker, status in [(0, Status.QUEUED), (0, Status.QUEUED), (1, Status.RUNNING)]:
         GenerationRequest.objects.create(owner=user, prompt="x", seed=1, width=64, height=64, steps=50,
                                          deadline=now, worker=worker, status=status, k_served=0,
                                          started_at=now if status == Status.RUNNING else None)
-    view = live_scheduler.cluster_view(policy, now.timestamp())
+    view = cluster_view(policy, now.timestamp())
     assert view.queue_len == [2, 0] and view.running == [0, 1]
     assert view.queued_s[0] > 0 and view.busy_until[1] > now.timestamp()
 
@@ -120,7 +121,7 @@ def test_controller_stores_a_plan_that_dispatch_adopts(user, embedded_services):
     row = controller.run_controller()
     assert row.status == "ok" and AllocationPlan.current() == row
     assert len(row.worker_levels) == 2 and row.solution["route"]
-    policy, version = live_scheduler.live_policy.get(ServingConfig.current())
+    policy, version = live_policy.live_policy.get(ServingConfig.current())
     assert version == row.id and policy.current.worker_levels == row.worker_levels
 
 
@@ -161,7 +162,7 @@ def test_manual_layout_pins_worker_levels(embedded_services):
     configure(policy="prompt_aware", manual_layout="0,25")
     row = controller.run_controller()
     assert row.status == "manual" and row.worker_levels == [0, 25]
-    policy, version = live_scheduler.live_policy.get(ServingConfig.current())
+    policy, version = live_policy.live_policy.get(ServingConfig.current())
     assert policy.current.worker_levels == [0, 25] and version == row.id
 
 
@@ -200,7 +201,7 @@ def test_switching_policy_takes_effect_at_the_next_tick(api, embedded_services):
     configure(policy="clipper_ht")
     row = controller.run_controller()
     assert row.policy == "clipper_ht" and set(row.worker_levels) == {25}
-    policy, _ = live_scheduler.live_policy.get(ServingConfig.current())
+    policy, _ = live_policy.live_policy.get(ServingConfig.current())
     assert policy.name == "clipper_ht"
 
 
@@ -229,7 +230,7 @@ def test_time_factor_scales_the_profile_the_scheduler_plans_with(embedded_servic
     reference = load_profile("sdxl-a100")
     for factor in (1.0, 0.25):
         settings.T2I_TIME_FACTOR = factor
-        profile = live_scheduler.scheduler_config(ServingConfig.current()).profile
+        profile = live_config.scheduler_config(ServingConfig.current()).profile
         assert profile.latency(25, 2) == pytest.approx(reference.latency(25, 2) * factor)
         from workers.runtime import emulated_engine
 

@@ -33,8 +33,7 @@ def test_short_loadgen_run_against_live_stack(live_server, user, gpu_workers, tm
 
     from scheduler.simulate import main as simulate_main
     from webapp.ledger.models import TERMINAL_STATES, GenerationRequest, ServingConfig
-
-    from webapp.ledger.prompt_tokens import count_tokens
+    from webapp.serving.prompt_tokens import count_tokens
 
     long_prompt = " ".join(["a very detailed intricate painting"] * 30)  # > 77 CLIP tokens → HTTP 400
     warm = ["a red fox in the snow", "a castle made of glass"]       # --warm 2: cached, not replayed
@@ -194,7 +193,7 @@ def test_rows_become_simulator_arrays_in_profile_seconds():
 
 def test_loadgen_shares_the_simulators_workload_arguments():
     from scheduler.simulate import build_parser
-    from webapp.ledger.management.commands.loadgen import Command
+    from webapp.loadgen.management.commands.loadgen import Command
 
     parser = Command().create_parser("manage.py", "loadgen")
     sim = {a.dest: a for a in build_parser()._actions}
@@ -207,7 +206,7 @@ def test_loadgen_shares_the_simulators_workload_arguments():
 
 
 def test_compare_sim_applies_the_issues_tolerances():
-    from webapp.ledger.management.commands.compare_sim import compare_rows, format_comparison
+    from webapp.loadgen.management.commands.compare_sim import compare_rows, format_comparison
 
     sim = {"slo_violation_ratio": 0.02, "effective_quality": 0.92, "throughput_peak": 4.0, "throughput_mean": 3.0,
            "p99_latency_s": 10.0, "hit_rate": 0.80, "redirect_rate": 0.0}

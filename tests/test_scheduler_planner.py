@@ -7,8 +7,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import scheduler.planner as planner_module
 from scheduler.demand import DemandEstimate, default_class_quality
-from scheduler.planner import Plan, assign_worker_levels
+from scheduler.mip_glpk import MipSolution
+from scheduler.planner import Plan, PlanStatus, assign_worker_levels, fixed_plan
 from scheduler.planner import solve_plan as _solve_plan
 from scheduler.profiles import load_profile
 from scheduler.quality import QualityModel
@@ -41,7 +43,7 @@ def check_plan(plan: Plan, demand: DemandEstimate, n: int, util: float, headroom
         assert load[j] <= util * MU[k] * plan.workers_per_level[j] + 1e-6
     assert np.all(flows.sum(axis=1) <= np.array(demand.rates) * headroom + 1e-6)
     assert plan.served_rate <= sum(demand.rates) * headroom + 1e-6
-    assert plan.status == "optimal"
+    assert plan.status is PlanStatus.OPTIMAL and plan.adoptable
     assert 0.0 <= plan.expected_quality <= 1.0 + 1e-9
     # JSON round trip (the live system stores plans in Postgres)
     again = Plan.from_dict(json.loads(json.dumps(plan.to_dict())))
@@ -128,3 +130,82 @@ def test_unknown_solver_is_a_clear_error():
     d = DemandEstimate(LEVELS, [0.1] * 6, QDEF)
     with pytest.raises(ValueError, match="unknown solver 'cplex'"):
         solve_plan(d, 4, PROFILE, SLO, solver="cplex")
+
+
+def test_plan_status_values():
+    assert {s.name: s.value for s in PlanStatus} == {
+        "OPTIMAL": "optimal", "TIME_LIMIT": "time_limit", "FALLBACK": "fallback", "FIXED": "fixed",
+        "MANUAL": "manual"}
+    for status in PlanStatus:  # only a fallback plan is refused by the live controller
+        plan = Plan([0], [0], [[1.0]], {0: 1}, status=status)
+        assert plan.adoptable == (status is not PlanStatus.FALLBACK)
+
+
+def _stored_row(status: str) -> dict:
+    """A plan row as an older version stored it: free-text status, no solver_message."""
+    d = fixed_plan(LEVELS, 4, 25, dict.fromkeys(LEVELS, 1)).to_dict()
+    d["status"] = status
+    del d["solver_message"]
+    return json.loads(json.dumps(d))
+
+
+@pytest.mark.parametrize("stored, status, message", [
+    ("optimal", PlanStatus.OPTIMAL, ""),
+    ("fixed", PlanStatus.FIXED, ""),
+    ("manual", PlanStatus.MANUAL, ""),
+    ("fallback: no integer solution: time limit", PlanStatus.FALLBACK, "no integer solution: time limit"),
+    ("status 1: time limit reached", PlanStatus.TIME_LIMIT, "time limit reached"),
+    ("time_limit", PlanStatus.TIME_LIMIT, ""),
+])
+def test_from_dict_reads_old_status_strings(stored, status, message):
+    plan = Plan.from_dict(_stored_row(stored))
+    assert plan.status is status and plan.solver_message == message
+    assert plan.adoptable == (status is not PlanStatus.FALLBACK)
+    again = Plan.from_dict(json.loads(json.dumps(plan.to_dict())))
+    assert again == plan and type(plan.to_dict()["status"]) is str
+
+
+def test_plan_given_a_plain_string_status_holds_the_enum():
+    """The live side builds manual plans with status="manual"."""
+    plan = Plan(levels=[0, 25], worker_levels=[0, 25], route=[[1.0, 0.0], [0.0, 1.0]], batch_size={0: 1, 25: 2},
+                status="manual")
+    assert plan.status is PlanStatus.MANUAL and plan.solver_message == ""
+    assert fixed_plan(LEVELS, 2, 0, dict.fromkeys(LEVELS, 1)).status is PlanStatus.FIXED
+
+
+@pytest.mark.parametrize("prompt_aware", [True, False])
+def test_solver_without_a_solution_gives_the_fallback_plan(monkeypatch, prompt_aware):
+    monkeypatch.setattr(planner_module, "_solve_program", lambda *a, **k: MipSolution(None, 2, "no solution"))
+    d = DemandEstimate(LEVELS, [0.6, 0.3, 0.3, 0.2, 0.3, 1.2], QDEF)
+    plan = solve_plan(d, 16, PROFILE, SLO, prompt_aware=prompt_aware)
+    fastest = max(LEVELS, key=lambda k: MU[k])
+    assert plan.status is PlanStatus.FALLBACK and not plan.adoptable
+    assert plan.solver_message == "no solution"
+    assert plan.worker_levels == [fastest] * 16
+    assert plan.workers_per_level == [16 if k == fastest else 0 for k in LEVELS]
+    assert all(row == [1.0 if k == fastest else 0.0 for k in LEVELS] for row in plan.route)
+    assert plan.served_rate == pytest.approx(sum(d.rates))  # 3.0 req/s fit in 16 workers at K′ = 25
+    again = Plan.from_dict(json.loads(json.dumps(plan.to_dict())))
+    assert again == plan and again.status is PlanStatus.FALLBACK
+
+
+def test_solver_stopped_with_an_incumbent_gives_a_time_limit_plan(monkeypatch):
+    real = planner_module._solve_program
+
+    def stopped(*a, **k):
+        sol = real(*a, **k)
+        return MipSolution(sol.x, 1, "time limit reached")
+
+    monkeypatch.setattr(planner_module, "_solve_program", stopped)
+    d = DemandEstimate(LEVELS, [0.6, 0.3, 0.3, 0.2, 0.3, 1.2], QDEF)
+    plan = solve_plan(d, 16, PROFILE, SLO)
+    assert plan.status is PlanStatus.TIME_LIMIT and plan.adoptable
+    assert plan.solver_message == "time limit reached"
+    monkeypatch.setattr(planner_module, "_solve_program", real)
+    assert solve_plan(d, 16, PROFILE, SLO).workers_per_level == plan.workers_per_level
+
+
+def test_optimal_solve_is_adoptable():
+    d = DemandEstimate(LEVELS, [0.6, 0.3, 0.3, 0.2, 0.3, 1.2], QDEF)
+    plan = solve_plan(d, 16, PROFILE, SLO)
+    assert plan.status is PlanStatus.OPTIMAL and plan.adoptable and plan.solver_message

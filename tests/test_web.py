@@ -8,7 +8,6 @@ import shutil
 
 import pytest
 
-from tests.conftest import wait_for_status
 from webapp.ledger.models import GenerationRequest, Status
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -106,7 +105,7 @@ def test_browser_login_submit_and_see_image(live_server, user, gpu_workers, tmp_
 
 def test_admin_pages_render_for_staff(client, user, django_user_model, embedded_services):
     from tests.conftest import unpublished_row
-    from webapp.ledger import controller
+    from webapp.serving import controller
 
     root = django_user_model.objects.create_superuser("root", "r@x.invalid", "pw-root-123")
     client.force_login(root)
@@ -115,7 +114,13 @@ def test_admin_pages_render_for_staff(client, user, django_user_model, embedded_
     for url in ("/admin/", "/admin/ledger/generationrequest/",
                 f"/admin/ledger/generationrequest/{row.pk}/change/",
                 "/admin/ledger/servingconfig/", "/admin/ledger/allocationplan/",
-                "/admin/ledger/batchrecord/", "/admin/workers/cacheentry/",
-                "/admin/workers/cacheconfig/", "/admin/authtoken/tokenproxy/"):
+                "/admin/ledger/batchrecord/", "/admin/cache/cacheentry/",
+                "/admin/cache/cacheconfig/", "/admin/authtoken/tokenproxy/"):
         assert client.get(url).status_code == 200, url
     assert b"seen in the admin" in client.get(f"/admin/ledger/generationrequest/{row.pk}/change/").content
+
+
+def test_old_cache_admin_urls_redirect_to_the_cache_app(client):
+    """The cache's models moved from the workers app to webapp.cache; bookmarks keep working."""
+    resp = client.get("/admin/workers/cacheentry/?q=fox")
+    assert resp.status_code == 301 and resp["Location"] == "/admin/cache/cacheentry/?q=fox"

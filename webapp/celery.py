@@ -8,4 +8,4 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
 
 app = Celery("webapp")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.autodiscover_tasks(["workers", "webapp.ledger"])
+app.autodiscover_tasks(["workers", "webapp.ledger", "webapp.serving", "webapp.cache"])

@@ -60,7 +60,14 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_celery_beat",
+    # Domain: the ledger (rows are the truth), the approximate cache, serving control (no models).
     "webapp.ledger",
+    "webapp.cache",
+    "webapp.serving",
+    # Faces with management commands (api and dashboard need no app entry).
+    "webapp.web",
+    "webapp.loadgen",
+    # The GPU process: its commands and the migration history of the tables it first created.
     "workers",
 ]
 
@@ -204,7 +211,7 @@ T2I_METRICS_WINDOW = os.environ.get("T2I_METRICS_WINDOW", "5m")
 # A controller solve slower than this fraction of its period is discarded (previous plan kept).
 T2I_SLOW_SOLVE_FRACTION = env_float("T2I_SLOW_SOLVE_FRACTION", 0.5)  # CLIP text encoder context, including start/end tokens
 
-# --- Approximate cache (workers.cache_store; DESIGN §2, §6) ---------------------------
+# --- Approximate cache (webapp.cache.store; DESIGN §2, §6) ---------------------------
 # Default for the admin-editable CacheConfig row (created on first use); the similarity -> K*
 # thresholds are ServingConfig.thresholds. Latent blobs live in files
 # under T2I_CACHE_DIR (under MEDIA_ROOT so compose's shared media volume reaches every worker), never in

@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import include, path
+from django.urls import include, path, re_path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from webapp.web import views as web
@@ -11,6 +12,9 @@ urlpatterns = [
     path("gallery/", web.gallery, name="gallery"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    # The cache's admin pages moved with its models (workers → cache): old bookmarks still work.
+    re_path(r"^admin/workers/(?P<rest>cache(?:entry|config|level)/.*)$",
+            RedirectView.as_view(url="/admin/cache/%(rest)s", permanent=True, query_string=True)),
     path("admin/", admin.site.urls),
     path("api/v1/", include("webapp.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -11,7 +11,7 @@ application = get_wsgi_application()
 def _warm_up() -> None:
     """Load the prompt embedder and tokenizer now, not inside the first user's request."""
     from scheduler.embeddings import embed_texts
-    from webapp.ledger.prompt_tokens import count_tokens
+    from webapp.serving.prompt_tokens import count_tokens
 
     count_tokens("warm up")
     embed_texts(["warm up"])

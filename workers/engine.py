@@ -42,11 +42,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-DEFAULT_CACHE_LEVELS: tuple[int, ...] = (5, 10, 15, 20, 25)
-
 # Scheduler class name -> short name used in cache keys. Exact class names on purpose: a subclass may
 # add state that a cached latent does not carry.
-RESUMABLE_SCHEDULERS = {"DDIMScheduler": "ddim", "EulerDiscreteScheduler": "euler"}
+from scheduler.cache_keys import RESUMABLE_SCHEDULERS  # noqa: E402
+
+DEFAULT_CACHE_LEVELS: tuple[int, ...] = (5, 10, 15, 20, 25)
 
 
 class UnsupportedSchedulerError(ValueError):

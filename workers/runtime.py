@@ -12,6 +12,11 @@ from pathlib import Path
 
 from django.conf import settings
 
+from webapp.ledger.models import ServingConfig
+from webapp.serving.live_config import scheduler_config
+
+from .tiny_model import is_tiny_random_model
+
 _lock = threading.Lock()
 
 
@@ -21,8 +26,6 @@ def worker_index() -> int:
 
 
 def model_label(model_path: Path) -> str:
-    from .tiny_model import is_tiny_random_model
-
     if settings.T2I_ENGINE == "emulated":
         return "emulated (no diffusion run)"
     if is_tiny_random_model(model_path):
@@ -57,7 +60,7 @@ def preload_in_background() -> None:
 def _build_engine():
     if settings.T2I_ENGINE == "emulated":
         return emulated_engine()
-    from .engine import ApproxCEngine, load_pipeline
+    from .engine import ApproxCEngine, load_pipeline  # torch and diffusers: loaded on first use
 
     pipe = load_pipeline(settings.T2I_MODEL_PATH, device=settings.T2I_DEVICE or None,
                          scheduler=settings.T2I_SCHEDULER or None)
@@ -67,10 +70,7 @@ def _build_engine():
 
 
 def emulated_engine(sleep: bool = True):
-    from webapp.ledger.live_scheduler import scheduler_config
-    from webapp.ledger.models import ServingConfig
-
-    from .emulated_engine import EmulatedEngine
+    from .emulated_engine import EmulatedEngine  # torch
 
     # The scheduler's profile is already in wall-clock seconds (time factor applied).
     profile = scheduler_config(ServingConfig.current()).profile

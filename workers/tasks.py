@@ -10,6 +10,7 @@ nothing.
 from __future__ import annotations
 
 import logging
+import os
 import time
 import uuid
 
@@ -18,10 +19,13 @@ from celery.signals import worker_process_init
 from django.conf import settings
 
 from scheduler.quality import QualityModel
+from webapp.cache import store as cache_store
+from webapp.cache.keys import model_key_for
 from webapp.ledger import transitions
 from webapp.ledger.models import BatchRecord, GenerationRequest, Status
+from webapp.ledger.queues import GENERATE_TASK
 
-from . import cache_store, runtime
+from . import runtime
 from .image_store import save_image
 from .leases import LeaseKeeper
 
@@ -39,7 +43,7 @@ def _start(row: GenerationRequest) -> tuple[int, object]:
 
 
 def _items_for(rows: list[GenerationRequest]) -> list:
-    from .engine import GenItem
+    from .engine import GenItem  # torch: only GPU workers pay for it, not the control worker
 
     items = []
     for r in rows:
@@ -56,7 +60,7 @@ def _grow_cache(rows: list[GenerationRequest], results: list) -> None:
     for row, result in zip(rows, results):
         if result.latents:
             prompts, latents, vectors = by_key.setdefault(
-                cache_store.model_key_for(row.steps, row.width, row.height), ([], [], []))
+                model_key_for(row.steps, row.width, row.height), ([], [], []))
             prompts.append(row.prompt)
             latents.append(result.latents)
             vectors.append(row.embedding)
@@ -74,7 +78,20 @@ def _fail_all(rows: list[GenerationRequest], reason: str) -> None:
         transitions.fail(row.id, reason, from_states=(Status.RUNNING,))
 
 
-@shared_task(name="workers.generate", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def _record_successes(rows: list[GenerationRequest], items: list, results: list, service_s: float) -> None:
+    """Save each image and end its row `succeeded` with the K′ it actually ran at."""
+    label = runtime.model_label(settings.T2I_MODEL_PATH)
+    for row, item, result in zip(rows, items, results):
+        image_name, thumb_name = save_image(row.id, result.image)
+        k_prime = item.start_level
+        fields = dict(image=image_name, thumbnail=thumb_name, model_label=label,
+                      k_served=k_prime, batch_size=len(rows), service_seconds=service_s)
+        if k_prime != row.k_served:  # neighbour's level evicted since dispatch
+            fields["quality"] = QUALITY.q(row.similarity, k_prime) if k_prime else 1.0
+        transitions.succeed(row.id, **fields)
+
+
+@shared_task(name=GENERATE_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def generate(request_id: str) -> str:
     worker = runtime.worker_index()
     claimed = transitions.claim_batch(uuid.UUID(request_id), worker, settings.T2I_LEASE_SECONDS)
@@ -87,7 +104,7 @@ def generate(request_id: str) -> str:
             items = _items_for(rows)
             started = time.perf_counter()
             results = engine.generate(items)
-            service = time.perf_counter() - started
+            service_s = time.perf_counter() - started
         except Exception as exc:
             log.exception("generation failed for %s", claimed)
             _fail_all(rows, f"Generation failed: {type(exc).__name__}: {exc}")
@@ -95,36 +112,16 @@ def generate(request_id: str) -> str:
         # Grow the cache before reporting success: a client that resubmits a similar prompt
         # after seeing "succeeded" finds this one cached.
         _grow_cache(rows, results)
-        label = runtime.model_label(settings.T2I_MODEL_PATH)
-        for row, item, result in zip(rows, items, results):
-            image_name, thumb_name = save_image(row.id, result.image)
-            fields = dict(image=image_name, thumbnail=thumb_name, model_label=label,
-                          k_served=item.start_level, batch_size=len(rows), service_seconds=service)
-            if item.start_level != row.k_served:  # neighbour's level evicted since dispatch
-                fields["quality"] = (QUALITY.q(row.similarity, item.start_level)
-                                     if item.start_level else 1.0)
-            transitions.succeed(row.id, **fields)
+        _record_successes(rows, items, results, service_s)
     BatchRecord.objects.create(worker=worker, k_prime=max(item.start_level for item in items),
-                               batch_size=len(rows),
-                               service_seconds=service, engine=settings.T2I_ENGINE,
-                               plan_version=rows[0].plan_version)
+                               batch_size=len(rows), service_seconds=service_s,
+                               engine=settings.T2I_ENGINE, plan_version=rows[0].plan_version)
     return f"done: batch of {len(rows)}"
-
-
-SWEEP_TASK = "workers.sweep_cache_files"
-
-
-@shared_task(name=SWEEP_TASK, ignore_result=True)
-def sweep_cache_files() -> int:
-    """Remove latent files no cache row names (left by a process killed mid-insert)."""
-    return cache_store.sweep_orphan_files()
 
 
 @worker_process_init.connect
 def _preload_engine(**kwargs) -> None:
     """GPU workers load their engine right after the child starts, in a thread: Celery kills a
     child whose init hook takes more than 4 s, and the first request should not wait for it."""
-    import os
-
     if os.environ.get("T2I_WORKER_INDEX") is not None and os.environ.get("T2I_PRELOAD_ENGINE", "1") == "1":
         runtime.preload_in_background()

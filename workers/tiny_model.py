@@ -14,16 +14,13 @@ CLI: ``python -m workers.tiny_model OUT_DIR [--kind sd|sdxl] [--scheduler ddim|e
 from __future__ import annotations
 
 import argparse
-import gzip
-import importlib.util
 import json
 import os
-from functools import lru_cache
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from scheduler.clip_tokenizer import CLIP_MAX_LENGTH, CLIP_VOCAB_SIZE, build_clip_tokenizer
 
-import torch  # noqa: E402
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 MARKER_FILE = "tiny_random_model.json"
 KINDS = ("sd", "sdxl")
@@ -32,71 +29,6 @@ SCHEDULERS = ("ddim", "euler")
 # Image size the tiny models are built for: 64x64 pixels -> 8x8 latents (VAE scale factor 8, like real SD).
 IMAGE_SIZE = 64
 LATENT_SIZE = IMAGE_SIZE // 8
-# The real CLIP vocabulary: 256 bytes + 256 end-of-word bytes + 48894 merges + 2 special tokens.
-CLIP_VOCAB_SIZE = 49408
-CLIP_MAX_LENGTH = 77
-BOS, EOS = "<|startoftext|>", "<|endoftext|>"
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Tokenizer: the real CLIP BPE vocabulary from open_clip's bundled file
-# ----------------------------------------------------------------------------------------------------------
-
-
-def open_clip_vocab_path() -> Path:
-    """Path of ``bpe_simple_vocab_16e6.txt.gz`` inside the installed ``open_clip`` package.
-
-    ``import open_clip`` needs torchvision (which we do not install), so locate the package without
-    importing it.
-    """
-    spec = importlib.util.find_spec("open_clip")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("open-clip-torch is not installed (pip install --no-deps open-clip-torch)")
-    path = Path(list(spec.submodule_search_locations)[0]) / "bpe_simple_vocab_16e6.txt.gz"
-    if not path.is_file():
-        raise RuntimeError(f"CLIP vocabulary file not found: {path}")
-    return path
-
-
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2/CLIP's reversible byte -> printable unicode character table."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-    bs += list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, (chr(c) for c in cs)))
-
-
-@lru_cache(maxsize=1)
-def clip_vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """CLIP's vocabulary and merges, built exactly as open_clip's ``SimpleTokenizer`` does.
-
-    The resulting ids are those of OpenAI CLIP (and of the SD/SDXL tokenizers on the model hub).
-    """
-    lines = gzip.open(open_clip_vocab_path()).read().decode("utf-8").split("\n")
-    # Line 0 is a version header; CLIP uses the first 49152 - 256 - 2 merges.
-    merges = [tuple(line.split()) for line in lines[1 : 49152 - 256 - 2 + 1]]
-    byte_chars = list(_bytes_to_unicode().values())
-    tokens = byte_chars + [c + "</w>" for c in byte_chars] + ["".join(m) for m in merges] + [BOS, EOS]
-    vocab = {tok: i for i, tok in enumerate(tokens)}
-    assert len(vocab) == CLIP_VOCAB_SIZE, len(vocab)
-    return vocab, merges  # type: ignore[return-value]
-
-
-def build_clip_tokenizer(pad_token: str = EOS):
-    """A CLIPTokenizer with the real vocabulary. SD 1.x pads with ``<|endoftext|>``; SDXL's second
-    tokenizer pads with ``!``."""
-    from transformers import CLIPTokenizer
-
-    vocab, merges = clip_vocab_and_merges()
-    # transformers 5 takes vocab=/merges=; the old vocab_file= keyword is silently ignored.
-    return CLIPTokenizer(vocab=dict(vocab), merges=list(merges), pad_token=pad_token,
-                         model_max_length=CLIP_MAX_LENGTH)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -164,6 +96,7 @@ def _unet(cross_attention_dim: int, sdxl: bool, text_embeds_dim: int = 0):
 
 def build_pipeline(kind: str = "sd", scheduler: str = "ddim", seed: int = 0):
     """The tiny pipeline object, in memory (float32, CPU)."""
+    import torch  # heavy: only when a model is built
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
     if kind not in KINDS:

@@ -7,7 +7,7 @@ from django.urls import reverse
 from rest_framework import serializers
 
 from webapp.ledger.models import SEED_MAX, GenerationRequest, ServingConfig
-from webapp.ledger.prompt_tokens import count_tokens
+from webapp.serving.prompt_tokens import count_tokens
 
 
 class GenerationCreateSerializer(serializers.Serializer):

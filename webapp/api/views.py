@@ -12,7 +12,7 @@ from rest_framework.throttling import UserRateThrottle
 from webapp.ledger import transitions
 from webapp.ledger.models import GenerationRequest, Status
 from webapp.ledger.publishing import BrokerUnavailable
-from webapp.ledger.submission import InFlightCapReached, Submission, submit
+from webapp.serving.submission import InFlightCapReached, Submission, submit
 
 from .serializers import GenerationCreateSerializer, GenerationSerializer
 

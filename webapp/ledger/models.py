@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
@@ -12,12 +13,11 @@ from django.urls import reverse
 from django.utils import timezone
 from pgvector.django import VectorField
 
+from scheduler.policies import LIVE_POLICY_NAMES, POLICY_LABELS
 from webapp.singleton import SingletonModel
 
-SEED_MAX = 2**32 - 1
-POLICY_CHOICES = [("prompt_aware", "Prompt-aware (the paper)"), ("clipper_ha", "Clipper-HA (all K=0)"),
-                  ("clipper_ht", "Clipper-HT (all largest K)"), ("nirvana", "NIRVANA (own K*, no plan)"),
-                  ("proteus", "PROTEUS (prompt-agnostic MILP)")]  # torch.Generator.manual_seed accepts any 64-bit value; keep it portable
+SEED_MAX = 2**32 - 1  # torch.Generator.manual_seed accepts any 64-bit value; keep it portable
+POLICY_CHOICES = [(name, POLICY_LABELS[name]) for name in LIVE_POLICY_NAMES]
 
 
 class Status(models.TextChoices):
@@ -193,8 +193,6 @@ class ServingConfig(SingletonModel):
         return sorted({int(s) for s in self.allowed_sizes.split(",") if s.strip()})
 
     def clean(self) -> None:
-        from django.core.exceptions import ValidationError
-
         try:
             sizes = self.allowed_size_list
         except ValueError:
@@ -213,8 +211,6 @@ class ServingConfig(SingletonModel):
         self._clean_scheduling()
 
     def _clean_scheduling(self) -> None:
-        from django.core.exceptions import ValidationError
-
         try:
             levels = self.level_list
         except ValueError:
@@ -248,12 +244,6 @@ class ServingConfig(SingletonModel):
                 raise ValidationError({"manual_layout": f"The layout names {len(layout)} worker(s) but the "
                                                         f"cluster has {settings.T2I_WORKERS}."})
 
-    def save(self, *args, **kwargs) -> None:
-        super().save(*args, **kwargs)
-        from .schedules import sync_controller_period
-
-        sync_controller_period(self.controller_period_s)
-
     @classmethod
     def initial_values(cls) -> dict:
         return dict(slo_seconds=settings.T2I_SLO_SECONDS, default_steps=settings.T2I_DEFAULT_STEPS,
@@ -261,17 +251,25 @@ class ServingConfig(SingletonModel):
                     max_in_flight=settings.T2I_MAX_IN_FLIGHT)
 
 
+class PlanRecordStatus(models.TextChoices):
+    """What became of one controller run. Only the first three can be the current plan."""
+
+    OK = "ok", "solved"
+    FIXED = "fixed", "fixed (policy without a controller)"
+    MANUAL = "manual", "manual K layout"
+    FAILED = "failed", "failed (previous plan kept)"
+    SLOW = "slow", "slower than the limit (previous plan kept)"
+
+
 class AllocationPlan(models.Model):
     """One controller decision (or a manual layout), versioned by its id. The newest row whose
     status is usable is the current plan; a failed solve is recorded but never becomes current."""
 
-    # ok: solved; fixed: a policy without a controller; manual: the admin's K layout.
-    # failed / slow: recorded for the operator, never current.
-    USABLE = ("ok", "fixed", "manual")
+    USABLE = (PlanRecordStatus.OK, PlanRecordStatus.FIXED, PlanRecordStatus.MANUAL)
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     policy = models.CharField(max_length=32)
-    status = models.CharField(max_length=16, help_text="ok, fixed, manual, failed or slow.")
+    status = models.CharField(max_length=16, choices=PlanRecordStatus.choices)
     message = models.TextField(blank=True, default="", help_text="Solver status and any problem.")
     inputs = models.JSONField(default=dict, help_text="Demand estimate and configuration.")
     solution = models.JSONField(default=dict, help_text="scheduler.planner.Plan.to_dict().")

@@ -11,11 +11,9 @@ from django.conf import settings
 from webapp.celery import app
 
 from . import transitions
+from .queues import GENERATE_TASK, gpu_queue
 
 log = logging.getLogger(__name__)
-
-GENERATE_TASK = "workers.generate"
-
 
 class BrokerUnavailable(Exception):
     """Redis cannot be reached: nothing can be queued right now."""
@@ -40,19 +38,15 @@ def check_broker() -> None:
         raise BrokerUnavailable(str(exc)) from exc
 
 
-def queue_name(worker: int) -> str:
-    return f"gpu.{worker}"
-
-
 def publish(request_id: uuid.UUID, worker: int) -> bool:
     """Send the generate message; record when. False (logged) if the broker is down: the
     row stays queued and the reconciler republishes it."""
     try:
-        app.send_task(GENERATE_TASK, args=[str(request_id)], queue=queue_name(worker),
+        app.send_task(GENERATE_TASK, args=[str(request_id)], queue=gpu_queue(worker),
                       retry=False)
     except Exception:  # kombu raises several connection error types
         log.warning("Could not publish %s to %s; the reconciler will retry", request_id,
-                    queue_name(worker), exc_info=True)
+                    gpu_queue(worker), exc_info=True)
         return False
     transitions.mark_published(request_id)
     return True

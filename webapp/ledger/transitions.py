@@ -11,6 +11,7 @@ import uuid
 from datetime import timedelta
 from typing import Iterable
 
+from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -23,8 +24,6 @@ def claim_batch(request_id: uuid.UUID, worker: int, lease_seconds: float) -> lis
 
     Empty if the request is already claimed or finished: its message is then a no-op.
     """
-    from django.db import transaction
-
     now = timezone.now()
     with transaction.atomic():
         head = (GenerationRequest.objects.select_for_update(skip_locked=True)

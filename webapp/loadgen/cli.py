@@ -8,29 +8,38 @@ types, defaults and help are the same in both.
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import sys
 import time
+import uuid
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 import numpy as np
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.management import call_command, get_commands
 from django.core.management.base import CommandError
+from django.db import DatabaseError
+from rest_framework.authtoken.models import Token
+from tqdm import tqdm
 
+from scheduler.embeddings import read_prompts
+from scheduler.simulate import add_workload_arguments
 from scheduler.traces import peak_rate
+from webapp.cache.models import CacheEntry
+from webapp.ledger.models import AllocationPlan, ServingConfig
 
 from . import collect
 from .replay import ApiClient, ApiError, ReplayResult, replay, request_seeds, wait_for_end
 from .workload import LiveSetup, Workload, WorkloadError, build_workload, fit_prompt, live_setup
 
+
 def add_live_arguments(parser, out_default: str) -> None:
     """Workload arguments (shared with the simulator) and the live client's own."""
-    from scheduler.simulate import add_workload_arguments
-
     add_workload_arguments(parser)  # the simulator's own workload options (seed: also image seeds, seed + i)
     parser.add_argument("--slo", type=float, default=None,
                         help="judge on-time against arrival + SLO (profile seconds); default: each row's own "
@@ -98,10 +107,6 @@ def resolve_token(opts: dict) -> str:
         return token
     if opts.get("no_db"):
         raise CommandError("pass --token (or set T2I_TOKEN): with --no-db it cannot be looked up")
-    from django.contrib.auth import get_user_model
-    from django.db import DatabaseError
-    from rest_framework.authtoken.models import Token
-
     try:
         user = get_user_model().objects.filter(username=opts["user"]).first()
         if user is None:
@@ -118,9 +123,7 @@ def in_flight_cap_lifted(opts: dict, stream):
         _say(stream, "in-flight cap: left as it is (--keep-cap/--no-db); 429 answers count as failed arrivals")
         yield None
         return
-    from django.db import DatabaseError
 
-    from webapp.ledger.models import ServingConfig
 
     try:
         sc = ServingConfig.current()
@@ -141,20 +144,14 @@ def in_flight_cap_lifted(opts: dict, stream):
 def warm_limit(prompts_path: str, warm: int) -> int:
     """warm_cache's --limit that covers exactly lines [0, warm) of the file, as the simulator's --warm does:
     warm_cache counts distinct non-blank prompts in file order, so duplicates must not push it further."""
-    from scheduler.embeddings import read_prompts
-
     return len(dict.fromkeys(p.strip() for p in read_prompts(prompts_path)[:warm] if p.strip()))
 
 
 def cache_surplus(prompts_path: str, warm: int) -> int:
     """Cache entries beyond the warm set (0 when unknown)."""
-    from django.db import DatabaseError
-
     try:
-        from workers.models import CacheEntry
-
         return max(0, CacheEntry.objects.count() - warm_limit(prompts_path, warm))
-    except (DatabaseError, ImportError):
+    except DatabaseError:
         return 0
 
 
@@ -174,13 +171,6 @@ def _throttle_warning(wl: Workload, factor: float) -> str | None:
 
 def _plan_stats(t0_wall: float, t1_wall: float, factor: float, levels: list[int]) -> tuple[dict, list[dict]]:
     """Controller plans stored during the run: summary numbers and their history (profile seconds)."""
-    from collections import Counter
-    from datetime import datetime, timezone
-
-    from django.db import DatabaseError
-
-    from webapp.ledger.models import AllocationPlan
-
     try:
         rows = list(AllocationPlan.objects.filter(
             created_at__gte=datetime.fromtimestamp(t0_wall, timezone.utc),
@@ -203,8 +193,6 @@ def _plan_stats(t0_wall: float, t1_wall: float, factor: float, levels: list[int]
 def run_live(opts: dict, stream=sys.stderr, setup: LiveSetup | None = None,
              workload: Workload | None = None) -> LiveRun:
     """One live replay with the options of add_live_arguments(); messages go to `stream`."""
-    from tqdm import tqdm
-
     use_db = not opts.get("no_db")
     if setup is None:
         setup = live_setup(slo=opts.get("slo"), factor=opts.get("time_factor"), profile=opts.get("profile"),
@@ -308,8 +296,6 @@ def run_live(opts: dict, stream=sys.stderr, setup: LiveSetup | None = None,
 
 def warm_up(client: ApiClient, n: int, timeout_s: float, opts: dict, stream) -> None:
     """Throw-away requests that make every cold process load what it loads lazily (not measured)."""
-    import uuid
-
     tag = uuid.uuid4().hex[:8]
     prompts = [f"zz loadgen warm-up {tag} number {i}" for i in range(n)]
     t = time.perf_counter()

@@ -22,6 +22,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import requests
 
@@ -199,8 +200,6 @@ def _active_ids(client: ApiClient, max_pages: int) -> set[str]:
 
 def fetch_rows(client: ApiClient, ids: set[str], since_wall: float, threads: int = 8) -> dict[str, dict]:
     """The current rows of `ids`: walk the list (newest first) back to `since_wall`, then GET any missed."""
-    from datetime import datetime
-
     found: dict[str, dict] = {}
     cutoff = since_wall - 60.0  # the server's clock may differ a little from ours
 

@@ -10,17 +10,24 @@ cluster) profile seconds are wall seconds.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 
 import numpy as np
 from django.conf import settings
+from django.db import DatabaseError
 
 from scheduler.embeddings import read_prompts
 from scheduler.interface import SchedulerConfig
 from scheduler.predictor import Predictor
 from scheduler.profiles import DEFAULT_LEVELS, load_profile
 from scheduler.traces import load_trace, peak_rate, scale_trace
+from webapp.ledger.models import ServingConfig
+from webapp.serving.live_config import profile_source as live_source
+from webapp.serving.live_config import scheduler_config
+from webapp.serving.prompt_tokens import count_tokens
+
 
 def time_factor(override: float | None = None) -> float:
     """The emulated engine's time factor (T2I_TIME_FACTOR; 1 = profile speed)."""
@@ -39,7 +46,6 @@ def profile_source(override: str | None = None) -> str:
     measured profile, else T2I_FALLBACK_PROFILE; webapp.ledger.live_scheduler.profile_source)."""
     if override:
         return override
-    from webapp.ledger.live_scheduler import profile_source as live_source
 
     return live_source()
 
@@ -65,10 +71,6 @@ class LiveSetup:
 
 def read_serving_config():
     """ServingConfig.current(), or None when there is no database to read (the error is returned)."""
-    from django.db import DatabaseError
-
-    from webapp.ledger.models import ServingConfig
-
     try:
         return ServingConfig.current(), None
     except DatabaseError as exc:
@@ -84,16 +86,12 @@ def live_setup(*, slo: float | None = None, factor: float | None = None, profile
     profile, N), converted to profile time: the profile unscaled, SLO and controller period ÷ the time
     factor. `slo` (profile seconds), `profile` and `workers` override. Without database access, the
     settings' defaults are used and a note says so."""
-    import dataclasses
-
     f = time_factor(factor)
     src = profile_source(profile)
     sc, err = read_serving_config() if use_db else (None, None)
     notes: list[str] = []
     serving: dict = {}
     if sc is not None:
-        from webapp.ledger.live_scheduler import scheduler_config
-
         live = scheduler_config(sc)
         levels, steps, slo_wall, policy = tuple(sc.level_list), int(sc.default_steps), float(sc.slo_seconds), sc.policy
         serving = {"policy": sc.policy, "slo_seconds": sc.slo_seconds, "k_levels": sc.k_levels,
@@ -199,8 +197,6 @@ def write_segment(path: str, arrivals: np.ndarray) -> None:
 def fit_prompt(prompt: str, limit: int | None = None) -> str:
     """Drop words from the end until the prompt fits the server's CLIP token limit (it rejects longer
     prompts with a 400). Used only with --clip-prompts; the simulator embeds the full text."""
-    from webapp.ledger.prompt_tokens import count_tokens
-
     limit = limit or settings.T2I_MAX_PROMPT_TOKENS
     if count_tokens(prompt) <= limit:
         return prompt

@@ -18,6 +18,9 @@ import sys
 import time
 from pathlib import Path
 
+from scheduler.profiles import load_profile
+from webapp.ledger.queues import CONTROL_QUEUE, gpu_queue, worker_argv
+
 from .services import Postgres, Redis
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,8 +47,6 @@ class Stack:
             if not os.environ.get("T2I_SLO_SECONDS"):
                 # The paper's SLO: twice the full-quality batch-1 latency of the profile; applied
                 # to the serving configuration at start (T2I_SLO_SECONDS_KEEP=1 keeps the admin's).
-                from scheduler.profiles import load_profile
-
                 self.env["T2I_SLO_SECONDS"] = f"{2 * load_profile(args.profile).latency(0, 1):.2f}"
         self.env["T2I_TIME_FACTOR"] = str(args.time_factor)
 
@@ -107,12 +108,8 @@ class Stack:
                            f"{a.host}:{a.port}", "-w", str(a.web_workers), "--threads", "4",
                            "--timeout", "60", "--access-logfile", "-"])
         for i in range(a.workers):
-            self.spawn(f"worker-gpu.{i}", celery + [
-                "worker", "-Q", f"gpu.{i}", "-c", "1", "--prefetch-multiplier", "1",
-                "-n", f"gpu{i}@%h", "--without-gossip", "--without-mingle", "-E", "-l", "INFO"],
-                T2I_WORKER_INDEX=str(i))
-        self.spawn("worker-control", celery + ["worker", "-Q", "control", "-c", "1", "-n",
-                                               "control@%h", "--without-gossip", "-E", "-l", "INFO"])
+            self.spawn(f"worker-{gpu_queue(i)}", worker_argv(gpu_queue(i), f"gpu{i}@%h"), T2I_WORKER_INDEX=str(i))
+        self.spawn("worker-control", worker_argv(CONTROL_QUEUE, "control@%h"))
         self.spawn("beat", celery + ["beat", "-l", "INFO", "--pidfile=",
                                      "-S", "django_celery_beat.schedulers:DatabaseScheduler"])
         auth = self.flower_auth()

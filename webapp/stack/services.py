@@ -20,10 +20,9 @@ import signal
 import socket
 import subprocess
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import warnings
 
 # platformdirs (imported by the wheels) warns when XDG_RUNTIME_DIR is unset; we never use it.
 warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")

@@ -10,7 +10,7 @@ from django.views.decorators.http import require_http_methods
 from webapp.api.serializers import GenerationCreateSerializer
 from webapp.ledger.models import GenerationRequest, ServingConfig, Status
 from webapp.ledger.publishing import BrokerUnavailable
-from webapp.ledger.submission import InFlightCapReached, Submission, submit
+from webapp.serving.submission import InFlightCapReached, Submission, submit
 
 GALLERY_PAGE_SIZE = 24
 

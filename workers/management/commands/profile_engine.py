@@ -25,6 +25,12 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
+from scheduler.embeddings import embed_texts, read_prompts
+from webapp.ledger.models import ServingConfig
+from workers import runtime
+from workers.engine import GenItem
+from workers.image_fidelity import fidelity
+
 DEFAULT_PROMPTS = settings.BASE_DIR.parent / "shared" / "data" / "prompts" / "diffusiondb_2m_first_4k.txt"
 BUCKET_EDGES = (0.0, 0.65, 0.75, 0.85, 0.90, 0.95)  # NIRVANA's thresholds as bucket edges
 
@@ -43,9 +49,6 @@ class Command(BaseCommand):
         parser.add_argument("--skip-quality", action="store_true")
 
     def handle(self, *args, **o):
-        from webapp.ledger.models import ServingConfig
-        from workers import runtime
-
         if settings.T2I_ENGINE != "diffusers":
             raise CommandError("profile_engine measures a real engine; unset T2I_ENGINE=emulated.")
         steps = o["steps"] or ServingConfig.current().default_steps
@@ -72,8 +75,6 @@ class Command(BaseCommand):
     # -- latency ---------------------------------------------------------------------------------------
 
     def _latency(self, engine, levels, sizes, steps, repeats) -> dict[tuple[int, int], float]:
-        from workers.engine import GenItem
-
         base = engine.generate([GenItem(prompt="profile", seed=0, steps=steps)])[0]  # warms up too
         rows: dict[tuple[int, int], float] = {}
         bar = tqdm(total=len(levels) * len(sizes) * repeats, desc="latency", unit="run")
@@ -104,10 +105,6 @@ class Command(BaseCommand):
     # -- quality ---------------------------------------------------------------------------------------
 
     def _quality(self, engine, path, n_warm, n_measure, levels, steps) -> dict:
-        from scheduler.embeddings import embed_texts, read_prompts
-        from workers.engine import GenItem
-        from workers.quality import fidelity
-
         prompts = read_prompts(path)
         warm, measured = prompts[:n_warm], prompts[n_warm:n_warm + n_measure]
         if not warm or not measured:

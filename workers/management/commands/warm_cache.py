@@ -18,6 +18,14 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
+from scheduler.embeddings import read_prompts
+from webapp.cache import store as cache_store
+from webapp.cache.keys import model_key_for
+from webapp.cache.models import CacheEntry
+from webapp.ledger.models import ServingConfig
+from workers import runtime
+from workers.engine import GenItem
+
 
 def read_prompt_file(path: Path) -> list[str]:
     """Prompts in file order, stripped, blank and repeated ones dropped."""
@@ -29,8 +37,6 @@ def read_prompt_file(path: Path) -> list[str]:
                 raise CommandError(f"{path} has no 'prompt' column (columns: {reader.fieldnames})")
             raw = [row[column] or "" for row in reader]
     else:
-        from scheduler.embeddings import read_prompts
-
         raw = read_prompts(path)
     return list(dict.fromkeys(p.strip() for p in raw if p and p.strip()))
 
@@ -52,11 +58,6 @@ class Command(BaseCommand):
         parser.add_argument("--no-progress", action="store_true", help="No progress bar.")
 
     def handle(self, *args, **opts) -> None:
-        from webapp.ledger.models import ServingConfig
-
-        from workers import cache_store, runtime
-        from workers.engine import GenItem
-
         if opts["batch_size"] < 1 or opts["limit"] < 0 or opts["offset"] < 0:
             raise CommandError("--batch-size must be >= 1; --limit and --offset must be >= 0")
         path = Path(opts["prompts"])
@@ -71,8 +72,7 @@ class Command(BaseCommand):
         prompts = read_prompt_file(path)[opts["offset"]:opts["offset"] + opts["limit"]]
         engine = runtime.warming_engine()
         # The same key the submit path and the workers compute (the folder's own scheduler).
-        key = cache_store.model_key_for(steps, size, size)
-        from workers.models import CacheEntry
+        key = model_key_for(steps, size, size)
 
         cached = set(CacheEntry.objects.filter(model_key=key).values_list("prompt_sha", flat=True))
         todo = [p for p in prompts if cache_store.prompt_sha(p) not in cached]

@@ -6,7 +6,9 @@ from django.contrib import admin, messages
 from django.db import transaction
 from django.template.defaultfilters import filesizeformat
 
-from . import cache_store
+from webapp.ledger.models import ServingConfig
+
+from . import store as cache_store
 from .models import CacheConfig, CacheEntry
 
 
@@ -80,8 +82,6 @@ class CacheConfigAdmin(admin.ModelAdmin):
 
     @admin.display(description="similarity → K* thresholds")
     def thresholds(self, obj: CacheConfig) -> str:
-        from webapp.ledger.models import ServingConfig
-
         return f"{ServingConfig.current().thresholds} (edit under Serving configuration → Scheduling)"
 
     def save_model(self, request, obj: CacheConfig, form, change) -> None:

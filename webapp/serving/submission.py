@@ -17,9 +17,10 @@ from datetime import timedelta
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from . import dispatch
-from .models import ACTIVE_STATES, SEED_MAX, GenerationRequest, ServingConfig
-from .publishing import check_broker, publish
+from webapp.ledger.models import ACTIVE_STATES, SEED_MAX, GenerationRequest, ServingConfig
+from webapp.ledger.publishing import check_broker, publish
+
+from .routing import route_request
 
 
 class InFlightCapReached(Exception):
@@ -67,20 +68,20 @@ def submit(owner, sub: Submission) -> tuple[GenerationRequest, bool]:
     height = sub.height or config.default_size
     steps = sub.steps or config.default_steps
     deadline = now + timedelta(seconds=config.slo_seconds)
-    decision = dispatch.decide(config=config, request_id=str(request_id), prompt=sub.prompt,
-                               arrival=now.timestamp(),
-                               deadline=deadline.timestamp(), width=width, height=height, steps=steps)
+    routing = route_request(config=config, request_id=str(request_id), prompt=sub.prompt,
+                            arrival=now.timestamp(), deadline=deadline.timestamp(),
+                            width=width, height=height, steps=steps)
     row = GenerationRequest(
         id=request_id, created_at=now, owner=owner, idempotency_key=sub.idempotency_key or None,
         prompt=sub.prompt, negative_prompt=sub.negative_prompt,
         seed=sub.seed if sub.seed is not None else secrets.randbelow(SEED_MAX + 1),
         width=width, height=height, steps=steps, guidance_scale=sub.guidance_scale,
-        deadline=deadline, worker=decision.worker, k_star=decision.k_star,
-        k_served=decision.k_served, plan_version=decision.plan_version,
-        batch_limit=decision.batch_limit, redirected=decision.redirected,
-        similarity=decision.similarity, cache_neighbor_id=decision.neighbor_id,
-        cache_neighbor_prompt=decision.neighbor_prompt, quality=decision.quality,
-        embedding=decision.embedding,
+        deadline=deadline, worker=routing.worker, k_star=routing.k_star,
+        k_served=routing.k_prime, plan_version=routing.plan_version,
+        batch_limit=routing.batch_limit, redirected=routing.redirected,
+        similarity=routing.similarity, cache_neighbor_id=routing.neighbor_id,
+        cache_neighbor_prompt=routing.neighbor_prompt, quality=routing.quality,
+        embedding=routing.embedding,
     )
     try:
         with transaction.atomic():

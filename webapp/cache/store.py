@@ -1,15 +1,14 @@
 """The approximate cache store: pgvector index + latent files, LCBFU eviction under a byte budget.
 
-DESIGN §2, §6; NIRVANA (NSDI'24). Rows (:class:`~workers.models.CacheEntry` per prompt,
-:class:`~workers.models.CacheLevel` per stored latent) are the index; each latent is one safetensors
+DESIGN §2, §6; NIRVANA (NSDI'24). Rows (:class:`~webapp.cache.models.CacheEntry` per prompt,
+:class:`~webapp.cache.models.CacheLevel` per stored latent) are the index; each latent is one safetensors
 file under ``settings.T2I_CACHE_DIR``, never a Postgres value.
 
 Public API (the submit path and the worker call only these):
 
-* :func:`model_key_for` / :func:`model_key` — the cache key: model, scheduler, N, resolution.
-* :func:`nearest` — nearest cached prompt under one model key: ``(entry, similarity)`` or None.
-* :func:`match` — :func:`nearest` plus K* by NIRVANA's thresholds (``ServingConfig.thresholds``, admin),
-  capped at the largest level the neighbour still has (``scheduler.predictor.Predictor.k_star``).
+* :func:`webapp.cache.keys.model_key_for` — the cache key: model, scheduler, N, resolution.
+* :func:`nearest` — nearest cached prompt under one model key: ``(entry, similarity)`` or None. K* is
+  not decided here: routing at submit asks the active policy's predictor (one K* rule).
 * :func:`start_latent` — the worker's read: the neighbour's latent at K′ (or the largest level below it
   that is still held), counting the LCBFU hit. None when it has been evicted meanwhile: serve at K = 0.
 * :func:`insert` / :func:`insert_many` — store the captured latents of finished generations, then evict.
@@ -35,13 +34,10 @@ Consistency between rows and files, with several worker processes:
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import time
 import uuid
-from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
@@ -51,7 +47,9 @@ from django.db import OperationalError, connection, transaction
 from django.db.models import F, Sum
 from django.utils import timezone
 
-from .clip_embeddings import CLIP_DIM, clip_text_embeddings
+from scheduler.embeddings import embed_texts
+
+from .clip_embedder import CLIP_DIM, clip_text_embeddings
 from .models import EMBED_DIM, CacheConfig, CacheEntry, CacheLevel
 
 if TYPE_CHECKING:  # torch only where latents are touched: the web process never needs it here
@@ -68,87 +66,18 @@ LATENT_SUFFIX = ".safetensors"
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Cache key
-# ----------------------------------------------------------------------------------------------------------
-
-
-def model_key(model: str, scheduler: str, steps: int, width: int, height: int) -> str:
-    """The cache key: latents are only reusable by runs of the same model, scheduler, N and size."""
-    return f"{model}|{scheduler}|N{int(steps)}|{int(width)}x{int(height)}"
-
-
-@lru_cache(maxsize=16)
-def model_identity(model_path: str | os.PathLike) -> str:
-    """A stable name for a local diffusers folder: its name plus a hash of its configs and the sizes of
-    its weight files (equal on every machine holding the same copy, unlike paths or mtimes)."""
-    path = Path(model_path)
-    digest = hashlib.sha256()
-    if path.is_dir():
-        for f in sorted(path.rglob("*")):
-            if not f.is_file():
-                continue
-            rel = f.relative_to(path).as_posix()
-            if f.suffix == ".json":
-                digest.update(rel.encode() + b"\0" + f.read_bytes() + b"\0")
-            elif f.suffix in (".safetensors", ".bin", ".ckpt", ".pt"):
-                digest.update(f"{rel}:{f.stat().st_size}\0".encode())
-    else:
-        digest.update(str(path).encode())
-    return f"{path.name[:80]}-{digest.hexdigest()[:12]}"
-
-
-@lru_cache(maxsize=16)
-def folder_scheduler(model_path: str | os.PathLike) -> str:
-    """Short name ("ddim", "euler") of the scheduler a diffusers folder ships, as the engine names it.
-    A non-resumable scheduler is returned by class name (the engine will refuse it)."""
-    from .engine import RESUMABLE_SCHEDULERS
-
-    config = Path(model_path) / "scheduler" / "scheduler_config.json"
-    try:
-        name = json.loads(config.read_text())["_class_name"]
-    except (OSError, KeyError, ValueError):
-        return "unknown"
-    return RESUMABLE_SCHEDULERS.get(name, name)
-
-
-def model_key_for(steps: int, width: int, height: int, model_path: str | os.PathLike | None = None,
-                  scheduler: str | None = None) -> str:
-    """The key of a request for the configured model (``settings.T2I_MODEL_PATH``), as the submit path,
-    the workers and warm_cache all compute it: the scheduler is ``T2I_SCHEDULER`` when the engine swaps
-    the folder's (real SD 1.x folders ship PNDM, which cannot be resumed), else the folder's own."""
-    path = Path(model_path if model_path is not None else settings.T2I_MODEL_PATH)
-    scheduler = scheduler or settings.T2I_SCHEDULER or folder_scheduler(str(path))
-    if settings.T2I_ENGINE == "emulated":  # placeholder latents must never seed a real resume
-        scheduler = f"emulated-{scheduler}"
-    return model_key(model_identity(str(path)), scheduler, steps, width, height)
-
-
-# ----------------------------------------------------------------------------------------------------------
 # Lookup
 # ----------------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class CacheMatch:
-    """What the submit path records on the request row."""
-
-    entry_id: int
-    prompt: str
-    similarity: float
-    k_star: int  # 0: the neighbour is too far (a miss) or holds no level ≤ the predicted K*
-    levels: tuple[int, ...]
-
-
 def embed(prompts: Sequence[str]) -> np.ndarray:
     """MiniLM embeddings (the project's one embedder), float32, L2-normalised, (n, 384)."""
-    from scheduler.embeddings import embed_texts
-
     return embed_texts(list(prompts))
 
 
 def query_vector(prompt: str, minilm: Any) -> np.ndarray:
     """What a lookup compares: the MiniLM embedding, or with T2I_EMBEDDER=clip the model's own
-    CLIP text features (workers/clip_embeddings.py)."""
+    CLIP text features (webapp/cache/clip_embedder.py)."""
     if settings.T2I_EMBEDDER == "clip":
         return clip_text_embeddings([prompt], settings.T2I_MODEL_PATH)[0]
     return np.asarray(minilm, dtype=np.float32)
@@ -222,26 +151,6 @@ def nearest(embedding: Any, model_key: str) -> tuple[CacheEntry, float] | None:
     *values, distance = row
     entry = CacheEntry.from_db(connection.alias, _ENTRY_FIELDS, values)  # embedding deferred
     return entry, float(1.0 - distance)
-
-
-def match(embedding: Any, model_key: str, predictor: Any | None = None) -> CacheMatch | None:
-    """Nearest neighbour and K* for a new request (None when the key has no entry at all).
-
-    K* = ``predictor.k_star(s, levels)`` (``scheduler.predictor.Predictor``), by default with the
-    thresholds of ``ServingConfig`` (admin): NIRVANA's rule capped at the largest level the neighbour holds.
-    """
-    found = nearest(embedding, model_key)
-    if found is None:
-        return None
-    entry, s = found
-    if predictor is None:
-        from scheduler.predictor import Predictor
-        from webapp.ledger.models import ServingConfig
-
-        predictor = Predictor(ServingConfig.current().threshold_pairs)
-    levels = tuple(sorted(entry.levels))
-    return CacheMatch(entry_id=entry.pk, prompt=entry.prompt, similarity=s,
-                      k_star=predictor.k_star(s, levels), levels=levels)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -366,16 +275,38 @@ def insert_many(model_key: str, prompts: Sequence[str], latents: Sequence[Mappin
     _require_autocommit("insert_many")
     if len(prompts) != len(latents):
         raise ValueError("prompts and latents must have the same length")
-    allowed = set(settings.T2I_CACHE_LEVELS)
-    wanted: dict[str, dict[int, Any]] = {}  # prompt -> levels to store (first occurrence wins)
-    for prompt, lat in zip(prompts, latents):
-        slot = wanted.setdefault(prompt, {})
-        for level, tensor in lat.items():
-            if int(level) in allowed and int(level) not in slot:
-                slot[int(level)] = tensor
-    todo = [p for p, lv in wanted.items() if lv]
+    wanted = _levels_to_store(prompts, latents)
+    todo = [p for p, levels in wanted.items() if levels]
     if not todo:
         return [None] * len(prompts)
+    vectors, clip_vectors = _vectors_for(todo, prompts, embeddings)
+    written, all_files = _write_files(model_key, todo, wanted)  # slow part, nothing locked
+    try:
+        ids, unused = _record_rows(model_key, todo, written, vectors, clip_vectors)
+    except BaseException:
+        _remove_files(all_files)
+        raise
+    _remove_files(unused)  # never named by a committed row
+    if evict:
+        evict_to_budget()
+    return [ids.get(p) for p in prompts]
+
+
+def _levels_to_store(prompts: Sequence[str], latents: Sequence[Mapping[int, Any]]) -> dict[str, dict[int, Any]]:
+    """prompt -> {cache level: tensor}; only configured cache levels, the first occurrence wins."""
+    allowed = set(settings.T2I_CACHE_LEVELS)
+    wanted: dict[str, dict[int, Any]] = {}
+    for prompt, captured in zip(prompts, latents):
+        slot = wanted.setdefault(prompt, {})
+        for level, tensor in captured.items():
+            if int(level) in allowed and int(level) not in slot:
+                slot[int(level)] = tensor
+    return wanted
+
+
+def _vectors_for(todo: list[str], prompts: Sequence[str],
+                 embeddings: Any | None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The MiniLM vector of each prompt (given, or embedded now) and, with T2I_EMBEDDER=clip, its CLIP one."""
     if embeddings is None:
         vectors = dict(zip(todo, embed(todo)))
     else:
@@ -385,8 +316,13 @@ def insert_many(model_key: str, prompts: Sequence[str], latents: Sequence[Mappin
     clip_vectors: dict[str, np.ndarray] = {}
     if settings.T2I_EMBEDDER == "clip":
         clip_vectors = dict(zip(todo, clip_text_embeddings(todo, settings.T2I_MODEL_PATH)))
+    return vectors, clip_vectors
 
-    # Files first, outside any transaction (the slow part: nothing is locked while writing).
+
+def _write_files(model_key: str, todo: list[str],
+                 wanted: dict[str, dict[int, Any]]) -> tuple[dict[str, dict[int, tuple[str, int]]], list[str]]:
+    """Write every latent file, outside any transaction. Returns prompt -> {level: (file, bytes)} and all
+    file names; on failure removes what it wrote."""
     key_dir = hashlib.sha1(model_key.encode()).hexdigest()[:12]
     written: dict[str, dict[int, tuple[str, int]]] = {}
     all_files: list[str] = []
@@ -400,47 +336,46 @@ def insert_many(model_key: str, prompts: Sequence[str], latents: Sequence[Mappin
     except BaseException:
         _remove_files(all_files)
         raise
+    return written, all_files
 
-    unused: list[str] = []  # written for levels the entry already held
+
+def _record_rows(model_key: str, todo: list[str], written: dict[str, dict[int, tuple[str, int]]],
+                 vectors: dict[str, np.ndarray], clip_vectors: dict[str, np.ndarray]) -> tuple[dict[str, int], list[str]]:
+    """Under the writers' lock: create entries (or add the levels an entry lacks) and their level rows.
+    Returns prompt -> entry id and the files written for levels an entry already held (unused)."""
+    unused: list[str] = []
     ids: dict[str, int] = {}
     now = timezone.now()
-    try:
-        with transaction.atomic():
-            _lock()
-            shas = {p: prompt_sha(p) for p in todo}
-            existing = {e.prompt_sha: e for e in CacheEntry.objects.filter(
-                model_key=model_key, prompt_sha__in=list(shas.values())).only("id", "prompt_sha", "levels")}
-            new_rows: list[CacheLevel] = []
-            for prompt in todo:
-                files = written[prompt]
-                entry = existing.get(shas[prompt])
-                if entry is None:
-                    entry = CacheEntry.objects.create(
-                        prompt=prompt, prompt_sha=shas[prompt], embedding=_checked_vector(vectors[prompt]),
-                        clip_embedding=clip_vectors.get(prompt), model_key=model_key, levels=sorted(files),
-                        bytes=sum(nb for _, nb in files.values()))
-                    add = files
-                else:
-                    add = {k: v for k, v in files.items() if k not in entry.levels}
-                    if prompt in clip_vectors:  # an entry cached before CLIP was switched on
-                        CacheEntry.objects.filter(pk=entry.pk, clip_embedding__isnull=True).update(
-                            clip_embedding=clip_vectors[prompt])
-                    unused += [name for k, (name, _) in files.items() if k in entry.levels]
-                    if add:
-                        CacheEntry.objects.filter(pk=entry.pk).update(
-                            levels=sorted(set(entry.levels) | set(add)),
-                            bytes=F("bytes") + sum(nb for _, nb in add.values()))
-                ids[prompt] = entry.pk
-                new_rows += [CacheLevel(entry_id=entry.pk, level=k, nbytes=nb, file=name, last_used_at=now)
-                             for k, (name, nb) in add.items()]
-            CacheLevel.objects.bulk_create(new_rows)
-    except BaseException:
-        _remove_files(all_files)
-        raise
-    _remove_files(unused)  # never named by a committed row
-    if evict:
-        evict_to_budget()
-    return [ids.get(p) for p in prompts]
+    with transaction.atomic():
+        _lock()
+        shas = {p: prompt_sha(p) for p in todo}
+        existing = {e.prompt_sha: e for e in CacheEntry.objects.filter(
+            model_key=model_key, prompt_sha__in=list(shas.values())).only("id", "prompt_sha", "levels")}
+        new_rows: list[CacheLevel] = []
+        for prompt in todo:
+            files = written[prompt]
+            entry = existing.get(shas[prompt])
+            if entry is None:
+                entry = CacheEntry.objects.create(
+                    prompt=prompt, prompt_sha=shas[prompt], embedding=_checked_vector(vectors[prompt]),
+                    clip_embedding=clip_vectors.get(prompt), model_key=model_key, levels=sorted(files),
+                    bytes=sum(nb for _, nb in files.values()))
+                add = files
+            else:
+                add = {k: v for k, v in files.items() if k not in entry.levels}
+                if prompt in clip_vectors:  # an entry cached before CLIP was switched on
+                    CacheEntry.objects.filter(pk=entry.pk, clip_embedding__isnull=True).update(
+                        clip_embedding=clip_vectors[prompt])
+                unused += [name for k, (name, _) in files.items() if k in entry.levels]
+                if add:
+                    CacheEntry.objects.filter(pk=entry.pk).update(
+                        levels=sorted(set(entry.levels) | set(add)),
+                        bytes=F("bytes") + sum(nb for _, nb in add.values()))
+            ids[prompt] = entry.pk
+            new_rows += [CacheLevel(entry_id=entry.pk, level=k, nbytes=nb, file=name, last_used_at=now)
+                         for k, (name, nb) in add.items()]
+        CacheLevel.objects.bulk_create(new_rows)
+    return ids, unused
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from webapp.ledger.live_scheduler import profile_source
 from webapp.ledger.models import ServingConfig
+from webapp.serving.live_config import profile_source
 
 
 class Command(BaseCommand):

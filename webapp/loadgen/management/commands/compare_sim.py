@@ -22,9 +22,14 @@ import time
 
 import numpy as np
 from django.core.management.base import BaseCommand, CommandError
+from tqdm import tqdm
 
-from scheduler.metrics import render_table
+from scheduler.cache_model import ApproxCache
+from scheduler.embeddings import embed_prompt_file
+from scheduler.metrics import render_table, summarize, time_series
+from scheduler.policies import POLICY_NAMES
 from scheduler.simulate import add_cache_model_arguments
+from scheduler.simulator import simulate
 from webapp.loadgen import collect
 from webapp.loadgen.cli import add_live_arguments, header_line, run_live
 from webapp.loadgen.workload import WorkloadError, build_workload, live_setup, write_segment
@@ -81,14 +86,6 @@ class Command(BaseCommand):
         parser.set_defaults(clip_prompts=True)
 
     def handle(self, *args, **opts):
-        from tqdm import tqdm
-
-        from scheduler.cache_model import ApproxCache
-        from scheduler.embeddings import embed_prompt_file
-        from scheduler.metrics import summarize, time_series
-        from scheduler.policies import POLICY_NAMES
-        from scheduler.simulator import simulate
-
         err = self.stderr._out if hasattr(self.stderr, "_out") else sys.stderr
         if opts["no_db"]:
             raise CommandError("compare_sim reads the live configuration from the database; drop --no-db")

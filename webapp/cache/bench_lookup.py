@@ -1,7 +1,7 @@
-"""Cache-lookup benchmark: p50/p99 of ``cache_store.nearest`` at 10k and 100k entries.
+"""Cache-lookup benchmark: p50/p99 of ``webapp.cache.store.nearest`` at 10k and 100k entries.
 
-    .venv/bin/python -m workers.bench_lookup                       # 10k and 100k, embedded PostgreSQL
-    .venv/bin/python -m workers.bench_lookup --sizes 10000 --queries 500
+    .venv/bin/python -m webapp.cache.bench_lookup                       # 10k and 100k, embedded PostgreSQL
+    .venv/bin/python -m webapp.cache.bench_lookup --sizes 10000 --queries 500
 
 Entries are synthetic vectors drawn around real MiniLM prompt embeddings: the first 3,000 DiffusionDB
 prompts are embedded (``scheduler.embeddings.embed_prompt_file``, cached on disk), and each synthetic
@@ -192,7 +192,9 @@ def main(argv: list[str] | None = None) -> None:
         from django.core.management import call_command
         from django.db import connection
 
-        from workers import cache_store
+        from scheduler.predictor import Predictor
+        from webapp.cache import store as cache_store
+        from webapp.ledger.models import ServingConfig
 
         call_command("migrate", verbosity=0)
         with connection.cursor() as cur:
@@ -215,7 +217,16 @@ def main(argv: list[str] | None = None) -> None:
               f"{CANDIDATES_NOTE}; queries: {len(queries)} per row after {args.warmup} warm-up; "
               f"host: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
               f"load average {os.getloadavg()[0]:.2f}")
-        cache_store.match(queries[0], KEY_MAIN)  # create the config row outside the timings
+        ServingConfig.current()  # create the config row outside the timings
+
+        def nearest_and_k_star(query: np.ndarray, key: str):
+            """What routing at submit does with the store: the lookup, then K* from the admin's rule."""
+            found = cache_store.nearest(query, key)
+            if found is None:
+                return None
+            entry, similarity = found
+            Predictor(ServingConfig.current().threshold_pairs).k_star(similarity, tuple(sorted(entry.levels)))
+            return found
 
         all_vecs = synthetic(centres, sizes[-1], rng)
         all_keys = np.where(rng.random(sizes[-1]) < 0.1, KEY_OTHER, KEY_MAIN)
@@ -225,9 +236,6 @@ def main(argv: list[str] | None = None) -> None:
                   f"{'p50':>6} {'p99':>6} | {'p50':>6} {'p99':>6} | {'recall@1':>8} {'K* same':>7} {'s loss':>7}")
         connection.ensure_connection()
         server_pid = connection.connection.info.backend_pid
-        from scheduler.predictor import Predictor
-        from webapp.ledger.models import ServingConfig
-
         predictor = Predictor(ServingConfig.current().threshold_pairs)
         lines = []
         for n in sizes:
@@ -242,12 +250,12 @@ def main(argv: list[str] | None = None) -> None:
                 k_exact = predictor.predict_array(exact)
                 for ef in ef_values:
                     settings.T2I_CACHE_EF_SEARCH = ef
-                    calls = [("nearest", cache_store.nearest)] + ([("match", cache_store.match)]
+                    calls = [("nearest", cache_store.nearest)] + ([("k_star", nearest_and_k_star)]
                                                                    if ef == default_ef else [])
                     for name, fn in calls:
                         ms, cpu, wait, res = measure(fn, queries, key, args.warmup, server_pid)
                         idle = ms - np.minimum(wait, ms)
-                        sims = np.array([r[1] if name == "nearest" else r.similarity for r in res])
+                        sims = np.array([r[1] for r in res])
                         recall = float(np.mean(sims >= exact - 1e-5))
                         same_k = float(np.mean(predictor.predict_array(sims) == k_exact))
                         p = lambda a, q: np.percentile(a, q)  # noqa: E731

@@ -11,6 +11,8 @@ from functools import lru_cache
 
 from django.conf import settings
 
+from scheduler.clip_tokenizer import build_clip_tokenizer
+
 _lock = threading.Lock()
 
 
@@ -23,8 +25,6 @@ def _tokenizer():
 
             return CLIPTokenizer.from_pretrained(str(model_tokenizer))
         # No model on this machine (e.g. emulated workers): the same CLIP vocabulary.
-        from workers.tiny_model import build_clip_tokenizer
-
         return build_clip_tokenizer()
 
 

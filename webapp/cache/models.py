@@ -1,8 +1,8 @@
 """The approximate cache's index (DESIGN §2, §6): one row per cached prompt, one row per cached level.
 
-Latent blobs are files under ``settings.T2I_CACHE_DIR`` (see :mod:`workers.cache_store`); rows only
+Latent blobs are files under ``settings.T2I_CACHE_DIR`` (see :mod:`webapp.cache.store`); rows only
 name them. All writes that change which levels exist (insert, evict, purge) go through
-:mod:`workers.cache_store`, which serialises them with an advisory lock and removes files only after
+:mod:`webapp.cache.store`, which serialises them with an advisory lock and removes files only after
 the row change has committed.
 """
 
@@ -14,11 +14,13 @@ from django.core.validators import MinValueValidator
 from django.db import models
 from pgvector.django import HnswIndex, VectorField
 
+from scheduler.embeddings import EMBED_DIM
 from webapp.singleton import SingletonModel
 
-from .clip_embeddings import CLIP_DIM  # noqa: E402
+from .clip_embedder import CLIP_DIM
 
-EMBED_DIM = 384  # MiniLM (scheduler.embeddings.EMBED_DIM)
+# The tables keep the names they had when these models lived in the `workers` app (moved by the
+# state-only migration cache.0001): existing databases keep their rows, nothing is copied.
 
 
 class CacheEntry(models.Model):
@@ -33,10 +35,10 @@ class CacheEntry(models.Model):
     prompt_sha = models.CharField(max_length=64, editable=False,
                                   help_text="sha256 of the prompt: one entry per prompt and model key.")
     embedding = VectorField(dimensions=EMBED_DIM)
-    # Filled when T2I_EMBEDDER=clip: the model's own CLIP text features (workers/clip_embeddings.py).
+    # Filled when T2I_EMBEDDER=clip: the model's own CLIP text features (webapp/cache/clip_embedder.py).
     clip_embedding = VectorField(dimensions=CLIP_DIM, null=True, blank=True)
     model_key = models.CharField(max_length=200, db_index=True,
-                                 help_text="model | scheduler | N | resolution (cache_store.model_key).")
+                                 help_text="model | scheduler | N | resolution (scheduler.cache_keys.model_key).")
     levels = ArrayField(models.PositiveSmallIntegerField(), default=list,
                         help_text="Cache levels K whose latents are stored.")
     hits = models.PositiveIntegerField(default=0)
@@ -46,6 +48,7 @@ class CacheEntry(models.Model):
     last_hit_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        db_table = "workers_cacheentry"
         verbose_name = "cache entry"
         verbose_name_plural = "cache entries"
         indexes = [
@@ -77,6 +80,7 @@ class CacheLevel(models.Model):
     last_used_at = models.DateTimeField(help_text="Creation or last hit: tie-break among equal scores.")
 
     class Meta:
+        db_table = "workers_cachelevel"
         constraints = [
             models.UniqueConstraint(fields=["entry", "level"], name="cachelevel_unique_level"),
         ]
@@ -92,13 +96,14 @@ class CacheLevel(models.Model):
 class CacheConfig(SingletonModel):
     """Operator-tunable cache settings: one row, edited in the admin. The similarity → K* thresholds are
     scheduling settings and live on ``ServingConfig.thresholds`` (one place for the submit path, the
-    controller and :func:`workers.cache_store.match`)."""
+    controller and routing at submit)."""
 
     byte_budget = models.BigIntegerField(validators=[MinValueValidator(0)],
                                          help_text="Most bytes of latent files kept; LCBFU evicts beyond it.")
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
+        db_table = "workers_cacheconfig"
         verbose_name = "cache configuration"
         verbose_name_plural = "cache configuration"
 

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class LoadgenAppConfig(AppConfig):
+    name = "webapp.loadgen"
+    label = "loadgen"

@@ -1,0 +1,59 @@
+"""The admin's serving configuration as the scheduler core sees it (scheduler/interface.py).
+
+Turns the one `ServingConfig` row and the deployment's settings into a `SchedulerConfig`, the
+input every policy object is built from, in the web process, the controller and the emulated
+workers alike.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from django.conf import settings
+
+from scheduler.interface import SchedulerConfig
+from scheduler.predictor import Predictor
+from scheduler.profiles import LatencyProfile, load_profile
+from webapp.ledger.models import ServingConfig
+
+
+@lru_cache(maxsize=8)
+def _profile(source: str, levels: tuple[int, ...], steps: int, time_factor: float) -> LatencyProfile:
+    """The profile in wall-clock seconds of this deployment: emulated workers with a time
+    factor sleep L × factor, so planning, batch caps and backlogs must use L × factor too."""
+    profile = load_profile(source, levels=levels, n_steps=steps)
+    if time_factor == 1.0:
+        return profile
+    return LatencyProfile(levels=profile.levels, batch_sizes=profile.batch_sizes,
+                          table_s={k: tuple(t * time_factor for t in row) for k, row in profile.table_s.items()},
+                          n_steps=profile.n_steps, name=f"{profile.name}×{time_factor:g}")
+
+
+def profile_source() -> str:
+    """T2I_PROFILE (a preset such as sdxl-a100, or a CSV), else the engine's measured profile."""
+    if settings.T2I_PROFILE:
+        return settings.T2I_PROFILE
+    measured = Path(settings.T2I_MEASURED_PROFILE)
+    if measured.exists():
+        return str(measured)
+    return settings.T2I_FALLBACK_PROFILE
+
+
+def scheduler_config(config: ServingConfig) -> SchedulerConfig:
+    levels = tuple(config.level_list)
+    time_factor = settings.T2I_TIME_FACTOR if settings.T2I_ENGINE == "emulated" else 1.0
+    profile = _profile(profile_source(), levels, config.default_steps, time_factor)
+    return SchedulerConfig(
+        n_workers=settings.T2I_WORKERS, profile=profile, slo_s=config.slo_seconds,
+        predictor=Predictor(config.threshold_pairs), period_s=config.controller_period_s,
+        util_target=config.util_target, load_threshold=config.load_threshold,
+        # Give the solver a cap so a hard solve ends in time; the controller still discards a slow one.
+        plan_time_limit_s=max(0.1, settings.T2I_SLOW_SOLVE_FRACTION * config.controller_period_s))
+
+
+def config_key(config: ServingConfig) -> tuple:
+    """What a policy object depends on: a change in any of these builds a new one."""
+    return (config.policy, config.k_levels, config.thresholds, config.slo_seconds,
+            config.load_threshold, config.util_target, config.controller_period_s,
+            config.default_steps, settings.T2I_WORKERS, profile_source(), settings.T2I_TIME_FACTOR)

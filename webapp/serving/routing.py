@@ -1,0 +1,61 @@
+"""Routing a new request at submit (DESIGN §4 step 1): where it runs and at which K′.
+
+Embeds the prompt, finds its nearest cached neighbour (similarity s, the levels it holds), lets
+the active policy's predictor decide K* (the one K* rule, NIRVANA's thresholds capped at the
+levels held), and asks the policy (scheduler/, the same objects the simulator runs) for a worker,
+K′ and batch limit given the live queues. A request with no neighbour runs at K′ = 0.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from scheduler.embeddings import embed_texts
+from scheduler.interface import RequestView
+from webapp.cache import store as cache_store
+from webapp.cache.keys import model_key_for
+from webapp.ledger.models import ServingConfig
+
+from .cluster_state import cluster_view
+from .live_policy import live_policy
+
+
+@dataclass(frozen=True)
+class Routing:
+    """What submit records on the row: the policy's decision plus what it was based on."""
+
+    worker: int
+    k_prime: int
+    k_star: int
+    plan_version: int | None
+    batch_limit: int
+    redirected: bool
+    similarity: float | None
+    neighbor_id: int | None
+    neighbor_prompt: str
+    quality: float | None
+    embedding: np.ndarray
+
+
+def route_request(*, config: ServingConfig, request_id: str, prompt: str, arrival: float, deadline: float,
+                  width: int, height: int, steps: int) -> Routing:
+    embedding = embed_texts([prompt])[0]
+    found = cache_store.nearest(cache_store.query_vector(prompt, embedding), model_key_for(steps, width, height))
+    neighbor, similarity = found if found else (None, None)
+    levels_held = tuple(sorted(neighbor.levels)) if neighbor else ()
+    policy, plan_version = live_policy.get(config)
+    k_star = policy.config.predictor.k_star(similarity, levels_held) if neighbor else 0
+    request = RequestView(id=request_id, arrival=arrival, deadline=deadline, similarity=similarity,
+                          k_star=k_star, levels_available=levels_held)
+    decision = policy.dispatch(request, cluster_view(policy, arrival), arrival)
+    k_prime = decision.k_prime if neighbor else 0
+    quality = policy.quality(similarity, k_prime)
+    return Routing(worker=decision.worker_index, k_prime=k_prime, k_star=k_star, plan_version=plan_version,
+                   batch_limit=max(1, decision.batch_size), redirected=decision.redirected,
+                   similarity=similarity, neighbor_id=neighbor.pk if neighbor and k_prime > 0 else None,
+                   neighbor_prompt=neighbor.prompt if neighbor else "",
+                   quality=None if quality is None or math.isnan(quality) else quality,
+                   embedding=embedding)

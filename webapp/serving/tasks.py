@@ -1,0 +1,13 @@
+"""Beat task of serving control (run on the control queue)."""
+
+from celery import shared_task
+
+from webapp.ledger.queues import CONTROL_TASK
+
+from .controller import run_controller
+
+
+@shared_task(name=CONTROL_TASK, ignore_result=True)
+def control_task() -> dict:
+    row = run_controller()
+    return {"plan": row.id, "status": row.status, "worker_levels": row.worker_levels}

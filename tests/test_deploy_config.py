@@ -8,6 +8,8 @@ from pathlib import Path
 
 import yaml
 
+from webapp.ledger.queues import gpu_queue, worker_argv
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -22,7 +24,8 @@ def test_each_gpu_worker_consumes_its_own_queue_with_a_device():
     for name, svc in gpu.items():
         index = svc["environment"]["T2I_WORKER_INDEX"]
         command = svc["command"]
-        assert command[command.index("-Q") + 1] == f"gpu.{index}"
+        # The one worker command line, minus the interpreter: `celery -A webapp worker …`.
+        assert command[0] == "celery" and command[1:] == worker_argv(gpu_queue(int(index)), f"gpu{index}@%h")[3:]
         assert command[command.index("-c") + 1] == "1"
         assert command[command.index("--prefetch-multiplier") + 1] == "1"
         devices = svc["deploy"]["resources"]["reservations"]["devices"][0]
@@ -46,7 +49,7 @@ def test_redis_is_append_only_and_services_have_health_checks():
 
 def test_every_environment_variable_is_a_setting():
     settings_src = (ROOT / "webapp" / "settings.py").read_text()
-    known = set(re.findall(r'env_(?:int|float|bool|list)\("([A-Z0-9_]+)"', settings_src))
+    known = set(re.findall(r'env_(?:int|float|bool|list|choice)\("([A-Z0-9_]+)"', settings_src))
     known |= set(re.findall(r'os\.environ\.get\("([A-Z0-9_]+)"', settings_src))
     known |= {"T2I_WORKER_INDEX"}  # read by workers/runtime.py
     for name, svc in compose()["services"].items():

@@ -8,6 +8,7 @@ works on a laptop; production must set SECRET_KEY and DEBUG=0.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import dj_database_url
@@ -32,6 +33,16 @@ def env_int(name: str, default: int) -> int:
 def env_float(name: str, default: float) -> float:
     value = os.environ.get(name)
     return default if value in (None, "") else float(value)
+
+
+def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    """A setting with a fixed set of values: a typo stops the process at start with a clear message,
+    instead of surfacing as odd behaviour later."""
+    value = os.environ.get(name, default).strip()
+    if value not in choices:
+        shown = ", ".join(repr(c) if c else "'' (empty)" for c in choices)
+        raise ImproperlyConfigured(f"{name} must be one of {shown}, not {value!r}")
+    return value
 
 
 def env_list(name: str, default: str) -> list[str]:
@@ -115,6 +126,8 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]
+if env_bool("T2I_FAST_PASSWORD_HASHER", False):  # tests only: full-strength hashing costs ~0.3 s per user
+    PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -180,14 +193,14 @@ CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"
 # --- Serving -------------------------------------------------------------------------
 # Defaults for the admin-editable ServingConfig row (created on first use).
 T2I_WORKERS = env_int("T2I_WORKERS", 2)  # GPU slots; worker i consumes queue gpu.<i>
-T2I_ENGINE = os.environ.get("T2I_ENGINE", "diffusers")  # diffusers | emulated
+T2I_ENGINE = env_choice("T2I_ENGINE", "diffusers", ("diffusers", "emulated"))
 T2I_MODEL_PATH = Path(os.environ.get("T2I_MODEL_PATH", DATA_DIR / "models" / "tiny-sd"))
 T2I_DEVICE = os.environ.get("T2I_DEVICE", "")  # "" = cuda if available else cpu
+if not re.fullmatch(r"|cpu|mps|cuda(:\d+)?", T2I_DEVICE):
+    raise ImproperlyConfigured(f"T2I_DEVICE must be empty, cpu, mps, cuda or cuda:<index>, not {T2I_DEVICE!r}")
 # "" keeps the model folder's scheduler; "ddim" or "euler" swaps it (needed for real SD 1.x folders,
 # which ship PNDM: only DDIM and Euler can resume from a cached latent exactly).
-T2I_SCHEDULER = os.environ.get("T2I_SCHEDULER", "")
-if T2I_SCHEDULER not in ("", "ddim", "euler"):
-    raise ImproperlyConfigured(f"T2I_SCHEDULER must be empty, ddim or euler, not {T2I_SCHEDULER!r}")
+T2I_SCHEDULER = env_choice("T2I_SCHEDULER", "", ("", "ddim", "euler"))
 T2I_SLO_SECONDS = env_float("T2I_SLO_SECONDS", 30.0)
 T2I_DEFAULT_STEPS = env_int("T2I_DEFAULT_STEPS", 50)
 T2I_DEFAULT_SIZE = env_int("T2I_DEFAULT_SIZE", 64)
@@ -207,7 +220,8 @@ T2I_FALLBACK_PROFILE = os.environ.get("T2I_FALLBACK_PROFILE", "sd15-a100")
 T2I_TIME_FACTOR = env_float("T2I_TIME_FACTOR", 1.0)
 # /metrics: open to 127.0.0.1 and staff; with a token, to `Authorization: Bearer <token>` too.
 T2I_METRICS_TOKEN = os.environ.get("T2I_METRICS_TOKEN", "")
-T2I_METRICS_WINDOW = os.environ.get("T2I_METRICS_WINDOW", "5m")
+T2I_METRICS_WINDOWS = ("5m", "15m", "1h", "6h", "24h")  # the dashboard's windows (minutes or hours)
+T2I_METRICS_WINDOW = env_choice("T2I_METRICS_WINDOW", "5m", T2I_METRICS_WINDOWS)
 # A controller solve slower than this fraction of its period is discarded (previous plan kept).
 T2I_SLOW_SOLVE_FRACTION = env_float("T2I_SLOW_SOLVE_FRACTION", 0.5)  # CLIP text encoder context, including start/end tokens
 
@@ -222,15 +236,13 @@ T2I_CACHE_DIR = Path(os.environ.get("T2I_CACHE_DIR", MEDIA_ROOT / "latent-cache"
 T2I_CACHE_EF_SEARCH = env_int("T2I_CACHE_EF_SEARCH", 40)  # pgvector hnsw.ef_search for lookups
 # Prompt embedder the cache compares: "minilm" (packaged MiniLM, default) or "clip" (the model's own
 # CLIP text encoder, workers/clip_embeddings.py). MiniLM embeddings are stored either way.
-T2I_EMBEDDER = os.environ.get("T2I_EMBEDDER", "minilm")
-if T2I_EMBEDDER not in ("minilm", "clip"):
-    raise ImproperlyConfigured(f"T2I_EMBEDDER must be minilm or clip, not {T2I_EMBEDDER!r}")
+T2I_EMBEDDER = env_choice("T2I_EMBEDDER", "minilm", ("minilm", "clip"))
 
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "root": {"handlers": ["console"], "level": env_choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }

@@ -1,7 +1,7 @@
 """Celery tasks of the GPU workers. Each worker consumes only its own queue gpu.<i>.
 
 A message carries only a request id. The worker claims that row together with other queued
-rows for itself at the same K′ (up to the batch limit dispatch set), runs them as one engine
+rows for itself at the same K′ (up to the batch limit routing set), runs them as one engine
 call and records the batch's service time. A message for a row that is already claimed or
 terminal (a duplicate, a redelivery after a crash, a row that joined an earlier batch) does
 nothing.
@@ -86,7 +86,7 @@ def _record_successes(rows: list[GenerationRequest], items: list, results: list,
         k_prime = item.start_level
         fields = dict(image=image_name, thumbnail=thumb_name, model_label=label,
                       k_served=k_prime, batch_size=len(rows), service_seconds=service_s)
-        if k_prime != row.k_served:  # neighbour's level evicted since dispatch
+        if k_prime != row.k_served:  # neighbour's level evicted since routing
             fields["quality"] = QUALITY.q(row.similarity, k_prime) if k_prime else 1.0
         transitions.succeed(row.id, **fields)
 

@@ -36,7 +36,7 @@ from django.utils import timezone
 
 from webapp.ledger.models import AllocationPlan, BatchRecord, GenerationRequest, ServingConfig
 
-WINDOWS: dict[str, int] = {"5m": 300, "15m": 900, "1h": 3600, "6h": 6 * 3600, "24h": 24 * 3600}
+WINDOWS: dict[str, int] = {name: int(name[:-1]) * {"m": 60, "h": 3600}[name[-1]] for name in settings.T2I_METRICS_WINDOWS}
 DEFAULT_WINDOW = "15m"
 BUCKETS = 60
 RECENT_PLANS = 8

@@ -33,7 +33,7 @@ class ServingConfigAdmin(admin.ModelAdmin):
                                  "default_size", "allowed_sizes", "max_in_flight"]}),
         ("Scheduling", {"fields": ["policy", "k_levels", "thresholds", "load_threshold", "util_target",
                                    "controller_period_s", "manual_layout"],
-                        "description": "Applied by the controller at its next run and by dispatch "
+                        "description": "Applied by the controller at its next run and by routing "
                                        "within a second; no restart. The cache byte budget is under "
                                        "Workers › Cache configuration."}),
     ]

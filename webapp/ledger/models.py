@@ -64,7 +64,7 @@ class GenerationRequest(models.Model):
     model_label = models.CharField(max_length=200, blank=True, default="",
                                    help_text="What made the image, e.g. 'tiny random model'.")
 
-    # Scheduler fields (filled by dispatch and the worker).
+    # Scheduler fields (filled by routing at submit and by the worker).
     k_star = models.PositiveSmallIntegerField(null=True, blank=True,
                                               help_text="Optimal K predicted from similarity.")
     k_served = models.PositiveSmallIntegerField(null=True, blank=True,

@@ -20,7 +20,7 @@ from .models import GenerationRequest, Status
 
 def claim_batch(request_id: uuid.UUID, worker: int, lease_seconds: float) -> list[uuid.UUID]:
     """Claim this request plus other queued rows for the same worker and K′ (and the same
-    shape, so they can share one call), oldest first, up to the batch limit dispatch gave it.
+    shape, so they can share one call), oldest first, up to the batch limit routing gave it.
 
     Empty if the request is already claimed or finished: its message is then a no-op.
     """

@@ -194,51 +194,87 @@ def run_live(opts: dict, stream=sys.stderr, setup: LiveSetup | None = None,
              workload: Workload | None = None) -> LiveRun:
     """One live replay with the options of add_live_arguments(); messages go to `stream`."""
     use_db = not opts.get("no_db")
-    if setup is None:
-        setup = live_setup(slo=opts.get("slo"), factor=opts.get("time_factor"), profile=opts.get("profile"),
-                           workers=opts.get("workers"), use_db=use_db)
-    f = setup.time_factor
-    if workload is None:
-        try:
-            workload = build_workload(opts["trace"], opts["prompts"], opts["warm"], opts["time_scale"],
-                                      opts["peak_load"], setup.config, f, opts.get("max_requests"),
-                                      opts.get("max_seconds"), opts.get("start"))
-        except (WorkloadError, OSError) as exc:
-            raise CommandError(str(exc)) from exc
-    cfg = setup.config
+    setup = setup or live_setup(slo=opts.get("slo"), factor=opts.get("time_factor"), profile=opts.get("profile"),
+                                workers=opts.get("workers"), use_db=use_db)
+    workload = workload or _build_workload(opts, setup)
+    client = _connect(opts)
+    _describe(setup, workload, stream)
+    prompts = _prompts_to_send(workload, opts, stream)
+    _warm_cache(workload, opts, use_db, stream)
+    drain = opts.get("drain_timeout")
+    if drain is None:
+        drain = 4.0 * setup.config.slo_s * setup.time_factor + 60.0
+    result = _replay_and_wait(client, workload, prompts, setup.time_factor, drain, opts, stream)
+    t_end = time.time()
+    arrays = collect.to_arrays(result, setup.config, setup.time_factor, opts.get("slo"))
+    metrics, series = collect.live_metrics(result, arrays, setup.config.levels, opts["window"])
+    plans: list[dict] = []
+    if use_db:
+        stats, plans = _plan_stats(result.t0_wall, t_end, setup.time_factor, setup.config.levels)
+        metrics.update(stats)
+    _report_problems(result, metrics, drain, stream)
     label = opts.get("policy_label") or f"{setup.policy} (live)"
-    token = resolve_token(opts)
-    client = ApiClient(opts["url"], token, opts["http_timeout"])
+    config = _run_config(opts, setup, workload, result, arrays, label, drain)
+    return LiveRun(setup, workload, result, arrays, metrics, series, config, label, plans)
+
+
+def _build_workload(opts: dict, setup: LiveSetup) -> Workload:
+    """The scaled trace and prompt stream, as the simulator builds it."""
+    try:
+        return build_workload(opts["trace"], opts["prompts"], opts["warm"], opts["time_scale"],
+                              opts["peak_load"], setup.config, setup.time_factor, opts.get("max_requests"),
+                              opts.get("max_seconds"), opts.get("start"))
+    except (WorkloadError, OSError) as exc:
+        raise CommandError(str(exc)) from exc
+
+
+def _connect(opts: dict) -> ApiClient:
+    """An API client with a working token, checked against the server before anything is sent."""
+    client = ApiClient(opts["url"], resolve_token(opts), opts["http_timeout"])
     try:
         client.check()
     except ApiError as exc:
         raise CommandError(str(exc)) from exc
+    return client
+
+
+def _describe(setup: LiveSetup, workload: Workload, stream) -> None:
+    cfg, factor = setup.config, setup.time_factor
     for note in setup.notes:
         _say(stream, f"note: {note}")
-    _say(stream, workload.describe(f))
-    _say(stream, f"live: {cfg.n_workers} workers · profile {cfg.profile.name} · time factor {f:g} · policy "
-                 f"{setup.policy} · SLO {cfg.slo_s:.2f} s profile = {cfg.slo_s * f:.2f} s wall")
-    warn = _throttle_warning(workload, f)
+    _say(stream, workload.describe(factor))
+    _say(stream, f"live: {cfg.n_workers} workers · profile {cfg.profile.name} · time factor {factor:g} · policy "
+                 f"{setup.policy} · SLO {cfg.slo_s:.2f} s profile = {cfg.slo_s * factor:.2f} s wall")
+    warn = _throttle_warning(workload, factor)
     if warn:
         _say(stream, f"warning: {warn}")
+
+
+def _prompts_to_send(workload: Workload, opts: dict, stream) -> list[str]:
+    """The workload's prompts, shortened to the CLIP token limit with --clip-prompts."""
     prompts = workload.prompts
-    if opts.get("clip_prompts"):
-        clipped = [fit_prompt(p) for p in prompts]
-        changed = sum(a != b for a, b in zip(prompts, clipped))
-        if changed:
-            _say(stream, f"--clip-prompts: shortened {changed} prompt(s) to the CLIP token limit")
-        prompts = clipped
+    if not opts.get("clip_prompts"):
+        return prompts
+    clipped = [fit_prompt(p) for p in prompts]
+    changed = sum(a != b for a, b in zip(prompts, clipped))
+    if changed:
+        _say(stream, f"--clip-prompts: shortened {changed} prompt(s) to the CLIP token limit")
+    return clipped
+
+
+def _warm_cache(workload: Workload, opts: dict, use_db: bool, stream) -> None:
+    """Fill the cache with the warm prefix of the prompt file (as the simulator's --warm does)."""
     if workload.warm and not opts.get("assume_warm"):
         if not use_db:
             raise CommandError("--warm needs database access (it runs warm_cache); use --assume-warm with --no-db")
         if "warm_cache" not in get_commands():
             raise CommandError("--warm needs the warm_cache command (workers/management/commands/warm_cache.py), "
                                "which this checkout does not have yet")
-        t = time.perf_counter()
+        started = time.perf_counter()
         limit = warm_limit(opts["prompts"], workload.warm)
         call_command("warm_cache", prompts=opts["prompts"], limit=limit, stdout=stream, stderr=stream)
         _say(stream, f"warm_cache: lines 1-{workload.warm} of the prompt file ({limit} distinct prompts) in "
-                     f"{time.perf_counter() - t:.1f} s")
+                     f"{time.perf_counter() - started:.1f} s")
     if use_db:
         extra = cache_surplus(opts["prompts"], workload.warm)
         if extra:
@@ -246,10 +282,11 @@ def run_live(opts: dict, stream=sys.stderr, setup: LiveSetup | None = None,
                          f"the simulator starts from the warm set only — for a like-for-like run start from a "
                          f"fresh stack (`make clean-data`)")
 
-    drain = opts.get("drain_timeout")
-    if drain is None:
-        drain = 4.0 * cfg.slo_s * f + 60.0
-    due = (workload.arrivals * f).tolist()
+
+def _replay_and_wait(client: ApiClient, workload: Workload, prompts: list[str], factor: float, drain: float,
+                     opts: dict, stream) -> ReplayResult:
+    """Send every arrival at its wall time (with the in-flight cap lifted), then wait for all to end."""
+    due = (workload.arrivals * factor).tolist()
     seeds = request_seeds(workload.n, opts.get("seed") or 0)
     with in_flight_cap_lifted(opts, stream):
         if opts.get("warmup_requests"):
@@ -260,13 +297,10 @@ def run_live(opts: dict, stream=sys.stderr, setup: LiveSetup | None = None,
         accepted = len(result.accepted_ids)
         with tqdm(total=accepted, file=stream, unit="req", desc="waiting", mininterval=0.5) as bar:
             wait_for_end(client, result, drain, opts["poll"], progress=bar)
-    t_end = time.time()
-    arrays = collect.to_arrays(result, cfg, f, opts.get("slo"))
-    metrics, series = collect.live_metrics(result, arrays, cfg.levels, opts["window"])
-    plans: list[dict] = []
-    if use_db:
-        stats, plans = _plan_stats(result.t0_wall, t_end, f, cfg.levels)
-        metrics.update(stats)
+    return result
+
+
+def _report_problems(result: ReplayResult, metrics: dict, drain: float, stream) -> None:
     if result.unfinished:
         sample = ", ".join(f"{k} ({v})" for k, v in list(result.unfinished.items())[:10])
         _say(stream, f"warning: {len(result.unfinished)} request(s) had not ended after {drain:.0f} s: {sample}")
@@ -277,12 +311,17 @@ def run_live(opts: dict, stream=sys.stderr, setup: LiveSetup | None = None,
         if any("cap" in (a.error or "") for a in errs if a.status_code == 429):
             _say(stream, "the per-user in-flight cap refused requests: lift it (admin: max_in_flight = 0) "
                          "or let loadgen do it (run it with database access and without --keep-cap)")
-    config = {
+
+
+def _run_config(opts: dict, setup: LiveSetup, workload: Workload, result: ReplayResult, arrays: dict,
+                label: str, drain: float) -> dict:
+    """What results.json records about the run (the simulator's keys, plus the live ones)."""
+    return {
         "trace": [os.path.abspath(x) for x in opts["trace"]], "prompts": os.path.abspath(opts["prompts"]),
         "warm": workload.warm, "peak_load": opts["peak_load"], "time_scale": opts["time_scale"],
         "requests": workload.n, "duration_s": workload.duration_s,
         "capacity_rps_top_level": workload.capacity_rps, "seed": opts.get("seed") or 0,
-        "window_s": opts["window"], "policies": [label], "scheduler": cfg.to_dict(),
+        "window_s": opts["window"], "policies": [label], "scheduler": setup.config.to_dict(),
         "live": {**setup.to_dict(), "url": opts["url"], "trace_requests": workload.trace_requests,
                  "truncated_by": workload.truncated_by, "max_requests": opts.get("max_requests"),
                  "start": opts.get("start"),
@@ -291,7 +330,6 @@ def run_live(opts: dict, stream=sys.stderr, setup: LiveSetup | None = None,
                  "times": "profile seconds (wall seconds / time_factor)", "t0_unix": result.t0_wall,
                  "unfinished_ids": list(result.unfinished)},
     }
-    return LiveRun(setup, workload, result, arrays, metrics, series, config, label, plans)
 
 
 def warm_up(client: ApiClient, n: int, timeout_s: float, opts: dict, stream) -> None:

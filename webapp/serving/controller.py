@@ -157,7 +157,7 @@ def _solve_and_record(policy: Policy, policy_name: str, sc: SchedulerConfig, est
         return _record(policy_name, PlanRecordStatus.SLOW, f"Solve took {elapsed:.2f} s, more than "
                        f"{settings.T2I_SLOW_SOLVE_FRACTION:.0%} of the {sc.period_s:.0f} s period. "
                        f"Kept the previous plan.", plan, inputs)
-    detail = f" ({plan.solver_message})" if plan.solver_message else ""
+    detail = f" ({plan.solver_message})" if plan.solver_message not in ("", plan.status) else ""
     row = _record(policy_name, PlanRecordStatus.OK, f"Solver: {plan.status}{detail}.", plan, inputs)
     plan.version = row.id
     return row

@@ -8,7 +8,7 @@ PROFILE ?=
 TIME_FACTOR ?= 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: run test venv browser clean-data
+.PHONY: run test lint format venv browser clean-data
 
 venv: $(VENV)/.installed
 
@@ -29,7 +29,16 @@ browser:
 	  (apt-get install -y -qq chromium >/dev/null 2>&1 || (apt-get update -qq >/dev/null 2>&1 && \
 	   apt-get install -y -qq chromium >/dev/null 2>&1)) || echo "chromium not installed; browser test will skip"; }
 
-test: venv browser
+# The house style (ruff.toml): lint and format are checked before the tests run; `make format` fixes.
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: venv
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+test: venv browser lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean-data:

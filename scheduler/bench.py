@@ -36,8 +36,13 @@ def _pct(a: list[float], p: float) -> float:
     return float(np.percentile(np.asarray(a), p))
 
 
-def bench_plan(profile_name: str = "sdxl-a100", sizes: tuple[int, ...] = (16, 64, 256), reps: int = 30,
-               seed: int = 0, solver: str = "glpk") -> list[dict]:
+def bench_plan(
+    profile_name: str = "sdxl-a100",
+    sizes: tuple[int, ...] = (16, 64, 256),
+    reps: int = 30,
+    seed: int = 0,
+    solver: str = "glpk",
+) -> list[dict]:
     prof = load_profile(profile_name)
     slo = 2 * prof.latency(0, 1)
     levels = list(prof.levels)
@@ -55,9 +60,19 @@ def bench_plan(profile_name: str = "sdxl-a100", sizes: tuple[int, ...] = (16, 64
             p = solve_plan(DemandEstimate(levels, rates, q), n, prof, slo, solver=solver)
             cpu.append((time.process_time() - c0) * 1e3)
             times.append(p.solve_time_s * 1e3)
-        out.append({"workers": n, "levels": len(levels), "solver": solver, "mean_ms": float(np.mean(times)),
-                    "p50_ms": _pct(times, 50), "p95_ms": _pct(times, 95), "max_ms": float(np.max(times)),
-                    "cpu_mean_ms": float(np.mean(cpu)), "cpu_p95_ms": _pct(cpu, 95)})
+        out.append(
+            {
+                "workers": n,
+                "levels": len(levels),
+                "solver": solver,
+                "mean_ms": float(np.mean(times)),
+                "p50_ms": _pct(times, 50),
+                "p95_ms": _pct(times, 95),
+                "max_ms": float(np.max(times)),
+                "cpu_mean_ms": float(np.mean(cpu)),
+                "cpu_p95_ms": _pct(cpu, 95),
+            }
+        )
     return out
 
 
@@ -88,8 +103,15 @@ def bench_dispatch(n_workers: int = 16, decisions: int = 20000, seed: int = 0) -
             t0 = time.perf_counter_ns()
             pol.dispatch(r, c, 0.0)
             times.append((time.perf_counter_ns() - t0) / 1e6)
-        out.append({"policy": name, "workers": n_workers, "p50_ms": _pct(times, 50), "p99_ms": _pct(times, 99),
-                    "max_ms": float(np.max(times))})
+        out.append(
+            {
+                "policy": name,
+                "workers": n_workers,
+                "p50_ms": _pct(times, 50),
+                "p99_ms": _pct(times, 99),
+                "max_ms": float(np.max(times)),
+            }
+        )
     return out
 
 
@@ -103,8 +125,15 @@ def synthetic_stream(n: int, d: int = 384, seed: int = 0) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
-def bench_sim(requests: int = 20000, warm: int = 1000, workers: int = 16, load: float = 0.6,
-              policies: tuple[str, ...] = POLICY_NAMES, prompts: str | None = None, seed: int = 0) -> list[dict]:
+def bench_sim(
+    requests: int = 20000,
+    warm: int = 1000,
+    workers: int = 16,
+    load: float = 0.6,
+    policies: tuple[str, ...] = POLICY_NAMES,
+    prompts: str | None = None,
+    seed: int = 0,
+) -> list[dict]:
     prof = load_profile("sdxl-a100")
     slo = 2 * prof.latency(0, 1)
     cfg = SchedulerConfig(n_workers=workers, profile=prof, slo_s=slo)
@@ -130,9 +159,20 @@ def bench_sim(requests: int = 20000, warm: int = 1000, workers: int = 16, load: 
         r = simulate(name, cfg, arr, emb, warm, cache=cache, seed=seed)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         milp_s = float(sum(p["solve_time_s"] for p in r.plans))
-        out.append({"policy": name, "requests": int(arr.size), "index_s": index_s, "index_cpu_s": index_cpu,
-                    "cpu_s": cpu, "wall_s": wall, "req_per_s": arr.size / wall, "milp_s": milp_s,
-                    "plans": len(r.plans) - 1, "cache_fallbacks": r.cache_fallbacks})
+        out.append(
+            {
+                "policy": name,
+                "requests": int(arr.size),
+                "index_s": index_s,
+                "index_cpu_s": index_cpu,
+                "cpu_s": cpu,
+                "wall_s": wall,
+                "req_per_s": arr.size / wall,
+                "milp_s": milp_s,
+                "plans": len(r.plans) - 1,
+                "cache_fallbacks": r.cache_fallbacks,
+            }
+        )
     return out
 
 
@@ -150,13 +190,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'solver':>6} {'workers':>8} {'mean ms':>9} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8} {'CPU mean':>9}")
         for solver in SOLVERS:
             for r in bench_plan(solver=solver):
-                print(f"{solver:>6} {r['workers']:>8} {r['mean_ms']:>9.2f} {r['p50_ms']:>8.2f} {r['p95_ms']:>8.2f} "
-                      f"{r['max_ms']:>8.2f} {r['cpu_mean_ms']:>9.2f}")
+                print(
+                    f"{solver:>6} {r['workers']:>8} {r['mean_ms']:>9.2f} {r['p50_ms']:>8.2f} {r['p95_ms']:>8.2f} "
+                    f"{r['max_ms']:>8.2f} {r['cpu_mean_ms']:>9.2f}"
+                )
                 if r["workers"] == 64:
                     met = r["mean_ms"] <= 50
                     ok = ok and (met or solver != "glpk")
-                    print(f"   target ≤ 50 ms at 64 workers: mean {r['mean_ms']:.1f} ms → {'met' if met else 'NOT met'}"
-                          f" (p95 {r['p95_ms']:.1f} ms)")
+                    print(
+                        f"   target ≤ 50 ms at 64 workers: mean {r['mean_ms']:.1f} ms → {'met' if met else 'NOT met'}"
+                        f" (p95 {r['p95_ms']:.1f} ms)"
+                    )
     if args.only in (None, "dispatch"):
         for n in (16, 256):
             print(f"== dispatch decision latency, {n} workers, 20,000 decisions")
@@ -169,24 +213,33 @@ def main(argv: list[str] | None = None) -> int:
     if args.only in (None, "sim"):
         for n in args.workers:
             src = args.prompts or "synthetic 384-d near-duplicate stream"
-            rows = bench_sim(requests=args.requests, workers=n, prompts=args.prompts,
-                             policies=tuple(args.policies.split(",")))
-            print(f"== simulator speed: {n} workers, {rows[0]['requests']} requests at 0.6× capacity (bursty), "
-                  f"{src}; controller every 10 simulated s (GLPK), exact cache search")
+            rows = bench_sim(
+                requests=args.requests, workers=n, prompts=args.prompts, policies=tuple(args.policies.split(","))
+            )
+            print(
+                f"== simulator speed: {n} workers, {rows[0]['requests']} requests at 0.6× capacity (bursty), "
+                f"{src}; controller every 10 simulated s (GLPK), exact cache search"
+            )
             index_s = rows[0]["index_s"]
             print(f"   neighbour index build (once per prompt stream, shared by every policy): {index_s:.2f} s")
             print(f"{'policy':>14} {'req/s':>8} {'sim s':>7} {'MILP s':>7} {'plans':>6} {'fallbacks':>9}")
             for r in rows:
-                print(f"{r['policy']:>14} {r['req_per_s']:>8.0f} {r['wall_s']:>7.2f} {r['milp_s']:>7.2f} "
-                      f"{r['plans']:>6} {r['cache_fallbacks']:>9}")
+                print(
+                    f"{r['policy']:>14} {r['req_per_s']:>8.0f} {r['wall_s']:>7.2f} {r['milp_s']:>7.2f} "
+                    f"{r['plans']:>6} {r['cache_fallbacks']:>9}"
+                )
             total = sum(r["requests"] for r in rows)
             wall = index_s + sum(r["wall_s"] for r in rows)
-            print(f"   all {len(rows)} policies end to end, index build included: {total} simulated requests in "
-                  f"{wall:.2f} s = {total / wall:.0f} req/s")
+            print(
+                f"   all {len(rows)} policies end to end, index build included: {total} simulated requests in "
+                f"{wall:.2f} s = {total / wall:.0f} req/s"
+            )
             slow = [r["policy"] for r in rows if r["req_per_s"] < 20000]
             ok = ok and not slow
-            print("   target ≥ 20,000 simulated req/s per policy, controller and cache lookups included (index "
-                  "build apart): " + ("met by every policy" if not slow else f"NOT met by {', '.join(slow)}"))
+            print(
+                "   target ≥ 20,000 simulated req/s per policy, controller and cache lookups included (index "
+                "build apart): " + ("met by every policy" if not slow else f"NOT met by {', '.join(slow)}")
+            )
     return 0 if ok else 1
 
 

@@ -25,8 +25,9 @@ import heapq
 import numpy as np
 
 
-def topm_rows(emb: np.ndarray, rows: range, cols_end, m: int, block: int = 512,
-              col_start: int = 0, progress=None) -> tuple[np.ndarray, np.ndarray]:
+def topm_rows(
+    emb: np.ndarray, rows: range, cols_end, m: int, block: int = 512, col_start: int = 0, progress=None
+) -> tuple[np.ndarray, np.ndarray]:
     """For each row i in `rows`: the m most similar columns j in [col_start, cols_end(i)), best first, equal
     similarities by the lower j (index -1 / similarity -inf where there are fewer)."""
     q = len(rows)
@@ -42,16 +43,19 @@ def topm_rows(emb: np.ndarray, rows: range, cols_end, m: int, block: int = 512,
         s[np.arange(col_start, hi)[None, :] >= ends[:, None]] = -np.inf
         mm = min(m, hi - col_start)
         width = hi - col_start
-        part = np.argpartition(s, width - mm, axis=1)[:, width - mm:] if mm < width else \
-            np.broadcast_to(np.arange(width), (b - a, width)).copy()
+        part = (
+            np.argpartition(s, width - mm, axis=1)[:, width - mm :]
+            if mm < width
+            else np.broadcast_to(np.arange(width), (b - a, width)).copy()
+        )
         ps = np.take_along_axis(s, part, axis=1)
         # Best first, equal similarities (duplicate prompts) by the lower index: the choice among exact
         # duplicates then does not depend on argpartition's internal order (or on m).
         order = np.lexsort((part, -ps), axis=1)
         part = np.take_along_axis(part, order, axis=1)
         ps = np.take_along_axis(ps, order, axis=1)
-        idx[a - rows.start:b - rows.start, :mm] = np.where(np.isfinite(ps), part + col_start, -1)
-        sim[a - rows.start:b - rows.start, :mm] = ps
+        idx[a - rows.start : b - rows.start, :mm] = np.where(np.isfinite(ps), part + col_start, -1)
+        sim[a - rows.start : b - rows.start, :mm] = ps
         if progress is not None:
             progress.update(b - a)
     return idx, sim
@@ -60,9 +64,16 @@ def topm_rows(emb: np.ndarray, rows: range, cols_end, m: int, block: int = 512,
 class ApproxCache:
     """Cache state over a prompt stream; see module docstring."""
 
-    def __init__(self, emb: np.ndarray, levels: tuple[int, ...] | list[int], capacity: int,
-                 query_start: int = 0, top_m: int = 96, resumed_levels: str = "above",
-                 progress=None) -> None:
+    def __init__(
+        self,
+        emb: np.ndarray,
+        levels: tuple[int, ...] | list[int],
+        capacity: int,
+        query_start: int = 0,
+        top_m: int = 96,
+        resumed_levels: str = "above",
+        progress=None,
+    ) -> None:
         self.emb = np.ascontiguousarray(emb, dtype=np.float32)
         self.n = self.emb.shape[0]
         self.levels = tuple(lv for lv in levels if lv > 0)  # cache levels (0 is "no latent")
@@ -84,8 +95,9 @@ class ApproxCache:
         self._avail = [tuple(self.levels[i:]) for i in range(len(self.levels) + 1)]
         rows = range(query_start, self.n)
         self.warm_idx, self.warm_sim = topm_rows(self.emb, rows, lambda i: query_start, top_m, progress=progress)
-        self.req_idx, self.req_sim = topm_rows(self.emb, rows, lambda i: i, top_m, col_start=query_start,
-                                               progress=progress)
+        self.req_idx, self.req_sim = topm_rows(
+            self.emb, rows, lambda i: i, top_m, col_start=query_start, progress=progress
+        )
         self.warm_idx[self.warm_idx < 0] = self.n  # padding → the never-cached slot
         self.req_idx[self.req_idx < 0] = self.n
         self.cached_requests = 0  # entries from the replayed part of the stream currently held
@@ -191,8 +203,7 @@ class ApproxCache:
         in_cache = self._in_cache_s
         lists = []  # (candidate indices, similarities, scan range lo, hi) per list that can hold a hit
         if self.size > self.cached_requests:
-            lists.append((self.warm_idx, self.warm_sim, np.zeros(rows.size, dtype=np.int64),
-                          np.full(rows.size, W)))
+            lists.append((self.warm_idx, self.warm_sim, np.zeros(rows.size, dtype=np.int64), np.full(rows.size, W)))
         if self.cached_requests > 0:
             lists.append((self.req_idx, self.req_sim, np.full(rows.size, W), rows + W))
         for idx_l, sim_l, lo, hi in lists:

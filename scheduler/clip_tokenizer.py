@@ -52,7 +52,8 @@ def clip_vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
 
     The resulting ids are those of OpenAI CLIP (and of the SD/SDXL tokenizers on the model hub).
     """
-    lines = gzip.open(open_clip_vocab_path()).read().decode("utf-8").split("\n")
+    with gzip.open(open_clip_vocab_path()) as fh:
+        lines = fh.read().decode("utf-8").split("\n")
     # Line 0 is a version header; CLIP uses the first 49152 - 256 - 2 merges.
     merges = [tuple(line.split()) for line in lines[1 : 49152 - 256 - 2 + 1]]
     byte_chars = list(_bytes_to_unicode().values())
@@ -69,5 +70,4 @@ def build_clip_tokenizer(pad_token: str = EOS):
 
     vocab, merges = clip_vocab_and_merges()
     # transformers 5 takes vocab=/merges=; the old vocab_file= keyword is silently ignored.
-    return CLIPTokenizer(vocab=dict(vocab), merges=list(merges), pad_token=pad_token,
-                         model_max_length=CLIP_MAX_LENGTH)
+    return CLIPTokenizer(vocab=dict(vocab), merges=list(merges), pad_token=pad_token, model_max_length=CLIP_MAX_LENGTH)

@@ -32,25 +32,37 @@ class DemandEstimate:
     quality: list[list[float]]  # [class][level]
     time: float = 0.0
 
-    def with_backlog(self, queued: list[int] | list[float], horizon_s: float) -> "DemandEstimate":
+    def with_backlog(self, queued: list[int] | list[float], horizon_s: float) -> DemandEstimate:
         """Add the requests already waiting (per K* class) as extra rate to be served within horizon_s,
         so a plan made during a burst also drains the queues the burst left behind."""
         extra = [q / max(horizon_s, 1e-9) for q in queued]
-        return DemandEstimate(levels=list(self.levels), rates=[r + e for r, e in zip(self.rates, extra)],
-                              quality=[list(r) for r in self.quality], time=self.time)
+        return DemandEstimate(
+            levels=list(self.levels),
+            rates=[r + e for r, e in zip(self.rates, extra)],
+            quality=[list(r) for r in self.quality],
+            time=self.time,
+        )
 
     @property
     def total(self) -> float:
         return float(sum(self.rates))
 
     def to_dict(self) -> dict:
-        return {"levels": list(self.levels), "rates": list(map(float, self.rates)),
-                "quality": [list(map(float, r)) for r in self.quality], "time": float(self.time)}
+        return {
+            "levels": list(self.levels),
+            "rates": list(map(float, self.rates)),
+            "quality": [list(map(float, r)) for r in self.quality],
+            "time": float(self.time),
+        }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "DemandEstimate":
-        return cls(levels=[int(x) for x in d["levels"]], rates=[float(x) for x in d["rates"]],
-                   quality=[[float(x) for x in r] for r in d["quality"]], time=float(d.get("time", 0.0)))
+    def from_dict(cls, d: dict) -> DemandEstimate:
+        return cls(
+            levels=[int(x) for x in d["levels"]],
+            rates=[float(x) for x in d["rates"]],
+            quality=[[float(x) for x in r] for r in d["quality"]],
+            time=float(d.get("time", 0.0)),
+        )
 
 
 def default_class_quality(levels: list[int] | tuple[int, ...], qm: QualityModel) -> np.ndarray:
@@ -85,7 +97,7 @@ class DemandEstimator:
         self._qmean = default_class_quality(self.levels, self.quality_model)
         self._qweight = np.zeros(n)
         self._window_start = self.start
-        self._pc = [0] * n                       # per-window counts, plain lists (observe is per request)
+        self._pc = [0] * n  # per-window counts, plain lists (observe is per request)
         self._pq = [[0.0] * n for _ in range(n)]
 
     def observe(self, k_star: int, q_row: np.ndarray | None = None) -> None:
@@ -117,8 +129,11 @@ class DemandEstimator:
             w_old = (1.0 - self.alpha) * self._qweight
             new_mean = np.where(has[:, None], self._qsum / np.maximum(self._counts, 1)[:, None], self._qmean)
             tot = w_old + self._counts
-            mix = np.where(tot[:, None] > 0, (w_old[:, None] * self._qmean + self._counts[:, None] * new_mean)
-                           / np.maximum(tot, 1e-12)[:, None], self._qmean)
+            mix = np.where(
+                tot[:, None] > 0,
+                (w_old[:, None] * self._qmean + self._counts[:, None] * new_mean) / np.maximum(tot, 1e-12)[:, None],
+                self._qmean,
+            )
             self._qmean = np.where(has[:, None], mix, self._qmean)
             self._qweight = tot
         self._counts[:] = 0
@@ -128,5 +143,4 @@ class DemandEstimator:
 
     def estimate(self, now: float) -> DemandEstimate:
         rates = np.maximum(self._ewma, self._last)
-        return DemandEstimate(levels=list(self.levels), rates=rates.tolist(), quality=self._qmean.tolist(),
-                              time=now)
+        return DemandEstimate(levels=list(self.levels), rates=rates.tolist(), quality=self._qmean.tolist(), time=now)

@@ -50,8 +50,10 @@ def soonest_free(workers: list[int], cluster: ClusterView, now: float) -> tuple[
                 return w, 0.0 + qs[w]
         n = len(bu)
         ws = np.fromiter(workers, dtype=np.int64, count=len(workers))
-        backlog = (np.maximum(np.fromiter(bu, dtype=np.float64, count=n)[ws] - now, 0.0)
-                   + np.fromiter(qs, dtype=np.float64, count=n)[ws])
+        backlog = (
+            np.maximum(np.fromiter(bu, dtype=np.float64, count=n)[ws] - now, 0.0)
+            + np.fromiter(qs, dtype=np.float64, count=n)[ws]
+        )
         k = int(backlog.argmin())  # the first minimum, like the loop
         return workers[k], float(backlog[k])
     best_w, best_b = workers[0], float("inf")
@@ -90,8 +92,9 @@ def shortest_queue(cluster: ClusterView, now: float) -> int:
     return best_w
 
 
-def route_and_batch(workers: list[int], cluster: ClusterView, now: float, batch_plan: int,
-                    load_threshold: float = 1.0) -> tuple[int, int, float]:
+def route_and_batch(
+    workers: list[int], cluster: ClusterView, now: float, batch_plan: int, load_threshold: float = 1.0
+) -> tuple[int, int, float]:
     """Pick (worker, batch size, its backlog seconds) among `workers` (all at one level)."""
     ql, run = cluster.queue_len, cluster.running
     outstanding = 0

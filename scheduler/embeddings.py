@@ -41,8 +41,11 @@ def embed_texts(texts: list[str], batch_size: int = 64) -> np.ndarray:
     if len(texts) == 0:
         return np.zeros((0, EMBED_DIM), dtype=np.float32)
     emb = _model().encode(
-        list(texts), batch_size=batch_size, convert_to_numpy=True,
-        normalize_embeddings=True, show_progress_bar=False,
+        list(texts),
+        batch_size=batch_size,
+        convert_to_numpy=True,
+        normalize_embeddings=True,
+        show_progress_bar=False,
     )
     emb = np.asarray(emb, dtype=np.float32)
     # Re-normalise defensively (zero-length prompts would otherwise give NaN downstream).
@@ -60,8 +63,9 @@ def read_prompts(path: str | os.PathLike) -> list[str]:
 EMBED_CHUNK = 1024  # prompts per encoder call when embedding a file (fixed: see embed_prompt_file)
 
 
-def embed_prompt_file(path: str | os.PathLike, cache_dir: str | os.PathLike | None = None,
-                      batch_size: int = 64, progress: bool = False) -> np.ndarray:
+def embed_prompt_file(
+    path: str | os.PathLike, cache_dir: str | os.PathLike | None = None, batch_size: int = 64, progress: bool = False
+) -> np.ndarray:
     """Embeddings of every line of a prompt file, cached on disk by the file's content hash.
 
     The cache file is `<cache_dir>/minilm-c1024-<sha256[:16]>.npy` (c1024 names the chunking, which
@@ -87,7 +91,7 @@ def embed_prompt_file(path: str | os.PathLike, cache_dir: str | os.PathLike | No
         bar = tqdm(total=len(prompts), file=sys.stderr, unit="prompt", desc="embedding prompts")
     parts = []
     for a in range(0, len(prompts), EMBED_CHUNK):
-        parts.append(embed_texts(prompts[a:a + EMBED_CHUNK], batch_size=batch_size))
+        parts.append(embed_texts(prompts[a : a + EMBED_CHUNK], batch_size=batch_size))
         if bar is not None:
             bar.update(len(parts[-1]))
     if bar is not None:

@@ -53,10 +53,10 @@ class RequestView:
     """What a dispatcher may know about one request."""
 
     id: int | str
-    arrival: float                      # seconds (runner's clock)
-    deadline: float                     # arrival + SLO
-    similarity: float | None            # cosine similarity to the nearest cached prompt; None: empty cache
-    k_star: int                         # predicted K*, already capped to the neighbour's cached levels
+    arrival: float  # seconds (runner's clock)
+    deadline: float  # arrival + SLO
+    similarity: float | None  # cosine similarity to the nearest cached prompt; None: empty cache
+    k_star: int  # predicted K*, already capped to the neighbour's cached levels
     levels_available: tuple[int, ...] = ()  # levels cached for that neighbour (empty: no neighbour)
 
 
@@ -64,14 +64,14 @@ class RequestView:
 class ClusterView:
     """Live per-worker state, lists indexed by worker."""
 
-    levels: list[int]                   # level each worker is set to by the current plan
-    queue_len: list[int]                # requests queued, not yet running
-    running: list[int]                  # requests in the batch being served (0: idle)
-    busy_until: list[float]             # when the running batch is expected to finish (≤ now: idle)
-    queued_s: list[float]               # expected seconds to serve what is queued
+    levels: list[int]  # level each worker is set to by the current plan
+    queue_len: list[int]  # requests queued, not yet running
+    running: list[int]  # requests in the batch being served (0: idle)
+    busy_until: list[float]  # when the running batch is expected to finish (≤ now: idle)
+    queued_s: list[float]  # expected seconds to serve what is queued
 
     @classmethod
-    def idle(cls, levels: list[int]) -> "ClusterView":
+    def idle(cls, levels: list[int]) -> ClusterView:
         n = len(levels)
         return cls(list(levels), [0] * n, [0] * n, [0.0] * n, [0.0] * n)
 
@@ -98,16 +98,16 @@ class SchedulerConfig:
     slo_s: float
     quality: QualityModel = field(default_factory=QualityModel)
     predictor: Predictor = field(default_factory=Predictor)
-    period_s: float = 10.0              # controller period
-    util_target: float = 0.85           # planned utilisation of each level's full-batch capacity
-    headroom: float = 1.0               # demand multiplier before planning
-    ewma_alpha: float = 0.5             # weight of the newest window in the demand EWMA
-    load_threshold: float = 1.0         # outstanding requests per worker at a level: below → spread, b = 1
-    deadline_redirect: bool = True      # prompt_aware's redirect (off only for ablations)
-    backlog_aware: bool = True          # plan for arrivals + draining what is queued ...
+    period_s: float = 10.0  # controller period
+    util_target: float = 0.85  # planned utilisation of each level's full-batch capacity
+    headroom: float = 1.0  # demand multiplier before planning
+    ewma_alpha: float = 0.5  # weight of the newest window in the demand EWMA
+    load_threshold: float = 1.0  # outstanding requests per worker at a level: below → spread, b = 1
+    deadline_redirect: bool = True  # prompt_aware's redirect (off only for ablations)
+    backlog_aware: bool = True  # plan for arrivals + draining what is queued ...
     backlog_horizon_periods: float = 2.0  # ... within this many controller periods
     plan_time_limit_s: float | None = None  # MILP wall-clock cap (live system); None: exact, deterministic
-    solver: str = "glpk"                # the controller's MILP solver: "glpk" or "highs" (scipy.optimize.milp)
+    solver: str = "glpk"  # the controller's MILP solver: "glpk" or "highs" (scipy.optimize.milp)
 
     @property
     def levels(self) -> list[int]:
@@ -124,11 +124,21 @@ class SchedulerConfig:
         return self.n_workers * caps[top] / self.profile.latency(top, caps[top])
 
     def to_dict(self) -> dict:
-        return {"n_workers": self.n_workers, "profile": self.profile.name, "slo_s": self.slo_s,
-                "levels": self.levels, "period_s": self.period_s, "util_target": self.util_target,
-                "headroom": self.headroom, "ewma_alpha": self.ewma_alpha,
-                "load_threshold": self.load_threshold, "deadline_redirect": self.deadline_redirect,
-                "backlog_aware": self.backlog_aware, "backlog_horizon_periods": self.backlog_horizon_periods,
-                "solver": self.solver,
-                "batch_caps": {str(k): v for k, v in self.batch_caps().items()},
-                "thresholds": [list(t) for t in self.predictor.thresholds], "quality": self.quality.to_dict()}
+        return {
+            "n_workers": self.n_workers,
+            "profile": self.profile.name,
+            "slo_s": self.slo_s,
+            "levels": self.levels,
+            "period_s": self.period_s,
+            "util_target": self.util_target,
+            "headroom": self.headroom,
+            "ewma_alpha": self.ewma_alpha,
+            "load_threshold": self.load_threshold,
+            "deadline_redirect": self.deadline_redirect,
+            "backlog_aware": self.backlog_aware,
+            "backlog_horizon_periods": self.backlog_horizon_periods,
+            "solver": self.solver,
+            "batch_caps": {str(k): v for k, v in self.batch_caps().items()},
+            "thresholds": [list(t) for t in self.predictor.thresholds],
+            "quality": self.quality.to_dict(),
+        }

@@ -32,9 +32,18 @@ TABLE_COLUMNS: list[tuple[str, str, str]] = [
 ]
 
 
-def summarize(arrival: np.ndarray, deadline: np.ndarray, finish: np.ndarray, quality: np.ndarray,
-              k_prime: np.ndarray, redirected: np.ndarray, levels: list[int], window_s: float = 30.0,
-              start: np.ndarray | None = None, min_count: int = 5) -> dict:
+def summarize(
+    arrival: np.ndarray,
+    deadline: np.ndarray,
+    finish: np.ndarray,
+    quality: np.ndarray,
+    k_prime: np.ndarray,
+    redirected: np.ndarray,
+    levels: list[int],
+    window_s: float = 30.0,
+    start: np.ndarray | None = None,
+    min_count: int = 5,
+) -> dict:
     """Summary metrics for one policy run (see module docstring)."""
     n = int(arrival.size)
     served = np.isfinite(finish)
@@ -80,9 +89,16 @@ def summarize(arrival: np.ndarray, deadline: np.ndarray, finish: np.ndarray, qua
     return out
 
 
-def time_series(arrival: np.ndarray, deadline: np.ndarray, finish: np.ndarray, quality: np.ndarray,
-                k_prime: np.ndarray, levels: list[int], window_s: float = 30.0,
-                t_end: float | None = None) -> dict:
+def time_series(
+    arrival: np.ndarray,
+    deadline: np.ndarray,
+    finish: np.ndarray,
+    quality: np.ndarray,
+    k_prime: np.ndarray,
+    levels: list[int],
+    window_s: float = 30.0,
+    t_end: float | None = None,
+) -> dict:
     """Per-window series for plots: load, on-time throughput, violation ratio, quality, K′ mix.
     Pass the same t_end for several policies so their windows line up."""
     served = np.isfinite(finish)
@@ -100,11 +116,15 @@ def time_series(arrival: np.ndarray, deadline: np.ndarray, finish: np.ndarray, q
     cnt = np.histogram(finish[served], bins=edges)[0]
     qsum = np.histogram(finish[served], bins=edges, weights=quality[served])[0]
     qual = np.where(cnt > 0, qsum / np.maximum(cnt, 1), np.nan)
-    mix = {str(k): (np.histogram(finish[served & (k_prime == k)], bins=edges)[0] / window_s).tolist()
-           for k in levels}
-    return {"t": ((edges[:-1] + edges[1:]) / 2).tolist(), "load": load.tolist(), "throughput": thr.tolist(),
-            "violation_ratio": [None if not np.isfinite(v) else float(v) for v in viol],
-            "quality": [None if not np.isfinite(v) else float(v) for v in qual], "k_prime_rate": mix}
+    mix = {str(k): (np.histogram(finish[served & (k_prime == k)], bins=edges)[0] / window_s).tolist() for k in levels}
+    return {
+        "t": ((edges[:-1] + edges[1:]) / 2).tolist(),
+        "load": load.tolist(),
+        "throughput": thr.tolist(),
+        "violation_ratio": [None if not np.isfinite(v) else float(v) for v in viol],
+        "quality": [None if not np.isfinite(v) else float(v) for v in qual],
+        "k_prime_rate": mix,
+    }
 
 
 def format_table(results: dict[str, dict]) -> str:

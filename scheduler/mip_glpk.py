@@ -25,8 +25,8 @@ glp.glp_term_out(glp.GLP_OFF)  # GLPK prints to stdout by default, even with msg
 
 @dataclass
 class MipSolution:
-    x: np.ndarray | None   # None when no integer-feasible solution was found
-    status: int            # 0 optimal (within rel_gap), 1 stopped by the time limit, 2 infeasible, 3 failed
+    x: np.ndarray | None  # None when no integer-feasible solution was found
+    status: int  # 0 optimal (within rel_gap), 1 stopped by the time limit, 2 infeasible, 3 failed
     message: str
 
 
@@ -60,9 +60,17 @@ def _matrix_arrays(a: np.ndarray) -> tuple:
     return hit
 
 
-def solve_mip(c: np.ndarray, a: np.ndarray, row_lb: np.ndarray, row_ub: np.ndarray, col_lb: np.ndarray,
-              col_ub: np.ndarray, integrality: np.ndarray, rel_gap: float = 0.0,
-              time_limit_s: float | None = None) -> MipSolution:
+def solve_mip(
+    c: np.ndarray,
+    a: np.ndarray,
+    row_lb: np.ndarray,
+    row_ub: np.ndarray,
+    col_lb: np.ndarray,
+    col_ub: np.ndarray,
+    integrality: np.ndarray,
+    rel_gap: float = 0.0,
+    time_limit_s: float | None = None,
+) -> MipSolution:
     """Minimise c·x over the program above. `rel_gap` and `time_limit_s` as in `scipy.optimize.milp`."""
     t0 = time.perf_counter()
     m, n = a.shape
@@ -73,12 +81,14 @@ def solve_mip(c: np.ndarray, a: np.ndarray, row_lb: np.ndarray, row_ub: np.ndarr
         glp.glp_add_cols(lp, n)
         for i in range(m):
             lo, hi = float(row_lb[i]), float(row_ub[i])
-            glp.glp_set_row_bnds(lp, i + 1, _bounds_type(lo, hi), lo if math.isfinite(lo) else 0.0,
-                                 hi if math.isfinite(hi) else 0.0)
+            glp.glp_set_row_bnds(
+                lp, i + 1, _bounds_type(lo, hi), lo if math.isfinite(lo) else 0.0, hi if math.isfinite(hi) else 0.0
+            )
         for j in range(n):
             lo, hi = float(col_lb[j]), float(col_ub[j])
-            glp.glp_set_col_bnds(lp, j + 1, _bounds_type(lo, hi), lo if math.isfinite(lo) else 0.0,
-                                 hi if math.isfinite(hi) else 0.0)
+            glp.glp_set_col_bnds(
+                lp, j + 1, _bounds_type(lo, hi), lo if math.isfinite(lo) else 0.0, hi if math.isfinite(hi) else 0.0
+            )
             glp.glp_set_obj_coef(lp, j + 1, float(c[j]))
             if integrality[j]:
                 glp.glp_set_col_kind(lp, j + 1, glp.GLP_IV)

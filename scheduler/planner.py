@@ -44,19 +44,19 @@ from .mip_glpk import MipSolution, solve_mip
 from .profiles import LatencyProfile
 
 SOLVERS: tuple[str, ...] = ("glpk", "highs")
-MIP_REL_GAP = 1e-5     # on the quality objective alone: ≈ 1e-5 relative error in expected quality
-SERVED_SLACK = 1e-6    # relative slack on "serve the maximum" under overload (well above solver tolerances)
+MIP_REL_GAP = 1e-5  # on the quality objective alone: ≈ 1e-5 relative error in expected quality
+SERVED_SLACK = 1e-6  # relative slack on "serve the maximum" under overload (well above solver tolerances)
 
 
 class PlanStatus(enum.StrEnum):
     """How a plan came about. The solver's own words, if any, are in `Plan.solver_message`."""
 
-    OPTIMAL = "optimal"        # the solver proved optimality (within MIP_REL_GAP)
+    OPTIMAL = "optimal"  # the solver proved optimality (within MIP_REL_GAP)
     TIME_LIMIT = "time_limit"  # stopped at its time limit (or another non-zero status) with a feasible
-                               # incumbent: a valid plan, perhaps not the best one
-    FALLBACK = "fallback"      # no solution at all: the emergency plan, every worker at the fastest level
-    FIXED = "fixed"            # a policy without a controller (Clipper, NIRVANA)
-    MANUAL = "manual"          # an operator's layout
+    # incumbent: a valid plan, perhaps not the best one
+    FALLBACK = "fallback"  # no solution at all: the emergency plan, every worker at the fastest level
+    FIXED = "fixed"  # a policy without a controller (Clipper, NIRVANA)
+    MANUAL = "manual"  # an operator's layout
 
     @classmethod
     def parse(cls, text: str) -> tuple[PlanStatus, str]:
@@ -76,13 +76,13 @@ class Plan:
     """A controller decision. Classes (K*) and levels (K′) are both indexed by `levels`."""
 
     levels: list[int]
-    worker_levels: list[int]                 # level of each worker, len = cluster size
-    route: list[list[float]]                 # route[i][j]: share of class levels[i] sent to levels[j]
-    batch_size: dict[int, int]               # batch size per level (the cap; dispatch may use 1)
+    worker_levels: list[int]  # level of each worker, len = cluster size
+    route: list[list[float]]  # route[i][j]: share of class levels[i] sent to levels[j]
+    batch_size: dict[int, int]  # batch size per level (the cap; dispatch may use 1)
     workers_per_level: list[int] = field(default_factory=list)
-    flows: list[list[float]] = field(default_factory=list)   # flows[i][j]: planned req/s of class i at level j
-    capacity: list[float] = field(default_factory=list)      # req/s per level at the utilisation target
-    utilisation: list[float] = field(default_factory=list)   # planned load / full capacity per level
+    flows: list[list[float]] = field(default_factory=list)  # flows[i][j]: planned req/s of class i at level j
+    capacity: list[float] = field(default_factory=list)  # req/s per level at the utilisation target
+    utilisation: list[float] = field(default_factory=list)  # planned load / full capacity per level
     expected_quality: float = 1.0
     served_rate: float = 0.0
     demand_rate: float = 0.0
@@ -92,7 +92,7 @@ class Plan:
     prompt_aware: bool = True
     time: float = 0.0
     version: int = 0
-    solver_message: str = ""                 # the solver's text (e.g. why it stopped); "" without a solver
+    solver_message: str = ""  # the solver's text (e.g. why it stopped); "" without a solver
 
     def __post_init__(self) -> None:
         if not isinstance(self.status, PlanStatus):  # a plain string, e.g. status="manual"
@@ -130,15 +130,20 @@ class Plan:
         return cls(**d)
 
 
-def fixed_plan(levels: list[int], n_workers: int, level: int, batch_size: dict[int, int],
-               policy: str = "") -> Plan:
+def fixed_plan(levels: list[int], n_workers: int, level: int, batch_size: dict[int, int], policy: str = "") -> Plan:
     """Every worker at one level; every class routed there (Clipper-style)."""
     j = levels.index(level)
     route = [[1.0 if jj == j else 0.0 for jj in range(len(levels))] for _ in levels]
     workers_per_level = [n_workers if jj == j else 0 for jj in range(len(levels))]
-    return Plan(levels=list(levels), worker_levels=[level] * n_workers, route=route,
-                batch_size=dict(batch_size), workers_per_level=workers_per_level, policy=policy,
-                status=PlanStatus.FIXED)
+    return Plan(
+        levels=list(levels),
+        worker_levels=[level] * n_workers,
+        route=route,
+        batch_size=dict(batch_size),
+        workers_per_level=workers_per_level,
+        policy=policy,
+        status=PlanStatus.FIXED,
+    )
 
 
 def assign_worker_levels(counts: list[int], levels: list[int], previous: list[int] | None) -> list[int]:
@@ -171,9 +176,17 @@ def fallback_route_row(i: int, levels: list[int], q_row: np.ndarray, has_workers
     return [1.0 if j == pick else 0.0 for j in range(len(levels))]
 
 
-def _solve_program(c: np.ndarray, a: np.ndarray, row_lb: np.ndarray, row_ub: np.ndarray, col_lb: np.ndarray,
-                   col_ub: np.ndarray, integrality: np.ndarray, solver: str,
-                   time_limit_s: float | None) -> MipSolution:
+def _solve_program(
+    c: np.ndarray,
+    a: np.ndarray,
+    row_lb: np.ndarray,
+    row_ub: np.ndarray,
+    col_lb: np.ndarray,
+    col_ub: np.ndarray,
+    integrality: np.ndarray,
+    solver: str,
+    time_limit_s: float | None,
+) -> MipSolution:
     """Solve the program with GLPK (default, ~0.5 ms) or HiGHS through `scipy.optimize.milp` (~10–60 ms)."""
     if solver == "glpk":
         return solve_mip(c, a, row_lb, row_ub, col_lb, col_ub, integrality, MIP_REL_GAP, time_limit_s)
@@ -189,8 +202,9 @@ def _solve_program(c: np.ndarray, a: np.ndarray, row_lb: np.ndarray, row_ub: np.
     # K′ = 0) and overload (everything at the fastest level). Otherwise HiGHS's branch and bound.
     int_cols = integrality > 0
     res = milp(c, constraints=cons, integrality=np.zeros_like(integrality), bounds=bnds, options=dict(opts))
-    if not (res.x is not None and res.status == 0
-            and np.all(np.abs(res.x[int_cols] - np.rint(res.x[int_cols])) <= 1e-7)):
+    if not (
+        res.x is not None and res.status == 0 and np.all(np.abs(res.x[int_cols] - np.rint(res.x[int_cols])) <= 1e-7)
+    ):
         res = milp(c, constraints=cons, integrality=integrality, bounds=bnds, options=opts)
     return MipSolution(res.x, int(res.status), str(res.message))
 
@@ -213,16 +227,26 @@ class _Program:
 class _Solved:
     """Workers per level and class-to-level rates taken from the solver (or the fallback), with status."""
 
-    workers_per_level: np.ndarray   # n_j, integers
-    flows: np.ndarray               # x_ij, (classes × levels) req/s
+    workers_per_level: np.ndarray  # n_j, integers
+    flows: np.ndarray  # x_ij, (classes × levels) req/s
     status: PlanStatus
     solver_message: str
 
 
-def solve_plan(demand: DemandEstimate, n_workers: int, profile: LatencyProfile, slo_s: float,
-               util_target: float = 0.85, headroom: float = 1.0, prompt_aware: bool = True,
-               previous: Plan | None = None, batch_caps: dict[int, int] | None = None,
-               time_limit_s: float | None = None, policy: str = "", solver: str = "glpk") -> Plan:
+def solve_plan(
+    demand: DemandEstimate,
+    n_workers: int,
+    profile: LatencyProfile,
+    slo_s: float,
+    util_target: float = 0.85,
+    headroom: float = 1.0,
+    prompt_aware: bool = True,
+    previous: Plan | None = None,
+    batch_caps: dict[int, int] | None = None,
+    time_limit_s: float | None = None,
+    policy: str = "",
+    solver: str = "glpk",
+) -> Plan:
     """Solve the controller's MILP for one period. Always returns a plan (see module docstring).
 
     `time_limit_s` (live controller: e.g. half the period) returns the solver's best plan so far when hit
@@ -237,15 +261,39 @@ def solve_plan(demand: DemandEstimate, n_workers: int, profile: LatencyProfile, 
     class_demand, class_quality = _class_demand_and_quality(demand, headroom)
     d, q = _classes(class_demand, class_quality, prompt_aware)
     program = _build_program(d, q, mu, n_workers, util_target)
-    solution = _solve_program(program.c, program.A, program.row_lb, program.row_ub, program.col_lb,
-                              program.col_ub, program.integrality, solver, time_limit_s)
+    solution = _solve_program(
+        program.c,
+        program.A,
+        program.row_lb,
+        program.row_ub,
+        program.col_lb,
+        program.col_ub,
+        program.integrality,
+        solver,
+        time_limit_s,
+    )
     solved = _solution_or_fallback(solution, d, mu, n_workers, util_target)
     level_load = solved.flows.sum(axis=0)
     workers_per_level = _spread_spare_workers(solved.workers_per_level, level_load, mu, n_workers, util_target)
     route = _route_fractions(solved.flows, workers_per_level > 0, levels, class_quality, prompt_aware)
-    return _assemble_plan(solved, workers_per_level, level_load, route, levels=levels, caps=caps, mu=mu, d=d,
-                          q=q, class_demand=class_demand, util_target=util_target, prompt_aware=prompt_aware,
-                          previous=previous, policy=policy, now=demand.time, started=started)
+    return _assemble_plan(
+        solved,
+        workers_per_level,
+        level_load,
+        route,
+        levels=levels,
+        caps=caps,
+        mu=mu,
+        d=d,
+        q=q,
+        class_demand=class_demand,
+        util_target=util_target,
+        prompt_aware=prompt_aware,
+        previous=previous,
+        policy=policy,
+        now=demand.time,
+        started=started,
+    )
 
 
 def _per_worker_rates(levels: list[int], profile: LatencyProfile, caps: dict[int, int]) -> np.ndarray:
@@ -260,8 +308,7 @@ def _class_demand_and_quality(demand: DemandEstimate, headroom: float) -> tuple[
     return class_demand, class_quality
 
 
-def _classes(class_demand: np.ndarray, class_quality: np.ndarray,
-             prompt_aware: bool) -> tuple[np.ndarray, np.ndarray]:
+def _classes(class_demand: np.ndarray, class_quality: np.ndarray, prompt_aware: bool) -> tuple[np.ndarray, np.ndarray]:
     """The program's classes (d_i, q_ij): the K* classes, or PROTEUS's single prompt-agnostic class."""
     if prompt_aware:
         return class_demand, class_quality
@@ -272,8 +319,7 @@ def _classes(class_demand: np.ndarray, class_quality: np.ndarray,
     return np.array([total]), (weights[:, None] * class_quality).sum(axis=0, keepdims=True)
 
 
-def _build_program(d: np.ndarray, q: np.ndarray, mu: np.ndarray, n_workers: int,
-                   util_target: float) -> _Program:
+def _build_program(d: np.ndarray, q: np.ndarray, mu: np.ndarray, n_workers: int, util_target: float) -> _Program:
     """The MILP of the module docstring, with the "serve the most" step in closed form."""
     J, C = mu.size, d.size
     nvar = J + C * J
@@ -289,17 +335,17 @@ def _build_program(d: np.ndarray, q: np.ndarray, mu: np.ndarray, n_workers: int,
     A = np.zeros((2 + J + C, nvar))
     lb = np.full(2 + J + C, -np.inf)
     ub = np.zeros(2 + J + C)
-    A[0, :J] = 1.0                                   # Σ_j n_j = N
+    A[0, :J] = 1.0  # Σ_j n_j = N
     lb[0] = ub[0] = n_workers
-    for j in range(J):                               # capacity: Σ_i x_ij − ρ μ_j n_j ≤ 0
-        A[1 + j, J + j: J + C * J: J] = 1.0
+    for j in range(J):  # capacity: Σ_i x_ij − ρ μ_j n_j ≤ 0
+        A[1 + j, J + j : J + C * J : J] = 1.0
         A[1 + j, j] = -util_target * mu[j]
-    for i in range(C):                               # demand: Σ_j x_ij ≤ d_i (= d_i unless overloaded)
-        A[1 + J + i, J + i * J: J + (i + 1) * J] = 1.0
+    for i in range(C):  # demand: Σ_j x_ij ≤ d_i (= d_i unless overloaded)
+        A[1 + J + i, J + i * J : J + (i + 1) * J] = 1.0
         ub[1 + J + i] = d[i]
         if not overload:
             lb[1 + J + i] = d[i]
-    A[1 + J + C, J:] = 1.0                           # served: Σ x_ij ≥ the capacity when overloaded
+    A[1 + J + C, J:] = 1.0  # served: Σ x_ij ≥ the capacity when overloaded
     lb[1 + J + C] = cap_max * (1.0 - SERVED_SLACK) if overload else -np.inf
     ub[1 + J + C] = np.inf
     integrality = np.zeros(nvar)
@@ -309,8 +355,9 @@ def _build_program(d: np.ndarray, q: np.ndarray, mu: np.ndarray, n_workers: int,
     return _Program(c, A, lb, ub, np.zeros(nvar), hi, integrality)
 
 
-def _solution_or_fallback(solution: MipSolution, d: np.ndarray, mu: np.ndarray, n_workers: int,
-                          util_target: float) -> _Solved:
+def _solution_or_fallback(
+    solution: MipSolution, d: np.ndarray, mu: np.ndarray, n_workers: int, util_target: float
+) -> _Solved:
     """Workers and flows from the solver, or the fallback (every worker at the fastest level) if it has none."""
     J, C = mu.size, d.size
     if solution.x is None:  # no solution in time: every worker at the fastest level, all demand sent there
@@ -329,12 +376,14 @@ def _solution_or_fallback(solution: MipSolution, d: np.ndarray, mu: np.ndarray, 
     return _Solved(counts, flows, status, solution.message)
 
 
-def _spread_spare_workers(counts: np.ndarray, level_load: np.ndarray, mu: np.ndarray, n_workers: int,
-                          util_target: float) -> np.ndarray:
+def _spread_spare_workers(
+    counts: np.ndarray, level_load: np.ndarray, mu: np.ndarray, n_workers: int, util_target: float
+) -> np.ndarray:
     """Keep the workers each level needs; give the rest one by one to the most utilised used level."""
     J = mu.size
-    need = np.array([math.ceil(level_load[j] / (util_target * mu[j]) - 1e-9) if level_load[j] > 0 else 0
-                     for j in range(J)])
+    need = np.array(
+        [math.ceil(level_load[j] / (util_target * mu[j]) - 1e-9) if level_load[j] > 0 else 0 for j in range(J)]
+    )
     need = np.minimum(need, counts)
     spare = n_workers - int(need.sum())
     counts = need.copy()
@@ -348,8 +397,9 @@ def _spread_spare_workers(counts: np.ndarray, level_load: np.ndarray, mu: np.nda
     return counts
 
 
-def _route_fractions(flows: np.ndarray, has_workers: np.ndarray, levels: list[int], class_quality: np.ndarray,
-                     prompt_aware: bool) -> list[list[float]]:
+def _route_fractions(
+    flows: np.ndarray, has_workers: np.ndarray, levels: list[int], class_quality: np.ndarray, prompt_aware: bool
+) -> list[list[float]]:
     """Route fractions per K* class: its flows normalised, or `fallback_route_row` when it has none."""
     route: list[list[float]] = []
     for i in range(len(levels)):
@@ -362,11 +412,25 @@ def _route_fractions(flows: np.ndarray, has_workers: np.ndarray, levels: list[in
     return route
 
 
-def _assemble_plan(solved: _Solved, workers_per_level: np.ndarray, level_load: np.ndarray,
-                   route: list[list[float]], *, levels: list[int], caps: dict[int, int], mu: np.ndarray,
-                   d: np.ndarray, q: np.ndarray, class_demand: np.ndarray, util_target: float,
-                   prompt_aware: bool, previous: Plan | None, policy: str, now: float,
-                   started: float) -> Plan:
+def _assemble_plan(
+    solved: _Solved,
+    workers_per_level: np.ndarray,
+    level_load: np.ndarray,
+    route: list[list[float]],
+    *,
+    levels: list[int],
+    caps: dict[int, int],
+    mu: np.ndarray,
+    d: np.ndarray,
+    q: np.ndarray,
+    class_demand: np.ndarray,
+    util_target: float,
+    prompt_aware: bool,
+    previous: Plan | None,
+    policy: str,
+    now: float,
+    started: float,
+) -> Plan:
     """The `Plan`: per-worker levels (fewest changes from `previous`), rates, utilisation and quality."""
     flows = solved.flows
     served = float(flows.sum())
@@ -374,14 +438,27 @@ def _assemble_plan(solved: _Solved, workers_per_level: np.ndarray, level_load: n
     full_capacity = mu * workers_per_level
     utilisation = np.where(full_capacity > 0, level_load / np.maximum(full_capacity, 1e-12), 0.0)
     if not prompt_aware:  # the single class's flows, shared out over the K* classes by their demand
-        flows = np.array([flows[0] * (class_demand[i] / max(class_demand.sum(), 1e-12))
-                          for i in range(len(levels))])
-    worker_levels = assign_worker_levels(workers_per_level.tolist(), levels,
-                                         previous.worker_levels if previous else None)
-    return Plan(levels=levels, worker_levels=worker_levels, route=route,
-                batch_size={k: int(caps[k]) for k in levels}, workers_per_level=workers_per_level.tolist(),
-                flows=flows.tolist(), capacity=(util_target * full_capacity).tolist(),
-                utilisation=utilisation.tolist(), expected_quality=expected_quality, served_rate=served,
-                demand_rate=float(d.sum()), solve_time_s=time.perf_counter() - started, status=solved.status,
-                solver_message=solved.solver_message, policy=policy, prompt_aware=prompt_aware, time=now,
-                version=(previous.version + 1) if previous else 1)
+        flows = np.array([flows[0] * (class_demand[i] / max(class_demand.sum(), 1e-12)) for i in range(len(levels))])
+    worker_levels = assign_worker_levels(
+        workers_per_level.tolist(), levels, previous.worker_levels if previous else None
+    )
+    return Plan(
+        levels=levels,
+        worker_levels=worker_levels,
+        route=route,
+        batch_size={k: int(caps[k]) for k in levels},
+        workers_per_level=workers_per_level.tolist(),
+        flows=flows.tolist(),
+        capacity=(util_target * full_capacity).tolist(),
+        utilisation=utilisation.tolist(),
+        expected_quality=expected_quality,
+        served_rate=served,
+        demand_rate=float(d.sum()),
+        solve_time_s=time.perf_counter() - started,
+        status=solved.status,
+        solver_message=solved.solver_message,
+        policy=policy,
+        prompt_aware=prompt_aware,
+        time=now,
+        version=(previous.version + 1) if previous else 1,
+    )

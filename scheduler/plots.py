@@ -8,8 +8,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-COLORS = {"prompt_aware": "tab:red", "clipper_ha": "tab:blue", "clipper_ht": "tab:cyan",
-          "nirvana": "tab:green", "proteus": "tab:purple", "oracle": "tab:gray"}
+COLORS = {
+    "prompt_aware": "tab:red",
+    "clipper_ha": "tab:blue",
+    "clipper_ht": "tab:cyan",
+    "nirvana": "tab:green",
+    "proteus": "tab:purple",
+    "oracle": "tab:gray",
+}
 
 
 def _arr(x) -> np.ndarray:
@@ -38,8 +44,12 @@ def plot_timeseries(series: dict[str, dict], path: str, title: str = "") -> None
     pa = "prompt_aware" if "prompt_aware" in series else names[0]
     mix = series[pa]["k_prime_rate"]
     ks = sorted(mix, key=int)
-    axes[3].stackplot(np.asarray(series[pa]["t"]), *[_arr(mix[k]) for k in ks], labels=[f"K′={k}" for k in ks],
-                      colors=plt.cm.viridis(np.linspace(0, 0.95, len(ks))))
+    axes[3].stackplot(
+        np.asarray(series[pa]["t"]),
+        *[_arr(mix[k]) for k in ks],
+        labels=[f"K′={k}" for k in ks],
+        colors=plt.cm.viridis(np.linspace(0, 0.95, len(ks))),
+    )
     axes[3].set_ylabel(f"{pa}: served req/s by K′")
     axes[3].legend(ncol=len(ks), fontsize=8, loc="upper right")
     axes[3].set_xlabel("simulated time (s)")
@@ -58,8 +68,12 @@ def plot_kmix(series: dict[str, dict], path: str) -> None:
         t = np.asarray(series[n]["t"])
         mix = series[n]["k_prime_rate"]
         ks = sorted(mix, key=int)
-        ax.stackplot(t, *[_arr(mix[k]) for k in ks], labels=[f"K′={k}" for k in ks],
-                     colors=plt.cm.viridis(np.linspace(0, 0.95, len(ks))))
+        ax.stackplot(
+            t,
+            *[_arr(mix[k]) for k in ks],
+            labels=[f"K′={k}" for k in ks],
+            colors=plt.cm.viridis(np.linspace(0, 0.95, len(ks))),
+        )
         ax.set_ylabel(n, fontsize=9)
     axes[0, 0].legend(ncol=len(ks), fontsize=8, loc="upper right")
     axes[-1, 0].set_xlabel("simulated time (s)")

@@ -71,10 +71,20 @@ class Policy:
         if demand is None:
             return self.current
         c = self.config
-        p = solve_plan(demand, c.n_workers, c.profile, c.slo_s, util_target=c.util_target,
-                       headroom=c.headroom, prompt_aware=prompt_aware, previous=self.current,
-                       batch_caps=self.caps, policy=self.name, time_limit_s=c.plan_time_limit_s,
-                       solver=c.solver)
+        p = solve_plan(
+            demand,
+            c.n_workers,
+            c.profile,
+            c.slo_s,
+            util_target=c.util_target,
+            headroom=c.headroom,
+            prompt_aware=prompt_aware,
+            previous=self.current,
+            batch_caps=self.caps,
+            policy=self.name,
+            time_limit_s=c.plan_time_limit_s,
+            solver=c.solver,
+        )
         self.set_plan(p)
         return p
 
@@ -134,12 +144,10 @@ class PromptAware(Policy):
         k = self.sample_level(req.k_star)
         ws = self.by_level.get(k)
         if not ws:  # plan has no worker there (should not happen): least-loss level with workers
-            k = min((lv for lv in self.levels if self.by_level.get(lv)),
-                    key=lambda lv: self._loss_key(req, lv))
+            k = min((lv for lv in self.levels if self.by_level.get(lv)), key=lambda lv: self._loss_key(req, lv))
             ws = self.by_level[k]
         kp = effective_level(k, avail)
-        w, b, backlog = route_and_batch(ws, cluster, now, self.caps[k] if kp == k else 1,
-                                        self.config.load_threshold)
+        w, b, backlog = route_and_batch(ws, cluster, now, self.caps[k] if kp == k else 1, self.config.load_threshold)
         if now + backlog + self.lat1[kp] <= req.deadline or not self.config.deadline_redirect:
             return Decision(w, kp, b, False)
         return self._redirect(req, cluster, now, k, w, kp, b, backlog)
@@ -153,8 +161,9 @@ class PromptAware(Policy):
         loss = qs - q
         return (loss if loss > 1e-12 else 0.0, -kp)
 
-    def _redirect(self, req: RequestView, cluster: ClusterView, now: float, k0: int, w0: int, kp0: int,
-                  b0: int, backlog0: float) -> Decision:
+    def _redirect(
+        self, req: RequestView, cluster: ClusterView, now: float, k0: int, w0: int, kp0: int, b0: int, backlog0: float
+    ) -> Decision:
         best = (now + backlog0 + self.lat1[kp0], w0, kp0, b0)
         # Same level, soonest-free worker first (no quality change).
         w, bl = soonest_free(self.by_level[k0], cluster, now)
@@ -163,11 +172,13 @@ class PromptAware(Policy):
             return Decision(w, kp0, 1, False)
         if fin < best[0]:
             best = (fin, w, kp0, 1)
-        for lv in sorted((lv for lv in self.levels if lv != k0 and self.by_level.get(lv)),
-                         key=lambda lv: self._loss_key(req, lv)):
+        for lv in sorted(
+            (lv for lv in self.levels if lv != k0 and self.by_level.get(lv)), key=lambda lv: self._loss_key(req, lv)
+        ):
             kp = effective_level(lv, req.levels_available)
-            w, b, bl = route_and_batch(self.by_level[lv], cluster, now, self.caps[lv] if kp == lv else 1,
-                                       self.config.load_threshold)
+            w, b, bl = route_and_batch(
+                self.by_level[lv], cluster, now, self.caps[lv] if kp == lv else 1, self.config.load_threshold
+            )
             fin = now + bl + self.lat1[kp]
             if fin <= req.deadline:
                 return Decision(w, kp, b, True)
@@ -226,8 +237,9 @@ class Clipper(Policy):
         self.aimd = [1] * config.n_workers
 
     def initial_plan(self) -> Plan:
-        return fixed_plan(self.levels, self.config.n_workers, self.levels[self.level_index], self.caps,
-                          policy=self.name)
+        return fixed_plan(
+            self.levels, self.config.n_workers, self.levels[self.level_index], self.caps, policy=self.name
+        )
 
     def dispatch(self, req: RequestView, cluster: ClusterView, now: float) -> Decision:
         k = self.levels[self.level_index]
@@ -254,8 +266,12 @@ class ClipperHT(Clipper):
 
 
 _REGISTRY: dict[str, type[Policy]] = {
-    "prompt_aware": PromptAware, "clipper_ha": ClipperHA, "clipper_ht": ClipperHT,
-    "nirvana": Nirvana, "proteus": Proteus, "oracle": Oracle,
+    "prompt_aware": PromptAware,
+    "clipper_ha": ClipperHA,
+    "clipper_ht": ClipperHT,
+    "nirvana": Nirvana,
+    "proteus": Proteus,
+    "oracle": Oracle,
 }
 
 

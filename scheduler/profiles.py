@@ -93,8 +93,13 @@ class LatencyProfile:
         return b / self.latency(k, b)
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "levels": list(self.levels), "batch_sizes": list(self.batch_sizes),
-                "n_steps": self.n_steps, "table_s": {str(k): list(v) for k, v in self.table_s.items()}}
+        return {
+            "name": self.name,
+            "levels": list(self.levels),
+            "batch_sizes": list(self.batch_sizes),
+            "n_steps": self.n_steps,
+            "table_s": {str(k): list(v) for k, v in self.table_s.items()},
+        }
 
 
 def approxc_factor(k: int, n_steps: int = 50, gamma: float = DEFAULT_GAMMA) -> float:
@@ -102,9 +107,13 @@ def approxc_factor(k: int, n_steps: int = 50, gamma: float = DEFAULT_GAMMA) -> f
     return gamma + (1.0 - gamma) * (n_steps - k) / n_steps
 
 
-def profile_from_full_runs(full_ms: dict[int, float], levels: tuple[int, ...] = DEFAULT_LEVELS,
-                           n_steps: int = 50, gamma: float = DEFAULT_GAMMA,
-                           name: str = "profile") -> LatencyProfile:
+def profile_from_full_runs(
+    full_ms: dict[int, float],
+    levels: tuple[int, ...] = DEFAULT_LEVELS,
+    n_steps: int = 50,
+    gamma: float = DEFAULT_GAMMA,
+    name: str = "profile",
+) -> LatencyProfile:
     """Build a profile from K′ = 0 latencies (ms per batch) with the ApproxC model."""
     bs = tuple(sorted(int(b) for b in full_ms))
     base = [full_ms[b] / 1000.0 for b in bs]
@@ -119,9 +128,14 @@ def _read_rows(path: str) -> tuple[list[str], list[dict[str, str]]]:
         return list(reader.fieldnames or []), rows
 
 
-def load_profile(source: str, levels: tuple[int, ...] = DEFAULT_LEVELS, n_steps: int = 50,
-                 gamma: float = DEFAULT_GAMMA, model: str | None = None,
-                 accel: str | None = None) -> LatencyProfile:
+def load_profile(
+    source: str,
+    levels: tuple[int, ...] = DEFAULT_LEVELS,
+    n_steps: int = 50,
+    gamma: float = DEFAULT_GAMMA,
+    model: str | None = None,
+    accel: str | None = None,
+) -> LatencyProfile:
     """Load a preset name (`sdxl-a100`) or a CSV in either supported format (see module docstring)."""
     if source in PRESETS:
         return profile_from_full_runs(PRESETS[source], levels, n_steps, gamma, name=source)

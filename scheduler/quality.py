@@ -87,14 +87,27 @@ class QualityModel:
         return best
 
     @classmethod
-    def from_table(cls, edges: list[float], levels: list[int], values: list[list[float]],
-                   alpha: float = 0.9) -> "QualityModel":
+    def from_table(
+        cls, edges: list[float], levels: list[int], values: list[list[float]], alpha: float = 0.9
+    ) -> QualityModel:
         """A measured table: row i holds Q at each level for similarities in [edges[i], edges[i+1])."""
-        return cls(alpha=alpha, table_edges=tuple(edges), table_levels=tuple(levels),
-                   table_values=tuple(tuple(r) for r in values))
+        return cls(
+            alpha=alpha,
+            table_edges=tuple(edges),
+            table_levels=tuple(levels),
+            table_values=tuple(tuple(r) for r in values),
+        )
 
     def to_dict(self) -> dict:
-        return {"g": {str(k): v for k, v in self.g.items()}, "floor": self.floor, "alpha": self.alpha,
-                "table": None if self.table_values is None else {
-                    "edges": list(self.table_edges), "levels": list(self.table_levels),
-                    "values": [list(r) for r in self.table_values]}}
+        return {
+            "g": {str(k): v for k, v in self.g.items()},
+            "floor": self.floor,
+            "alpha": self.alpha,
+            "table": None
+            if self.table_values is None
+            else {
+                "edges": list(self.table_edges),
+                "levels": list(self.table_levels),
+                "values": [list(r) for r in self.table_values],
+            },
+        }

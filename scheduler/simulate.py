@@ -36,8 +36,12 @@ def add_workload_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trace", nargs="+", required=True, help="trace file(s): arrival_ms,qos,slo_ms or seconds")
     p.add_argument("--prompts", required=True, help="prompt file, one prompt per line, used in order")
     p.add_argument("--warm", type=int, default=0, help="prompts from the front used to warm the cache")
-    p.add_argument("--peak-load", type=float, default=None,
-                   help="scale the rate so the peak 10-s window = X × capacity with every worker at the top K")
+    p.add_argument(
+        "--peak-load",
+        type=float,
+        default=None,
+        help="scale the rate so the peak 10-s window = X × capacity with every worker at the top K",
+    )
     p.add_argument("--time-scale", type=float, default=1.0, help="stretch time by this factor")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--window", type=float, default=30.0, help="metrics/plot window (s)")
@@ -46,16 +50,22 @@ def add_workload_arguments(p: argparse.ArgumentParser) -> None:
 
 def add_cache_model_arguments(p: argparse.ArgumentParser) -> None:
     """How the simulated cache behaves (shared with `manage.py compare_sim`)."""
-    p.add_argument("--resumed-levels", choices=["above", "all"], default="above",
-                   help="levels a request served at K′ adds to the cache: those above K′ (physical) or all "
-                        "(optimistic ablation)")
+    p.add_argument(
+        "--resumed-levels",
+        choices=["above", "all"],
+        default="above",
+        help="levels a request served at K′ adds to the cache: those above K′ (physical) or all (optimistic ablation)",
+    )
     p.add_argument("--cache-capacity", type=int, default=100_000, help="cache entries (LCBFU beyond)")
     p.add_argument("--embed-cache", default=".cache/embeddings", help="folder for cached embeddings")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m scheduler.simulate", description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m scheduler.simulate",
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     add_workload_arguments(p)
     add_cache_model_arguments(p)
     p.add_argument("--workers", type=int, default=16)
@@ -73,8 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--load-threshold", type=float, default=1.0)
     p.add_argument("--no-redirect", action="store_true", help="ablation: turn off the deadline redirect")
     p.add_argument("--no-backlog", action="store_true", help="ablation: plan for arrivals only, not queues")
-    p.add_argument("--solver", choices=SOLVERS, default="glpk",
-                   help="the controller's MILP solver: glpk (default) or highs (scipy.optimize.milp); same optima")
+    p.add_argument(
+        "--solver",
+        choices=SOLVERS,
+        default="glpk",
+        help="the controller's MILP solver: glpk (default) or highs (scipy.optimize.milp); same optima",
+    )
     return p
 
 
@@ -111,10 +125,19 @@ def _policy_names(text: str) -> list[str] | None:
 def _scheduler_config(args: argparse.Namespace, profile) -> SchedulerConfig:
     """The settings every policy shares, from the command line (SLO default: 2 × L(0, 1))."""
     slo = args.slo if args.slo is not None else 2.0 * profile.latency(0, 1)
-    return SchedulerConfig(n_workers=args.workers, profile=profile, slo_s=slo, period_s=args.period,
-                           util_target=args.util_target, headroom=args.headroom, ewma_alpha=args.ewma_alpha,
-                           load_threshold=args.load_threshold, deadline_redirect=not args.no_redirect,
-                           backlog_aware=not args.no_backlog, solver=args.solver)
+    return SchedulerConfig(
+        n_workers=args.workers,
+        profile=profile,
+        slo_s=slo,
+        period_s=args.period,
+        util_target=args.util_target,
+        headroom=args.headroom,
+        ewma_alpha=args.ewma_alpha,
+        load_threshold=args.load_threshold,
+        deadline_redirect=not args.no_redirect,
+        backlog_aware=not args.no_backlog,
+        solver=args.solver,
+    )
 
 
 def _scaled_arrivals(args: argparse.Namespace, cfg: SchedulerConfig) -> np.ndarray | None:
@@ -126,9 +149,12 @@ def _scaled_arrivals(args: argparse.Namespace, cfg: SchedulerConfig) -> np.ndarr
         print("the scaled trace has no arrivals", file=sys.stderr)
         return None
     if args.warm + n > n_prompts:
-        print(f"the trace needs {args.warm + n} prompts (--warm {args.warm} + {n} requests) but "
-              f"{args.prompts} has only {n_prompts}; lower --time-scale/--peak-load or --warm, or use a "
-              f"longer prompt file", file=sys.stderr)
+        print(
+            f"the trace needs {args.warm + n} prompts (--warm {args.warm} + {n} requests) but "
+            f"{args.prompts} has only {n_prompts}; lower --time-scale/--peak-load or --warm, or use a "
+            f"longer prompt file",
+            file=sys.stderr,
+        )
         return None
     return arrivals
 
@@ -136,10 +162,16 @@ def _scaled_arrivals(args: argparse.Namespace, cfg: SchedulerConfig) -> np.ndarr
 def _print_workload(arrivals: np.ndarray, profile, cfg: SchedulerConfig, top: int) -> None:
     """Describe the trace (against the capacity at the top level) and the profile on stderr."""
     n, capacity = int(arrivals.size), cfg.top_level_capacity()
-    print(f"trace: {n} requests over {arrivals[-1]:.0f} s (peak 10-s rate {peak_rate(arrivals):.2f}/s, "
-          f"mean {n / max(arrivals[-1], 1e-9):.2f}/s; capacity at K={top}: {capacity:.2f}/s)", file=sys.stderr)
-    print(f"profile {profile.name}: L(0,1)={profile.latency(0, 1):.2f}s, SLO {cfg.slo_s:.2f}s, "
-          f"batch caps {cfg.batch_caps()}", file=sys.stderr)
+    print(
+        f"trace: {n} requests over {arrivals[-1]:.0f} s (peak 10-s rate {peak_rate(arrivals):.2f}/s, "
+        f"mean {n / max(arrivals[-1], 1e-9):.2f}/s; capacity at K={top}: {capacity:.2f}/s)",
+        file=sys.stderr,
+    )
+    print(
+        f"profile {profile.name}: L(0,1)={profile.latency(0, 1):.2f}s, SLO {cfg.slo_s:.2f}s, "
+        f"batch caps {cfg.batch_caps()}",
+        file=sys.stderr,
+    )
 
 
 def _embeddings_and_cache(args: argparse.Namespace, levels: tuple[int, ...], n_requests: int):
@@ -151,14 +183,27 @@ def _embeddings_and_cache(args: argparse.Namespace, levels: tuple[int, ...], n_r
     started = time.perf_counter()
     embeddings = embed_prompt_file(args.prompts, args.embed_cache, progress=True)[: args.warm + n_requests]
     with tqdm(total=2 * n_requests, file=sys.stderr, unit="req", desc="neighbour index", leave=False) as ibar:
-        cache = ApproxCache(embeddings, levels, args.cache_capacity, query_start=args.warm,
-                            resumed_levels=args.resumed_levels, progress=ibar)
+        cache = ApproxCache(
+            embeddings,
+            levels,
+            args.cache_capacity,
+            query_start=args.warm,
+            resumed_levels=args.resumed_levels,
+            progress=ibar,
+        )
     print(f"embeddings + neighbour index: {time.perf_counter() - started:.1f} s", file=sys.stderr)
     return embeddings, cache
 
 
-def _run_policies(policies: list[str], cfg: SchedulerConfig, arrivals: np.ndarray, embeddings: np.ndarray,
-                  cache, args: argparse.Namespace, levels: tuple[int, ...]) -> tuple[dict, dict[str, dict]]:
+def _run_policies(
+    policies: list[str],
+    cfg: SchedulerConfig,
+    arrivals: np.ndarray,
+    embeddings: np.ndarray,
+    cache,
+    args: argparse.Namespace,
+    levels: tuple[int, ...],
+) -> tuple[dict, dict[str, dict]]:
     """Simulate each policy on the same stream; its run and its summary metrics, by name."""
     from tqdm import tqdm
 
@@ -169,10 +214,28 @@ def _run_policies(policies: list[str], cfg: SchedulerConfig, arrivals: np.ndarra
     with tqdm(total=arrivals.size * len(policies), file=sys.stderr, unit="req", desc="simulating") as bar:
         for name in policies:
             bar.set_postfix_str(name)
-            run = simulate(name, cfg, arrivals, embeddings, args.warm, cache_capacity=args.cache_capacity,
-                           seed=args.seed, progress=bar, cache=cache)
-            metrics = summarize(run.arrival, run.deadline, run.finish, run.quality, run.k_prime, run.redirected,
-                                list(levels), window_s=args.window, start=run.start)
+            run = simulate(
+                name,
+                cfg,
+                arrivals,
+                embeddings,
+                args.warm,
+                cache_capacity=args.cache_capacity,
+                seed=args.seed,
+                progress=bar,
+                cache=cache,
+            )
+            metrics = summarize(
+                run.arrival,
+                run.deadline,
+                run.finish,
+                run.quality,
+                run.k_prime,
+                run.redirected,
+                list(levels),
+                window_s=args.window,
+                start=run.start,
+            )
             metrics["sim_wall_s"] = run.wall_s
             metrics["plan_solve_ms_mean"] = float(np.mean([p["solve_time_s"] for p in run.plans]) * 1e3)
             results[name] = metrics
@@ -182,23 +245,44 @@ def _run_policies(policies: list[str], cfg: SchedulerConfig, arrivals: np.ndarra
 
 def _time_series(runs: dict, levels: tuple[int, ...], window_s: float) -> dict[str, dict]:
     """Windowed series per policy on a common time axis, so every policy's windows line up in the plots."""
-    t_end = max(max(float(np.nanmax(r.finish)) if np.isfinite(r.finish).any() else 0.0, float(r.arrival[-1]))
-                for r in runs.values())
-    return {name: time_series(r.arrival, r.deadline, r.finish, r.quality, r.k_prime, list(levels),
-                              window_s=window_s, t_end=t_end)
-            for name, r in runs.items()}
+    t_end = max(
+        max(float(np.nanmax(r.finish)) if np.isfinite(r.finish).any() else 0.0, float(r.arrival[-1]))
+        for r in runs.values()
+    )
+    return {
+        name: time_series(
+            r.arrival, r.deadline, r.finish, r.quality, r.k_prime, list(levels), window_s=window_s, t_end=t_end
+        )
+        for name, r in runs.items()
+    }
 
 
-def _write_outputs(args: argparse.Namespace, policies: list[str], cfg: SchedulerConfig, arrivals: np.ndarray,
-                   results: dict[str, dict], series: dict[str, dict], profile) -> None:
+def _write_outputs(
+    args: argparse.Namespace,
+    policies: list[str],
+    cfg: SchedulerConfig,
+    arrivals: np.ndarray,
+    results: dict[str, dict],
+    series: dict[str, dict],
+    profile,
+) -> None:
     """results.json, series.json and (unless --no-plots) the plots, under --out."""
     n = int(arrivals.size)
     config = {
-        "trace": [os.path.abspath(x) for x in args.trace], "prompts": os.path.abspath(args.prompts),
-        "warm": args.warm, "peak_load": args.peak_load, "time_scale": args.time_scale, "requests": n,
-        "duration_s": float(arrivals[-1]), "capacity_rps_top_level": cfg.top_level_capacity(), "seed": args.seed,
-        "cache_capacity": args.cache_capacity, "resumed_levels": args.resumed_levels, "window_s": args.window,
-        "policies": policies, "scheduler": cfg.to_dict(),
+        "trace": [os.path.abspath(x) for x in args.trace],
+        "prompts": os.path.abspath(args.prompts),
+        "warm": args.warm,
+        "peak_load": args.peak_load,
+        "time_scale": args.time_scale,
+        "requests": n,
+        "duration_s": float(arrivals[-1]),
+        "capacity_rps_top_level": cfg.top_level_capacity(),
+        "seed": args.seed,
+        "cache_capacity": args.cache_capacity,
+        "resumed_levels": args.resumed_levels,
+        "window_s": args.window,
+        "policies": policies,
+        "scheduler": cfg.to_dict(),
     }
     os.makedirs(args.out, exist_ok=True)
     write_results(os.path.join(args.out, "results.json"), config, results)
@@ -206,17 +290,21 @@ def _write_outputs(args: argparse.Namespace, policies: list[str], cfg: Scheduler
     if not args.no_plots:
         from .plots import plot_kmix, plot_timeseries
 
-        title = (f"{args.workers} workers, {profile.name}, SLO {cfg.slo_s:.1f}s, peak load {args.peak_load}, "
-                 f"time ×{args.time_scale}, {n} requests")
+        title = (
+            f"{args.workers} workers, {profile.name}, SLO {cfg.slo_s:.1f}s, peak load {args.peak_load}, "
+            f"time ×{args.time_scale}, {n} requests"
+        )
         plot_timeseries(series, os.path.join(args.out, "timeseries.png"), title)
         plot_kmix(series, os.path.join(args.out, "kmix.png"))
 
 
 def _print_table(args: argparse.Namespace, profile, cfg: SchedulerConfig, results: dict[str, dict]) -> None:
     """The settings line and the comparison table on stdout."""
-    print(f"{args.workers} workers · {profile.name} · SLO {cfg.slo_s:.2f}s · period {args.period}s · "
-          f"util target {args.util_target} · EWMA α {args.ewma_alpha} · backlog-aware {cfg.backlog_aware} · "
-          f"redirect {cfg.deadline_redirect} · batch caps {cfg.batch_caps()}")
+    print(
+        f"{args.workers} workers · {profile.name} · SLO {cfg.slo_s:.2f}s · period {args.period}s · "
+        f"util target {args.util_target} · EWMA α {args.ewma_alpha} · backlog-aware {cfg.backlog_aware} · "
+        f"redirect {cfg.deadline_redirect} · batch caps {cfg.batch_caps()}"
+    )
     print(format_table(results))
     print(f"wrote {os.path.join(args.out, 'results.json')}")
 

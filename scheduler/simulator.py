@@ -42,16 +42,16 @@ class SimResult:
     policy: str
     arrival: np.ndarray
     deadline: np.ndarray
-    start: np.ndarray            # NaN: never started (dropped)
-    finish: np.ndarray           # NaN: dropped
+    start: np.ndarray  # NaN: never started (dropped)
+    finish: np.ndarray  # NaN: dropped
     dropped: np.ndarray
     k_star: np.ndarray
     k_prime: np.ndarray
-    quality: np.ndarray          # Q(s, K′) of the served request
+    quality: np.ndarray  # Q(s, K′) of the served request
     similarity: np.ndarray
     worker: np.ndarray
     redirected: np.ndarray
-    batch: np.ndarray            # size of the batch it was served in
+    batch: np.ndarray  # size of the batch it was served in
     # {"time", "workers_per_level", "expected_quality", "solve_time_s"} per plan, the first at time 0
     plans: list[dict] = field(default_factory=list)
     cache_fallbacks: int = 0
@@ -84,9 +84,18 @@ def _q_row_function(qm, levels: list[int]):
     return row
 
 
-def simulate(policy_name: str, config: SchedulerConfig, arrivals: np.ndarray, embeddings: np.ndarray,
-             warm: int, cache_capacity: int = 100_000, seed: int = 0, top_m: int = 96,
-             progress=None, cache: ApproxCache | None = None) -> SimResult:
+def simulate(
+    policy_name: str,
+    config: SchedulerConfig,
+    arrivals: np.ndarray,
+    embeddings: np.ndarray,
+    warm: int,
+    cache_capacity: int = 100_000,
+    seed: int = 0,
+    top_m: int = 96,
+    progress=None,
+    cache: ApproxCache | None = None,
+) -> SimResult:
     """Run one policy over the arrivals. embeddings: (warm + len(arrivals), d) unit vectors, stream order.
 
     `cache` may be a fresh ApproxCache built on the same embeddings (to reuse its neighbour index);
@@ -114,10 +123,10 @@ class _Run:
     policy: Policy
     estimator: DemandEstimator
     cluster: ClusterView
-    class_of: dict[int, int]                 # level → its index in config.levels (= its K* class)
-    q_row: Callable[[float], list[float]]    # similarity → [Q(s, K′) for K′ in levels]
-    queues: list[deque]                      # per worker: queued request indices, FIFO
-    running: list[list[int]]                 # per worker: the batch being served
+    class_of: dict[int, int]  # level → its index in config.levels (= its K* class)
+    q_row: Callable[[float], list[float]]  # similarity → [Q(s, K′) for K′ in levels]
+    queues: list[deque]  # per worker: queued request indices, FIFO
+    running: list[list[int]]  # per worker: the batch being served
     heap: list[tuple[float, int, int, int]]  # (time, tie-break seq, event kind, worker or request)
     plans: list[dict]
     # per-request outcomes (the SimResult arrays)
@@ -133,9 +142,9 @@ class _Run:
     batch: np.ndarray
     # Python-list mirrors for the hot loop
     k_prime_list: list[int]
-    batch_cap_list: list[int]                # batch size the dispatcher asked for, per request
-    cost_list: list[float]                   # expected service seconds per request (L(K′, b) / b)
-    state: list[int]                         # _QUEUED, _TAKEN (running or done) or _DROPPED
+    batch_cap_list: list[int]  # batch size the dispatcher asked for, per request
+    cost_list: list[float]  # expected service seconds per request (L(K′, b) / b)
+    state: list[int]  # _QUEUED, _TAKEN (running or done) or _DROPPED
 
 
 _QUEUED, _TAKEN, _DROPPED = 0, 1, 2
@@ -144,40 +153,67 @@ _QUEUED, _TAKEN, _DROPPED = 0, 1, 2
 def _check_prompt_count(embeddings: np.ndarray, warm: int, n_requests: int) -> None:
     """Fail early when the prompt stream is shorter than warm-up plus requests."""
     if embeddings.shape[0] < warm + n_requests:
-        raise ValueError(f"need {warm + n_requests} prompts (warm {warm} + {n_requests} requests), "
-                         f"have {embeddings.shape[0]}")
+        raise ValueError(
+            f"need {warm + n_requests} prompts (warm {warm} + {n_requests} requests), have {embeddings.shape[0]}"
+        )
 
 
-def _warm_cache(cache: ApproxCache | None, embeddings: np.ndarray, warm: int, n_requests: int,
-                levels: list[int], cache_capacity: int, top_m: int) -> ApproxCache:
+def _warm_cache(
+    cache: ApproxCache | None,
+    embeddings: np.ndarray,
+    warm: int,
+    n_requests: int,
+    levels: list[int],
+    cache_capacity: int,
+    top_m: int,
+) -> ApproxCache:
     """A new cache (or the given one, reset), warmed with the first `warm` prompts."""
     if cache is None:
-        cache = ApproxCache(embeddings[: warm + n_requests], levels, cache_capacity, query_start=warm,
-                            top_m=top_m)
+        cache = ApproxCache(embeddings[: warm + n_requests], levels, cache_capacity, query_start=warm, top_m=top_m)
     else:
         cache.reset(cache_capacity)
     cache.warm(warm)
     return cache
 
 
-def _setup_run(policy_name: str, config: SchedulerConfig, arrivals: np.ndarray, cache: ApproxCache, warm: int,
-               seed: int) -> _Run:
+def _setup_run(
+    policy_name: str, config: SchedulerConfig, arrivals: np.ndarray, cache: ApproxCache, warm: int, seed: int
+) -> _Run:
     """The policy, estimator, idle cluster and empty outcomes; the first plan recorded, the first tick queued."""
     n = arrivals.size
     n_workers = config.n_workers
     levels = config.levels
     policy = make_policy(policy_name, config, seed)
     run = _Run(
-        policy_name=policy_name, config=config, arrivals=arrivals, cache=cache, warm=warm, policy=policy,
+        policy_name=policy_name,
+        config=config,
+        arrivals=arrivals,
+        cache=cache,
+        warm=warm,
+        policy=policy,
         estimator=DemandEstimator(levels, config.quality, alpha=config.ewma_alpha, start=0.0),
         cluster=ClusterView.idle(policy.current.worker_levels),
-        class_of={k: i for i, k in enumerate(levels)}, q_row=_q_row_function(config.quality, levels),
-        queues=[deque() for _ in range(n_workers)], running=[[] for _ in range(n_workers)], heap=[], plans=[],
-        start=np.full(n, np.nan), finish=np.full(n, np.nan), dropped=np.zeros(n, dtype=bool),
-        k_star=np.zeros(n, dtype=np.int64), k_prime=np.zeros(n, dtype=np.int64), quality=np.full(n, np.nan),
-        similarity=np.full(n, np.nan), worker=np.full(n, -1, dtype=np.int64),
-        redirected=np.zeros(n, dtype=bool), batch=np.zeros(n, dtype=np.int64),
-        k_prime_list=[0] * n, batch_cap_list=[1] * n, cost_list=[0.0] * n, state=[_QUEUED] * n)
+        class_of={k: i for i, k in enumerate(levels)},
+        q_row=_q_row_function(config.quality, levels),
+        queues=[deque() for _ in range(n_workers)],
+        running=[[] for _ in range(n_workers)],
+        heap=[],
+        plans=[],
+        start=np.full(n, np.nan),
+        finish=np.full(n, np.nan),
+        dropped=np.zeros(n, dtype=bool),
+        k_star=np.zeros(n, dtype=np.int64),
+        k_prime=np.zeros(n, dtype=np.int64),
+        quality=np.full(n, np.nan),
+        similarity=np.full(n, np.nan),
+        worker=np.full(n, -1, dtype=np.int64),
+        redirected=np.zeros(n, dtype=bool),
+        batch=np.zeros(n, dtype=np.int64),
+        k_prime_list=[0] * n,
+        batch_cap_list=[1] * n,
+        cost_list=[0.0] * n,
+        state=[_QUEUED] * n,
+    )
     _record_plan(run, 0.0)
     if policy.uses_controller:
         heapq.heappush(run.heap, (config.period_s, -1, _CONTROL, 0))
@@ -201,9 +237,9 @@ def _memoised_latency(profile: LatencyProfile) -> Callable[[int, int], float]:
 class _Handlers:
     """The hot event handlers of one run (closures over its state)."""
 
-    arrival: Callable[[int, float], None]   # (request, time)
+    arrival: Callable[[int, float], None]  # (request, time)
     complete: Callable[[int, float], None]  # (worker, time)
-    drop: Callable[[int], None]             # (request)
+    drop: Callable[[int], None]  # (request)
 
 
 def _event_handlers(run: _Run) -> _Handlers:
@@ -275,8 +311,9 @@ def _event_handlers(run: _Run) -> _Handlers:
         quality_row = q_row(sim)
         estimator.observe(ks, quality_row)
         deadline = t + slo
-        decision = policy.dispatch(RequestView(r, t, deadline, sim if neighbour >= 0 else None, ks, available),
-                                   cluster, t)
+        decision = policy.dispatch(
+            RequestView(r, t, deadline, sim if neighbour >= 0 else None, ks, available), cluster, t
+        )
         w, kp, batch_cap = decision.worker_index, decision.k_prime, max(1, decision.batch_size)
         if kp and kp not in available:
             raise RuntimeError(f"{policy_name}: K′={kp} not cached for the neighbour (levels {available})")
@@ -395,22 +432,41 @@ def _future_demand(run: _Run, t: float, next_arrival: int) -> DemandEstimate:
         quality_sum[i] += run.q_row(sim)
     default_quality = default_class_quality(levels, config.quality)
     mean_quality = np.where(counts[:, None] > 0, quality_sum / np.maximum(counts, 1)[:, None], default_quality)
-    return DemandEstimate(levels=list(levels), rates=(counts / period).tolist(), quality=mean_quality.tolist(),
-                          time=t)
+    return DemandEstimate(levels=list(levels), rates=(counts / period).tolist(), quality=mean_quality.tolist(), time=t)
 
 
 def _record_plan(run: _Run, t: float) -> None:
     """Append the policy's current plan to the run's plan history."""
     plan = run.policy.current
-    run.plans.append({"time": t, "workers_per_level": list(plan.workers_per_level) or
-                      [plan.worker_levels.count(k) for k in run.config.levels],
-                      "expected_quality": plan.expected_quality, "solve_time_s": plan.solve_time_s})
+    run.plans.append(
+        {
+            "time": t,
+            "workers_per_level": list(plan.workers_per_level)
+            or [plan.worker_levels.count(k) for k in run.config.levels],
+            "expected_quality": plan.expected_quality,
+            "solve_time_s": plan.solve_time_s,
+        }
+    )
 
 
 def _result(run: _Run, wall_s: float) -> SimResult:
     """The per-request outcomes and plan history as a SimResult."""
-    return SimResult(policy=run.policy_name, arrival=run.arrivals, deadline=run.arrivals + run.config.slo_s,
-                     start=run.start, finish=run.finish, dropped=run.dropped, k_star=run.k_star,
-                     k_prime=run.k_prime, quality=run.quality, similarity=run.similarity, worker=run.worker,
-                     redirected=run.redirected, batch=run.batch, plans=run.plans,
-                     cache_fallbacks=run.cache.fallbacks, cache_evictions=run.cache.evictions, wall_s=wall_s)
+    return SimResult(
+        policy=run.policy_name,
+        arrival=run.arrivals,
+        deadline=run.arrivals + run.config.slo_s,
+        start=run.start,
+        finish=run.finish,
+        dropped=run.dropped,
+        k_star=run.k_star,
+        k_prime=run.k_prime,
+        quality=run.quality,
+        similarity=run.similarity,
+        worker=run.worker,
+        redirected=run.redirected,
+        batch=run.batch,
+        plans=run.plans,
+        cache_fallbacks=run.cache.fallbacks,
+        cache_evictions=run.cache.evictions,
+        wall_s=wall_s,
+    )

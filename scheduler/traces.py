@@ -37,7 +37,7 @@ def load_trace(paths: list[str] | str) -> np.ndarray:
                     if len(parts) >= 3:
                         times.append(float(parts[0]) / 1000.0)  # PROTEUS: milliseconds
                     elif len(parts) == 1:
-                        times.append(float(parts[0]))            # seconds
+                        times.append(float(parts[0]))  # seconds
                     else:
                         raise ValueError(f"{path}:{ln + 1}: expected 1 or 3 fields, got {len(parts)}")
                 except ValueError:
@@ -73,8 +73,13 @@ def resample_rate(arrivals: np.ndarray, factor: float) -> np.ndarray:
     return arrivals[rep] + offs * gaps[rep]
 
 
-def scale_trace(arrivals: np.ndarray, time_scale: float = 1.0, peak_load: float | None = None,
-                capacity_rps: float | None = None, window_s: float = 10.0) -> np.ndarray:
+def scale_trace(
+    arrivals: np.ndarray,
+    time_scale: float = 1.0,
+    peak_load: float | None = None,
+    capacity_rps: float | None = None,
+    window_s: float = 10.0,
+) -> np.ndarray:
     """Stretch time by `time_scale`, then rescale the rate so the peak window is peak_load × capacity."""
     t = np.asarray(arrivals, dtype=np.float64) * float(time_scale)
     if peak_load is not None:

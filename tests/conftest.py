@@ -30,8 +30,7 @@ def embedded_services():
     from webapp.stack.services import Postgres, Redis
 
     run_dir = Path(os.environ["T2I_TEST_RUN_DIR"])
-    pg = Postgres(run_dir / "pg", int(os.environ["T2I_TEST_PG_PORT"]), fast_unsafe=True,
-                  shared_buffers="128MB")
+    pg = Postgres(run_dir / "pg", int(os.environ["T2I_TEST_PG_PORT"]), fast_unsafe=True, shared_buffers="128MB")
     redis = Redis(run_dir / "redis", int(os.environ["T2I_TEST_REDIS_PORT"]), persist=False)
     pg.start()
     redis.start()
@@ -80,14 +79,20 @@ class WorkerProcess:
         self.queue, self.index, self.env, self.log_path = queue, index, env, log_path
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 60) -> "WorkerProcess":
+    def start(self, timeout: float = 60) -> WorkerProcess:
         name = f"{self.queue.replace('.', '')}-{time.monotonic_ns()}@test"
         env = dict(self.env)
         if self.index is not None:
             env["T2I_WORKER_INDEX"] = str(self.index)
-        self.log = open(self.log_path, "ab")
+        self.log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop(), after the process
         self.proc = subprocess.Popen(
-            worker_argv(self.queue, name, events=False), cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+            worker_argv(self.queue, name, events=False),
+            cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if "ready." in self.log_path.read_text(errors="replace"):
@@ -95,8 +100,9 @@ class WorkerProcess:
             if self.proc.poll() is not None:
                 break
             time.sleep(0.1)
-        raise RuntimeError(f"worker for {self.queue} did not start:\n"
-                           + self.log_path.read_text(errors="replace")[-3000:])
+        raise RuntimeError(
+            f"worker for {self.queue} did not start:\n" + self.log_path.read_text(errors="replace")[-3000:]
+        )
 
     def child_pids(self) -> list[int]:
         out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True)
@@ -119,8 +125,9 @@ def worker_env(embedded_services, django_db_setup, tiny_model_path) -> dict[str,
     from django.conf import settings
 
     db = settings.DATABASES["default"]
-    return dict(os.environ, DATABASE_URL=f"postgres://postgres@127.0.0.1:{db['PORT']}/{db['NAME']}",
-                PYTHONUNBUFFERED="1")
+    return dict(
+        os.environ, DATABASE_URL=f"postgres://postgres@127.0.0.1:{db['PORT']}/{db['NAME']}", PYTHONUNBUFFERED="1"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -167,32 +174,3 @@ def api(user):
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
     return client
-
-
-def wait_for_status(request_id, statuses, timeout: float = 60, tick=None):
-    """Poll the ledger until the row reaches one of `statuses` (calling `tick` each round)."""
-    from webapp.ledger.models import GenerationRequest
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        row = GenerationRequest.objects.get(pk=request_id)
-        if row.status in statuses:
-            return row
-        if tick:
-            tick()
-        time.sleep(0.1)
-    raise AssertionError(f"request {request_id} still {row.status} after {timeout} s: {row.error}")
-
-
-def unpublished_row(owner, **fields):
-    """A queued row for a slot no test worker serves (9), so no live worker races the test."""
-    from datetime import timedelta
-
-    from django.utils import timezone
-
-    from webapp.ledger.models import GenerationRequest
-
-    values = dict(owner=owner, prompt="x", seed=1, width=64, height=64, steps=20, worker=9,
-                  deadline=timezone.now() + timedelta(minutes=5))
-    values.update(fields)
-    return GenerationRequest.objects.create(**values)

@@ -22,24 +22,27 @@ def _configure_environment() -> None:
     run_dir = Path(tempfile.mkdtemp(prefix="t2i-test-"))
     run_dir.chmod(0o755)  # our own folder: the PostgreSQL service user must reach it
     pg_port, redis_port = free_port(), free_port()
-    os.environ.update({
-        "T2I_TEST_RUN_DIR": str(run_dir),
-        "T2I_TEST_PG_PORT": str(pg_port),
-        "T2I_TEST_REDIS_PORT": str(redis_port),
-        "DATABASE_URL": f"postgres://postgres@127.0.0.1:{pg_port}/t2i",
-        "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
-        "T2I_DATA_DIR": str(run_dir / "data"),
-        "MEDIA_ROOT": str(run_dir / "media"),
-        # Built once and reused by later runs (it is deterministic).
-        "T2I_MODEL_PATH": str(ROOT / ".data" / "test-cache" / "tiny-sd"),
-        "T2I_WORKERS": "2",
-        "T2I_LEASE_SECONDS": "3",
-        "T2I_REPUBLISH_AFTER_SECONDS": "2",
-        "T2I_SUBMIT_RATE": "100000/min",
-        "T2I_READ_RATE": "100000/min",
-        "HF_HUB_OFFLINE": "1",
-        "DEBUG": "1",
-    })
+    os.environ.update(
+        {
+            "T2I_TEST_RUN_DIR": str(run_dir),
+            "T2I_TEST_PG_PORT": str(pg_port),
+            "T2I_TEST_REDIS_PORT": str(redis_port),
+            "DATABASE_URL": f"postgres://postgres@127.0.0.1:{pg_port}/t2i",
+            "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+            "T2I_DATA_DIR": str(run_dir / "data"),
+            "MEDIA_ROOT": str(run_dir / "media"),
+            # Built once and reused by later runs (it is deterministic).
+            "T2I_MODEL_PATH": str(ROOT / ".data" / "test-cache" / "tiny-sd"),
+            "T2I_WORKERS": "2",
+            "T2I_LEASE_SECONDS": "3",
+            "T2I_REPUBLISH_AFTER_SECONDS": "2",
+            "T2I_SUBMIT_RATE": "100000/min",
+            "T2I_READ_RATE": "100000/min",
+            "HF_HUB_OFFLINE": "1",
+            "DEBUG": "1",
+            "T2I_FAST_PASSWORD_HASHER": "1",  # webapp/settings.py: MD5 hashing, test users in ms not 0.3 s
+        }
+    )
 
 
 _configure_environment()

@@ -1,4 +1,6 @@
-"""REST API against the real database and Redis (no worker needed: nothing here runs a task)."""
+"""REST API against the real database and Redis (no worker needed: nothing here runs a task).
+
+Plain `db` tests: no other process reads these rows, so each test's transaction is rolled back."""
 
 from __future__ import annotations
 
@@ -6,16 +8,17 @@ import uuid
 
 import pytest
 
-from tests.conftest import unpublished_row
+from tests.helpers import make_request, serving_config
 from webapp.ledger.models import GenerationRequest, ServingConfig, Status
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db
 
 URL = "/api/v1/generations/"
 
 
-def test_submit_returns_202_with_location_and_queued_row(api, embedded_services):
-    resp = api.post(URL, {"prompt": "a red fox in the snow", "seed": 7}, format="json")
+def test_submit_returns_202_with_location_and_queued_row(api, embedded_services, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):  # publish runs on commit: sets published_at
+        resp = api.post(URL, {"prompt": "a red fox in the snow", "seed": 7}, format="json")
     assert resp.status_code == 202, resp.content
     body = resp.json()
     assert body["status"] == "queued"
@@ -31,18 +34,21 @@ def test_idle_cluster_spreads_requests_over_worker_queues(api, embedded_services
     assert workers == {0, 1}
 
 
-@pytest.mark.parametrize("payload, field, fragment", [
-    ({"prompt": ""}, "prompt", "empty"),
-    ({"prompt": "   \t "}, "prompt", "empty"),
-    ({"prompt": "word " * 90}, "prompt", "CLIP tokens"),
-    ({"prompt": "ok", "seed": -1}, "seed", "between 0 and"),
-    ({"prompt": "ok", "seed": 2**40}, "seed", "between 0 and"),
-    ({"prompt": "ok", "width": 100}, "width", "allowed sizes"),
-    ({"prompt": "ok", "height": 4096}, "height", "allowed sizes"),
-    ({"prompt": "ok", "steps": 0}, "steps", "Unsupported steps"),
-    ({"prompt": "ok", "steps": 10000}, "steps", "Unsupported steps"),
-    ({"seed": 3}, "prompt", "required"),
-])
+@pytest.mark.parametrize(
+    "payload, field, fragment",
+    [
+        ({"prompt": ""}, "prompt", "empty"),
+        ({"prompt": "   \t "}, "prompt", "empty"),
+        ({"prompt": "word " * 90}, "prompt", "CLIP tokens"),
+        ({"prompt": "ok", "seed": -1}, "seed", "between 0 and"),
+        ({"prompt": "ok", "seed": 2**40}, "seed", "between 0 and"),
+        ({"prompt": "ok", "width": 100}, "width", "allowed sizes"),
+        ({"prompt": "ok", "height": 4096}, "height", "allowed sizes"),
+        ({"prompt": "ok", "steps": 0}, "steps", "Unsupported steps"),
+        ({"prompt": "ok", "steps": 10000}, "steps", "Unsupported steps"),
+        ({"seed": 3}, "prompt", "required"),
+    ],
+)
 def test_validation_errors_are_400_with_a_message(api, embedded_services, payload, field, fragment):
     resp = api.post(URL, payload, format="json")
     assert resp.status_code == 400, resp.content
@@ -78,7 +84,7 @@ def test_idempotency_key_is_per_owner(api, other_user, embedded_services):
 
 
 def test_cancel_queued_then_409(api, user, embedded_services):
-    rid = unpublished_row(user, prompt="cancel me").id
+    rid = make_request(user, prompt="cancel me").id
     resp = api.post(f"{URL}{rid}/cancel/")
     assert resp.status_code == 200 and resp.json()["status"] == "cancelled"
     again = api.post(f"{URL}{rid}/cancel/")
@@ -89,7 +95,7 @@ def test_cancel_queued_then_409(api, user, embedded_services):
 def test_terminal_states_never_change_even_by_raw_update(api, user, embedded_services):
     from django.db import IntegrityError, transaction
 
-    rid = unpublished_row(user, prompt="final").id
+    rid = make_request(user, prompt="final").id
     api.post(f"{URL}{rid}/cancel/")
     with pytest.raises(IntegrityError), transaction.atomic():
         GenerationRequest.objects.filter(pk=rid).update(status=Status.SUCCEEDED)
@@ -120,8 +126,9 @@ def test_list_is_paginated_and_filterable(api, user, embedded_services):
 
     from django.utils import timezone
 
-    ids = [str(unpublished_row(user, prompt=f"n{i}", created_at=timezone.now() + timedelta(seconds=i)).id)
-           for i in range(3)]
+    ids = [
+        str(make_request(user, prompt=f"n{i}", created_at=timezone.now() + timedelta(seconds=i)).id) for i in range(3)
+    ]
     api.post(f"{URL}{ids[0]}/cancel/")
     page = api.get(URL).json()
     assert page["count"] == 3 and [r["id"] for r in page["results"]] == ids[::-1]
@@ -131,11 +138,9 @@ def test_list_is_paginated_and_filterable(api, user, embedded_services):
 
 
 def test_in_flight_cap_is_429(api, user, embedded_services):
-    config = ServingConfig.current()
-    config.max_in_flight = 2
-    config.save()
-    unpublished_row(user, prompt="q0", status=Status.RUNNING)
-    unpublished_row(user, prompt="q1")  # queued for a slot no worker serves
+    serving_config(max_in_flight=2)
+    make_request(user, prompt="q0", status=Status.RUNNING)
+    make_request(user, prompt="q1")  # queued for a slot no worker serves
     resp = api.post(URL, {"prompt": "one too many"}, format="json")
     assert resp.status_code == 429 and "cap" in resp.json()["detail"]
 
@@ -190,18 +195,29 @@ def test_database_down_is_503_json_not_a_traceback(embedded_services, tmp_path):
     from webapp.stack.services import free_port
 
     port, dead = free_port(), free_port()
-    env = dict(os.environ, DATABASE_URL=f"postgres://postgres@127.0.0.1:{dead}/t2i",
-               DB_CONNECT_TIMEOUT="1", DEBUG="0", SECRET_KEY="x" * 50)
-    server = subprocess.Popen([sys.executable, "-m", "gunicorn", "webapp.wsgi", "-b",
-                               f"127.0.0.1:{port}", "-w", "1"], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = dict(
+        os.environ,
+        DATABASE_URL=f"postgres://postgres@127.0.0.1:{dead}/t2i",
+        DB_CONNECT_TIMEOUT="1",
+        DEBUG="0",
+        SECRET_KEY="x" * 50,
+    )
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "webapp.wsgi", "-b", f"127.0.0.1:{port}", "-w", "1"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 30
         while True:
             try:
-                urllib.request.urlopen(urllib.request.Request(
-                    f"http://127.0.0.1:{port}/api/v1/generations/",
-                    headers={"Authorization": "Token abc"}), timeout=5)
+                urllib.request.urlopen(
+                    urllib.request.Request(
+                        f"http://127.0.0.1:{port}/api/v1/generations/", headers={"Authorization": "Token abc"}
+                    ),
+                    timeout=5,
+                )
                 raise AssertionError("expected an error status")
             except urllib.error.HTTPError as exc:
                 status, body, ctype = exc.code, exc.read(), exc.headers["Content-Type"]

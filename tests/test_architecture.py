@@ -20,10 +20,22 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("scheduler", "webapp", "workers")
-ENGINE_FILES = {"workers.engine", "workers.emulated_engine", "workers.tiny_model", "workers.image_fidelity",
-                "workers.bench_resume"}
-WIRING = {"webapp", "webapp.settings", "webapp.urls", "webapp.wsgi", "webapp.celery", "webapp.middleware",
-          "webapp.singleton"}
+ENGINE_FILES = {
+    "workers.engine",
+    "workers.emulated_engine",
+    "workers.tiny_model",
+    "workers.image_fidelity",
+    "workers.bench_resume",
+}
+WIRING = {
+    "webapp",
+    "webapp.settings",
+    "webapp.urls",
+    "webapp.wsgi",
+    "webapp.celery",
+    "webapp.middleware",
+    "webapp.singleton",
+}
 DOMAIN = ("webapp.ledger", "webapp.cache", "webapp.serving")  # in import order: left may not import right
 FACES = ("webapp.api", "webapp.web", "webapp.dashboard", "webapp.loadgen", "webapp.stack")
 # Leaf modules any layer may use: names on the wire, and the embedded services (no project imports).
@@ -125,9 +137,7 @@ def _allowed(src: str, dst: str) -> bool:
         return d in DOMAIN or (s, d) in FACE_EXCEPTIONS
     if s == "gpu":
         return d in DOMAIN
-    if s == "wiring":
-        return True  # urls and wsgi wire the faces and the domain together
-    return False
+    return s == "wiring"  # urls and wsgi wire the faces and the domain together
 
 
 def violations(sources: dict[str, str]) -> list[str]:
@@ -143,8 +153,10 @@ def violations(sources: dict[str, str]) -> list[str]:
                 if not _allowed(name, target):
                     problems.append(f"{name}:{line} imports {target} ({_layer(name)} → {_layer(target)})")
                 elif lazy and name not in LAZY_PROJECT_IMPORTS:
-                    problems.append(f"{name}:{line} imports {target} inside a function; move it to the top "
-                                    f"or say why in LAZY_PROJECT_IMPORTS")
+                    problems.append(
+                        f"{name}:{line} imports {target} inside a function; move it to the top "
+                        f"or say why in LAZY_PROJECT_IMPORTS"
+                    )
             elif _layer(name) in ("core", "engine") and target.startswith(FRAMEWORKS):
                 problems.append(f"{name}:{line} imports {target}: the {_layer(name)} must not need Django/Celery")
     problems += [f"import cycle: {' → '.join(cycle)}" for cycle in cycles(graph)]
@@ -190,16 +202,19 @@ def test_every_import_follows_the_layers():
     assert violations(module_sources()) == []
 
 
-@pytest.mark.parametrize("module, line, expected", [
-    ("webapp.ledger.models", "from workers import tasks", "webapp.ledger.models:1 imports workers.tasks"),
-    ("webapp.ledger.transitions", "from webapp.serving import routing", "imports webapp.serving.routing"),
-    ("webapp.cache.store", "import webapp.api.views", "imports webapp.api.views"),
-    ("scheduler.planner", "from webapp.ledger import models", "imports webapp.ledger.models"),
-    ("scheduler.planner", "import django.db", "must not need Django"),
-    ("workers.engine", "from django.conf import settings", "must not need Django"),
-    ("webapp.api.views", "from webapp.dashboard import views", "imports webapp.dashboard.views"),
-    ("webapp.serving.routing", "def f():\n    from webapp.cache import keys", "inside a function"),
-])
+@pytest.mark.parametrize(
+    "module, line, expected",
+    [
+        ("webapp.ledger.models", "from workers import tasks", "webapp.ledger.models:1 imports workers.tasks"),
+        ("webapp.ledger.transitions", "from webapp.serving import routing", "imports webapp.serving.routing"),
+        ("webapp.cache.store", "import webapp.api.views", "imports webapp.api.views"),
+        ("scheduler.planner", "from webapp.ledger import models", "imports webapp.ledger.models"),
+        ("scheduler.planner", "import django.db", "must not need Django"),
+        ("workers.engine", "from django.conf import settings", "must not need Django"),
+        ("webapp.api.views", "from webapp.dashboard import views", "imports webapp.dashboard.views"),
+        ("webapp.serving.routing", "def f():\n    from webapp.cache import keys", "inside a function"),
+    ],
+)
 def test_the_fence_catches_an_illegal_import(module, line, expected):
     sources = module_sources()
     sources[module] = line + "\n" + sources[module]

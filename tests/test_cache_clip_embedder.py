@@ -11,11 +11,10 @@ from webapp.cache.clip_embedder import CLIP_DIM, clip_text_embeddings
 from webapp.cache.keys import model_key_for
 from webapp.cache.models import CacheEntry
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
 PROMPTS = ["a lighthouse on a cliff at dusk", "a red fox sleeping in the snow", "a bowl of ramen, studio photo"]
 
 
+@pytest.mark.django_db  # plain: no rows written
 def test_clip_embeddings_are_unit_norm_zero_padded_and_deterministic(tiny_model_path, embedded_services):
     vectors = clip_text_embeddings(PROMPTS, tiny_model_path)
     assert vectors.shape == (3, CLIP_DIM) and vectors.dtype == np.float32
@@ -27,6 +26,7 @@ def test_clip_embeddings_are_unit_norm_zero_padded_and_deterministic(tiny_model_
     np.testing.assert_array_equal(vectors, clip_text_embeddings(PROMPTS, tiny_model_path))
 
 
+@pytest.mark.django_db(transaction=True)  # insert_many refuses to run inside an atomic block
 def test_clip_mode_stores_and_searches_clip_vectors(tiny_model_path, embedded_services, settings):
     settings.T2I_EMBEDDER = "clip"
     key = model_key_for(50, 64, 64)

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import cache_config
 from tests.test_cache_store import assert_consistent, files_on_disk
 from webapp.cache import store as cache_store
-from webapp.cache.models import CacheConfig, CacheEntry, CacheLevel
+from webapp.cache.models import CacheEntry, CacheLevel
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db(transaction=True)  # two real processes read and write these rows
 
 ROOT = Path(__file__).resolve().parents[1]
 ROUNDS = 40
@@ -43,11 +44,13 @@ def hammer(worker: int, rounds: int, barrier: str) -> None:
         n = int(rng.integers(1, 4))
         # Some prompts are shared by both processes: concurrent inserts of the same prompt and key.
         prompts = [f"shared {r % 7}" if j == 0 and r % 3 == 0 else f"w{worker} r{r} j{j}" for j in range(n)]
-        levels = [sorted(rng.choice([5, 10, 15, 20, 25], size=int(rng.integers(1, 6)), replace=False))
-                  for _ in range(n)]
+        levels = [
+            sorted(rng.choice([5, 10, 15, 20, 25], size=int(rng.integers(1, 6)), replace=False)) for _ in range(n)
+        ]
         vecs = rng.normal(size=(n, 384)).astype(np.float32)
-        ids = store.insert_many("hammer", prompts, [{int(k): torch.randn(1, 4, 8, 8) for k in lv}
-                                                    for lv in levels], vecs)
+        ids = store.insert_many(
+            "hammer", prompts, [{int(k): torch.randn(1, 4, 8, 8) for k in lv} for lv in levels], vecs
+        )
         mine += [i for i in ids if i is not None]
         for entry_id in rng.choice(mine, size=min(len(mine), 3), replace=False):
             store.start_latent(int(entry_id), int(rng.choice([5, 10, 15, 20, 25])))  # may be evicted: fine
@@ -60,27 +63,38 @@ def hammer(worker: int, rounds: int, barrier: str) -> None:
     print(f"worker {worker}: {rounds} rounds in {time.perf_counter() - started:.1f} s")
 
 
-def test_two_processes_inserting_and_evicting_keep_rows_and_files_consistent(embedded_services, settings,
-                                                                             tmp_path):
+def test_two_processes_inserting_and_evicting_keep_rows_and_files_consistent(embedded_services, settings, tmp_path):
     settings.T2I_CACHE_DIR = tmp_path / "latent-cache"
     # Budget: about 25 latents of 1 × 4 × 8 × 8 float32, so nearly every insert evicts.
     size = cache_store._write_latent(__import__("torch").zeros(1, 4, 8, 8), "probe.safetensors")
     (settings.T2I_CACHE_DIR / "probe.safetensors").unlink()
     budget = 25 * size
-    config = CacheConfig.current()
-    config.byte_budget = budget
-    config.save()
+    cache_config(byte_budget=budget)
 
     db = settings.DATABASES["default"]
-    env = dict(os.environ, DATABASE_URL=f"postgres://postgres@127.0.0.1:{db['PORT']}/{db['NAME']}",
-               T2I_CACHE_DIR=str(settings.T2I_CACHE_DIR), DJANGO_SETTINGS_MODULE="webapp.settings",
-               PYTHONUNBUFFERED="1")
-    code = ("import sys, django; django.setup(); from tests.test_cache_concurrency import hammer; "
-            "hammer(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3])")
+    env = dict(
+        os.environ,
+        DATABASE_URL=f"postgres://postgres@127.0.0.1:{db['PORT']}/{db['NAME']}",
+        T2I_CACHE_DIR=str(settings.T2I_CACHE_DIR),
+        DJANGO_SETTINGS_MODULE="webapp.settings",
+        PYTHONUNBUFFERED="1",
+    )
+    code = (
+        "import sys, django; django.setup(); from tests.test_cache_concurrency import hammer; "
+        "hammer(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3])"
+    )
     barrier = tmp_path / "barrier"
     barrier.mkdir()
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(i), str(ROUNDS), str(barrier)], cwd=ROOT,
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(i), str(ROUNDS), str(barrier)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for i in range(2)
+    ]
     deadline = time.monotonic() + 120
     while not all((barrier / f"ready-{i}").exists() for i in range(2)):
         assert time.monotonic() < deadline and all(p.poll() is None for p in procs), "hammer did not start"

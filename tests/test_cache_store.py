@@ -8,14 +8,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from django.db import connection, transaction
+from django.db import DataError, connection, transaction
 
+from tests.helpers import cache_config, serving_config
 from webapp.cache import store as cache_store
 from webapp.cache.keys import model_key_for
 from webapp.cache.models import CacheConfig, CacheEntry, CacheLevel
 from webapp.ledger.models import ServingConfig
 from webapp.serving.live_config import scheduler_config
 
+# The store refuses to write inside transaction.atomic() (its files follow its own commit) and removes
+# evicted files on commit: tests that insert need real commits. The two that do not say so.
 pytestmark = pytest.mark.django_db(transaction=True)
 
 LEVELS = (5, 10, 15, 20, 25)
@@ -67,9 +70,8 @@ def fresh_cache_dir(settings, tmp_path):
 @pytest.fixture
 def budget():
     def set_budget(nbytes: int) -> None:
-        config = CacheConfig.current()
-        config.byte_budget = nbytes
-        config.save()
+        cache_config(byte_budget=nbytes)
+
     return set_budget
 
 
@@ -87,8 +89,9 @@ def test_nearest_matches_numpy_brute_force_within_model_key(embedded_services):
     rng.shuffle(keys)
     for key in np.unique(keys):
         idx = np.flatnonzero(keys == key)
-        ids = cache_store.insert_many(str(key), [f"prompt {i}" for i in idx], [{5: latent()} for _ in idx],
-                                      vecs[idx], evict=False)
+        ids = cache_store.insert_many(
+            str(key), [f"prompt {i}" for i in idx], [{5: latent()} for _ in idx], vecs[idx], evict=False
+        )
         assert all(ids)
     id_of = {e.prompt: e.pk for e in CacheEntry.objects.only("prompt")}
     queries = unit(vecs[rng.integers(0, n, 60)] + rng.normal(scale=0.03, size=(60, 384)))
@@ -111,8 +114,9 @@ def _model_key_btree_indexes() -> tuple[list[str], list[str]]:
     with connection.cursor() as cur:
         cur.execute("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'workers_cacheentry'")
         defs = cur.fetchall()
-        cur.execute("SELECT conname FROM pg_constraint WHERE conrelid = 'workers_cacheentry'::regclass "
-                    "AND contype = 'u'")
+        cur.execute(
+            "SELECT conname FROM pg_constraint WHERE conrelid = 'workers_cacheentry'::regclass AND contype = 'u'"
+        )
         constraints = [r[0] for r in cur.fetchall()]
     plain = [name for name, d in defs if "model_key" in d and name not in constraints]
     return plain, constraints
@@ -127,10 +131,10 @@ def test_filtered_hnsw_scan_is_never_starved_by_the_key_filter(embedded_services
     rng = np.random.default_rng(2)
     vecs = unit(rng.normal(size=(600, 384)))
     common, rare = np.arange(0, 585), np.arange(585, 600)  # the rare key: 2.5% of the rows
-    cache_store.insert_many("common", [f"c{i}" for i in common], [{5: latent()} for _ in common],
-                            vecs[common], evict=False)
-    cache_store.insert_many("rare", [f"r{i}" for i in rare], [{5: latent()} for _ in rare], vecs[rare],
-                            evict=False)
+    cache_store.insert_many(
+        "common", [f"c{i}" for i in common], [{5: latent()} for _ in common], vecs[common], evict=False
+    )
+    cache_store.insert_many("rare", [f"r{i}" for i in rare], [{5: latent()} for _ in rare], vecs[rare], evict=False)
     plain, constraints = _model_key_btree_indexes()
     queries = unit(rng.normal(size=(25, 384)))
     with transaction.atomic():
@@ -188,9 +192,7 @@ def test_k_star_of_a_neighbour_is_capped_at_the_levels_it_holds(embedded_service
     assert k_star(near(b, 0.50), "k2") == 0  # a miss, neighbour still found
     assert cache_store.nearest(a, "empty-key") is None
     # The thresholds are the admin's (ServingConfig), read on every call.
-    serving = ServingConfig.current()
-    serving.thresholds = "0.99:25,0.5:10"
-    serving.save()
+    serving_config(thresholds="0.99:25,0.5:10")
     assert k_star(near(b, 0.97), "k2") == 10
     assert k_star(near(a, 0.97), "k") == 0
 
@@ -255,8 +257,12 @@ def test_lcbfu_evicts_lowest_score_first_and_respects_the_budget(embedded_servic
 
     # Expected order: zero scores first, least recently used (oldest) first, lower K first within a
     # prompt; then B@10 (10), then A@25 (50).
-    expected = ([("A", k) for k in (5, 10, 15, 20)] + [("B", k) for k in (5, 15, 20, 25)]
-                + [("C", k) for k in LEVELS] + [("B", 10), ("A", 25)])
+    expected = (
+        [("A", k) for k in (5, 10, 15, 20)]
+        + [("B", k) for k in (5, 15, 20, 25)]
+        + [("C", k) for k in LEVELS]
+        + [("B", 10), ("A", 25)]
+    )
     name_of = {v: k for k, v in ids.items()}
     held = {(n, k) for n in "ABC" for k in LEVELS}
     for step, victim in enumerate(expected, start=1):
@@ -293,7 +299,7 @@ def test_insert_evicts_to_the_budget_and_can_evict_what_it_just_inserted(embedde
 def test_failed_insert_leaves_no_files(embedded_services):
     with pytest.raises(ValueError):
         cache_store.insert("bad", {5: latent()}, "key", np.zeros(384))  # zero vector: refused
-    with pytest.raises(Exception):
+    with pytest.raises(DataError):
         # Fails inside the transaction (over-long key): the files written before it must go.
         cache_store.insert("bad", {5: latent()}, "k" * 500, unit(np.ones(384)))
     assert CacheEntry.objects.count() == 0 and files_on_disk() == set()
@@ -303,8 +309,9 @@ def test_failed_insert_leaves_no_files(embedded_services):
 
 def test_purge_and_orphan_sweep(embedded_services):
     rng = np.random.default_rng(6)
-    ids = cache_store.insert_many("key", ["a", "b", "c"], [{k: latent() for k in (5, 10)}] * 3,
-                                  unit(rng.normal(size=(3, 384))))
+    ids = cache_store.insert_many(
+        "key", ["a", "b", "c"], [{k: latent() for k in (5, 10)}] * 3, unit(rng.normal(size=(3, 384)))
+    )
     assert cache_store.purge([ids[0]]) == (1, 2)
     assert len(files_on_disk()) == 4
     stray = cache_store.cache_dir() / "stray" / "left-by-a-crash.safetensors"
@@ -317,6 +324,7 @@ def test_purge_and_orphan_sweep(embedded_services):
     assert files_on_disk() == set()
 
 
+@pytest.mark.django_db  # plain: nothing is inserted
 def test_model_key_for_the_configured_model(embedded_services, tiny_model_path):
     key = model_key_for(50, 64, 64)
     assert key == model_key_for(50, 64, 64, model_path=Path(str(tiny_model_path)))
@@ -331,20 +339,21 @@ def test_model_key_for_the_configured_model(embedded_services, tiny_model_path):
 # ----------------------------------------------------------------------------------------------------------
 
 
-def test_admin_lists_entries_and_purge_action_removes_rows_and_files(embedded_services, client,
-                                                                     django_user_model):
+def test_admin_lists_entries_and_purge_action_removes_rows_and_files(embedded_services, client, django_user_model):
     admin_user = django_user_model.objects.create_superuser("root", "root@example.com", "pw-root-123")
     client.force_login(admin_user)
     rng = np.random.default_rng(7)
-    ids = cache_store.insert_many("key", ["red fox", "blue whale"], [{k: latent() for k in LEVELS}] * 2,
-                                  unit(rng.normal(size=(2, 384))))
+    ids = cache_store.insert_many(
+        "key", ["red fox", "blue whale"], [{k: latent() for k in LEVELS}] * 2, unit(rng.normal(size=(2, 384)))
+    )
     page = client.get("/admin/cache/cacheentry/")
     assert page.status_code == 200
     body = page.content.decode()
     assert "red fox" in body and "blue whale" in body and "budget" in body
     assert client.get("/admin/cache/cacheconfig/").status_code == 200
-    resp = client.post("/admin/cache/cacheentry/", {"action": "purge_selected",
-                                                      "_selected_action": [ids[0]]}, follow=True)
+    resp = client.post(
+        "/admin/cache/cacheentry/", {"action": "purge_selected", "_selected_action": [ids[0]]}, follow=True
+    )
     assert resp.status_code == 200 and "Purged 1 cache entries and 5 latent files" in resp.content.decode()
     assert list(CacheEntry.objects.values_list("prompt", flat=True)) == ["blue whale"]
     assert len(files_on_disk()) == 5
@@ -362,6 +371,7 @@ def test_admin_lists_entries_and_purge_action_removes_rows_and_files(embedded_se
     assert bad.status_code == 200 and "greater than or equal to 0" in bad.content.decode()
 
 
+@pytest.mark.django_db  # plain: nothing is inserted
 def test_model_key_names_the_scheduler_the_engine_runs(tiny_model_path, settings):
     """A swapped scheduler (T2I_SCHEDULER) is part of the key, so latents made with one scheduler
     are never resumed with another."""

@@ -15,20 +15,23 @@ from webapp.cache import store as cache_store
 from webapp.cache.keys import model_key_for
 from webapp.cache.models import CacheEntry
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db(transaction=True)  # warm_cache inserts: the store refuses an atomic block
 
 STEPS = 30  # > 25: every default cache level is captured
 
 
-def test_warm_cache_fills_the_cache_and_a_cached_latent_resumes_the_run(embedded_services, tiny_model_path,
-                                                                        settings, tmp_path):
+def test_warm_cache_fills_the_cache_and_a_cached_latent_resumes_the_run(
+    embedded_services, tiny_model_path, settings, tmp_path
+):
     settings.T2I_CACHE_DIR = tmp_path / "latent-cache"
     prompts = tmp_path / "prompts.txt"
-    prompts.write_text("a red fox in the snow\n\na red fox in the snow\na lighthouse at dusk\n"
-                       "a bowl of ramen\nnot reached\n")
+    prompts.write_text(
+        "a red fox in the snow\n\na red fox in the snow\na lighthouse at dusk\na bowl of ramen\nnot reached\n"
+    )
     out = io.StringIO()
-    call_command("warm_cache", prompts=str(prompts), limit=3, steps=STEPS, size=64, batch_size=2,
-                 no_progress=True, stdout=out)
+    call_command(
+        "warm_cache", prompts=str(prompts), limit=3, steps=STEPS, size=64, batch_size=2, no_progress=True, stdout=out
+    )
     assert "3 to generate" in out.getvalue() and "Cached 3 prompts" in out.getvalue()
 
     from workers import runtime
@@ -52,15 +55,17 @@ def test_warm_cache_fills_the_cache_and_a_cached_latent_resumes_the_run(embedded
     # kernels round differently with batch size (~1e-5 relative); the engine's own tests check exactness.
     level, latent = cache_store.start_latent(entry.pk, 25)
     assert level == 25 and latent.shape == engine.latent_shape(64, 64)
-    full, resumed = engine.generate([
-        GenItem(prompt=entry.prompt, seed=1, width=64, height=64, steps=STEPS),
-        GenItem(prompt=entry.prompt, width=64, height=64, steps=STEPS, start_level=25, start_latent=latent)])
+    full, resumed = engine.generate(
+        [
+            GenItem(prompt=entry.prompt, seed=1, width=64, height=64, steps=STEPS),
+            GenItem(prompt=entry.prompt, width=64, height=64, steps=STEPS, start_level=25, start_latent=latent),
+        ]
+    )
     assert torch.allclose(full.latents[25], latent, rtol=1e-5, atol=1e-4)
     assert torch.allclose(full.final_latent, resumed.final_latent, rtol=1e-5, atol=1e-4)
 
     # Run again: everything is cached already, nothing is generated.
     out = io.StringIO()
-    call_command("warm_cache", prompts=str(prompts), limit=3, steps=STEPS, size=64, no_progress=True,
-                 stdout=out)
+    call_command("warm_cache", prompts=str(prompts), limit=3, steps=STEPS, size=64, no_progress=True, stdout=out)
     assert "3 already cached, 0 to generate" in out.getvalue()
     assert CacheEntry.objects.count() == 3

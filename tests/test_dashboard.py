@@ -10,9 +10,10 @@ from django.test import override_settings
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
-from webapp.ledger.models import AllocationPlan, BatchRecord, GenerationRequest, ServingConfig, Status
+from tests.helpers import make_request, serving_config
+from webapp.ledger.models import AllocationPlan, BatchRecord, GenerationRequest, Status
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db  # plain: no other process reads these rows; each test is rolled back
 
 LEVELS = [0, 5, 10, 15, 20, 25]
 S = timedelta(seconds=1)
@@ -51,17 +52,33 @@ def ledger(embedded_services, django_user_model):
     ids = {}
     for name, ago, status, took, k_star, k_served, hit, quality, worker in ROWS:
         created = now - ago * S
-        row = GenerationRequest.objects.create(
-            owner=owner, prompt=name, seed=1, width=64, height=64, steps=50, status=status,
-            deadline=created + 30 * S, k_star=k_star, k_served=k_served, worker=worker,
-            cache_neighbor_id=7 if hit else None, similarity=0.96 if hit else 0.2, quality=quality,
-            service_seconds=1.5 if status == Status.SUCCEEDED else None, batch_size=1,
-            redirected=(name == "late-k25"))
+        row = make_request(
+            owner,
+            prompt=name,
+            steps=50,
+            status=status,
+            deadline=created + 30 * S,
+            k_star=k_star,
+            k_served=k_served,
+            worker=worker,
+            cache_neighbor_id=7 if hit else None,
+            similarity=0.96 if hit else 0.2,
+            quality=quality,
+            batch_size=1,
+            redirected=(name == "late-k25"),
+            service_seconds=1.5 if status == Status.SUCCEEDED else None,
+        )
         GenerationRequest.objects.filter(pk=row.pk).update(
             created_at=created,
-            started_at=(created + (took - 1.5) * S if status == Status.SUCCEEDED
-                        else created + 2 * S if status == Status.RUNNING else None),
-            finished_at=created + took * S if took is not None else None)
+            started_at=(
+                created + (took - 1.5) * S
+                if status == Status.SUCCEEDED
+                else created + 2 * S
+                if status == Status.RUNNING
+                else None
+            ),
+            finished_at=created + took * S if took is not None else None,
+        )
         ids[name] = row.pk
     BatchRecord.objects.create(worker=0, k_prime=0, batch_size=2, service_seconds=1.25, engine="emulated")
     BatchRecord.objects.create(worker=0, k_prime=0, batch_size=1, service_seconds=0.75, engine="emulated")
@@ -75,24 +92,41 @@ def manual_plan(embedded_services):
 
     def solution(worker_levels, status):
         route = [[1.0 if k == (25 if ks >= 25 else 0) else 0.0 for k in LEVELS] for ks in LEVELS]
-        return Plan(levels=LEVELS, worker_levels=worker_levels, route=route,
-                    batch_size={k: (4 if k == 25 else 2) for k in LEVELS},
-                    workers_per_level=[worker_levels.count(k) for k in LEVELS],
-                    capacity=[1.0] * 6, utilisation=[0.5, 0, 0, 0, 0, 0.25],
-                    expected_quality=0.9312, status=status, policy="prompt_aware").to_dict()
+        return Plan(
+            levels=LEVELS,
+            worker_levels=worker_levels,
+            route=route,
+            batch_size={k: (4 if k == 25 else 2) for k in LEVELS},
+            workers_per_level=[worker_levels.count(k) for k in LEVELS],
+            capacity=[1.0] * 6,
+            utilisation=[0.5, 0, 0, 0, 0, 0.25],
+            expected_quality=0.9312,
+            status=status,
+            policy="prompt_aware",
+        ).to_dict()
 
-    AllocationPlan.objects.create(policy="prompt_aware", status="ok", message="Optimal",
-                                  solution=solution([0, 0], "optimal"), worker_levels=[0, 0],
-                                  expected_quality=0.99, utilisation=[0.5] * 6, solve_ms=12.5)
-    config = ServingConfig.current()
-    config.manual_layout = "0,25"
-    config.save()
+    AllocationPlan.objects.create(
+        policy="prompt_aware",
+        status="ok",
+        message="Optimal",
+        solution=solution([0, 0], "optimal"),
+        worker_levels=[0, 0],
+        expected_quality=0.99,
+        utilisation=[0.5] * 6,
+        solve_ms=12.5,
+    )
+    serving_config(manual_layout="0,25")
     manual = AllocationPlan.objects.create(
-        policy="prompt_aware", status="manual", message="Manual K layout from the admin.",
-        solution=solution([0, 25], "manual"), worker_levels=[0, 25], expected_quality=0.9312,
-        utilisation=[0.5, 0, 0, 0, 0, 0.25], solve_ms=0.0)
-    AllocationPlan.objects.create(policy="prompt_aware", status="failed",
-                                  message="Solve raised RuntimeError: boom")
+        policy="prompt_aware",
+        status="manual",
+        message="Manual K layout from the admin.",
+        solution=solution([0, 25], "manual"),
+        worker_levels=[0, 25],
+        expected_quality=0.9312,
+        utilisation=[0.5, 0, 0, 0, 0, 0.25],
+        solve_ms=0.0,
+    )
+    AllocationPlan.objects.create(policy="prompt_aware", status="failed", message="Solve raised RuntimeError: boom")
     return manual
 
 
@@ -123,7 +157,9 @@ def test_window_aggregates_are_computed_in_postgres(ledger, manual_plan):
     workers = snap["workers"]
     assert workers["manual"] and workers["source"] == "manual" and not workers["manual_pending"]
     assert [(w["worker"], w["level"], w["queued"], w["running"]) for w in workers["rows"]] == [
-        (0, 0, 1, 0), (1, 25, 1, 1)]
+        (0, 0, 1, 0),
+        (1, 25, 1, 1),
+    ]
     assert snap["plan"]["version"] == manual_plan.id and snap["plan"]["batch_size"][25] == 4
     assert [p["status"] for p in snap["recent_plans"]] == ["failed", "manual", "ok"]
 
@@ -134,8 +170,7 @@ def test_window_aggregates_are_computed_in_postgres(ledger, manual_plan):
     # Time series add up to the window's totals.
     ts = mq.time_series(mq.resolve_window("15m"))
     assert len(ts["arrivals"]) == mq.BUCKETS
-    assert (sum(ts["arrivals"]), sum(ts["decided"]), sum(ts["violations"]), sum(ts["on_time"])) == (
-        10, 7, 4, 4)
+    assert (sum(ts["arrivals"]), sum(ts["decided"]), sum(ts["violations"]), sum(ts["on_time"])) == (10, 7, 4, 4)
     mix = mq.mix_series(mq.resolve_window("15m"))
     assert {k: sum(v) for k, v in mix["counts"].items()} == {0: 3, 10: 2, 20: 1, 25: 4}
     queues = mq.queue_series(mq.resolve_window("15m"))
@@ -159,18 +194,16 @@ def test_page_shows_numbers_and_manual_layout(client, ledger, manual_plan, staff
     client.force_login(staff)
     html = client.get("/dashboard/?window=15m").content.decode()
     assert "manual K layout" in html and f'data-key="plan.version">{manual_plan.id}<' in html
-    assert "57.1%" in html          # violation ratio 4/7
-    assert "0.870" in html          # effective quality
-    assert "60.0%" in html          # cache hit rate
-    assert "40.0%" in html          # share of K′ = 25
+    assert "57.1%" in html  # violation ratio 4/7
+    assert "0.870" in html  # effective quality
+    assert "60.0%" in html  # cache hit rate
+    assert "40.0%" in html  # share of K′ = 25
     assert "gpu.1" in html and "Route fractions" in html and "0.9312" in html
     assert "Solve raised RuntimeError" in html  # the failed solve is listed, not current
     assert 'src="/dashboard/charts/mix.png?window=15m"' in html
     assert "<script src" not in html and "cdn" not in html.lower()
     # A layout set in the admin but not yet applied is flagged.
-    config = ServingConfig.current()
-    config.manual_layout = "25,25"
-    config.save()
+    serving_config(manual_layout="25,25")
     html = client.get("/dashboard/").content.decode()
     assert "manual layout 25,25 set in the admin" in html
     # An unknown window falls back to the default on the page; the JSON endpoint refuses it.

@@ -21,7 +21,7 @@ def test_each_gpu_worker_consumes_its_own_queue_with_a_device():
     services = compose()["services"]
     gpu = {name: s for name, s in services.items() if name.startswith("worker-gpu-")}
     assert len(gpu) >= 1
-    for name, svc in gpu.items():
+    for svc in gpu.values():
         index = svc["environment"]["T2I_WORKER_INDEX"]
         command = svc["command"]
         # The one worker command line, minus the interpreter: `celery -A webapp worker …`.
@@ -53,7 +53,7 @@ def test_every_environment_variable_is_a_setting():
     known |= set(re.findall(r'os\.environ\.get\("([A-Z0-9_]+)"', settings_src))
     known |= {"T2I_WORKER_INDEX"}  # read by workers/runtime.py
     for name, svc in compose()["services"].items():
-        for var in (svc.get("environment") or {}):
+        for var in svc.get("environment") or {}:
             if name in ("db",):
                 continue
             assert var in known, f"{name}: {var} is not read by the settings"

@@ -34,8 +34,10 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def tiny_dirs(tmp_path_factory) -> dict[str, object]:
     root = tmp_path_factory.mktemp("engine_models")
-    return {"sd": build_tiny_pipeline(root / "sd", "sd", "ddim"),
-            "sdxl": build_tiny_pipeline(root / "sdxl", "sdxl", "euler")}
+    return {
+        "sd": build_tiny_pipeline(root / "sd", "sd", "ddim"),
+        "sdxl": build_tiny_pipeline(root / "sdxl", "sdxl", "euler"),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +45,9 @@ def engines(tiny_dirs) -> dict[tuple[str, str], ApproxCEngine]:
     """One engine per (kind, scheduler); schedulers other than the saved one are swapped in."""
     out = {}
     for kind, sched in COMBOS:
-        out[(kind, sched)] = ApproxCEngine(load_pipeline(tiny_dirs[kind], device="cpu", scheduler=sched),
-                                           cache_levels=LEVELS)
+        out[(kind, sched)] = ApproxCEngine(
+            load_pipeline(tiny_dirs[kind], device="cpu", scheduler=sched), cache_levels=LEVELS
+        )
     return out
 
 
@@ -76,8 +79,9 @@ def test_resume_from_own_latent_reproduces_full_run(engines, kind, sched):
     full_pixels = engine.decode(full.final_latent)
     for k in LEVELS:
         # The seed must not matter once resuming: use a different one on purpose.
-        resumed = engine.generate([GenItem(PROMPT_A, seed=999, steps=N, start_level=k,
-                                           start_latent=full.latents[k])])[0]
+        resumed = engine.generate([GenItem(PROMPT_A, seed=999, steps=N, start_level=k, start_latent=full.latents[k])])[
+            0
+        ]
         assert resumed.start_level == k and resumed.timings.steps_run == N - k
         assert _max_diff(resumed.final_latent, full.final_latent) <= TOL, f"K={k}"
         assert _max_diff(engine.decode(resumed.final_latent), full_pixels) <= TOL, f"K={k}"
@@ -93,8 +97,13 @@ def test_full_run_matches_stock_diffusers_pipeline(engines, kind, sched):
     """K′ = 0 through the engine is the stock pipeline's output for the same seed (CPU generator)."""
     engine = engines[(kind, sched)]
     ours = engine.generate([GenItem(PROMPT_A, seed=5, steps=12, guidance_scale=7.5)])[0]
-    stock = engine.pipe(PROMPT_A, num_inference_steps=12, guidance_scale=7.5, output_type="latent",
-                        generator=torch.Generator("cpu").manual_seed(5)).images
+    stock = engine.pipe(
+        PROMPT_A,
+        num_inference_steps=12,
+        guidance_scale=7.5,
+        output_type="latent",
+        generator=torch.Generator("cpu").manual_seed(5),
+    ).images
     assert _max_diff(ours.final_latent, stock) <= TOL
 
 
@@ -135,8 +144,12 @@ def test_batched_equals_single_with_mixed_levels(engines, kind):
 
 def test_heterogeneous_requests_split_into_sub_batches_in_order(engines):
     engine = engines[("sd", "ddim")]
-    items = [GenItem(PROMPT_A, seed=1, steps=8), GenItem(PROMPT_A, seed=1, steps=6, width=48, height=48),
-             GenItem(PROMPT_B, seed=2, steps=8, guidance_scale=1.0), GenItem(PROMPT_B, seed=2, steps=8)]
+    items = [
+        GenItem(PROMPT_A, seed=1, steps=8),
+        GenItem(PROMPT_A, seed=1, steps=6, width=48, height=48),
+        GenItem(PROMPT_B, seed=2, steps=8, guidance_scale=1.0),
+        GenItem(PROMPT_B, seed=2, steps=8),
+    ]
     results = engine.generate(items)
     assert [r.image.size for r in results] == [(64, 64), (48, 48), (64, 64), (64, 64)]
     assert [r.timings.batch_size for r in results] == [2, 1, 1, 2]
@@ -147,13 +160,20 @@ def test_heterogeneous_requests_split_into_sub_batches_in_order(engines):
 
 def test_seed_determinism(engines):
     engine = engines[("sdxl", "ddim")]
-    one, two, other = engine.generate([GenItem(PROMPT_A, seed=42, steps=10), GenItem(PROMPT_A, seed=42, steps=10),
-                                       GenItem(PROMPT_A, seed=43, steps=10)])
+    one, two, other = engine.generate(
+        [
+            GenItem(PROMPT_A, seed=42, steps=10),
+            GenItem(PROMPT_A, seed=42, steps=10),
+            GenItem(PROMPT_A, seed=43, steps=10),
+        ]
+    )
     again = engine.generate([GenItem(PROMPT_A, seed=42, steps=10)])[0]
     assert _batch_close(one.final_latent, two.final_latent)
     assert _batch_close(one.final_latent, again.final_latent)
-    assert np.array_equal(again.final_latent.numpy(),  # same batch shape: bit-identical
-                          engine.generate([GenItem(PROMPT_A, seed=42, steps=10)])[0].final_latent.numpy())
+    assert np.array_equal(
+        again.final_latent.numpy(),  # same batch shape: bit-identical
+        engine.generate([GenItem(PROMPT_A, seed=42, steps=10)])[0].final_latent.numpy(),
+    )
     assert _max_diff(one.final_latent, other.final_latent) > 1e-2
 
 
@@ -167,8 +187,7 @@ def test_capture_levels(tiny_dirs):
     resumed = engine.generate([GenItem(PROMPT_B, steps=10, start_level=3, start_latent=full.latents[3][0])])[0]
     assert sorted(resumed.latents) == [6, 9]  # 3-D start latent accepted too
     no_resume_capture = ApproxCEngine(pipe, cache_levels=(3, 6, 9), capture_after_resume=False)
-    resumed = no_resume_capture.generate([GenItem(PROMPT_B, steps=10, start_level=3,
-                                                  start_latent=full.latents[3])])[0]
+    resumed = no_resume_capture.generate([GenItem(PROMPT_B, steps=10, start_level=3, start_latent=full.latents[3])])[0]
     assert resumed.latents == {}
 
 
@@ -181,8 +200,7 @@ def test_dpm_solver_refused_with_clear_message(tiny_dirs):
     from diffusers import DPMSolverMultistepScheduler, PNDMScheduler
 
     pipe = load_pipeline(tiny_dirs["sd"], device="cpu")
-    pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config,
-                                                             algorithm_type="dpmsolver++")
+    pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config, algorithm_type="dpmsolver++")
     with pytest.raises(UnsupportedSchedulerError) as err:
         ApproxCEngine(pipe)
     message = str(err.value)
@@ -196,15 +214,18 @@ def test_dpm_solver_refused_with_clear_message(tiny_dirs):
         set_scheduler(pipe, "dpmsolver++")
 
 
-@pytest.mark.parametrize("item,match", [
-    (GenItem("x", steps=10, start_level=10, start_latent=torch.zeros(1, 4, 8, 8)), "start_level"),
-    (GenItem("x", steps=10, start_level=-1), "start_level"),
-    (GenItem("x", steps=10, start_level=5), "needs a start_latent"),
-    (GenItem("x", steps=10, start_level=5, start_latent=torch.zeros(1, 4, 6, 6)), "shape"),
-    (GenItem("x", steps=10, start_latent=torch.zeros(1, 4, 8, 8)), "must be None"),
-    (GenItem("x", steps=0), "steps"),
-    (GenItem("x", steps=10, width=60), "multiples of 8"),
-])
+@pytest.mark.parametrize(
+    "item,match",
+    [
+        (GenItem("x", steps=10, start_level=10, start_latent=torch.zeros(1, 4, 8, 8)), "start_level"),
+        (GenItem("x", steps=10, start_level=-1), "start_level"),
+        (GenItem("x", steps=10, start_level=5), "needs a start_latent"),
+        (GenItem("x", steps=10, start_level=5, start_latent=torch.zeros(1, 4, 6, 6)), "shape"),
+        (GenItem("x", steps=10, start_latent=torch.zeros(1, 4, 8, 8)), "must be None"),
+        (GenItem("x", steps=0), "steps"),
+        (GenItem("x", steps=10, width=60), "multiples of 8"),
+    ],
+)
 def test_invalid_items_rejected(engines, item, match):
     with pytest.raises(ValueError, match=match):
         engines[("sd", "ddim")].generate([item])

@@ -30,7 +30,7 @@ def test_fidelity_identical_and_different():
     near, far = image_fidelity.fidelity(slightly, a), image_fidelity.fidelity(_image(1), a)
     assert 1.0 > near.ssim > far.ssim and image_fidelity.PSNR_CAP_DB > near.psnr > far.psnr
     assert near.psnr == pytest.approx(10 * np.log10(255**2 / np.mean((np.clip(arr + 3, 0, 255) - arr) ** 2)))
-    assert 0 < image_fidelity.fidelity(_image(0, 6), _image(1, 6)).psnr  # tiny images: SSIM window shrinks
+    assert image_fidelity.fidelity(_image(0, 6), _image(1, 6)).psnr > 0  # tiny images: SSIM window shrinks
     with pytest.raises(ValueError, match="size"):
         image_fidelity.fidelity(_image(0, 64), _image(0, 32))
 
@@ -47,15 +47,31 @@ def tiny_clip_dir(tmp_path_factory):
 
     torch.manual_seed(0)
     config = CLIPConfig(
-        text_config=dict(vocab_size=CLIP_VOCAB_SIZE, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                           image_size=32, patch_size=8),
-        projection_dim=16)
+        text_config=dict(
+            vocab_size=CLIP_VOCAB_SIZE,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            bos_token_id=49406,
+            eos_token_id=49407,
+            pad_token_id=49407,
+        ),
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+        ),
+        projection_dim=16,
+    )
     model = CLIPModel(config).eval()
-    processor = CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32},
-                                                                 crop_size={"height": 32, "width": 32}),
-                              tokenizer=build_clip_tokenizer())
+    processor = CLIPProcessor(
+        image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
+        tokenizer=build_clip_tokenizer(),
+    )
     # Random weights may give a negative cosine (CLIPScore 0); flip the text projection if so, so that
     # the ratio is defined for the reference image.
     inputs = processor(text=[PROMPT], images=[_image(0)], return_tensors="pt", padding="max_length", max_length=77)

@@ -24,10 +24,13 @@ def test_tokenizer_has_real_clip_ids():
     assert len(ids) == 77 and ids[-1] == 49407
 
 
-@pytest.mark.parametrize("kind,scheduler,cls,sched_cls", [
-    ("sd", "ddim", "StableDiffusionPipeline", "DDIMScheduler"),
-    ("sdxl", "euler", "StableDiffusionXLPipeline", "EulerDiscreteScheduler"),
-])
+@pytest.mark.parametrize(
+    "kind,scheduler,cls,sched_cls",
+    [
+        ("sd", "ddim", "StableDiffusionPipeline", "DDIMScheduler"),
+        ("sdxl", "euler", "StableDiffusionXLPipeline", "EulerDiscreteScheduler"),
+    ],
+)
 def test_cli_builds_a_loadable_pipeline(tmp_path, capsys, kind, scheduler, cls, sched_cls):
     from diffusers import DiffusionPipeline
 

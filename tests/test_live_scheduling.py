@@ -11,12 +11,13 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
+from tests.helpers import make_request, serving_config
 from webapp.ledger import transitions
 from webapp.ledger.models import AllocationPlan, GenerationRequest, ServingConfig, Status
 from webapp.serving import controller, live_config, live_policy
 from webapp.serving.cluster_state import cluster_view
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db  # plain: rolled back; the one test with threads overrides it
 
 URL = "/api/v1/generations/"
 
@@ -30,19 +31,10 @@ def fresh_scheduler_state():
     controller.reset_controller_state()
 
 
-def configure(**fields) -> ServingConfig:
-    config = ServingConfig.current()
-    for k, v in fields.items():
-        setattr(config, k, v)
-    config.full_clean()
-    config.save()
-    return config
-
-
 def test_routing_writes_the_policys_decision(api, embedded_services, monkeypatch):
     """What the row records is exactly what the active policy decided for it."""
     seen = []
-    config = configure(policy="clipper_ht")
+    config = serving_config(policy="clipper_ht")
     policy, _ = live_policy.live_policy.get(config)
     original = policy.dispatch
 
@@ -62,23 +54,31 @@ def test_routing_writes_the_policys_decision(api, embedded_services, monkeypatch
 
 
 def test_cluster_view_counts_queued_and_running_rows(user, embedded_services):
-    config = configure(policy="prompt_aware")
+    config = serving_config(policy="prompt_aware")
     policy, _ = live_policy.live_policy.get(config)
     now = timezone.now()
     for worker, status in [(0, Status.QUEUED), (0, Status.QUEUED), (1, Status.RUNNING)]:
-        GenerationRequest.objects.create(owner=user, prompt="x", seed=1, width=64, height=64, steps=50,
-                                         deadline=now, worker=worker, status=status, k_served=0,
-                                         started_at=now if status == Status.RUNNING else None)
+        make_request(
+            user,
+            steps=50,
+            deadline=now,
+            worker=worker,
+            status=status,
+            k_served=0,
+            started_at=now if status == Status.RUNNING else None,
+        )
     view = cluster_view(policy, now.timestamp())
     assert view.queue_len == [2, 0] and view.running == [0, 1]
     assert view.queued_s[0] > 0 and view.busy_until[1] > now.timestamp()
 
 
+@pytest.mark.django_db(transaction=True)  # four threads, each with its own connection, claim these rows
 def test_batch_claim_never_gives_a_row_to_two_workers(user, embedded_services):
     deadline = timezone.now() + timedelta(minutes=5)
-    rows = [GenerationRequest.objects.create(owner=user, prompt=f"p{i}", seed=i, width=64, height=64,
-                                             steps=50, deadline=deadline, worker=0, k_served=0,
-                                             batch_limit=4) for i in range(40)]
+    rows = [
+        make_request(user, prompt=f"p{i}", seed=i, steps=50, deadline=deadline, worker=0, k_served=0, batch_limit=4)
+        for i in range(40)
+    ]
     claims: list[list] = []
     lock = threading.Lock()
 
@@ -108,16 +108,17 @@ def test_claim_joins_only_same_worker_and_level(user, embedded_services):
     deadline = timezone.now() + timedelta(minutes=5)
 
     def make(worker, k, limit=4):
-        return GenerationRequest.objects.create(owner=user, prompt="x", seed=1, width=64, height=64,
-                                                steps=50, deadline=deadline, worker=worker, k_served=k,
-                                                batch_limit=limit)
+        return make_request(user, steps=50, deadline=deadline, worker=worker, k_served=k, batch_limit=limit)
+
     head, same, other_k, other_w = make(0, 10), make(0, 10), make(0, 25), make(1, 10)
     assert set(transitions.claim_batch(head.id, 0, 30)) == {head.id, same.id}
     assert transitions.claim_batch(head.id, 0, 30) == []  # its own message later: a no-op
+    for other in (other_k, other_w):  # another K′, another worker: left for their own batches
+        assert GenerationRequest.objects.get(pk=other.pk).status == Status.QUEUED
 
 
 def test_controller_stores_a_plan_that_dispatch_adopts(user, embedded_services):
-    configure(policy="prompt_aware")
+    serving_config(policy="prompt_aware")
     row = controller.run_controller()
     assert row.status == "ok" and AllocationPlan.current() == row
     assert len(row.worker_levels) == 2 and row.solution["route"]
@@ -126,7 +127,7 @@ def test_controller_stores_a_plan_that_dispatch_adopts(user, embedded_services):
 
 
 def test_controller_keeps_previous_plan_when_the_solver_fails(user, embedded_services, monkeypatch):
-    configure(policy="prompt_aware")
+    serving_config(policy="prompt_aware")
     good = controller.run_controller()
     from scheduler import policies
 
@@ -140,7 +141,7 @@ def test_controller_keeps_previous_plan_when_the_solver_fails(user, embedded_ser
 
 
 def test_controller_discards_a_slow_solve(user, embedded_services, monkeypatch, settings):
-    configure(policy="prompt_aware")
+    serving_config(policy="prompt_aware")
     good = controller.run_controller()
     settings.T2I_SLOW_SOLVE_FRACTION = 0.0
     slow = controller.run_controller()
@@ -148,35 +149,36 @@ def test_controller_discards_a_slow_solve(user, embedded_services, monkeypatch, 
 
 
 def test_plan_change_does_not_move_queued_requests(api, embedded_services):
-    configure(policy="prompt_aware", manual_layout="0,0")
+    serving_config(policy="prompt_aware", manual_layout="0,0")
     controller.run_controller()
     rid = api.post(URL, {"prompt": "stay where you are"}, format="json").json()["id"]
     before = GenerationRequest.objects.values("worker", "k_served", "plan_version").get(pk=rid)
-    configure(manual_layout="25,25")
+    serving_config(manual_layout="25,25")
     controller.run_controller()
     after = GenerationRequest.objects.values("worker", "k_served", "plan_version").get(pk=rid)
     assert after == before
 
 
 def test_manual_layout_pins_worker_levels(embedded_services):
-    configure(policy="prompt_aware", manual_layout="0,25")
+    serving_config(policy="prompt_aware", manual_layout="0,25")
     row = controller.run_controller()
     assert row.status == "manual" and row.worker_levels == [0, 25]
     policy, version = live_policy.live_policy.get(ServingConfig.current())
     assert policy.current.worker_levels == [0, 25] and version == row.id
 
 
-@pytest.mark.parametrize("layout, fragment", [
-    ("0,7", "Unknown level"),
-    ("0,0,0", "names 3 worker(s) but the cluster has 2"),
-    ("0,,25", "empty entry"),
-    ("a,b", "whole numbers"),
-])
+@pytest.mark.parametrize(
+    "layout, fragment",
+    [
+        ("0,7", "Unknown level"),
+        ("0,0,0", "names 3 worker(s) but the cluster has 2"),
+        ("0,,25", "empty entry"),
+        ("a,b", "whole numbers"),
+    ],
+)
 def test_manual_layout_validation(embedded_services, layout, fragment):
-    config = ServingConfig.current()
-    config.manual_layout = layout
     with pytest.raises(ValidationError) as err:
-        config.full_clean()
+        serving_config(manual_layout=layout)
     assert fragment in " ".join(err.value.message_dict["manual_layout"])
 
 
@@ -196,9 +198,9 @@ def test_admin_form_shows_layout_errors(client, django_user_model, embedded_serv
 
 
 def test_switching_policy_takes_effect_at_the_next_tick(api, embedded_services):
-    configure(policy="clipper_ha")
+    serving_config(policy="clipper_ha")
     assert controller.run_controller().policy == "clipper_ha"
-    configure(policy="clipper_ht")
+    serving_config(policy="clipper_ht")
     row = controller.run_controller()
     assert row.policy == "clipper_ht" and set(row.worker_levels) == {25}
     policy, _ = live_policy.live_policy.get(ServingConfig.current())

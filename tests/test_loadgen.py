@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import UTC
 from io import StringIO
 
 import numpy as np
@@ -14,6 +15,7 @@ from scheduler.interface import SchedulerConfig
 from scheduler.metrics import TABLE_COLUMNS
 from scheduler.profiles import load_profile
 from scheduler.traces import load_trace, scale_trace
+from tests.helpers import serving_config
 
 
 def _write_inputs(tmp_path, times, prompts):
@@ -26,7 +28,8 @@ def _write_inputs(tmp_path, times, prompts):
 
 # --- against the live stack ---------------------------------------------------------------------------------
 
-@pytest.mark.django_db(transaction=True)
+
+@pytest.mark.django_db(transaction=True)  # the live server's thread and real worker processes read these rows
 def test_short_loadgen_run_against_live_stack(live_server, user, gpu_workers, tmp_path):
     from django.core.management import call_command
     from rest_framework.authtoken.models import Token
@@ -36,27 +39,44 @@ def test_short_loadgen_run_against_live_stack(live_server, user, gpu_workers, tm
     from webapp.serving.prompt_tokens import count_tokens
 
     long_prompt = " ".join(["a very detailed intricate painting"] * 30)  # > 77 CLIP tokens → HTTP 400
-    warm = ["a red fox in the snow", "a castle made of glass"]       # --warm 2: cached, not replayed
-    prompts = warm + ["a red fox in the snow at dawn", "a castle made of glass", long_prompt,
-                      "a lighthouse at dusk", "a bowl of ramen, studio light", "an astronaut riding a horse"]
+    warm = ["a red fox in the snow", "a castle made of glass"]  # --warm 2: cached, not replayed
+    prompts = warm + [
+        "a red fox in the snow at dawn",
+        "a castle made of glass",
+        long_prompt,
+        "a lighthouse at dusk",
+        "a bowl of ramen, studio light",
+        "an astronaut riding a horse",
+    ]
     trace, pfile = _write_inputs(tmp_path, [0.0, 0.5, 1.1, 1.6, 2.3, 3.0], prompts)
     count_tokens("warm up")  # the live server runs in this process: load its tokenizer before the clock starts
-    config = ServingConfig.current()
-    ServingConfig.objects.filter(pk=config.pk).update(max_in_flight=1)  # would refuse most of the burst
+    serving_config(max_in_flight=1)  # would refuse most of the burst
     token = Token.objects.create(user=user).key
     out = tmp_path / "live"
     stdout, stderr = StringIO(), StringIO()
 
-    call_command("loadgen", trace=[str(trace)], prompts=str(pfile), url=live_server.url, token=token,
-                 warm=2, out=str(out), policy_label="live-test", drain_timeout=90, poll=0.3, window=1.0,
-                 stdout=stdout, stderr=stderr)
+    call_command(
+        "loadgen",
+        trace=[str(trace)],
+        prompts=str(pfile),
+        url=live_server.url,
+        token=token,
+        warm=2,
+        out=str(out),
+        policy_label="live-test",
+        drain_timeout=90,
+        poll=0.3,
+        window=1.0,
+        stdout=stdout,
+        stderr=stderr,
+    )
 
     # every accepted request ended, and the failed arrival was recorded, not dropped
     rows = list(GenerationRequest.objects.filter(owner=user))
     assert len(rows) == 5 and all(r.status in TERMINAL_STATES for r in rows)
     assert sorted(r.prompt for r in rows) == sorted(prompts[2:3] + prompts[3:4] + prompts[5:])  # prompts[warm:]
     assert "warm_cache" in stderr.getvalue()
-    assert ServingConfig.current().max_in_flight == 1            # the cap was lifted for the run only
+    assert ServingConfig.current().max_in_flight == 1  # the cap was lifted for the run only
     assert "lifted for this run" in stderr.getvalue()
     doc = json.loads((out / "results.json").read_text())
     row = doc["policies"]["live-test"]
@@ -75,9 +95,30 @@ def test_short_loadgen_run_against_live_stack(live_server, user, gpu_workers, tm
 
     # the same layout as the simulator's results.json on the same inputs
     sim_out = tmp_path / "sim"
-    assert simulate_main(["--trace", str(trace), "--prompts", str(pfile), "--workers", "2", "--warm", "2",
-                          "--policies", "prompt_aware", "--out", str(sim_out), "--no-plots",
-                          "--window", "1", "--embed-cache", str(tmp_path / "emb")]) == 0
+    assert (
+        simulate_main(
+            [
+                "--trace",
+                str(trace),
+                "--prompts",
+                str(pfile),
+                "--workers",
+                "2",
+                "--warm",
+                "2",
+                "--policies",
+                "prompt_aware",
+                "--out",
+                str(sim_out),
+                "--no-plots",
+                "--window",
+                "1",
+                "--embed-cache",
+                str(tmp_path / "emb"),
+            ]
+        )
+        == 0
+    )
     sim = json.loads((sim_out / "results.json").read_text())
     assert set(doc) == set(sim) == {"config", "policies"}
     assert set(sim["config"]) - {"cache_capacity", "resumed_levels"} <= set(doc["config"])
@@ -89,34 +130,57 @@ def test_short_loadgen_run_against_live_stack(live_server, user, gpu_workers, tm
     assert doc["config"]["requests"] == sim["config"]["requests"] == 6
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True)  # the live server's thread and real worker processes read these rows
 def test_compare_sim_runs_both_sides_on_the_same_segment(live_server, user, gpu_workers, tmp_path):
     from django.core.management import call_command
     from rest_framework.authtoken.models import Token
 
-    trace, pfile = _write_inputs(tmp_path, [0.0, 0.4, 0.9, 1.5],
-                                 ["a koi pond in autumn", "a koi pond in winter", "a paper boat", "a neon city"])
+    trace, pfile = _write_inputs(
+        tmp_path, [0.0, 0.4, 0.9, 1.5], ["a koi pond in autumn", "a koi pond in winter", "a paper boat", "a neon city"]
+    )
     out = tmp_path / "fid"
     stdout = StringIO()
-    call_command("compare_sim", trace=[str(trace)], prompts=str(pfile), url=live_server.url,
-                 token=Token.objects.create(user=user).key, out=str(out), drain_timeout=90, poll=0.3,
-                 window=1.0, no_plots=True, embed_cache=str(tmp_path / "emb"), stdout=stdout, stderr=StringIO())
+    call_command(
+        "compare_sim",
+        trace=[str(trace)],
+        prompts=str(pfile),
+        url=live_server.url,
+        token=Token.objects.create(user=user).key,
+        out=str(out),
+        drain_timeout=90,
+        poll=0.3,
+        window=1.0,
+        no_plots=True,
+        embed_cache=str(tmp_path / "emb"),
+        stdout=stdout,
+        stderr=StringIO(),
+    )
     doc = json.loads((out / "compare.json").read_text())
     assert doc["sim"]["requests"] == doc["live"]["requests"] == 4 and doc["live"]["unfinished"] == 0
     assert doc["time_factor"] == 1.0 and doc["policy"] == "prompt_aware"
-    assert set(doc["differences"]) >= {"slo_violation_ratio", "effective_quality", "throughput_peak",
-                                       "throughput_mean", "p99_latency_s", "hit_rate"}
+    assert set(doc["differences"]) >= {
+        "slo_violation_ratio",
+        "effective_quality",
+        "throughput_peak",
+        "throughput_mean",
+        "p99_latency_s",
+        "hit_rate",
+    }
     assert doc["plans"]["sim"] and isinstance(doc["plans"]["live"], list)
     res = json.loads((out / "results.json").read_text())
     assert list(res["policies"]) == ["prompt_aware (sim)", "prompt_aware (live)"]
-    seg = [float(x) for x in (out / "trace_segment.txt").read_text().split() if not x.startswith("#")
-           and x.replace(".", "", 1).isdigit()]
+    seg = [
+        float(x)
+        for x in (out / "trace_segment.txt").read_text().split()
+        if not x.startswith("#") and x.replace(".", "", 1).isdigit()
+    ]
     assert seg == pytest.approx([0.0, 0.4, 0.9, 1.5])
     printed = stdout.getvalue()
     assert "prompt_aware (sim)" in printed and "within" in printed and "time factor 1" in printed
 
 
 # --- fast checks (no services) ------------------------------------------------------------------------------
+
 
 def _cfg(workers=16, slo=None):
     prof = load_profile("sdxl-a100")
@@ -135,7 +199,7 @@ def test_workload_matches_the_simulators_arrivals_and_time_factor_only_compresse
     expect = scale_trace(load_trace([str(trace)]), 2.0, 0.8, cap)
     for factor in (1.0, 0.1):
         wl = build_workload([str(trace)], str(pfile), 50, 2.0, 0.8, cfg, factor)
-        np.testing.assert_array_equal(wl.arrivals, expect)   # profile time: identical to the simulator
+        np.testing.assert_array_equal(wl.arrivals, expect)  # profile time: identical to the simulator
         assert wl.prompts[0] == "prompt 50" and len(wl.prompts) == wl.n
     wl = build_workload([str(trace)], str(pfile), 0, 2.0, 0.8, cfg, 0.1, max_seconds=5.0)
     assert wl.n == int((expect * 0.1 < 5.0).sum()) and wl.truncated_by
@@ -152,27 +216,65 @@ def test_workload_refuses_too_few_prompts(tmp_path):
 
 
 def test_rows_become_simulator_arrays_in_profile_seconds():
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from webapp.loadgen.collect import live_metrics, to_arrays
     from webapp.loadgen.replay import Arrival, ReplayResult
 
     t0 = 1_800_000_000.0
-    iso = lambda s: datetime.fromtimestamp(t0 + s, timezone.utc).isoformat().replace("+00:00", "Z")  # noqa: E731
-    arrivals = [Arrival(0, 0.0, "a", 0, sent=0.0, status_code=202, request_id="r0"),
-                Arrival(1, 0.1, "b", 1, sent=0.1, status_code=202, request_id="r1"),
-                Arrival(2, 0.2, "c", 2, sent=0.2, status_code=400, error="HTTP 400: too long"),
-                Arrival(3, 0.3, "d", 3, sent=0.3, status_code=202, request_id="r3")]
+    iso = lambda s: datetime.fromtimestamp(t0 + s, UTC).isoformat().replace("+00:00", "Z")  # noqa: E731
+    arrivals = [
+        Arrival(0, 0.0, "a", 0, sent=0.0, status_code=202, request_id="r0"),
+        Arrival(1, 0.1, "b", 1, sent=0.1, status_code=202, request_id="r1"),
+        Arrival(2, 0.2, "c", 2, sent=0.2, status_code=400, error="HTTP 400: too long"),
+        Arrival(3, 0.3, "d", 3, sent=0.3, status_code=202, request_id="r3"),
+    ]
     rows = {  # time factor 0.1: 1 profile second = 0.1 wall seconds; SLO 1.2 wall = 12 profile
-        "r0": dict(id="r0", status="succeeded", created_at=iso(0.0), started_at=iso(0.05), finished_at=iso(0.7),
-                   deadline=iso(1.2), k_served=0, k_star=0, worker=0, batch_size=1, redirected=False,
-                   similarity=None, quality=None),
-        "r1": dict(id="r1", status="succeeded", created_at=iso(0.1), started_at=iso(0.2), finished_at=iso(1.5),
-                   deadline=iso(1.3), k_served=20, k_star=20, worker=1, batch_size=2, redirected=True,
-                   similarity=0.93, quality=0.93),
-        "r3": dict(id="r3", status="expired", created_at=iso(0.3), started_at=None, finished_at=iso(2.7),
-                   deadline=iso(1.5), k_served=None, k_star=0, worker=1, batch_size=None, redirected=False,
-                   similarity=None, quality=None),
+        "r0": dict(
+            id="r0",
+            status="succeeded",
+            created_at=iso(0.0),
+            started_at=iso(0.05),
+            finished_at=iso(0.7),
+            deadline=iso(1.2),
+            k_served=0,
+            k_star=0,
+            worker=0,
+            batch_size=1,
+            redirected=False,
+            similarity=None,
+            quality=None,
+        ),
+        "r1": dict(
+            id="r1",
+            status="succeeded",
+            created_at=iso(0.1),
+            started_at=iso(0.2),
+            finished_at=iso(1.5),
+            deadline=iso(1.3),
+            k_served=20,
+            k_star=20,
+            worker=1,
+            batch_size=2,
+            redirected=True,
+            similarity=0.93,
+            quality=0.93,
+        ),
+        "r3": dict(
+            id="r3",
+            status="expired",
+            created_at=iso(0.3),
+            started_at=None,
+            finished_at=iso(2.7),
+            deadline=iso(1.5),
+            k_served=None,
+            k_star=0,
+            worker=1,
+            batch_size=None,
+            redirected=False,
+            similarity=None,
+            quality=None,
+        ),
     }
     res = ReplayResult(arrivals=arrivals, t0_wall=t0, rows=rows)
     a = to_arrays(res, _cfg(2), 0.1, None)
@@ -180,7 +282,7 @@ def test_rows_become_simulator_arrays_in_profile_seconds():
     np.testing.assert_allclose(a["arrival"], [0.0, 1.0, 2.0, 3.0], atol=1e-4)
     np.testing.assert_allclose(a["deadline"], [12.0, 13.0, 14.0, 15.0], atol=1e-4)
     assert a["finish"][0] == pytest.approx(7.0, abs=1e-4) and a["finish"][1] == pytest.approx(15.0, abs=1e-4)
-    assert math.isnan(a["finish"][2]) and math.isnan(a["finish"][3])   # failed arrival, expired row
+    assert math.isnan(a["finish"][2]) and math.isnan(a["finish"][3])  # failed arrival, expired row
     assert list(a["k_prime"]) == [0, 20, 0, 0] and list(a["redirected"]) == [False, True, False, False]
     assert a["quality"][0] == 1.0 and a["quality_imputed"] == 1
     m, series = live_metrics(res, a, [0, 5, 10, 15, 20, 25], window_s=30.0)
@@ -208,15 +310,29 @@ def test_loadgen_shares_the_simulators_workload_arguments():
 def test_compare_sim_applies_the_issues_tolerances():
     from webapp.loadgen.management.commands.compare_sim import compare_rows, format_comparison
 
-    sim = {"slo_violation_ratio": 0.02, "effective_quality": 0.92, "throughput_peak": 4.0, "throughput_mean": 3.0,
-           "p99_latency_s": 10.0, "hit_rate": 0.80, "redirect_rate": 0.0}
-    live = {"slo_violation_ratio": 0.035, "effective_quality": 0.90, "throughput_peak": 3.5, "throughput_mean": 2.9,
-            "p99_latency_s": None, "hit_rate": 0.75, "redirect_rate": 0.005}
+    sim = {
+        "slo_violation_ratio": 0.02,
+        "effective_quality": 0.92,
+        "throughput_peak": 4.0,
+        "throughput_mean": 3.0,
+        "p99_latency_s": 10.0,
+        "hit_rate": 0.80,
+        "redirect_rate": 0.0,
+    }
+    live = {
+        "slo_violation_ratio": 0.035,
+        "effective_quality": 0.90,
+        "throughput_peak": 3.5,
+        "throughput_mean": 2.9,
+        "p99_latency_s": None,
+        "hit_rate": 0.75,
+        "redirect_rate": 0.005,
+    }
     d = compare_rows(sim, live)
-    assert d["slo_violation_ratio"]["within"] is False          # 1.5 pp > 1 pp (ratios under 10 %)
-    assert d["redirect_rate"]["within"] is True                 # 0.5 pp
-    assert d["effective_quality"]["within"] is True             # -2.2 %
-    assert d["throughput_peak"]["within"] is False              # -12.5 %
+    assert d["slo_violation_ratio"]["within"] is False  # 1.5 pp > 1 pp (ratios under 10 %)
+    assert d["redirect_rate"]["within"] is True  # 0.5 pp
+    assert d["effective_quality"]["within"] is True  # -2.2 %
+    assert d["throughput_peak"]["within"] is False  # -12.5 %
     assert d["hit_rate"]["within"] is True and d["p99_latency_s"]["within"] is None
     text = format_comparison(d)
     assert "slo_violation_ratio" in text and "NO" in text and "+1.50 pp" in text

@@ -13,10 +13,31 @@ from scheduler.profiles import load_profile
 @pytest.mark.django_db
 def test_profile_engine_writes_a_profile_the_scheduler_loads(tiny_model_path, tmp_path, embedded_services):
     prompts = tmp_path / "prompts.txt"
-    prompts.write_text("\n".join([f"a painting of a {w} at dawn" for w in
-                                  ("lighthouse", "fox", "castle", "boat", "lighthouse tower", "red fox")]))
-    call_command("profile_engine", "--out-dir", str(tmp_path), "--prompts", str(prompts), "--repeats", "1",
-                 "--batch-sizes", "1,2", "--steps", "30", "--warm", "3", "--measure", "3")
+    prompts.write_text(
+        "\n".join(
+            [
+                f"a painting of a {w} at dawn"
+                for w in ("lighthouse", "fox", "castle", "boat", "lighthouse tower", "red fox")
+            ]
+        )
+    )
+    call_command(
+        "profile_engine",
+        "--out-dir",
+        str(tmp_path),
+        "--prompts",
+        str(prompts),
+        "--repeats",
+        "1",
+        "--batch-sizes",
+        "1,2",
+        "--steps",
+        "30",
+        "--warm",
+        "3",
+        "--measure",
+        "3",
+    )
     profile = load_profile(str(tmp_path / "engine.csv"), n_steps=30)
     assert profile.batch_sizes == (1, 2)
     # Measured, not modelled: every level has its own row, and skipping steps is faster.

@@ -59,9 +59,11 @@ def test_profile_preset_approxc_and_batch_caps():
 
 def test_profile_csv_formats(tmp_path):
     ds = tmp_path / "diffserve.csv"
-    ds.write_text(",Model,Accel,batchsize,avg_runtime,50th_pct,90th_pct,95th_pct\n"
-                  "0,light,cpu,1,500,500,500,500\n1,light,cpu,2,900,900,900,900\n"
-                  "2,heavy,cpu,1,6000,0,0,0\n3,heavy,cpu,2,10000,0,0,0\n4,heavy,cpu,4,100000,0,0,0\n")
+    ds.write_text(
+        ",Model,Accel,batchsize,avg_runtime,50th_pct,90th_pct,95th_pct\n"
+        "0,light,cpu,1,500,500,500,500\n1,light,cpu,2,900,900,900,900\n"
+        "2,heavy,cpu,1,6000,0,0,0\n3,heavy,cpu,2,10000,0,0,0\n4,heavy,cpu,4,100000,0,0,0\n"
+    )
     p = load_profile(str(ds))
     assert p.batch_sizes == (1, 2) and p.latency(0, 2) == pytest.approx(10.0)  # heavy model, placeholder dropped
     assert load_profile(str(ds), model="light").latency(0, 1) == pytest.approx(0.5)

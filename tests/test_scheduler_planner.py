@@ -51,9 +51,13 @@ def check_plan(plan: Plan, demand: DemandEstimate, n: int, util: float, headroom
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(rates=st.lists(st.floats(0, 8, allow_nan=False), min_size=6, max_size=6),
-       n=st.integers(1, 40), util=st.sampled_from([0.7, 0.85, 1.0]),
-       prompt_aware=st.booleans(), seed=st.integers(0, 1000))
+@given(
+    rates=st.lists(st.floats(0, 8, allow_nan=False), min_size=6, max_size=6),
+    n=st.integers(1, 40),
+    util=st.sampled_from([0.7, 0.85, 1.0]),
+    prompt_aware=st.booleans(),
+    seed=st.integers(0, 1000),
+)
 def test_plan_properties(rates, n, util, prompt_aware, seed):
     rng = np.random.default_rng(seed)
     q = np.clip(np.array(QDEF) - rng.uniform(0, 0.05, (6, 6)) * (np.array(LEVELS) > 0), 0.75, 1.0)
@@ -108,9 +112,13 @@ def test_worker_assignment_keeps_previous_levels():
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(rates=st.lists(st.floats(0, 8, allow_nan=False), min_size=6, max_size=6),
-       n=st.sampled_from([1, 2, 5, 16, 64, 256]), scale=st.sampled_from([0.1, 0.5, 1.0, 3.0]),
-       prompt_aware=st.booleans(), seed=st.integers(0, 1000))
+@given(
+    rates=st.lists(st.floats(0, 8, allow_nan=False), min_size=6, max_size=6),
+    n=st.sampled_from([1, 2, 5, 16, 64, 256]),
+    scale=st.sampled_from([0.1, 0.5, 1.0, 3.0]),
+    prompt_aware=st.booleans(),
+    seed=st.integers(0, 1000),
+)
 def test_glpk_and_highs_reach_the_same_optimum(rates, n, scale, prompt_aware, seed):
     """The default solver (GLPK) and scipy.optimize.milp (HiGHS) agree on the objective: the same served
     rate and the same expected quality up to the MIP gap both are given."""
@@ -122,8 +130,7 @@ def test_glpk_and_highs_reach_the_same_optimum(rates, n, scale, prompt_aware, se
     check_plan(g, demand, n, 0.85)
     check_plan(h, demand, n, 0.85)
     assert g.served_rate == pytest.approx(h.served_rate, rel=1e-5, abs=1e-9)
-    assert g.expected_quality * g.served_rate == pytest.approx(h.expected_quality * h.served_rate,
-                                                               rel=3e-5, abs=1e-9)
+    assert g.expected_quality * g.served_rate == pytest.approx(h.expected_quality * h.served_rate, rel=3e-5, abs=1e-9)
 
 
 def test_unknown_solver_is_a_clear_error():
@@ -134,8 +141,12 @@ def test_unknown_solver_is_a_clear_error():
 
 def test_plan_status_values():
     assert {s.name: s.value for s in PlanStatus} == {
-        "OPTIMAL": "optimal", "TIME_LIMIT": "time_limit", "FALLBACK": "fallback", "FIXED": "fixed",
-        "MANUAL": "manual"}
+        "OPTIMAL": "optimal",
+        "TIME_LIMIT": "time_limit",
+        "FALLBACK": "fallback",
+        "FIXED": "fixed",
+        "MANUAL": "manual",
+    }
     for status in PlanStatus:  # only a fallback plan is refused by the live controller
         plan = Plan([0], [0], [[1.0]], {0: 1}, status=status)
         assert plan.adoptable == (status is not PlanStatus.FALLBACK)
@@ -149,14 +160,17 @@ def _stored_row(status: str) -> dict:
     return json.loads(json.dumps(d))
 
 
-@pytest.mark.parametrize("stored, status, message", [
-    ("optimal", PlanStatus.OPTIMAL, ""),
-    ("fixed", PlanStatus.FIXED, ""),
-    ("manual", PlanStatus.MANUAL, ""),
-    ("fallback: no integer solution: time limit", PlanStatus.FALLBACK, "no integer solution: time limit"),
-    ("status 1: time limit reached", PlanStatus.TIME_LIMIT, "time limit reached"),
-    ("time_limit", PlanStatus.TIME_LIMIT, ""),
-])
+@pytest.mark.parametrize(
+    "stored, status, message",
+    [
+        ("optimal", PlanStatus.OPTIMAL, ""),
+        ("fixed", PlanStatus.FIXED, ""),
+        ("manual", PlanStatus.MANUAL, ""),
+        ("fallback: no integer solution: time limit", PlanStatus.FALLBACK, "no integer solution: time limit"),
+        ("status 1: time limit reached", PlanStatus.TIME_LIMIT, "time limit reached"),
+        ("time_limit", PlanStatus.TIME_LIMIT, ""),
+    ],
+)
 def test_from_dict_reads_old_status_strings(stored, status, message):
     plan = Plan.from_dict(_stored_row(stored))
     assert plan.status is status and plan.solver_message == message
@@ -167,8 +181,9 @@ def test_from_dict_reads_old_status_strings(stored, status, message):
 
 def test_plan_given_a_plain_string_status_holds_the_enum():
     """The live side builds manual plans with status="manual"."""
-    plan = Plan(levels=[0, 25], worker_levels=[0, 25], route=[[1.0, 0.0], [0.0, 1.0]], batch_size={0: 1, 25: 2},
-                status="manual")
+    plan = Plan(
+        levels=[0, 25], worker_levels=[0, 25], route=[[1.0, 0.0], [0.0, 1.0]], batch_size={0: 1, 25: 2}, status="manual"
+    )
     assert plan.status is PlanStatus.MANUAL and plan.solver_message == ""
     assert fixed_plan(LEVELS, 2, 0, dict.fromkeys(LEVELS, 1)).status is PlanStatus.FIXED
 

@@ -150,8 +150,11 @@ def random_busy_cluster(rng, n, all_busy=False):
     now = rng.uniform(0, 100)
     for w in range(n):
         c.queue_len[w] = rng.choice([0, 0, 1, 2, 3])
-        c.busy_until[w] = now + rng.choice([1.0, 2.0, rng.uniform(1, 5)]) if all_busy else \
-            rng.choice([now - 1, now, now + rng.uniform(0, 5), now + 1.0])
+        c.busy_until[w] = (
+            now + rng.choice([1.0, 2.0, rng.uniform(1, 5)])
+            if all_busy
+            else rng.choice([now - 1, now, now + rng.uniform(0, 5), now + 1.0])
+        )
         c.queued_s[w] = rng.choice([0.0, 2.0, rng.uniform(0, 10)]) if c.queue_len[w] else 0.0
     return c, now
 
@@ -170,7 +173,7 @@ def test_vector_path_picks_what_the_loop_picks(monkeypatch, rule):
         c, now = random_busy_cluster(rng, n, all_busy=rng.random() < 0.5)
         workers = sorted(rng.sample(range(n), rng.randint(64, n)))
 
-        def pick():
+        def pick(c=c, now=now, workers=workers):
             if rule == "shortest_queue":
                 return dispatch.shortest_queue(c, now)
             return dispatch.soonest_free(workers, c, now)

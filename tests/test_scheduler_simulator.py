@@ -1,6 +1,7 @@
 """Simulator conservation and determinism, the cache model, and the CLI end to end (tiny fixtures)."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -41,7 +42,7 @@ def poisson(rate_fn, t_end, max_rate=4.0, seed=1):
 @pytest.fixture(scope="module")
 def workload():
     # 0.3 → 3.2 req/s → 0.3 (the 8-worker cluster carries ~2.8/s at K = 25, ~1.3/s at K = 0)
-    arr = poisson(lambda t: 0.3 + 2.9 * np.exp(-((t - 200) / 60) ** 2), 400)
+    arr = poisson(lambda t: 0.3 + 2.9 * np.exp(-(((t - 200) / 60) ** 2)), 400)
     warm = 100
     emb = clustered_stream(warm + arr.size)
     return arr, emb, warm
@@ -130,7 +131,7 @@ def test_cache_lookup_is_exact_nearest_and_lcbfu_evicts():
 
 
 def fake_embed_file(path, cache_dir=None, batch_size=64, progress=False):
-    lines = open(path).read().splitlines()
+    lines = Path(path).read_text().splitlines()
     return clustered_stream(len(lines), d=384, seed=11)
 
 
@@ -146,14 +147,43 @@ def test_cli_end_to_end(tmp_path, monkeypatch, capsys):
     prompts = tmp_path / "p.txt"
     prompts.write_text("".join(f"prompt {i}\n" for i in range(600)))
     out = tmp_path / "out"
-    rc = cli.main(["--trace", str(trace), str(trace2), "--prompts", str(prompts), "--warm", "50",
-                   "--peak-load", "0.8", "--time-scale", "3", "--workers", "4", "--out", str(out),
-                   "--policies", "prompt_aware,clipper_ha,proteus", "--seed", "1"])
+    rc = cli.main(
+        [
+            "--trace",
+            str(trace),
+            str(trace2),
+            "--prompts",
+            str(prompts),
+            "--warm",
+            "50",
+            "--peak-load",
+            "0.8",
+            "--time-scale",
+            "3",
+            "--workers",
+            "4",
+            "--out",
+            str(out),
+            "--policies",
+            "prompt_aware,clipper_ha,proteus",
+            "--seed",
+            "1",
+        ]
+    )
     assert rc == 0
     doc = json.loads((out / "results.json").read_text())
     assert set(doc["policies"]) == {"prompt_aware", "clipper_ha", "proteus"}
-    keys = {"slo_violation_ratio", "effective_quality", "max_quality_drop", "throughput_peak", "throughput_mean",
-            "p99_latency_s", "hit_rate", "redirect_rate", "requests"}
+    keys = {
+        "slo_violation_ratio",
+        "effective_quality",
+        "max_quality_drop",
+        "throughput_peak",
+        "throughput_mean",
+        "p99_latency_s",
+        "hit_rate",
+        "redirect_rate",
+        "requests",
+    }
     for m in doc["policies"].values():
         assert keys <= set(m)
     assert doc["config"]["warm"] == 50 and doc["config"]["scheduler"]["n_workers"] == 4
@@ -161,8 +191,7 @@ def test_cli_end_to_end(tmp_path, monkeypatch, capsys):
     printed = capsys.readouterr().out
     assert "prompt_aware" in printed and "SLO viol." in printed
     # not enough prompts: says so and stops
-    rc = cli.main(["--trace", str(trace), "--prompts", str(prompts), "--warm", "590", "--out", str(out),
-                   "--no-plots"])
+    rc = cli.main(["--trace", str(trace), "--prompts", str(prompts), "--warm", "590", "--out", str(out), "--no-plots"])
     assert rc == 2
     assert "prompts" in capsys.readouterr().err
 

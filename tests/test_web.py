@@ -8,9 +8,10 @@ import shutil
 
 import pytest
 
+from tests.helpers import make_request
 from webapp.ledger.models import GenerationRequest, Status
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db  # plain: rolled back; the browser test below overrides it
 
 
 def test_pages_require_login(client, embedded_services):
@@ -45,16 +46,21 @@ def test_request_page_is_owner_only(client, user, other_user, embedded_services)
     assert client.get(row.get_absolute_url()).status_code == 404
 
 
-def test_gallery_lists_only_own_succeeded_images_newest_first(client, user, other_user,
-                                                              embedded_services):
+def test_gallery_lists_only_own_succeeded_images_newest_first(client, user, other_user, embedded_services):
     from datetime import timedelta
 
     from django.utils import timezone
 
     def make(owner, prompt, status, age):
-        row = GenerationRequest.objects.create(owner=owner, prompt=prompt, seed=1, width=64,
-                                               height=64, steps=5, status=status,
-                                               deadline=timezone.now(), model_label="tiny random model")
+        row = make_request(
+            owner,
+            prompt=prompt,
+            steps=5,
+            status=status,
+            deadline=timezone.now(),
+            model_label="tiny random model",
+            worker=None,
+        )
         GenerationRequest.objects.filter(pk=row.pk).update(created_at=timezone.now() - age)
 
     make(user, "older image", Status.SUCCEEDED, timedelta(minutes=5))
@@ -72,15 +78,25 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
 @pytest.mark.browser
+@pytest.mark.django_db(transaction=True)  # the live server's thread and a real worker process read these rows
 @pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium not installed (make browser)")
 def test_browser_login_submit_and_see_image(live_server, user, gpu_workers, tmp_path):
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
         page = browser.new_page()
         page.goto(f"{live_server.url}/")
         page.fill("#id_username", "alice")
@@ -104,18 +120,23 @@ def test_browser_login_submit_and_see_image(live_server, user, gpu_workers, tmp_
 
 
 def test_admin_pages_render_for_staff(client, user, django_user_model, embedded_services):
-    from tests.conftest import unpublished_row
     from webapp.serving import controller
 
     root = django_user_model.objects.create_superuser("root", "r@x.invalid", "pw-root-123")
     client.force_login(root)
-    row = unpublished_row(user, prompt="seen in the admin")
+    row = make_request(user, prompt="seen in the admin")
     controller.run_controller()
-    for url in ("/admin/", "/admin/ledger/generationrequest/",
-                f"/admin/ledger/generationrequest/{row.pk}/change/",
-                "/admin/ledger/servingconfig/", "/admin/ledger/allocationplan/",
-                "/admin/ledger/batchrecord/", "/admin/cache/cacheentry/",
-                "/admin/cache/cacheconfig/", "/admin/authtoken/tokenproxy/"):
+    for url in (
+        "/admin/",
+        "/admin/ledger/generationrequest/",
+        f"/admin/ledger/generationrequest/{row.pk}/change/",
+        "/admin/ledger/servingconfig/",
+        "/admin/ledger/allocationplan/",
+        "/admin/ledger/batchrecord/",
+        "/admin/cache/cacheentry/",
+        "/admin/cache/cacheconfig/",
+        "/admin/authtoken/tokenproxy/",
+    ):
         assert client.get(url).status_code == 200, url
     assert b"seen in the admin" in client.get(f"/admin/ledger/generationrequest/{row.pk}/change/").content
 

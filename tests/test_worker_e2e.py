@@ -11,16 +11,18 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.conftest import unpublished_row, wait_for_status
+from tests.helpers import make_request, wait_for_status
 from webapp.ledger import transitions
 from webapp.ledger.models import GenerationRequest, Status
 from webapp.ledger.reconcile import reconcile
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# Plain `db` (rolled back) unless a real worker process must read the rows: those tests say so.
+pytestmark = pytest.mark.django_db
 
 URL = "/api/v1/generations/"
 
 
+@pytest.mark.django_db(transaction=True)  # a real worker process reads these rows
 def test_submit_to_png(api, gpu_workers, settings):
     resp = api.post(URL, {"prompt": "a lighthouse at dusk, oil painting", "seed": 42}, format="json")
     assert resp.status_code == 202
@@ -39,6 +41,7 @@ def test_submit_to_png(api, gpu_workers, settings):
     assert b"".join(download.streaming_content) == path.read_bytes()
 
 
+@pytest.mark.django_db(transaction=True)  # a real worker process reads these rows
 def test_same_seed_same_image(api, gpu_workers, settings):
     ids = [api.post(URL, {"prompt": "twin", "seed": 5}, format="json").json()["id"] for _ in range(2)]
     rows = [wait_for_status(i, {Status.SUCCEEDED}, timeout=90) for i in ids]
@@ -47,6 +50,7 @@ def test_same_seed_same_image(api, gpu_workers, settings):
     assert data[0] == data[1]
 
 
+@pytest.mark.django_db(transaction=True)  # a real worker process reads these rows
 def test_duplicate_message_is_a_no_op(api, gpu_workers):
     from webapp.ledger.publishing import publish
 
@@ -59,21 +63,16 @@ def test_duplicate_message_is_a_no_op(api, gpu_workers):
     assert row.status == Status.SUCCEEDED and row.finished_at == finished and row.attempts == 1
 
 
+@pytest.mark.django_db(transaction=True)  # a real worker process reads these rows
 def test_worker_killed_mid_request_is_not_lost(api, user, start_worker, settings):
     """SIGKILL the worker process running a request; its slot restarts (as a process
     supervisor would), the lease expires, the reconciler requeues and republishes it, and it
     finishes exactly once."""
-    from datetime import timedelta
-
-    from django.utils import timezone
-
     from webapp.ledger.publishing import publish
 
     slot = 7  # a slot of its own, so no session worker picks the request up first
     victim = start_worker(slot)
-    row = GenerationRequest.objects.create(
-        owner=user, prompt="slow one", seed=1, width=64, height=64, steps=150, worker=slot,
-        deadline=timezone.now() + timedelta(minutes=5))
+    row = make_request(user, prompt="slow one", steps=150, worker=slot)
     publish(row.id, slot)
 
     wait_for_status(row.id, {Status.RUNNING}, timeout=60)
@@ -89,8 +88,8 @@ def test_worker_killed_mid_request_is_not_lost(api, user, start_worker, settings
 
 
 def test_lease_expiry_gives_up_after_max_attempts(user, embedded_services, settings):
-    rid = unpublished_row(user, prompt="doomed").id
-    for attempt in range(settings.T2I_MAX_ATTEMPTS):
+    rid = make_request(user, prompt="doomed").id
+    for _ in range(settings.T2I_MAX_ATTEMPTS):
         GenerationRequest.objects.filter(pk=rid).update(status=Status.QUEUED)
         assert transitions.claim_batch(rid, worker=0, lease_seconds=-1)  # lease already expired
         reconcile()
@@ -104,7 +103,7 @@ def test_overdue_queued_request_expires(user, embedded_services):
 
     from django.utils import timezone
 
-    rid = unpublished_row(user, prompt="too late", created_at=timezone.now() - timedelta(hours=1)).id
+    rid = make_request(user, prompt="too late", created_at=timezone.now() - timedelta(hours=1)).id
     reconcile()
     row = GenerationRequest.objects.get(pk=rid)
     assert row.status == Status.EXPIRED and row.on_time is False

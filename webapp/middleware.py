@@ -29,8 +29,12 @@ class DatabaseUnavailableMiddleware:
     def _unavailable(request, exc: DatabaseError):
         log.error("database unavailable: %s", exc)
         if request.path.startswith("/api/"):
-            return JsonResponse({"detail": "The database is unavailable; try again shortly."},
-                                status=503, headers={"Retry-After": "5"})
-        return HttpResponse("<h1>Service temporarily unavailable</h1><p>The database cannot be "
-                            "reached. Try again in a few seconds.</p>", status=503,
-                            headers={"Retry-After": "5"})
+            return JsonResponse(
+                {"detail": "The database is unavailable; try again shortly."}, status=503, headers={"Retry-After": "5"}
+            )
+        return HttpResponse(
+            "<h1>Service temporarily unavailable</h1><p>The database cannot be "
+            "reached. Try again in a few seconds.</p>",
+            status=503,
+            headers={"Retry-After": "5"},
+        )

@@ -210,7 +210,7 @@ T2I_MAX_ATTEMPTS = env_int("T2I_MAX_ATTEMPTS", 3)
 T2I_LEASE_SECONDS = env_int("T2I_LEASE_SECONDS", 15)  # renewed every third of it while running
 T2I_REPUBLISH_AFTER_SECONDS = env_int("T2I_REPUBLISH_AFTER_SECONDS", 30)
 T2I_RECONCILE_SECONDS = env_int("T2I_RECONCILE_SECONDS", 10)
-T2I_MAX_PROMPT_TOKENS = 77
+T2I_MAX_PROMPT_TOKENS = 77  # CLIP text encoder context, including start/end tokens
 # Latency profile L(K', b) the scheduler plans with: a preset (sdxl-a100, sd15-a100) or a CSV.
 # Empty: the engine's measured profile (manage.py profile_engine) if present, else the fallback.
 T2I_PROFILE = os.environ.get("T2I_PROFILE", "")
@@ -223,7 +223,7 @@ T2I_METRICS_TOKEN = os.environ.get("T2I_METRICS_TOKEN", "")
 T2I_METRICS_WINDOWS = ("5m", "15m", "1h", "6h", "24h")  # the dashboard's windows (minutes or hours)
 T2I_METRICS_WINDOW = env_choice("T2I_METRICS_WINDOW", "5m", T2I_METRICS_WINDOWS)
 # A controller solve slower than this fraction of its period is discarded (previous plan kept).
-T2I_SLOW_SOLVE_FRACTION = env_float("T2I_SLOW_SOLVE_FRACTION", 0.5)  # CLIP text encoder context, including start/end tokens
+T2I_SLOW_SOLVE_FRACTION = env_float("T2I_SLOW_SOLVE_FRACTION", 0.5)
 
 # --- Approximate cache (webapp.cache.store; DESIGN §2, §6) ---------------------------
 # Default for the admin-editable CacheConfig row (created on first use); the similarity -> K*
@@ -238,11 +238,12 @@ T2I_CACHE_EF_SEARCH = env_int("T2I_CACHE_EF_SEARCH", 40)  # pgvector hnsw.ef_sea
 # CLIP text encoder, workers/clip_embeddings.py). MiniLM embeddings are stored either way.
 T2I_EMBEDDER = env_choice("T2I_EMBEDDER", "minilm", ("minilm", "clip"))
 
+LOG_LEVEL = env_choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env_choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }

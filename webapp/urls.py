@@ -13,8 +13,10 @@ urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     # The cache's admin pages moved with its models (workers → cache): old bookmarks still work.
-    re_path(r"^admin/workers/(?P<rest>cache(?:entry|config|level)/.*)$",
-            RedirectView.as_view(url="/admin/cache/%(rest)s", permanent=True, query_string=True)),
+    re_path(
+        r"^admin/workers/(?P<rest>cache(?:entry|config|level)/.*)$",
+        RedirectView.as_view(url="/admin/cache/%(rest)s", permanent=True, query_string=True),
+    ),
     path("admin/", admin.site.urls),
     path("api/v1/", include("webapp.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -22,21 +22,36 @@ import torch
 from workers.engine import DEFAULT_CACHE_LEVELS, ApproxCEngine, GenItem, load_pipeline
 from workers.tiny_model import build_tiny_pipeline
 
-PROMPTS = ["a watercolor painting of a lighthouse at dawn", "an oil painting of a red fox in the snow",
-           "a photo of a cat wearing sunglasses", "a futuristic city skyline at night, neon lights",
-           "a bowl of ramen, studio lighting", "a medieval castle on a hill, misty morning",
-           "a portrait of an astronaut, 35mm film", "a field of sunflowers under a stormy sky"]
+PROMPTS = [
+    "a watercolor painting of a lighthouse at dawn",
+    "an oil painting of a red fox in the snow",
+    "a photo of a cat wearing sunglasses",
+    "a futuristic city skyline at night, neon lights",
+    "a bowl of ramen, studio lighting",
+    "a medieval castle on a hill, misty morning",
+    "a portrait of an astronaut, 35mm film",
+    "a field of sunflowers under a stormy sky",
+]
 
 
-def measure(engine: ApproxCEngine, steps: int, batches: list[int], levels: list[int],
-            repeats: int) -> dict[tuple[int, int], list[tuple[float, float]]]:
+def measure(
+    engine: ApproxCEngine, steps: int, batches: list[int], levels: list[int], repeats: int
+) -> dict[tuple[int, int], list[tuple[float, float]]]:
     """(seconds per ``generate`` call, seconds in its denoising loop) for each (batch size, K′)."""
     # The donor run supplies the cached latents every resumed request starts from.
     donor = engine.generate([GenItem("a lighthouse by the sea", seed=0, steps=steps)])[0]
 
     def items(batch: int, k: int) -> list[GenItem]:
-        return [GenItem(PROMPTS[i % len(PROMPTS)], seed=i, steps=steps, start_level=k,
-                        start_latent=donor.latents[k] if k else None) for i in range(batch)]
+        return [
+            GenItem(
+                PROMPTS[i % len(PROMPTS)],
+                seed=i,
+                steps=steps,
+                start_level=k,
+                start_latent=donor.latents[k] if k else None,
+            )
+            for i in range(batch)
+        ]
 
     for batch in batches:  # warm-up: first calls pay for kernel selection and allocation
         engine.generate(items(batch, 0))
@@ -50,8 +65,9 @@ def measure(engine: ApproxCEngine, steps: int, batches: list[int], levels: list[
     return times
 
 
-def report(times: dict[tuple[int, int], list[tuple[float, float]]], steps: int, batches: list[int],
-           levels: list[int]) -> str:
+def report(
+    times: dict[tuple[int, int], list[tuple[float, float]]], steps: int, batches: list[int], levels: list[int]
+) -> str:
     """Best of the repeats (the least disturbed by other load on a shared machine) per cell."""
     total = {key: min(t for t, _ in v) for key, v in times.items()}
     loop = {key: min(d for _, d in v) for key, v in times.items()}
@@ -62,12 +78,15 @@ def report(times: dict[tuple[int, int], list[tuple[float, float]]], steps: int, 
     for k in levels:
         row = f"{k:>3} {(steps - k) / steps:>9.2f}"
         for b in batches:
-            row += (f" | {total[(b, k)]:>14.4f} {total[(b, k)] / total[(b, 0)]:>10.2f}"
-                    f" {loop[(b, k)] / loop[(b, 0)]:>10.2f}")
+            row += (
+                f" | {total[(b, k)]:>14.4f} {total[(b, k)] / total[(b, 0)]:>10.2f} {loop[(b, k)] / loop[(b, 0)]:>10.2f}"
+            )
         lines.append(row)
     spread = max(statistics.median(t for t, _ in v) / total[key] for key, v in times.items())
-    lines.append(f"call = whole generate(); loop = its denoising loop only (no text encoding, no VAE decode); "
-                 f"best of repeats; worst median/best {spread:.2f}")
+    lines.append(
+        f"call = whole generate(); loop = its denoising loop only (no text encoding, no VAE decode); "
+        f"best of repeats; worst median/best {spread:.2f}"
+    )
     return "\n".join(lines)
 
 
@@ -84,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    levels = sorted(set([0, *args.levels]))
+    levels = sorted({0, *args.levels})
     if levels[-1] >= args.steps:
         parser.error("every level must be below --steps")
 
@@ -93,9 +112,11 @@ def main(argv: list[str] | None = None) -> None:
         pipe = load_pipeline(model, device=args.device, scheduler=args.scheduler)
         engine = ApproxCEngine(pipe, cache_levels=tuple(k for k in levels if k > 0))
         times = measure(engine, args.steps, args.batch, levels, args.repeats)
-    print(f"model: {'tiny random SD (64x64)' if args.model is None else args.model}; "
-          f"scheduler {args.scheduler}; N = {args.steps}; device {engine.device}, {engine.dtype}; "
-          f"torch threads {torch.get_num_threads()}; {args.repeats} interleaved repeats")
+    print(
+        f"model: {'tiny random SD (64x64)' if args.model is None else args.model}; "
+        f"scheduler {args.scheduler}; N = {args.steps}; device {engine.device}, {engine.dtype}; "
+        f"torch threads {torch.get_num_threads()}; {args.repeats} interleaved repeats"
+    )
     print(report(times, args.steps, args.batch, levels))
 
 

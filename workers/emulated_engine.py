@@ -33,8 +33,13 @@ def placeholder_image(width: int, height: int, k_prime: int) -> Image.Image:
 class EmulatedEngine:
     """Same call as ApproxCEngine.generate; sleeps instead of denoising."""
 
-    def __init__(self, profile: LatencyProfile, time_factor: float = 1.0,
-                 cache_levels: tuple[int, ...] = DEFAULT_CACHE_LEVELS, sleep: bool = True) -> None:
+    def __init__(
+        self,
+        profile: LatencyProfile,
+        time_factor: float = 1.0,
+        cache_levels: tuple[int, ...] = DEFAULT_CACHE_LEVELS,
+        sleep: bool = True,
+    ) -> None:
         self.profile = profile
         self.time_factor = time_factor
         self.cache_levels = tuple(sorted(cache_levels))
@@ -56,13 +61,21 @@ class EmulatedEngine:
             spent = time.perf_counter() - t0
             for i in members:
                 item = items[i]
-                latents = {k: torch.zeros(LATENT_SHAPE) for k in self.cache_levels
-                           if k_prime < k < item.steps}
+                latents = {k: torch.zeros(LATENT_SHAPE) for k in self.cache_levels if k_prime < k < item.steps}
                 results[i] = GenResult(
                     image=placeholder_image(item.width or 64, item.height or 64, k_prime),
-                    latents=latents, final_latent=torch.zeros(LATENT_SHAPE), start_level=k_prime,
-                    timings=GenTimings(encode_s=0.0, denoise_s=spent, decode_s=0.0, batch_s=0.0,
-                                       batch_size=len(members), steps_run=item.steps - k_prime))
+                    latents=latents,
+                    final_latent=torch.zeros(LATENT_SHAPE),
+                    start_level=k_prime,
+                    timings=GenTimings(
+                        encode_s=0.0,
+                        denoise_s=spent,
+                        decode_s=0.0,
+                        batch_s=0.0,
+                        batch_size=len(members),
+                        steps_run=item.steps - k_prime,
+                    ),
+                )
         batch_s = time.perf_counter() - t_call
         for r in results:
             r.timings.batch_s = batch_s

@@ -120,16 +120,22 @@ def set_scheduler(pipe: Any, name: str) -> None:
     if name == "ddim":
         # DDIM's defaults clip the predicted x0 to [-1, 1] and set alpha_0 = 1, which suit pixel-space
         # models, not SD latents; SDXL's Euler config does not mention them, so set SD's values here.
-        pipe.scheduler = DDIMScheduler.from_config(config, clip_sample=False,
-                                                   set_alpha_to_one=config.get("set_alpha_to_one", False))
+        pipe.scheduler = DDIMScheduler.from_config(
+            config, clip_sample=False, set_alpha_to_one=config.get("set_alpha_to_one", False)
+        )
     elif name == "euler":
         pipe.scheduler = EulerDiscreteScheduler.from_config(config)
     else:
         raise UnsupportedSchedulerError(f"scheduler {name!r} is not resumable; choose 'ddim' or 'euler'")
 
 
-def load_pipeline(path: str | Path, device: str | torch.device | None = None, dtype: torch.dtype | None = None,
-                  scheduler: str | None = None, variant: str | None = None) -> Any:
+def load_pipeline(
+    path: str | Path,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    scheduler: str | None = None,
+    variant: str | None = None,
+) -> Any:
     """Load a local diffusers folder (SD 1.x or SDXL), offline.
 
     Defaults: CUDA and float16 when a GPU is present, else CPU and float32. ``scheduler`` ("ddim" or
@@ -166,15 +172,20 @@ def check_scheduler(scheduler: Any) -> str:
     if name in RESUMABLE_SCHEDULERS:
         return RESUMABLE_SCHEDULERS[name]
     if name.startswith("DPMSolver") or "Multistep" in name or hasattr(scheduler.config, "solver_order"):
-        why = (f"{name} (DPM-Solver++/multistep) cannot be used with approximate caching: each update uses "
-               "the model outputs of earlier steps, and a cached latent does not carry that history, so "
-               "resuming at step K would not reproduce the full run")
+        why = (
+            f"{name} (DPM-Solver++/multistep) cannot be used with approximate caching: each update uses "
+            "the model outputs of earlier steps, and a cached latent does not carry that history, so "
+            "resuming at step K would not reproduce the full run"
+        )
     else:
-        why = (f"{name} is not supported for approximate caching: only one-step deterministic samplers "
-               "resume exactly from a cached latent")
+        why = (
+            f"{name} is not supported for approximate caching: only one-step deterministic samplers "
+            "resume exactly from a cached latent"
+        )
     raise UnsupportedSchedulerError(
         f"{why}. Use DDIM or Euler (EulerDiscreteScheduler): load_pipeline(path, scheduler='ddim') or "
-        "workers.engine.set_scheduler(pipe, 'ddim').")
+        "workers.engine.set_scheduler(pipe, 'ddim')."
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -199,8 +210,7 @@ class _Cond:
         kwargs: dict[str, Any] = {"encoder_hidden_states": embeds}
         if self.pooled is not None:
             pooled = torch.cat([self.pooled_uncond[:n], self.pooled[:n]]) if cfg else self.pooled[:n]
-            kwargs["added_cond_kwargs"] = {"text_embeds": pooled,
-                                           "time_ids": self.time_ids.expand(pooled.shape[0], -1)}
+            kwargs["added_cond_kwargs"] = {"text_embeds": pooled, "time_ids": self.time_ids.expand(pooled.shape[0], -1)}
         return kwargs
 
 
@@ -217,11 +227,12 @@ class ApproxCEngine:
     """Batched generation with resume-from-level and capture of cache levels. Not thread-safe: one
     engine per worker process (Celery concurrency 1)."""
 
-    def __init__(self, pipe: Any, cache_levels: tuple[int, ...] = DEFAULT_CACHE_LEVELS,
-                 capture_after_resume: bool = True) -> None:
+    def __init__(
+        self, pipe: Any, cache_levels: tuple[int, ...] = DEFAULT_CACHE_LEVELS, capture_after_resume: bool = True
+    ) -> None:
         self.pipe = pipe
         self.scheduler_name = check_scheduler(pipe.scheduler)
-        self.cache_levels = tuple(sorted(set(int(k) for k in cache_levels)))
+        self.cache_levels = tuple(sorted({int(k) for k in cache_levels}))
         if any(k <= 0 for k in self.cache_levels):
             raise ValueError(f"cache levels must be positive step counts, got {cache_levels}")
         self.capture_after_resume = capture_after_resume
@@ -316,11 +327,21 @@ class ApproxCEngine:
         pixels = [self.decode(final[j : j + 1]) for j in range(len(members))]
         t3 = time.perf_counter()
         for j, (i, item) in enumerate(zip(group.indices, members)):
-            timings = GenTimings(encode_s=t1 - t0, denoise_s=t2 - t1, decode_s=t3 - t2, batch_s=0.0,
-                                 batch_size=len(members), steps_run=group.steps - item.start_level)
-            results[i] = GenResult(image=_to_pil(pixels[j][0]), latents=captured[j],
-                                   final_latent=final[j : j + 1].to("cpu", copy=True),
-                                   start_level=item.start_level, timings=timings)
+            timings = GenTimings(
+                encode_s=t1 - t0,
+                denoise_s=t2 - t1,
+                decode_s=t3 - t2,
+                batch_s=0.0,
+                batch_size=len(members),
+                steps_run=group.steps - item.start_level,
+            )
+            results[i] = GenResult(
+                image=_to_pil(pixels[j][0]),
+                latents=captured[j],
+                final_latent=final[j : j + 1].to("cpu", copy=True),
+                start_level=item.start_level,
+                timings=timings,
+            )
 
     def _encode(self, members: list[GenItem], group: _Group) -> _Cond:
         """Text conditioning, one text-encoder pass over the distinct strings of the sub-batch.
@@ -336,9 +357,9 @@ class ApproxCEngine:
         unique = list(dict.fromkeys(texts))
         row = {t: i for i, t in enumerate(unique)}
         if self.is_sdxl:
-            embeds, _, pooled, _ = self.pipe.encode_prompt(prompt=unique, device=self.device,
-                                                           num_images_per_prompt=1,
-                                                           do_classifier_free_guidance=False)
+            embeds, _, pooled, _ = self.pipe.encode_prompt(
+                prompt=unique, device=self.device, num_images_per_prompt=1, do_classifier_free_guidance=False
+            )
         else:
             embeds, _ = self.pipe.encode_prompt(unique, self.device, 1, False)
             pooled = None
@@ -350,8 +371,9 @@ class ApproxCEngine:
 
         positives = [m.prompt for m in members]
         negatives = [m.negative_prompt for m in members]
-        c = _Cond(cond=pick(embeds, positives, False),
-                  uncond=pick(embeds, negatives, zero_uncond) if group.cfg else None)
+        c = _Cond(
+            cond=pick(embeds, positives, False), uncond=pick(embeds, negatives, zero_uncond) if group.cfg else None
+        )
         if self.is_sdxl:
             pooled = pooled.to(self.dtype)
             c.pooled = pick(pooled, positives, False)
@@ -373,8 +395,9 @@ class ApproxCEngine:
         # a cached latent is already on the scheduler's scale for its level.
         return (noise * init_noise_sigma).to(self.device, self.dtype)
 
-    def _denoise(self, members: list[GenItem], group: _Group,
-                 cond: _Cond) -> tuple[torch.Tensor, list[dict[int, torch.Tensor]]]:
+    def _denoise(
+        self, members: list[GenItem], group: _Group, cond: _Cond
+    ) -> tuple[torch.Tensor, list[dict[int, torch.Tensor]]]:
         """The denoising loop. ``members`` are sorted by K′; item j joins at step index K′_j.
 
         Returns the final latents (in ``members`` order) and each item's captured levels.
@@ -393,8 +416,9 @@ class ApproxCEngine:
             scheduler.set_begin_index(starts[0])
         init_sigma = float(scheduler.init_noise_sigma)
         pending = [self._initial_latent(m, group, init_sigma) for m in members]
-        guidance = torch.tensor([m.guidance_scale for m in members], device=self.device,
-                                dtype=self.dtype).view(-1, 1, 1, 1)
+        guidance = torch.tensor([m.guidance_scale for m in members], device=self.device, dtype=self.dtype).view(
+            -1, 1, 1, 1
+        )
         capture = {k for k in self.cache_levels if k < n_steps}
         captured: list[dict[int, torch.Tensor]] = [{} for _ in members]
 

@@ -72,8 +72,14 @@ def clip_scores(prompt: str, images: list[Image.Image], model_dir: str | Path) -
     import torch
 
     model, processor = _load_clip(str(model_dir))
-    inputs = processor(text=[prompt], images=[im.convert("RGB") for im in images], return_tensors="pt",
-                       padding="max_length", truncation=True, max_length=77)
+    inputs = processor(
+        text=[prompt],
+        images=[im.convert("RGB") for im in images],
+        return_tensors="pt",
+        padding="max_length",
+        truncation=True,
+        max_length=77,
+    )
     with torch.inference_mode():
         text = model.get_text_features(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"))
         image = model.get_image_features(pixel_values=inputs["pixel_values"])
@@ -90,8 +96,7 @@ def _as_tensor(features: Any) -> Any:
     return features
 
 
-def clip_score_ratio(prompt: str, approx: Image.Image, full: Image.Image,
-                     model_dir: str | Path | None) -> float | None:
+def clip_score_ratio(prompt: str, approx: Image.Image, full: Image.Image, model_dir: str | Path | None) -> float | None:
     """CLIPScore of the ApproxC image relative to the K = 0 image of the same prompt and seed.
 
     None when ``model_dir`` is None or not a folder (no local CLIP weights: skip gracefully), or when

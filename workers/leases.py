@@ -33,7 +33,7 @@ class LeaseKeeper:
         finally:
             connection.close()  # this thread's own connection
 
-    def __enter__(self) -> "LeaseKeeper":
+    def __enter__(self) -> LeaseKeeper:
         self._thread.start()
         return self
 

@@ -62,8 +62,9 @@ def _build_engine():
         return emulated_engine()
     from .engine import ApproxCEngine, load_pipeline  # torch and diffusers: loaded on first use
 
-    pipe = load_pipeline(settings.T2I_MODEL_PATH, device=settings.T2I_DEVICE or None,
-                         scheduler=settings.T2I_SCHEDULER or None)
+    pipe = load_pipeline(
+        settings.T2I_MODEL_PATH, device=settings.T2I_DEVICE or None, scheduler=settings.T2I_SCHEDULER or None
+    )
     if pipe.device.type == "cpu":
         _share_cpu_cores()
     return ApproxCEngine(pipe, cache_levels=settings.T2I_CACHE_LEVELS)
@@ -83,5 +84,6 @@ def _share_cpu_cores() -> None:
     import torch
 
     threads = int(os.environ.get("T2I_TORCH_THREADS", 0)) or max(
-        1, (os.cpu_count() or 1) // max(1, settings.T2I_WORKERS))
+        1, (os.cpu_count() or 1) // max(1, settings.T2I_WORKERS)
+    )
     torch.set_num_threads(threads)

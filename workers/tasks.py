@@ -48,9 +48,19 @@ def _items_for(rows: list[GenerationRequest]) -> list:
     items = []
     for r in rows:
         level, latent = _start(r)
-        items.append(GenItem(prompt=r.prompt, negative_prompt=r.negative_prompt, seed=r.seed,
-                             width=r.width, height=r.height, steps=r.steps,
-                             guidance_scale=r.guidance_scale, start_level=level, start_latent=latent))
+        items.append(
+            GenItem(
+                prompt=r.prompt,
+                negative_prompt=r.negative_prompt,
+                seed=r.seed,
+                width=r.width,
+                height=r.height,
+                steps=r.steps,
+                guidance_scale=r.guidance_scale,
+                start_level=level,
+                start_latent=latent,
+            )
+        )
     return items
 
 
@@ -59,8 +69,7 @@ def _grow_cache(rows: list[GenerationRequest], results: list) -> None:
     by_key: dict[str, tuple[list, list, list]] = {}
     for row, result in zip(rows, results):
         if result.latents:
-            prompts, latents, vectors = by_key.setdefault(
-                model_key_for(row.steps, row.width, row.height), ([], [], []))
+            prompts, latents, vectors = by_key.setdefault(model_key_for(row.steps, row.width, row.height), ([], [], []))
             prompts.append(row.prompt)
             latents.append(result.latents)
             vectors.append(row.embedding)
@@ -84,8 +93,14 @@ def _record_successes(rows: list[GenerationRequest], items: list, results: list,
     for row, item, result in zip(rows, items, results):
         image_name, thumb_name = save_image(row.id, result.image)
         k_prime = item.start_level
-        fields = dict(image=image_name, thumbnail=thumb_name, model_label=label,
-                      k_served=k_prime, batch_size=len(rows), service_seconds=service_s)
+        fields = dict(
+            image=image_name,
+            thumbnail=thumb_name,
+            model_label=label,
+            k_served=k_prime,
+            batch_size=len(rows),
+            service_seconds=service_s,
+        )
         if k_prime != row.k_served:  # neighbour's level evicted since routing
             fields["quality"] = QUALITY.q(row.similarity, k_prime) if k_prime else 1.0
         transitions.succeed(row.id, **fields)
@@ -113,9 +128,14 @@ def generate(request_id: str) -> str:
         # after seeing "succeeded" finds this one cached.
         _grow_cache(rows, results)
         _record_successes(rows, items, results, service_s)
-    BatchRecord.objects.create(worker=worker, k_prime=max(item.start_level for item in items),
-                               batch_size=len(rows), service_seconds=service_s,
-                               engine=settings.T2I_ENGINE, plan_version=rows[0].plan_version)
+    BatchRecord.objects.create(
+        worker=worker,
+        k_prime=max(item.start_level for item in items),
+        batch_size=len(rows),
+        service_seconds=service_s,
+        engine=settings.T2I_ENGINE,
+        plan_version=rows[0].plan_version,
+    )
     return f"done: batch of {len(rows)}"
 
 

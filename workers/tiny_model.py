@@ -36,8 +36,14 @@ LATENT_SIZE = IMAGE_SIZE // 8
 # ----------------------------------------------------------------------------------------------------------
 
 # SD 1.x / SDXL noise schedule, shared by both schedulers.
-_SCHEDULE = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
-                 steps_offset=1, timestep_spacing="leading")
+_SCHEDULE = dict(
+    beta_start=0.00085,
+    beta_end=0.012,
+    beta_schedule="scaled_linear",
+    num_train_timesteps=1000,
+    steps_offset=1,
+    timestep_spacing="leading",
+)
 
 
 def build_scheduler(name: str):
@@ -54,10 +60,17 @@ def _text_encoder(hidden: int, projection: bool, pad_token_id: int):
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     config = CLIPTextConfig(
-        vocab_size=CLIP_VOCAB_SIZE, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
-        num_attention_heads=2, max_position_embeddings=CLIP_MAX_LENGTH, projection_dim=hidden,
+        vocab_size=CLIP_VOCAB_SIZE,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=CLIP_MAX_LENGTH,
+        projection_dim=hidden,
         # Real CLIP ids, so the pooled output is taken at the first <|endoftext|> as in real models.
-        bos_token_id=CLIP_VOCAB_SIZE - 2, eos_token_id=CLIP_VOCAB_SIZE - 1, pad_token_id=pad_token_id,
+        bos_token_id=CLIP_VOCAB_SIZE - 2,
+        eos_token_id=CLIP_VOCAB_SIZE - 1,
+        pad_token_id=pad_token_id,
         hidden_act="quick_gelu",
     )
     return (CLIPTextModelWithProjection if projection else CLIPTextModel)(config)
@@ -68,9 +81,14 @@ def _vae():
 
     # Four blocks -> VAE scale factor 8, as in real SD, so 64x64 images have 8x8 latents.
     return AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, norm_num_groups=8,
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=8,
         block_out_channels=(8, 16, 16, 16),
-        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
         sample_size=IMAGE_SIZE,
     )
 
@@ -82,15 +100,24 @@ def _unet(cross_attention_dim: int, sdxl: bool, text_embeds_dim: int = 0):
     if sdxl:
         # SDXL micro-conditioning: 6 time ids, each embedded with addition_time_embed_dim, plus the
         # pooled text embedding of the second text encoder.
-        extra = dict(addition_embed_type="text_time", addition_time_embed_dim=8,
-                     projection_class_embeddings_input_dim=6 * 8 + text_embeds_dim,
-                     use_linear_projection=True)
+        extra = dict(
+            addition_embed_type="text_time",
+            addition_time_embed_dim=8,
+            projection_class_embeddings_input_dim=6 * 8 + text_embeds_dim,
+            use_linear_projection=True,
+        )
     return UNet2DConditionModel(
-        sample_size=LATENT_SIZE, in_channels=4, out_channels=4, layers_per_block=1,
-        block_out_channels=(32, 64), norm_num_groups=32, attention_head_dim=8,
+        sample_size=LATENT_SIZE,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(32, 64),
+        norm_num_groups=32,
+        attention_head_dim=8,
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=cross_attention_dim, **extra,
+        cross_attention_dim=cross_attention_dim,
+        **extra,
     )
 
 
@@ -105,16 +132,27 @@ def build_pipeline(kind: str = "sd", scheduler: str = "ddim", seed: int = 0):
     sched = build_scheduler(scheduler)
     if kind == "sd":
         return StableDiffusionPipeline(
-            vae=_vae(), text_encoder=_text_encoder(32, False, CLIP_VOCAB_SIZE - 1),
-            tokenizer=build_clip_tokenizer(), unet=_unet(32, sdxl=False), scheduler=sched,
-            safety_checker=None, feature_extractor=None, image_encoder=None, requires_safety_checker=False,
+            vae=_vae(),
+            text_encoder=_text_encoder(32, False, CLIP_VOCAB_SIZE - 1),
+            tokenizer=build_clip_tokenizer(),
+            unet=_unet(32, sdxl=False),
+            scheduler=sched,
+            safety_checker=None,
+            feature_extractor=None,
+            image_encoder=None,
+            requires_safety_checker=False,
         )
     # SDXL: the UNet cross-attends to both encoders' hidden states concatenated (32 + 32).
     return StableDiffusionXLPipeline(
-        vae=_vae(), text_encoder=_text_encoder(32, False, CLIP_VOCAB_SIZE - 1),
-        text_encoder_2=_text_encoder(32, True, 0), tokenizer=build_clip_tokenizer(),
-        tokenizer_2=build_clip_tokenizer(pad_token="!"), unet=_unet(64, sdxl=True, text_embeds_dim=32),
-        scheduler=sched, force_zeros_for_empty_prompt=True, add_watermarker=False,
+        vae=_vae(),
+        text_encoder=_text_encoder(32, False, CLIP_VOCAB_SIZE - 1),
+        text_encoder_2=_text_encoder(32, True, 0),
+        tokenizer=build_clip_tokenizer(),
+        tokenizer_2=build_clip_tokenizer(pad_token="!"),
+        unet=_unet(64, sdxl=True, text_embeds_dim=32),
+        scheduler=sched,
+        force_zeros_for_empty_prompt=True,
+        add_watermarker=False,
     )
 
 
@@ -127,9 +165,14 @@ def build_tiny_pipeline(out_dir: Path, kind: str = "sd", scheduler: str = "ddim"
     pipe = build_pipeline(kind, scheduler, seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     pipe.save_pretrained(out_dir)
-    marker = {"tiny_random_model": True, "kind": kind, "scheduler": scheduler, "seed": seed,
-              "image_size": IMAGE_SIZE,
-              "note": "randomly initialised weights; images are noise-like by design"}
+    marker = {
+        "tiny_random_model": True,
+        "kind": kind,
+        "scheduler": scheduler,
+        "seed": seed,
+        "image_size": IMAGE_SIZE,
+        "note": "randomly initialised weights; images are noise-like by design",
+    }
     (out_dir / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n")
     return out_dir
 

@@ -12,17 +12,15 @@ from webapp.serving.prompt_tokens import count_tokens
 
 class GenerationCreateSerializer(serializers.Serializer):
     prompt = serializers.CharField(max_length=2000, trim_whitespace=True, allow_blank=True)
-    negative_prompt = serializers.CharField(max_length=2000, required=False, allow_blank=True,
-                                            default="")
-    seed = serializers.IntegerField(required=False, allow_null=True,
-                                    help_text=f"0 to {SEED_MAX}; random when omitted.")
+    negative_prompt = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
+    seed = serializers.IntegerField(required=False, allow_null=True, help_text=f"0 to {SEED_MAX}; random when omitted.")
     width = serializers.IntegerField(required=False, allow_null=True)
     height = serializers.IntegerField(required=False, allow_null=True)
     steps = serializers.IntegerField(required=False, allow_null=True)
-    guidance_scale = serializers.FloatField(required=False, default=7.5, min_value=0.0,
-                                            max_value=30.0)
-    idempotency_key = serializers.CharField(required=False, allow_null=True, max_length=128,
-                                            help_text="Or the Idempotency-Key header.")
+    guidance_scale = serializers.FloatField(required=False, default=7.5, min_value=0.0, max_value=30.0)
+    idempotency_key = serializers.CharField(
+        required=False, allow_null=True, max_length=128, help_text="Or the Idempotency-Key header."
+    )
 
     def validate_prompt(self, value: str) -> str:
         if not value.strip():
@@ -31,13 +29,15 @@ class GenerationCreateSerializer(serializers.Serializer):
         if tokens > settings.T2I_MAX_PROMPT_TOKENS:
             raise serializers.ValidationError(
                 f"The prompt is {tokens} CLIP tokens long; the text encoder accepts at most "
-                f"{settings.T2I_MAX_PROMPT_TOKENS} (including start and end). Shorten it.")
+                f"{settings.T2I_MAX_PROMPT_TOKENS} (including start and end). Shorten it."
+            )
         return value
 
     def validate_negative_prompt(self, value: str) -> str:
         if value and count_tokens(value) > settings.T2I_MAX_PROMPT_TOKENS:
             raise serializers.ValidationError(
-                f"The negative prompt is longer than {settings.T2I_MAX_PROMPT_TOKENS} CLIP tokens.")
+                f"The negative prompt is longer than {settings.T2I_MAX_PROMPT_TOKENS} CLIP tokens."
+            )
         return value
 
     def validate_seed(self, value: int | None) -> int | None:
@@ -55,8 +55,7 @@ class GenerationCreateSerializer(serializers.Serializer):
                 errors[dim] = [f"Unsupported {dim} {value}; allowed sizes are {sizes}."]
         steps = attrs.get("steps")
         if steps is not None and not config.min_steps <= steps <= config.max_steps:
-            errors["steps"] = [f"Unsupported steps {steps}; use {config.min_steps} to "
-                               f"{config.max_steps}."]
+            errors["steps"] = [f"Unsupported steps {steps}; use {config.min_steps} to {config.max_steps}."]
         if errors:
             raise serializers.ValidationError(errors)
         return attrs
@@ -73,12 +72,41 @@ class GenerationSerializer(serializers.ModelSerializer):
     class Meta:
         model = GenerationRequest
         fields = [
-            "id", "url", "status", "prompt", "negative_prompt", "seed", "width", "height", "steps",
-            "guidance_scale", "idempotency_key", "created_at", "published_at", "started_at",
-            "finished_at", "deadline", "queue_wait_seconds", "latency_seconds", "on_time",
-            "attempts", "error", "image_url", "thumbnail_url", "model_label",
-            "k_star", "k_served", "worker", "plan_version", "redirected", "similarity",
-            "cache_neighbor_id", "cache_neighbor_prompt", "batch_size", "service_seconds", "quality",
+            "id",
+            "url",
+            "status",
+            "prompt",
+            "negative_prompt",
+            "seed",
+            "width",
+            "height",
+            "steps",
+            "guidance_scale",
+            "idempotency_key",
+            "created_at",
+            "published_at",
+            "started_at",
+            "finished_at",
+            "deadline",
+            "queue_wait_seconds",
+            "latency_seconds",
+            "on_time",
+            "attempts",
+            "error",
+            "image_url",
+            "thumbnail_url",
+            "model_label",
+            "k_star",
+            "k_served",
+            "worker",
+            "plan_version",
+            "redirected",
+            "similarity",
+            "cache_neighbor_id",
+            "cache_neighbor_prompt",
+            "batch_size",
+            "service_seconds",
+            "quality",
         ]
         read_only_fields = fields
 

@@ -42,8 +42,10 @@ class GenerationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
     def list(self, request, *args, **kwargs):
         wanted = request.query_params.get("status")
         if wanted and wanted not in Status.values:
-            return Response({"detail": f"Unknown status {wanted!r}; use one of {Status.values}."},
-                            status=status.HTTP_400_BAD_REQUEST)
+            return Response(
+                {"detail": f"Unknown status {wanted!r}; use one of {Status.values}."},
+                status=status.HTTP_400_BAD_REQUEST,
+            )
         return super().list(request, *args, **kwargs)
 
     @extend_schema(request=GenerationCreateSerializer, responses={202: GenerationSerializer})
@@ -51,16 +53,20 @@ class GenerationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
         data = GenerationCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         fields = dict(data.validated_data)
-        fields["idempotency_key"] = (fields.get("idempotency_key")
-                                     or request.headers.get("Idempotency-Key") or None)
+        fields["idempotency_key"] = fields.get("idempotency_key") or request.headers.get("Idempotency-Key") or None
         try:
             row, created = submit(request.user, Submission(**fields))
         except InFlightCapReached as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_429_TOO_MANY_REQUESTS)
         except BrokerUnavailable:
-            return Response({"detail": "The queue (Redis) is unavailable, so the request was not "
-                                       "accepted. Nothing was stored; retry shortly."},
-                            status=status.HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": "5"})
+            return Response(
+                {
+                    "detail": "The queue (Redis) is unavailable, so the request was not "
+                    "accepted. Nothing was stored; retry shortly."
+                },
+                status=status.HTTP_503_SERVICE_UNAVAILABLE,
+                headers={"Retry-After": "5"},
+            )
         body = GenerationSerializer(row, context={"request": request}).data
         headers = {"Location": body["url"]}
         if not created:
@@ -73,18 +79,18 @@ class GenerationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
         row = self.get_object()
         if not transitions.cancel(row.id):
             row.refresh_from_db()
-            return Response({"detail": f"Only queued requests can be cancelled; this one is "
-                                       f"{row.status}."}, status=status.HTTP_409_CONFLICT)
+            return Response(
+                {"detail": f"Only queued requests can be cancelled; this one is {row.status}."},
+                status=status.HTTP_409_CONFLICT,
+            )
         row.refresh_from_db()
         return Response(GenerationSerializer(row, context={"request": request}).data)
 
-    @extend_schema(responses={(200, "image/png"): bytes},
-                   parameters=[OpenApiParameter("thumbnail", bool)])
+    @extend_schema(responses={(200, "image/png"): bytes}, parameters=[OpenApiParameter("thumbnail", bool)])
     @action(detail=True, methods=["get"])
     def image(self, request, pk=None):
         row = self.get_object()  # owner-scoped: someone else's id is a 404
         file = row.thumbnail if request.query_params.get("thumbnail") else row.image
         if row.status != Status.SUCCEEDED or not file:
             raise Http404("This request has no image (yet).")
-        return FileResponse(file.open("rb"), content_type="image/png",
-                            filename=f"{row.id}.png")
+        return FileResponse(file.open("rb"), content_type="image/png", filename=f"{row.id}.png")

@@ -7,6 +7,7 @@ from django.db import transaction
 from django.template.defaultfilters import filesizeformat
 
 from webapp.ledger.models import ServingConfig
+from webapp.singleton import SingletonModelAdmin
 
 from . import store as cache_store
 from .models import CacheConfig, CacheEntry
@@ -14,8 +15,7 @@ from .models import CacheConfig, CacheEntry
 
 @admin.register(CacheEntry)
 class CacheEntryAdmin(admin.ModelAdmin):
-    list_display = ("id", "short_prompt", "levels", "hits", "score", "size", "model_key", "created_at",
-                    "last_hit_at")
+    list_display = ("id", "short_prompt", "levels", "hits", "score", "size", "model_key", "created_at", "last_hit_at")
     list_filter = ("model_key",)
     search_fields = ("prompt",)
     ordering = ("-created_at",)
@@ -43,8 +43,7 @@ class CacheEntryAdmin(admin.ModelAdmin):
     @admin.action(description="Purge selected entries (rows and latent files)", permissions=["delete"])
     def purge_selected(self, request, queryset) -> None:
         entries, files = cache_store.purge(list(queryset.values_list("pk", flat=True)))
-        self.message_user(request, f"Purged {entries} cache entries and {files} latent files.",
-                          messages.SUCCESS)
+        self.message_user(request, f"Purged {entries} cache entries and {files} latent files.", messages.SUCCESS)
 
     def delete_model(self, request, obj: CacheEntry) -> None:
         cache_store.purge([obj.pk])
@@ -60,14 +59,18 @@ class CacheEntryAdmin(admin.ModelAdmin):
 
     def changelist_view(self, request, extra_context=None):
         s = cache_store.stats()
-        extra_context = dict(extra_context or {}, title=(
-            f"Cache entries — {s['entries']} prompts, {s['levels']} latents, "
-            f"{filesizeformat(s['bytes'])} of {filesizeformat(s['budget'])} budget"))
+        extra_context = dict(
+            extra_context or {},
+            title=(
+                f"Cache entries — {s['entries']} prompts, {s['levels']} latents, "
+                f"{filesizeformat(s['bytes'])} of {filesizeformat(s['budget'])} budget"
+            ),
+        )
         return super().changelist_view(request, extra_context)
 
 
 @admin.register(CacheConfig)
-class CacheConfigAdmin(admin.ModelAdmin):
+class CacheConfigAdmin(SingletonModelAdmin):
     list_display = ("__str__", "budget", "used", "thresholds", "updated_at")
     fields = ("byte_budget", "used", "thresholds")
     readonly_fields = ("used", "thresholds")
@@ -88,13 +91,3 @@ class CacheConfigAdmin(admin.ModelAdmin):
         super().save_model(request, obj, form, change)
         # A lower budget takes effect now, once the new value is committed.
         transaction.on_commit(cache_store.evict_to_budget)
-
-    def has_add_permission(self, request) -> bool:
-        return not CacheConfig.objects.exists()
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
-    def changelist_view(self, request, extra_context=None):
-        CacheConfig.current()  # make sure the one row exists
-        return super().changelist_view(request, extra_context)

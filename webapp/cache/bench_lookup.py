@@ -27,7 +27,7 @@ import shutil
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -54,12 +54,15 @@ def load_rows(url: str, vecs: np.ndarray, keys: np.ndarray, start: int) -> float
     with psycopg.connect(url) as conn:
         conn.execute("DROP INDEX IF EXISTS cacheentry_embedding_hnsw")  # built once after the load
         register_vector(conn)
-        with conn.cursor() as cur, cur.copy(
+        with (
+            conn.cursor() as cur,
+            cur.copy(
                 "COPY workers_cacheentry (prompt, prompt_sha, embedding, model_key, levels, hits, score, bytes, "
-                "created_at) FROM STDIN WITH (FORMAT BINARY)") as copy:
-            copy.set_types(["text", "varchar", "vector", "varchar", "int2[]", "int4", "int8", "int8",
-                            "timestamptz"])
-            now = datetime.now(timezone.utc)
+                "created_at) FROM STDIN WITH (FORMAT BINARY)"
+            ) as copy,
+        ):
+            copy.set_types(["text", "varchar", "vector", "varchar", "int2[]", "int4", "int8", "int8", "timestamptz"])
+            now = datetime.now(UTC)
             for i, (v, k) in enumerate(zip(vecs, keys), start=start):
                 copy.write_row((f"synthetic {i}", f"{i:064x}", v, str(k), [5, 10, 15, 20, 25], 0, 0, 0, now))
     return time.perf_counter() - t0
@@ -85,9 +88,14 @@ def explain(connection, cache_store, query: np.ndarray, keys: np.ndarray) -> Non
     lit = cache_store._vector_literal(query)
     for key in (KEY_MAIN, KEY_OTHER):
         with transaction.atomic(), connection.cursor() as cur:
-            cur.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true), "
-                        "set_config('hnsw.ef_search', %s, true)", [str(settings.T2I_CACHE_EF_SEARCH)])
-            cur.execute("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + cache_store._QUERIES["embedding"][0], [lit, key, lit])
+            cur.execute(
+                "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true), "
+                "set_config('hnsw.ef_search', %s, true)",
+                [str(settings.T2I_CACHE_EF_SEARCH)],
+            )
+            cur.execute(
+                "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + cache_store._QUERIES["embedding"][0], [lit, key, lit]
+            )
             plan = [r[0] for r in cur.fetchall()]
         scans = [p.strip() for p in plan if "Scan" in p or "Execution" in p or "Buffers" in p]
         print(f"  plan for key {key} ({np.mean(keys == key):.0%}): " + " | ".join(s[:90] for s in scans))
@@ -96,6 +104,7 @@ def explain(connection, cache_store, query: np.ndarray, keys: np.ndarray) -> Non
 def noise_floor(connection, n: int) -> str:
     """What this host adds to any call: a trivial round trip and ~0.2 ms of pure Python. On a shared,
     oversubscribed host their p99 shows how much of a lookup's tail is preemption, not the lookup."""
+
     def select_one(_q, _k):
         with connection.cursor() as cur:
             cur.execute("SELECT 1")
@@ -147,12 +156,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--queries", type=int, default=2000, help="Timed lookups per size and key.")
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--prompts", type=Path, default=DEFAULT_PROMPTS)
-    parser.add_argument("--ef-search", default=None,
-                        help="Comma-separated hnsw.ef_search values to compare (default: the setting).")
-    parser.add_argument("--shared-buffers", default="",
-                        help="PostgreSQL shared_buffers for the bench server, e.g. 1GB (default: the server's).")
-    parser.add_argument("--ef-construction", type=int, default=None,
-                        help="Rebuild the index with this ef_construction instead of the migration's (experiment).")
+    parser.add_argument(
+        "--ef-search", default=None, help="Comma-separated hnsw.ef_search values to compare (default: the setting)."
+    )
+    parser.add_argument(
+        "--shared-buffers",
+        default="",
+        help="PostgreSQL shared_buffers for the bench server, e.g. 1GB (default: the server's).",
+    )
+    parser.add_argument(
+        "--ef-construction",
+        type=int,
+        default=None,
+        help="Rebuild the index with this ef_construction instead of the migration's (experiment).",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     sizes = sorted(int(s) for s in args.sizes.split(","))
@@ -168,8 +185,11 @@ def main(argv: list[str] | None = None) -> None:
     # Half real held-out prompts (often far from every cached prompt), half new draws around the cached
     # prompts' centres (the near-duplicates approximate caching serves).
     pool = np.concatenate([held_out, synthetic(centres, len(held_out), rng)])
-    queries = pool[rng.permutation(len(pool))[:args.queries]] if args.queries <= len(pool) else \
-        pool[rng.integers(0, len(pool), args.queries)]
+    queries = (
+        pool[rng.permutation(len(pool))[: args.queries]]
+        if args.queries <= len(pool)
+        else pool[rng.integers(0, len(pool), args.queries)]
+    )
 
     run_dir = Path(tempfile.mkdtemp(prefix="t2i-bench-lookup-"))
     run_dir.chmod(0o755)
@@ -183,8 +203,9 @@ def main(argv: list[str] | None = None) -> None:
                 conn.execute(f"ALTER SYSTEM SET shared_buffers = '{args.shared_buffers}'")
             pg.stop()
             pg.start()
-        os.environ.update(DATABASE_URL=pg.url, T2I_DATA_DIR=str(run_dir / "data"),
-                          DJANGO_SETTINGS_MODULE="webapp.settings")
+        os.environ.update(
+            DATABASE_URL=pg.url, T2I_DATA_DIR=str(run_dir / "data"), DJANGO_SETTINGS_MODULE="webapp.settings"
+        )
         import django
 
         django.setup()
@@ -213,10 +234,12 @@ def main(argv: list[str] | None = None) -> None:
         default_ef = settings.T2I_CACHE_EF_SEARCH
         ef_values = [int(e) for e in (args.ef_search or str(default_ef)).split(",")]
         print(f"PostgreSQL {server} (shared_buffers {buffers}), pgvector {pgvector_version}; index: {indexdef}")
-        print(f"hnsw.ef_search in {ef_values}, iterative_scan = relaxed_order, "
-              f"{CANDIDATES_NOTE}; queries: {len(queries)} per row after {args.warmup} warm-up; "
-              f"host: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-              f"load average {os.getloadavg()[0]:.2f}")
+        print(
+            f"hnsw.ef_search in {ef_values}, iterative_scan = relaxed_order, "
+            f"{CANDIDATES_NOTE}; queries: {len(queries)} per row after {args.warmup} warm-up; "
+            f"host: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+            f"load average {os.getloadavg()[0]:.2f}"
+        )
         ServingConfig.current()  # create the config row outside the timings
 
         def nearest_and_k_star(query: np.ndarray, key: str):
@@ -231,9 +254,11 @@ def main(argv: list[str] | None = None) -> None:
         all_vecs = synthetic(centres, sizes[-1], rng)
         all_keys = np.where(rng.random(sizes[-1]) < 0.1, KEY_OTHER, KEY_MAIN)
         loaded = 0
-        header = (f"{'':>25} {'wall ms':^23} | {'CPU ms':^13} | {'wall-wait ms':^13} |\n"
-                  f"{'entries':>8} {'key':>4} {'ef':>4} {'call':>7} {'p50':>7} {'p90':>7} {'p99':>7} | "
-                  f"{'p50':>6} {'p99':>6} | {'p50':>6} {'p99':>6} | {'recall@1':>8} {'K* same':>7} {'s loss':>7}")
+        header = (
+            f"{'':>25} {'wall ms':^23} | {'CPU ms':^13} | {'wall-wait ms':^13} |\n"
+            f"{'entries':>8} {'key':>4} {'ef':>4} {'call':>7} {'p50':>7} {'p90':>7} {'p99':>7} | "
+            f"{'p50':>6} {'p99':>6} | {'p50':>6} {'p99':>6} | {'recall@1':>8} {'K* same':>7} {'s loss':>7}"
+        )
         connection.ensure_connection()
         server_pid = connection.connection.info.backend_pid
         predictor = Predictor(ServingConfig.current().threshold_pairs)
@@ -245,13 +270,15 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{n} entries: COPY {t_load:.1f} s, HNSW build {t_index:.1f} s")
             for key in (KEY_MAIN, KEY_OTHER):
                 mask = all_keys[:n] == key
-                exact = np.concatenate([(queries[i:i + 250] @ all_vecs[:n][mask].T).max(axis=1)
-                                        for i in range(0, len(queries), 250)])
+                exact = np.concatenate(
+                    [(queries[i : i + 250] @ all_vecs[:n][mask].T).max(axis=1) for i in range(0, len(queries), 250)]
+                )
                 k_exact = predictor.predict_array(exact)
                 for ef in ef_values:
                     settings.T2I_CACHE_EF_SEARCH = ef
-                    calls = [("nearest", cache_store.nearest)] + ([("k_star", nearest_and_k_star)]
-                                                                   if ef == default_ef else [])
+                    calls = [("nearest", cache_store.nearest)] + (
+                        [("k_star", nearest_and_k_star)] if ef == default_ef else []
+                    )
                     for name, fn in calls:
                         ms, cpu, wait, res = measure(fn, queries, key, args.warmup, server_pid)
                         idle = ms - np.minimum(wait, ms)
@@ -259,20 +286,24 @@ def main(argv: list[str] | None = None) -> None:
                         recall = float(np.mean(sims >= exact - 1e-5))
                         same_k = float(np.mean(predictor.predict_array(sims) == k_exact))
                         p = lambda a, q: np.percentile(a, q)  # noqa: E731
-                        lines.append(f"{n:>8} {mask.mean():>4.0%} {ef:>4} {name:>7} {p(ms, 50):7.2f} "
-                                     f"{p(ms, 90):7.2f} {p(ms, 99):7.2f} | {p(cpu, 50):6.2f} {p(cpu, 99):6.2f} | "
-                                     f"{p(idle, 50):6.2f} {p(idle, 99):6.2f} | "
-                                     f"{recall:8.3f} {same_k:7.3f} {float(np.mean(exact - sims)):7.4f}")
+                        lines.append(
+                            f"{n:>8} {mask.mean():>4.0%} {ef:>4} {name:>7} {p(ms, 50):7.2f} "
+                            f"{p(ms, 90):7.2f} {p(ms, 99):7.2f} | {p(cpu, 50):6.2f} {p(cpu, 99):6.2f} | "
+                            f"{p(idle, 50):6.2f} {p(idle, 99):6.2f} | "
+                            f"{recall:8.3f} {same_k:7.3f} {float(np.mean(exact - sims)):7.4f}"
+                        )
                         print(lines[-1] if len(lines) > 1 else header + "\n" + lines[-1], flush=True)
             explain(connection, cache_store, queries[0], all_keys[:n])
         settings.T2I_CACHE_EF_SEARCH = default_ef
         print("\n" + header + "\n" + "\n".join(lines))
         print(noise_floor(connection, len(queries)))
-        print("key: share of the entries under the queried model key. CPU: this thread + the PostgreSQL "
-              "backend, per call (/proc/*/schedstat). wall-wait: wall time minus the time both spent runnable "
-              "but waiting for a CPU (what the call takes on an idle host). recall@1: found the exact "
-              "nearest (numpy). K* same: NIRVANA's K* from the found similarity equals K* from the exact one. "
-              "s loss: mean exact − found similarity.")
+        print(
+            "key: share of the entries under the queried model key. CPU: this thread + the PostgreSQL "
+            "backend, per call (/proc/*/schedstat). wall-wait: wall time minus the time both spent runnable "
+            "but waiting for a CPU (what the call takes on an idle host). recall@1: found the exact "
+            "nearest (numpy). K* same: NIRVANA's K* from the found similarity equals K* from the exact one. "
+            "s loss: mean exact − found similarity."
+        )
     finally:
         from django.db import connections
 

@@ -28,8 +28,9 @@ def _encoder(model_path: str):
             from transformers import CLIPTextModel, CLIPTokenizer
 
             tokenizer = CLIPTokenizer.from_pretrained(model_path, subfolder="tokenizer")
-            model = CLIPTextModel.from_pretrained(model_path, subfolder="text_encoder",
-                                                  torch_dtype=torch.float32).eval()
+            model = CLIPTextModel.from_pretrained(
+                model_path, subfolder="text_encoder", torch_dtype=torch.float32
+            ).eval()
             if model.config.hidden_size > CLIP_DIM:
                 raise ValueError(f"text encoder width {model.config.hidden_size} exceeds CLIP_DIM {CLIP_DIM}")
             _loaded[model_path] = (tokenizer, model)
@@ -44,10 +45,11 @@ def clip_text_embeddings(prompts: list[str], model_path: str | Path, batch_size:
     out = np.zeros((len(prompts), CLIP_DIM), dtype=np.float32)
     with torch.inference_mode():
         for at in range(0, len(prompts), batch_size):
-            chunk = prompts[at:at + batch_size]
-            tokens = tokenizer(chunk, padding="max_length", max_length=tokenizer.model_max_length,
-                               truncation=True, return_tensors="pt")
+            chunk = prompts[at : at + batch_size]
+            tokens = tokenizer(
+                chunk, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+            )
             pooled = model(input_ids=tokens.input_ids).pooler_output.float().numpy()
-            out[at:at + len(chunk), :pooled.shape[1]] = pooled
+            out[at : at + len(chunk), : pooled.shape[1]] = pooled
     norms = np.linalg.norm(out, axis=1, keepdims=True)
     return out / np.maximum(norms, 1e-12)

@@ -10,8 +10,9 @@ from django.conf import settings
 from scheduler.cache_keys import folder_scheduler, model_identity, model_key
 
 
-def model_key_for(steps: int, width: int, height: int, model_path: str | os.PathLike | None = None,
-                  scheduler: str | None = None) -> str:
+def model_key_for(
+    steps: int, width: int, height: int, model_path: str | os.PathLike | None = None, scheduler: str | None = None
+) -> str:
     """The key for ``settings.T2I_MODEL_PATH`` (or ``model_path``): the scheduler is ``T2I_SCHEDULER``
     when the engine swaps the folder's (real SD 1.x folders ship PNDM, which cannot be resumed), else
     the folder's own. Emulated workers get keys of their own: placeholder latents never seed a real run."""

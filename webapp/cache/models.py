@@ -32,15 +32,18 @@ class CacheEntry(models.Model):
     """
 
     prompt = models.TextField()
-    prompt_sha = models.CharField(max_length=64, editable=False,
-                                  help_text="sha256 of the prompt: one entry per prompt and model key.")
+    prompt_sha = models.CharField(
+        max_length=64, editable=False, help_text="sha256 of the prompt: one entry per prompt and model key."
+    )
     embedding = VectorField(dimensions=EMBED_DIM)
     # Filled when T2I_EMBEDDER=clip: the model's own CLIP text features (webapp/cache/clip_embedder.py).
     clip_embedding = VectorField(dimensions=CLIP_DIM, null=True, blank=True)
-    model_key = models.CharField(max_length=200, db_index=True,
-                                 help_text="model | scheduler | N | resolution (scheduler.cache_keys.model_key).")
-    levels = ArrayField(models.PositiveSmallIntegerField(), default=list,
-                        help_text="Cache levels K whose latents are stored.")
+    model_key = models.CharField(
+        max_length=200, db_index=True, help_text="model | scheduler | N | resolution (scheduler.cache_keys.model_key)."
+    )
+    levels = ArrayField(
+        models.PositiveSmallIntegerField(), default=list, help_text="Cache levels K whose latents are stored."
+    )
     hits = models.PositiveIntegerField(default=0)
     score = models.BigIntegerField(default=0, help_text="LCBFU score: Σ K over hits.")
     bytes = models.BigIntegerField(default=0, help_text="Size of its latent files on disk.")
@@ -54,10 +57,20 @@ class CacheEntry(models.Model):
         indexes = [
             # ef_construction 128 (pgvector's default is 64): at 100k clustered MiniLM-like vectors it lifts
             # recall@1 at ef_search 40 from 0.80 to 0.85 for ~1.5x build time (docs/cache.md).
-            HnswIndex(name="cacheentry_embedding_hnsw", fields=["embedding"], m=16, ef_construction=128,
-                      opclasses=["vector_cosine_ops"]),
-            HnswIndex(name="cacheentry_clip_hnsw", fields=["clip_embedding"], m=16, ef_construction=128,
-                      opclasses=["vector_cosine_ops"]),
+            HnswIndex(
+                name="cacheentry_embedding_hnsw",
+                fields=["embedding"],
+                m=16,
+                ef_construction=128,
+                opclasses=["vector_cosine_ops"],
+            ),
+            HnswIndex(
+                name="cacheentry_clip_hnsw",
+                fields=["clip_embedding"],
+                m=16,
+                ef_construction=128,
+                opclasses=["vector_cosine_ops"],
+            ),
         ]
         constraints = [
             models.UniqueConstraint(fields=["model_key", "prompt_sha"], name="cacheentry_unique_prompt"),
@@ -98,8 +111,9 @@ class CacheConfig(SingletonModel):
     scheduling settings and live on ``ServingConfig.thresholds`` (one place for the submit path, the
     controller and routing at submit)."""
 
-    byte_budget = models.BigIntegerField(validators=[MinValueValidator(0)],
-                                         help_text="Most bytes of latent files kept; LCBFU evicts beyond it.")
+    byte_budget = models.BigIntegerField(
+        validators=[MinValueValidator(0)], help_text="Most bytes of latent files kept; LCBFU evicts beyond it."
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

@@ -33,13 +33,15 @@ Consistency between rows and files, with several worker processes:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import time
 import uuid
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from django.conf import settings
@@ -89,8 +91,7 @@ _COLUMN_BY_DIM = {EMBED_DIM: "embedding", CLIP_DIM: "clip_embedding"}
 def _checked_vector(embedding: Any) -> np.ndarray:
     v = np.asarray(embedding, dtype=np.float32).reshape(-1)
     if v.shape[0] not in _COLUMN_BY_DIM:
-        raise ValueError(f"embedding must have {EMBED_DIM} (MiniLM) or {CLIP_DIM} (CLIP) dimensions, "
-                         f"got {v.shape[0]}")
+        raise ValueError(f"embedding must have {EMBED_DIM} (MiniLM) or {CLIP_DIM} (CLIP) dimensions, got {v.shape[0]}")
     if not np.all(np.isfinite(v)) or not np.any(v):
         raise ValueError("embedding must be finite and non-zero")
     return v
@@ -100,8 +101,18 @@ def _vector_literal(embedding: Any) -> str:
     return "[" + ",".join(map(repr, _checked_vector(embedding).tolist())) + "]"
 
 
-_ENTRY_FIELDS = ["id", "prompt", "prompt_sha", "model_key", "levels", "hits", "score", "bytes", "created_at",
-                 "last_hit_at"]
+_ENTRY_FIELDS = [
+    "id",
+    "prompt",
+    "prompt_sha",
+    "model_key",
+    "levels",
+    "hits",
+    "score",
+    "bytes",
+    "created_at",
+    "last_hit_at",
+]
 _ENTRY_COLUMNS = ", ".join(_ENTRY_FIELDS)
 _NEAREST_HNSW = """
     WITH candidates AS MATERIALIZED (
@@ -114,9 +125,13 @@ _NEAREST_EXACT = """
     SELECT {entry}, {col} <=> %s::vector AS distance
     FROM workers_cacheentry WHERE model_key = %s AND {col} IS NOT NULL
     ORDER BY ({col} <=> %s::vector) + 0, id LIMIT 1"""
-_QUERIES = {col: (_NEAREST_HNSW.format(entry=_ENTRY_COLUMNS, col=col, n=CANDIDATES),
-                  _NEAREST_EXACT.format(entry=_ENTRY_COLUMNS, col=col))
-            for col in _COLUMN_BY_DIM.values()}
+_QUERIES = {
+    col: (
+        _NEAREST_HNSW.format(entry=_ENTRY_COLUMNS, col=col, n=CANDIDATES),
+        _NEAREST_EXACT.format(entry=_ENTRY_COLUMNS, col=col),
+    )
+    for col in _COLUMN_BY_DIM.values()
+}
 
 
 def nearest(embedding: Any, model_key: str) -> tuple[CacheEntry, float] | None:
@@ -139,8 +154,11 @@ def nearest(embedding: Any, model_key: str) -> tuple[CacheEntry, float] | None:
         connection.ensure_connection()
         conn = connection.connection
         with conn.pipeline(), conn.transaction(), conn.cursor() as cur:
-            cur.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true), "
-                        "set_config('hnsw.ef_search', %s, true)", [ef])
+            cur.execute(
+                "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true), "
+                "set_config('hnsw.ef_search', %s, true)",
+                [ef],
+            )
             cur.execute(hnsw_sql, params)
             row = cur.fetchone()
             if row is None:  # hnsw.max_scan_tuples reached before any row of a very rare key
@@ -170,17 +188,19 @@ def hit(entry_id: int, level: int) -> bool:
         with transaction.atomic():
             # Level row first, then the entry row: the same order as eviction, so no lock cycle.
             n = CacheLevel.objects.filter(entry_id=entry_id, level=level).update(
-                hits=F("hits") + 1, score=F("score") + level, last_used_at=now)
+                hits=F("hits") + 1, score=F("score") + level, last_used_at=now
+            )
             if n:
-                CacheEntry.objects.filter(pk=entry_id).update(hits=F("hits") + 1, score=F("score") + level,
-                                                              last_hit_at=now)
+                CacheEntry.objects.filter(pk=entry_id).update(
+                    hits=F("hits") + 1, score=F("score") + level, last_hit_at=now
+                )
         return bool(n)
     except OperationalError:  # e.g. a deadlock victim under heavy concurrent eviction
         log.warning("cache hit on entry %s level %s not counted", entry_id, level, exc_info=True)
         return False
 
 
-def load_latent(entry_id: int, level: int) -> "torch.Tensor | None":
+def load_latent(entry_id: int, level: int) -> torch.Tensor | None:
     """The stored latent ``(1, C, h, w)`` (CPU, stored dtype), or None if that level is not held."""
     name = CacheLevel.objects.filter(entry_id=entry_id, level=level).values_list("file", flat=True).first()
     if name is None:
@@ -188,7 +208,7 @@ def load_latent(entry_id: int, level: int) -> "torch.Tensor | None":
     return _read_latent(name)
 
 
-def start_latent(entry_id: int, max_level: int) -> "tuple[int, torch.Tensor] | None":
+def start_latent(entry_id: int, max_level: int) -> tuple[int, torch.Tensor] | None:
     """The worker's read for a request served from neighbour ``entry_id`` at K′ = ``max_level``.
 
     Loads the largest level ≤ K′ the neighbour still holds (normally K′ itself; a lower one if K′ was
@@ -196,8 +216,11 @@ def start_latent(entry_id: int, max_level: int) -> "tuple[int, torch.Tensor] | N
     ``GenItem(start_level=level, start_latent=latent)`` and record ``level`` as K served — or None when
     nothing usable is left (serve at K = 0).
     """
-    held = (CacheLevel.objects.filter(entry_id=entry_id, level__lte=max_level, level__gt=0)
-            .order_by("-level").values_list("level", "file"))
+    held = (
+        CacheLevel.objects.filter(entry_id=entry_id, level__lte=max_level, level__gt=0)
+        .order_by("-level")
+        .values_list("level", "file")
+    )
     for level, name in held:
         latent = _read_latent(name)
         if latent is not None:  # None: evicted between our query and the read
@@ -206,7 +229,7 @@ def start_latent(entry_id: int, max_level: int) -> "tuple[int, torch.Tensor] | N
     return None
 
 
-def _read_latent(name: str) -> "torch.Tensor | None":
+def _read_latent(name: str) -> torch.Tensor | None:
     from safetensors.torch import load_file
 
     try:
@@ -227,15 +250,17 @@ def _lock() -> None:
 
 def _require_autocommit(what: str) -> None:
     if connection.in_atomic_block:
-        raise RuntimeError(f"cache_store.{what} must be called outside transaction.atomic(): it writes "
-                           "files that must follow its own commit or rollback")
+        raise RuntimeError(
+            f"cache_store.{what} must be called outside transaction.atomic(): it writes "
+            "files that must follow its own commit or rollback"
+        )
 
 
 def prompt_sha(prompt: str) -> str:
     return hashlib.sha256(prompt.encode("utf-8")).hexdigest()
 
 
-def _write_latent(tensor: "torch.Tensor", name: str) -> int:
+def _write_latent(tensor: torch.Tensor, name: str) -> int:
     """Write one latent atomically (temp file + rename); returns its size in bytes."""
     from safetensors.torch import save_file
 
@@ -250,20 +275,24 @@ def _write_latent(tensor: "torch.Tensor", name: str) -> int:
 def _remove_files(names: Iterable[str]) -> None:
     root = cache_dir()
     for name in names:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             (root / name).unlink()
-        except FileNotFoundError:
-            pass
 
 
-def insert(prompt: str, latents: Mapping[int, "torch.Tensor"], model_key: str,
-           embedding: Any | None = None) -> int | None:
+def insert(
+    prompt: str, latents: Mapping[int, torch.Tensor], model_key: str, embedding: Any | None = None
+) -> int | None:
     """Store one generation's captured latents; see :func:`insert_many`."""
     return insert_many(model_key, [prompt], [latents], None if embedding is None else [embedding])[0]
 
 
-def insert_many(model_key: str, prompts: Sequence[str], latents: Sequence[Mapping[int, "torch.Tensor"]],
-                embeddings: Any | None = None, evict: bool = True) -> list[int | None]:
+def insert_many(
+    model_key: str,
+    prompts: Sequence[str],
+    latents: Sequence[Mapping[int, torch.Tensor]],
+    embeddings: Any | None = None,
+    evict: bool = True,
+) -> list[int | None]:
     """Store the captured latents (``GenResult.latents``: {level: (1, C, h, w) tensor}) of finished
     generations under ``model_key``; then evict (LCBFU) down to the byte budget.
 
@@ -304,8 +333,9 @@ def _levels_to_store(prompts: Sequence[str], latents: Sequence[Mapping[int, Any]
     return wanted
 
 
-def _vectors_for(todo: list[str], prompts: Sequence[str],
-                 embeddings: Any | None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+def _vectors_for(
+    todo: list[str], prompts: Sequence[str], embeddings: Any | None
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """The MiniLM vector of each prompt (given, or embedded now) and, with T2I_EMBEDDER=clip, its CLIP one."""
     if embeddings is None:
         vectors = dict(zip(todo, embed(todo)))
@@ -319,8 +349,9 @@ def _vectors_for(todo: list[str], prompts: Sequence[str],
     return vectors, clip_vectors
 
 
-def _write_files(model_key: str, todo: list[str],
-                 wanted: dict[str, dict[int, Any]]) -> tuple[dict[str, dict[int, tuple[str, int]]], list[str]]:
+def _write_files(
+    model_key: str, todo: list[str], wanted: dict[str, dict[int, Any]]
+) -> tuple[dict[str, dict[int, tuple[str, int]]], list[str]]:
     """Write every latent file, outside any transaction. Returns prompt -> {level: (file, bytes)} and all
     file names; on failure removes what it wrote."""
     key_dir = hashlib.sha1(model_key.encode()).hexdigest()[:12]
@@ -339,8 +370,13 @@ def _write_files(model_key: str, todo: list[str],
     return written, all_files
 
 
-def _record_rows(model_key: str, todo: list[str], written: dict[str, dict[int, tuple[str, int]]],
-                 vectors: dict[str, np.ndarray], clip_vectors: dict[str, np.ndarray]) -> tuple[dict[str, int], list[str]]:
+def _record_rows(
+    model_key: str,
+    todo: list[str],
+    written: dict[str, dict[int, tuple[str, int]]],
+    vectors: dict[str, np.ndarray],
+    clip_vectors: dict[str, np.ndarray],
+) -> tuple[dict[str, int], list[str]]:
     """Under the writers' lock: create entries (or add the levels an entry lacks) and their level rows.
     Returns prompt -> entry id and the files written for levels an entry already held (unused)."""
     unused: list[str] = []
@@ -349,31 +385,44 @@ def _record_rows(model_key: str, todo: list[str], written: dict[str, dict[int, t
     with transaction.atomic():
         _lock()
         shas = {p: prompt_sha(p) for p in todo}
-        existing = {e.prompt_sha: e for e in CacheEntry.objects.filter(
-            model_key=model_key, prompt_sha__in=list(shas.values())).only("id", "prompt_sha", "levels")}
+        existing = {
+            e.prompt_sha: e
+            for e in CacheEntry.objects.filter(model_key=model_key, prompt_sha__in=list(shas.values())).only(
+                "id", "prompt_sha", "levels"
+            )
+        }
         new_rows: list[CacheLevel] = []
         for prompt in todo:
             files = written[prompt]
             entry = existing.get(shas[prompt])
             if entry is None:
                 entry = CacheEntry.objects.create(
-                    prompt=prompt, prompt_sha=shas[prompt], embedding=_checked_vector(vectors[prompt]),
-                    clip_embedding=clip_vectors.get(prompt), model_key=model_key, levels=sorted(files),
-                    bytes=sum(nb for _, nb in files.values()))
+                    prompt=prompt,
+                    prompt_sha=shas[prompt],
+                    embedding=_checked_vector(vectors[prompt]),
+                    clip_embedding=clip_vectors.get(prompt),
+                    model_key=model_key,
+                    levels=sorted(files),
+                    bytes=sum(nb for _, nb in files.values()),
+                )
                 add = files
             else:
                 add = {k: v for k, v in files.items() if k not in entry.levels}
                 if prompt in clip_vectors:  # an entry cached before CLIP was switched on
                     CacheEntry.objects.filter(pk=entry.pk, clip_embedding__isnull=True).update(
-                        clip_embedding=clip_vectors[prompt])
+                        clip_embedding=clip_vectors[prompt]
+                    )
                 unused += [name for k, (name, _) in files.items() if k in entry.levels]
                 if add:
                     CacheEntry.objects.filter(pk=entry.pk).update(
                         levels=sorted(set(entry.levels) | set(add)),
-                        bytes=F("bytes") + sum(nb for _, nb in add.values()))
+                        bytes=F("bytes") + sum(nb for _, nb in add.values()),
+                    )
             ids[prompt] = entry.pk
-            new_rows += [CacheLevel(entry_id=entry.pk, level=k, nbytes=nb, file=name, last_used_at=now)
-                         for k, (name, nb) in add.items()]
+            new_rows += [
+                CacheLevel(entry_id=entry.pk, level=k, nbytes=nb, file=name, last_used_at=now)
+                for k, (name, nb) in add.items()
+            ]
         CacheLevel.objects.bulk_create(new_rows)
     return ids, unused
 
@@ -417,18 +466,25 @@ def _delete_levels(victims: list[tuple[int, int, int, str]]) -> None:
         return
     ids = [v[0] for v in victims]
     for at in range(0, len(ids), 10_000):
-        CacheLevel.objects.filter(pk__in=ids[at:at + 10_000]).delete()
+        CacheLevel.objects.filter(pk__in=ids[at : at + 10_000]).delete()
     entry_ids = {v[1] for v in victims}
     remaining: dict[int, list[tuple[int, int]]] = {e: [] for e in entry_ids}
     for entry_id, level, nbytes in CacheLevel.objects.filter(entry_id__in=entry_ids).values_list(
-            "entry_id", "level", "nbytes"):
+        "entry_id", "level", "nbytes"
+    ):
         remaining[entry_id].append((level, nbytes))
     gone = [e for e, rows in remaining.items() if not rows]
     for at in range(0, len(gone), 10_000):
-        CacheEntry.objects.filter(pk__in=gone[at:at + 10_000]).delete()
+        CacheEntry.objects.filter(pk__in=gone[at : at + 10_000]).delete()
     CacheEntry.objects.bulk_update(
-        [CacheEntry(pk=e, levels=sorted(lv for lv, _ in rows), bytes=sum(nb for _, nb in rows))
-         for e, rows in remaining.items() if rows], ["levels", "bytes"], batch_size=1000)
+        [
+            CacheEntry(pk=e, levels=sorted(lv for lv, _ in rows), bytes=sum(nb for _, nb in rows))
+            for e, rows in remaining.items()
+            if rows
+        ],
+        ["levels", "bytes"],
+        batch_size=1000,
+    )
     files = [v[3] for v in victims]
     transaction.on_commit(lambda: _remove_files(files))
 
@@ -477,5 +533,9 @@ def sweep_orphan_files(older_than_s: float = 3600.0) -> int:
 
 def stats() -> dict[str, int]:
     """Entries, stored levels, bytes used and the byte budget."""
-    return {"entries": CacheEntry.objects.count(), "levels": CacheLevel.objects.count(),
-            "bytes": used_bytes(), "budget": CacheConfig.current().byte_budget}
+    return {
+        "entries": CacheEntry.objects.count(),
+        "levels": CacheLevel.objects.count(),
+        "bytes": used_bytes(),
+        "budget": CacheConfig.current().byte_budget,
+    }

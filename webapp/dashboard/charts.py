@@ -52,8 +52,7 @@ def rates(w: mq.Window) -> bytes:
     ts = mq.time_series(w)
     fig, ax = _figure(f"Arrivals and on-time throughput (req/s, {w.step:g} s buckets, UTC)")
     ax.step(ts["t"], ts["arrival_rate"], where="post", label="arrival rate", color="#1f77b4")
-    ax.step(ts["t"], ts["on_time_throughput"], where="post", label="on-time throughput",
-            color="#2ca02c")
+    ax.step(ts["t"], ts["on_time_throughput"], where="post", label="on-time throughput", color="#2ca02c")
     ax.set_ylim(bottom=0)
     ax.legend(fontsize=8, loc="upper left")
     _time_axis(ax, w)
@@ -72,8 +71,7 @@ def violations(w: mq.Window) -> bytes:
     decided, violated = sum(ts["decided"]), sum(ts["violations"])
     if decided:
         overall = 100 * violated / decided
-        ax.axhline(overall, linestyle="--", linewidth=1, color="#555",
-                   label=f"window: {overall:.1f}% of {decided}")
+        ax.axhline(overall, linestyle="--", linewidth=1, color="#555", label=f"window: {overall:.1f}% of {decided}")
         ax.legend(fontsize=8, loc="upper left")
     ax.set_ylim(0, 100)
     ax.set_ylabel("%", fontsize=8)
@@ -121,5 +119,9 @@ def queues(w: mq.Window) -> bytes:
 
 
 CHARTS: dict[str, Callable[[mq.Window], bytes]] = {
-    "rates": rates, "violations": violations, "quality": quality, "mix": mix, "queues": queues,
+    "rates": rates,
+    "violations": violations,
+    "quality": quality,
+    "mix": mix,
+    "queues": queues,
 }

@@ -36,7 +36,9 @@ from django.utils import timezone
 
 from webapp.ledger.models import AllocationPlan, BatchRecord, GenerationRequest, ServingConfig
 
-WINDOWS: dict[str, int] = {name: int(name[:-1]) * {"m": 60, "h": 3600}[name[-1]] for name in settings.T2I_METRICS_WINDOWS}
+WINDOWS: dict[str, int] = {
+    name: int(name[:-1]) * {"m": 60, "h": 3600}[name[-1]] for name in settings.T2I_METRICS_WINDOWS
+}
 DEFAULT_WINDOW = "15m"
 BUCKETS = 60
 RECENT_PLANS = 8
@@ -66,8 +68,7 @@ def scan_lookback(window_seconds: float, slo_seconds: float) -> float:
     return max(3600.0, 4.0 * slo_seconds)
 
 
-def resolve_window(name: str | None, now: datetime | None = None,
-                   slo_seconds: float | None = None) -> Window:
+def resolve_window(name: str | None, now: datetime | None = None, slo_seconds: float | None = None) -> Window:
     name = name or DEFAULT_WINDOW
     if name not in WINDOWS:
         raise UnknownWindow(f"Unknown window {name!r}; choose one of {', '.join(WINDOWS)}.")
@@ -102,8 +103,7 @@ def _float(value) -> float | None:
 # SQL fragments shared by the queries (column names from the model, states from Status).
 _ARRIVED = "r.created_at >= %(start)s"
 _ON_TIME = "(r.status = 'succeeded' AND r.finished_at <= r.deadline)"
-_DECIDED = ("(r.status <> 'cancelled' AND (r.status IN ('succeeded', 'failed', 'expired') "
-            "OR r.deadline <= %(end)s))")
+_DECIDED = "(r.status <> 'cancelled' AND (r.status IN ('succeeded', 'failed', 'expired') OR r.deadline <= %(end)s))"
 _HIT = "(r.cache_neighbor_id IS NOT NULL AND r.k_star > 0)"
 _FINISHED = "(r.finished_at >= %(start)s AND r.finished_at < %(end)s)"
 _SERVED = f"({_FINISHED} AND r.status = 'succeeded')"
@@ -144,9 +144,24 @@ def window_summary(w: Window) -> dict[str, Any]:
         WHERE r.created_at >= %(scan_start)s AND r.created_at < %(end)s
     """
     row = _fetch(sql, _params(w))[0]
-    out: dict[str, Any] = {k: int(row[k]) for k in (
-        "arrivals", "cancelled", "decided", "on_time", "late", "failed", "expired", "overdue",
-        "pending", "cache_hits", "redirects", "on_time_finished", "served")}
+    out: dict[str, Any] = {
+        k: int(row[k])
+        for k in (
+            "arrivals",
+            "cancelled",
+            "decided",
+            "on_time",
+            "late",
+            "failed",
+            "expired",
+            "overdue",
+            "pending",
+            "cache_hits",
+            "redirects",
+            "on_time_finished",
+            "served",
+        )
+    }
     out["violations"] = out["decided"] - out["on_time"]
     out["violation_ratio"] = _ratio(out["violations"], out["decided"])
     out["arrival_rate"] = out["arrivals"] / w.seconds
@@ -164,22 +179,28 @@ def window_summary(w: Window) -> dict[str, Any]:
 def k_mix(w: Window, column: str = "k_served") -> list[dict[str, Any]]:
     """Arrivals in the window per level (`k_served` = K′ mix, `k_star` = demand per K* class)."""
     assert column in ("k_served", "k_star")
-    rows = _fetch(f"""
+    rows = _fetch(
+        f"""
         SELECT r.{column} AS k, count(*) AS n FROM {_table()} r
         WHERE r.created_at >= %(start)s AND r.created_at < %(end)s AND r.{column} IS NOT NULL
         GROUP BY r.{column} ORDER BY r.{column}
-    """, _params(w))
+    """,
+        _params(w),
+    )
     total = sum(int(r["n"]) for r in rows)
     return [{"k": int(r["k"]), "count": int(r["n"]), "share": int(r["n"]) / total} for r in rows]
 
 
 def queue_depths() -> dict[int, dict[str, int]]:
     """Current queued and running rows per worker (the (status, worker) index)."""
-    rows = _fetch(f"""
+    rows = _fetch(
+        f"""
         SELECT r.worker, r.status, count(*) AS n FROM {_table()} r
         WHERE r.status IN ('queued', 'running') AND r.worker IS NOT NULL
         GROUP BY r.worker, r.status
-    """, {})
+    """,
+        {},
+    )
     out: dict[int, dict[str, int]] = {}
     for r in rows:
         out.setdefault(int(r["worker"]), {"queued": 0, "running": 0})[r["status"]] = int(r["n"])
@@ -190,7 +211,8 @@ def time_series(w: Window) -> dict[str, list]:
     """Per bucket (BUCKETS of W/BUCKETS seconds): arrivals, decided, violations, cache hits by
     arrival time; on-time completions, served, mean quality by finish time. Rates are per second."""
     p = _params(w)
-    by_arrival = _fetch(f"""
+    by_arrival = _fetch(
+        f"""
         SELECT floor(extract(epoch FROM (r.created_at - %(start)s)) / %(step)s)::int AS b,
                count(*) AS arrivals,
                count(*) FILTER (WHERE {_DECIDED}) AS decided,
@@ -198,8 +220,11 @@ def time_series(w: Window) -> dict[str, list]:
         FROM {_table()} r
         WHERE r.created_at >= %(start)s AND r.created_at < %(end)s
         GROUP BY b
-    """, p)
-    by_finish = _fetch(f"""
+    """,
+        p,
+    )
+    by_finish = _fetch(
+        f"""
         SELECT floor(extract(epoch FROM (r.finished_at - %(start)s)) / %(step)s)::int AS b,
                count(*) FILTER (WHERE {_ON_TIME}) AS on_time,
                count(*) FILTER (WHERE r.status = 'succeeded') AS served,
@@ -207,7 +232,9 @@ def time_series(w: Window) -> dict[str, list]:
         FROM {_table()} r
         WHERE r.created_at >= %(scan_start)s AND r.created_at < %(end)s AND {_FINISHED}
         GROUP BY b
-    """, p)
+    """,
+        p,
+    )
     n = BUCKETS
     arrivals, decided, violations = [0] * n, [0] * n, [0] * n
     on_time, served, quality = [0] * n, [0] * n, [None] * n
@@ -240,13 +267,16 @@ def time_series(w: Window) -> dict[str, list]:
 
 def mix_series(w: Window) -> dict[str, Any]:
     """Arrivals per bucket and K′ (`k_served`)."""
-    rows = _fetch(f"""
+    rows = _fetch(
+        f"""
         SELECT floor(extract(epoch FROM (r.created_at - %(start)s)) / %(step)s)::int AS b,
                r.k_served AS k, count(*) AS n
         FROM {_table()} r
         WHERE r.created_at >= %(start)s AND r.created_at < %(end)s AND r.k_served IS NOT NULL
         GROUP BY b, r.k_served
-    """, _params(w))
+    """,
+        _params(w),
+    )
     levels = sorted({int(r["k"]) for r in rows})
     counts = {k: [0] * BUCKETS for k in levels}
     for r in rows:
@@ -257,7 +287,8 @@ def mix_series(w: Window) -> dict[str, Any]:
 def queue_series(w: Window) -> dict[str, Any]:
     """Requests waiting (arrived, not yet started or finished) per worker at the end of each bucket.
     A row re-queued after a lost lease counts from its arrival to its last start."""
-    rows = _fetch(f"""
+    rows = _fetch(
+        f"""
         SELECT g.i AS b, r.worker AS worker, count(*) AS n
         FROM generate_series(1, %(n)s) AS g(i)
         JOIN {_table()} r
@@ -265,7 +296,9 @@ def queue_series(w: Window) -> dict[str, Any]:
          AND coalesce(r.started_at, r.finished_at, 'infinity'::timestamptz) > %(start)s + g.i * %(step_iv)s
         WHERE r.created_at >= %(scan_start)s AND r.created_at < %(end)s AND r.worker IS NOT NULL
         GROUP BY g.i, r.worker
-    """, {**_params(w), "n": BUCKETS, "step_iv": timedelta(seconds=w.step)})
+    """,
+        {**_params(w), "n": BUCKETS, "step_iv": timedelta(seconds=w.step)},
+    )
     workers = sorted({int(r["worker"]) for r in rows} | set(range(settings.T2I_WORKERS)))
     depth = {k: [0] * BUCKETS for k in workers}
     for r in rows:
@@ -276,7 +309,8 @@ def queue_series(w: Window) -> dict[str, Any]:
 
 def lifetime_totals() -> dict[str, Any]:
     """Monotonic totals for Prometheus counters (rows are never deleted; terminal states are final)."""
-    rows = _fetch(f"""
+    rows = _fetch(
+        f"""
         SELECT r.status, r.k_served AS k, count(*) AS n,
                count(*) FILTER (WHERE {_ON_TIME}) AS on_time,
                count(*) FILTER (WHERE {_HIT}) AS hits,
@@ -284,11 +318,12 @@ def lifetime_totals() -> dict[str, Any]:
                count(r.quality) FILTER (WHERE r.status = 'succeeded') AS quality_n,
                coalesce(sum(r.quality) FILTER (WHERE r.status = 'succeeded'), 0) AS quality_sum
         FROM {_table()} r GROUP BY r.status, r.k_served
-    """, {})
+    """,
+        {},
+    )
     by_status: dict[str, int] = {}
     served_by_k: dict[int, int] = {}
-    out = {"created": 0, "on_time": 0, "cache_hits": 0, "redirects": 0, "quality_count": 0,
-           "quality_sum": 0.0}
+    out = {"created": 0, "on_time": 0, "cache_hits": 0, "redirects": 0, "quality_count": 0, "quality_sum": 0.0}
     for r in rows:
         n = int(r["n"])
         by_status[r["status"]] = by_status.get(r["status"], 0) + n
@@ -308,16 +343,28 @@ def lifetime_totals() -> dict[str, Any]:
 def batch_totals() -> list[dict[str, Any]]:
     """Per (worker, K′): batches run, requests in them, and summed service time."""
     table = connection.ops.quote_name(BatchRecord._meta.db_table)
-    rows = _fetch(f"""
+    rows = _fetch(
+        f"""
         SELECT b.worker, b.k_prime, count(*) AS batches, coalesce(sum(b.batch_size), 0) AS requests,
                coalesce(sum(b.service_seconds), 0) AS seconds
         FROM {table} b GROUP BY b.worker, b.k_prime ORDER BY b.worker, b.k_prime
-    """, {})
-    return [{"worker": int(r["worker"]), "k_prime": int(r["k_prime"]), "batches": int(r["batches"]),
-             "requests": int(r["requests"]), "seconds": float(r["seconds"])} for r in rows]
+    """,
+        {},
+    )
+    return [
+        {
+            "worker": int(r["worker"]),
+            "k_prime": int(r["k_prime"]),
+            "batches": int(r["batches"]),
+            "requests": int(r["requests"]),
+            "seconds": float(r["seconds"]),
+        }
+        for r in rows
+    ]
 
 
 # --- plans and layout --------------------------------------------------------------------
+
 
 def plan_dict(plan: AllocationPlan | None) -> dict[str, Any] | None:
     if plan is None:
@@ -351,12 +398,22 @@ def plan_dict(plan: AllocationPlan | None) -> dict[str, Any] | None:
 
 def recent_plans(limit: int = RECENT_PLANS) -> list[dict[str, Any]]:
     rows = AllocationPlan.objects.order_by("-id").only(
-        "id", "created_at", "policy", "status", "message", "worker_levels", "expected_quality",
-        "solve_ms")[:limit]
-    return [{"version": p.id, "created_at": p.created_at.isoformat(timespec="seconds"), "policy": p.policy,
-             "status": p.status, "usable": p.usable, "message": p.message,
-             "worker_levels": [int(k) for k in p.worker_levels or []],
-             "expected_quality": p.expected_quality, "solve_ms": p.solve_ms} for p in rows]
+        "id", "created_at", "policy", "status", "message", "worker_levels", "expected_quality", "solve_ms"
+    )[:limit]
+    return [
+        {
+            "version": p.id,
+            "created_at": p.created_at.isoformat(timespec="seconds"),
+            "policy": p.policy,
+            "status": p.status,
+            "usable": p.usable,
+            "message": p.message,
+            "worker_levels": [int(k) for k in p.worker_levels or []],
+            "expected_quality": p.expected_quality,
+            "solve_ms": p.solve_ms,
+        }
+        for p in rows
+    ]
 
 
 def workers_view(plan: dict | None, config: ServingConfig) -> dict[str, Any]:
@@ -368,9 +425,15 @@ def workers_view(plan: dict | None, config: ServingConfig) -> dict[str, Any]:
     rows = []
     for w in range(n):
         d = depths.get(w, {"queued": 0, "running": 0})
-        rows.append({"worker": w, "queue": f"gpu.{w}",
-                     "level": levels[w] if w < len(levels) else None,
-                     "queued": d["queued"], "running": d["running"]})
+        rows.append(
+            {
+                "worker": w,
+                "queue": f"gpu.{w}",
+                "level": levels[w] if w < len(levels) else None,
+                "queued": d["queued"],
+                "running": d["running"],
+            }
+        )
     if plan is None:
         source = "none"
     elif plan["manual"]:
@@ -383,8 +446,7 @@ def workers_view(plan: dict | None, config: ServingConfig) -> dict[str, Any]:
         "manual": source == "manual",
         "configured_manual_layout": manual_config,
         # A layout was set (or cleared) in the admin but the controller has not applied it yet.
-        "manual_pending": (manual_config is not None
-                           and (plan is None or plan["worker_levels"] != manual_config)),
+        "manual_pending": (manual_config is not None and (plan is None or plan["worker_levels"] != manual_config)),
     }
 
 

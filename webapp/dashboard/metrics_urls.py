@@ -1,6 +1,6 @@
 """The Prometheus endpoint, included from webapp/urls.py at `metrics` (no trailing slash):
 
-    path("metrics", include("webapp.dashboard.metrics_urls")),
+path("metrics", include("webapp.dashboard.metrics_urls")),
 """
 
 from django.urls import path

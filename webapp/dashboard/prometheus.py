@@ -51,45 +51,56 @@ class ServingCollector(Collector):
             log.error("metrics: database unavailable: %s", exc)
             families, up = [], 0
         yield from families
-        yield GaugeMetricFamily(f"{PREFIX}_database_up", "1 if the ledger database answered this scrape.",
-                                value=up)
-        yield GaugeMetricFamily(f"{PREFIX}_scrape_duration_seconds",
-                                "Time spent computing these metrics.", value=time.perf_counter() - started)
+        yield GaugeMetricFamily(f"{PREFIX}_database_up", "1 if the ledger database answered this scrape.", value=up)
+        yield GaugeMetricFamily(
+            f"{PREFIX}_scrape_duration_seconds",
+            "Time spent computing these metrics.",
+            value=time.perf_counter() - started,
+        )
 
     def _families(self):
         config = ServingConfig.current()
         totals = mq.lifetime_totals()
 
         # --- counters (monotonic: rows are kept, terminal states are final) ---------------
-        yield CounterMetricFamily(f"{PREFIX}_requests", "Requests accepted (rows created).",
-                                  value=totals["created"])
-        fin = CounterMetricFamily(f"{PREFIX}_requests_finished",
-                                  "Requests that reached a terminal state, by state.", labels=["status"])
+        yield CounterMetricFamily(f"{PREFIX}_requests", "Requests accepted (rows created).", value=totals["created"])
+        fin = CounterMetricFamily(
+            f"{PREFIX}_requests_finished", "Requests that reached a terminal state, by state.", labels=["status"]
+        )
         for status in TERMINAL_STATES:
             fin.add_metric([str(status)], totals["by_status"].get(str(status), 0))
         yield fin
-        yield CounterMetricFamily(f"{PREFIX}_requests_on_time",
-                                  "Requests that succeeded by their deadline.", value=totals["on_time"])
-        yield CounterMetricFamily(f"{PREFIX}_requests_cache_hits",
-                                  "Requests with a cache neighbour and K* > 0.", value=totals["cache_hits"])
-        yield CounterMetricFamily(f"{PREFIX}_requests_redirected",
-                                  "Requests the dispatcher redirected to meet their deadline.",
-                                  value=totals["redirects"])
-        served = CounterMetricFamily(f"{PREFIX}_requests_served",
-                                     "Succeeded requests by the level K′ they were served at.",
-                                     labels=["k_prime"])
+        yield CounterMetricFamily(
+            f"{PREFIX}_requests_on_time", "Requests that succeeded by their deadline.", value=totals["on_time"]
+        )
+        yield CounterMetricFamily(
+            f"{PREFIX}_requests_cache_hits", "Requests with a cache neighbour and K* > 0.", value=totals["cache_hits"]
+        )
+        yield CounterMetricFamily(
+            f"{PREFIX}_requests_redirected",
+            "Requests the dispatcher redirected to meet their deadline.",
+            value=totals["redirects"],
+        )
+        served = CounterMetricFamily(
+            f"{PREFIX}_requests_served", "Succeeded requests by the level K′ they were served at.", labels=["k_prime"]
+        )
         for k, n in sorted(totals["served_by_k"].items()):
             served.add_metric([str(k)], n)
         yield served
-        yield SummaryMetricFamily(f"{PREFIX}_served_quality",
-                                  "Expected quality Q(s, K′) of succeeded requests (sum and count).",
-                                  count_value=totals["quality_count"], sum_value=totals["quality_sum"])
-        batches = SummaryMetricFamily(f"{PREFIX}_batch_service_seconds",
-                                      "Service time of worker batches (count = batches run).",
-                                      labels=["worker", "k_prime"])
-        batch_requests = CounterMetricFamily(f"{PREFIX}_batch_requests",
-                                             "Requests served in worker batches.",
-                                             labels=["worker", "k_prime"])
+        yield SummaryMetricFamily(
+            f"{PREFIX}_served_quality",
+            "Expected quality Q(s, K′) of succeeded requests (sum and count).",
+            count_value=totals["quality_count"],
+            sum_value=totals["quality_sum"],
+        )
+        batches = SummaryMetricFamily(
+            f"{PREFIX}_batch_service_seconds",
+            "Service time of worker batches (count = batches run).",
+            labels=["worker", "k_prime"],
+        )
+        batch_requests = CounterMetricFamily(
+            f"{PREFIX}_batch_requests", "Requests served in worker batches.", labels=["worker", "k_prime"]
+        )
         for b in mq.batch_totals():
             lbl = [str(b["worker"]), str(b["k_prime"])]
             batches.add_metric(lbl, count_value=b["batches"], sum_value=b["seconds"])
@@ -98,20 +109,20 @@ class ServingCollector(Collector):
         yield batch_requests
 
         # --- gauges: now ---------------------------------------------------------------------
-        active = GaugeMetricFamily(f"{PREFIX}_requests_active", "Requests queued or running now.",
-                                   labels=["status"])
+        active = GaugeMetricFamily(f"{PREFIX}_requests_active", "Requests queued or running now.", labels=["status"])
         for status in ("queued", "running"):
             active.add_metric([status], totals["by_status"].get(status, 0))
         yield active
 
         plan = mq.plan_dict(AllocationPlan.current())
         workers = mq.workers_view(plan, config)
-        depth = GaugeMetricFamily(f"{PREFIX}_queue_depth", "Rows queued for each worker (queue gpu.N).",
-                                  labels=["worker"])
-        running = GaugeMetricFamily(f"{PREFIX}_worker_running", "Rows running on each worker.",
-                                    labels=["worker"])
-        level = GaugeMetricFamily(f"{PREFIX}_worker_level",
-                                  "K level of each worker in the current plan.", labels=["worker"])
+        depth = GaugeMetricFamily(
+            f"{PREFIX}_queue_depth", "Rows queued for each worker (queue gpu.N).", labels=["worker"]
+        )
+        running = GaugeMetricFamily(f"{PREFIX}_worker_running", "Rows running on each worker.", labels=["worker"])
+        level = GaugeMetricFamily(
+            f"{PREFIX}_worker_level", "K level of each worker in the current plan.", labels=["worker"]
+        )
         for row in workers["rows"]:
             depth.add_metric([str(row["worker"])], row["queued"])
             running.add_metric([str(row["worker"])], row["running"])
@@ -120,35 +131,43 @@ class ServingCollector(Collector):
         yield depth
         yield running
         yield level
-        yield GaugeMetricFamily(f"{PREFIX}_workers", "Configured worker (GPU) count.",
-                                value=settings.T2I_WORKERS)
-        yield GaugeMetricFamily(f"{PREFIX}_slo_seconds", "The SLO: deadline = arrival + SLO.",
-                                value=config.slo_seconds)
-        yield InfoMetricFamily(f"{PREFIX}_serving", "Active serving policy.",
-                               value={"policy": config.policy})
+        yield GaugeMetricFamily(f"{PREFIX}_workers", "Configured worker (GPU) count.", value=settings.T2I_WORKERS)
+        yield GaugeMetricFamily(f"{PREFIX}_slo_seconds", "The SLO: deadline = arrival + SLO.", value=config.slo_seconds)
+        yield InfoMetricFamily(f"{PREFIX}_serving", "Active serving policy.", value={"policy": config.policy})
         if plan is not None:
-            yield GaugeMetricFamily(f"{PREFIX}_plan_version", "Version (id) of the current plan.",
-                                    value=plan["version"])
-            yield GaugeMetricFamily(f"{PREFIX}_plan_manual",
-                                    "1 if the current plan is the admin's manual K layout.",
-                                    value=int(plan["manual"]))
-            yield InfoMetricFamily(f"{PREFIX}_plan", "Current plan's policy and status.",
-                                   value={"policy": plan["policy"], "status": plan["status"],
-                                          "version": str(plan["version"])})
+            yield GaugeMetricFamily(
+                f"{PREFIX}_plan_version", "Version (id) of the current plan.", value=plan["version"]
+            )
+            yield GaugeMetricFamily(
+                f"{PREFIX}_plan_manual",
+                "1 if the current plan is the admin's manual K layout.",
+                value=int(plan["manual"]),
+            )
+            yield InfoMetricFamily(
+                f"{PREFIX}_plan",
+                "Current plan's policy and status.",
+                value={"policy": plan["policy"], "status": plan["status"], "version": str(plan["version"])},
+            )
             if plan["expected_quality"] is not None:
-                yield GaugeMetricFamily(f"{PREFIX}_plan_expected_quality",
-                                        "Expected quality of the current plan.",
-                                        value=plan["expected_quality"])
+                yield GaugeMetricFamily(
+                    f"{PREFIX}_plan_expected_quality",
+                    "Expected quality of the current plan.",
+                    value=plan["expected_quality"],
+                )
             if plan["solve_ms"] is not None:
-                yield GaugeMetricFamily(f"{PREFIX}_plan_solve_seconds",
-                                        "Solve time of the current plan.", value=plan["solve_ms"] / 1000)
+                yield GaugeMetricFamily(
+                    f"{PREFIX}_plan_solve_seconds", "Solve time of the current plan.", value=plan["solve_ms"] / 1000
+                )
             if plan["created_ts"] is not None:
-                yield GaugeMetricFamily(f"{PREFIX}_plan_created_timestamp_seconds",
-                                        "When the current plan was stored (Unix time).",
-                                        value=plan["created_ts"])
+                yield GaugeMetricFamily(
+                    f"{PREFIX}_plan_created_timestamp_seconds",
+                    "When the current plan was stored (Unix time).",
+                    value=plan["created_ts"],
+                )
             if plan["utilisation"] and len(plan["utilisation"]) == len(plan["levels"]):
-                util = GaugeMetricFamily(f"{PREFIX}_plan_utilisation",
-                                         "Planned load / capacity per level.", labels=["k_prime"])
+                util = GaugeMetricFamily(
+                    f"{PREFIX}_plan_utilisation", "Planned load / capacity per level.", labels=["k_prime"]
+                )
                 for k, u in zip(plan["levels"], plan["utilisation"]):
                     util.add_metric([str(k)], u)
                 yield util
@@ -167,28 +186,31 @@ class ServingCollector(Collector):
 
         for fam in (
             windowed("arrival_rate", "Arrivals per second", s["arrival_rate"]),
-            windowed("on_time_throughput", "Requests finished by their deadline per second",
-                     s["on_time_throughput"]),
-            windowed("slo_violation_ratio", "(decided - on time) / decided requests that arrived",
-                     s["violation_ratio"]),
+            windowed("on_time_throughput", "Requests finished by their deadline per second", s["on_time_throughput"]),
+            windowed(
+                "slo_violation_ratio", "(decided - on time) / decided requests that arrived", s["violation_ratio"]
+            ),
             windowed("effective_quality", "Mean quality of requests served", s["effective_quality"]),
-            windowed("cache_hit_ratio", "Share of arrivals with a neighbour and K* > 0",
-                     s["cache_hit_rate"]),
+            windowed("cache_hit_ratio", "Share of arrivals with a neighbour and K* > 0", s["cache_hit_rate"]),
             windowed("redirect_ratio", "Share of arrivals redirected", s["redirect_rate"]),
             windowed("decided_requests", "Arrivals whose outcome is known (not cancelled)", s["decided"]),
         ):
             if fam is not None:
                 yield fam
-        lat = GaugeMetricFamily(f"{PREFIX}_window_latency_seconds",
-                                "End-to-end latency quantiles of requests served (last window).",
-                                labels=["window", "quantile"])
+        lat = GaugeMetricFamily(
+            f"{PREFIX}_window_latency_seconds",
+            "End-to-end latency quantiles of requests served (last window).",
+            labels=["window", "quantile"],
+        )
         for q, key in (("0.5", "latency_p50"), ("0.95", "latency_p95"), ("0.99", "latency_p99")):
             if s[key] is not None:
                 lat.add_metric([wname, q], s[key])
         yield lat
-        share = GaugeMetricFamily(f"{PREFIX}_window_k_prime_share",
-                                  "Share of arrivals at each served level K′ (last window).",
-                                  labels=["window", "k_prime"])
+        share = GaugeMetricFamily(
+            f"{PREFIX}_window_k_prime_share",
+            "Share of arrivals at each served level K′ (last window).",
+            labels=["window", "k_prime"],
+        )
         for row in mq.k_mix(w, "k_served"):
             share.add_metric([wname, str(row["k"])], row["share"])
         yield share
@@ -208,16 +230,20 @@ def _denied(request) -> HttpResponse | None:
         scheme, _, given = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
         if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode()):
             return None
-        return HttpResponse("Unauthorized: send Authorization: Bearer <T2I_METRICS_TOKEN>.\n",
-                            status=401, content_type="text/plain",
-                            headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
+        return HttpResponse(
+            "Unauthorized: send Authorization: Bearer <T2I_METRICS_TOKEN>.\n",
+            status=401,
+            content_type="text/plain",
+            headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+        )
     try:
         if ipaddress.ip_address(request.META.get("REMOTE_ADDR", "")).is_loopback:
             return None
     except ValueError:
         pass
-    return HttpResponse("Forbidden: without T2I_METRICS_TOKEN only 127.0.0.1 / ::1 may scrape.\n",
-                        status=403, content_type="text/plain")
+    return HttpResponse(
+        "Forbidden: without T2I_METRICS_TOKEN only 127.0.0.1 / ::1 may scrape.\n", status=403, content_type="text/plain"
+    )
 
 
 @require_GET

@@ -1,7 +1,7 @@
 """Dashboard URLs, included from webapp/urls.py at `dashboard/`:
 
-    path("dashboard/", include("webapp.dashboard.urls")),
-    path("metrics", include("webapp.dashboard.metrics_urls")),
+path("dashboard/", include("webapp.dashboard.urls")),
+path("metrics", include("webapp.dashboard.metrics_urls")),
 """
 
 from django.urls import path

@@ -12,12 +12,13 @@ from django.views.decorators.http import require_GET
 
 from . import metrics_queries as mq
 
-REFRESH_SECONDS = 5          # numbers
-CHART_REFRESH_SECONDS = 30   # images
+REFRESH_SECONDS = 5  # numbers
+CHART_REFRESH_SECONDS = 30  # images
 
 
 def staff_required(view):
     """Anonymous → login page; logged in without is_staff → 403."""
+
     @wraps(view)
     def wrapped(request, *args, **kwargs):
         if not request.user.is_authenticated:
@@ -25,6 +26,7 @@ def staff_required(view):
         if not request.user.is_staff:
             raise PermissionDenied("The dashboard is for staff.")
         return view(request, *args, **kwargs)
+
     return wrapped
 
 
@@ -42,8 +44,20 @@ CARDS = [
     ("mean_queue_wait", "Mean queue wait", "s", ""),
     ("mean_service", "Mean service time", "s", "per request, from its batch"),
 ]
-COUNTS = ["arrivals", "decided", "on_time", "violations", "late", "failed", "expired", "overdue",
-          "pending", "cancelled", "served", "on_time_finished"]
+COUNTS = [
+    "arrivals",
+    "decided",
+    "on_time",
+    "violations",
+    "late",
+    "failed",
+    "expired",
+    "overdue",
+    "pending",
+    "cancelled",
+    "served",
+    "on_time_finished",
+]
 
 
 def fmt(value, kind: str) -> str:
@@ -79,11 +93,19 @@ def _level_rows(plan: dict | None) -> list[dict]:
         return []
     out = []
     for j, k in enumerate(plan["levels"]):
+
         def at(seq, j=j):
             return seq[j] if j < len(seq) else None
-        out.append({"k": k, "workers": at(plan["workers_per_level"]),
-                    "batch_size": plan["batch_size"].get(k),
-                    "capacity": at(plan["capacity"]), "utilisation": at(plan["utilisation"])})
+
+        out.append(
+            {
+                "k": k,
+                "workers": at(plan["workers_per_level"]),
+                "batch_size": plan["batch_size"].get(k),
+                "capacity": at(plan["capacity"]),
+                "utilisation": at(plan["utilisation"]),
+            }
+        )
     return out
 
 
@@ -94,18 +116,30 @@ def dashboard(request):
     if name not in mq.WINDOWS:
         name = mq.DEFAULT_WINDOW
     snap = mq.snapshot(name)
-    return render(request, "dashboard/index.html", {
-        "snap": snap, "s": snap["summary"],
-        "cards": [{"key": k, "label": label, "kind": kind, "help": help_,
-                   "text": fmt(snap["summary"][k], kind)} for k, label, kind, help_ in CARDS],
-        "mix_rows": [{**m, "share_text": fmt(m["share"], "pct")} for m in snap["k_mix"]],
-        "plan_signature": _plan_signature(snap["plan"]),
-        "counts": [{"key": k, "label": k.replace("_", " "), "value": snap["summary"][k]} for k in COUNTS], "plan": snap["plan"], "workers": snap["workers"],
-        "route_rows": _route_rows(snap["plan"]), "level_rows": _level_rows(snap["plan"]),
-        "windows": list(mq.WINDOWS), "charts": list(CHART_TITLES.items()),
-        "refresh_ms": REFRESH_SECONDS * 1000, "chart_refresh_ms": CHART_REFRESH_SECONDS * 1000,
-        "chart_refresh_s": CHART_REFRESH_SECONDS,
-    })
+    return render(
+        request,
+        "dashboard/index.html",
+        {
+            "snap": snap,
+            "s": snap["summary"],
+            "cards": [
+                {"key": k, "label": label, "kind": kind, "help": help_, "text": fmt(snap["summary"][k], kind)}
+                for k, label, kind, help_ in CARDS
+            ],
+            "mix_rows": [{**m, "share_text": fmt(m["share"], "pct")} for m in snap["k_mix"]],
+            "plan_signature": _plan_signature(snap["plan"]),
+            "counts": [{"key": k, "label": k.replace("_", " "), "value": snap["summary"][k]} for k in COUNTS],
+            "plan": snap["plan"],
+            "workers": snap["workers"],
+            "route_rows": _route_rows(snap["plan"]),
+            "level_rows": _level_rows(snap["plan"]),
+            "windows": list(mq.WINDOWS),
+            "charts": list(CHART_TITLES.items()),
+            "refresh_ms": REFRESH_SECONDS * 1000,
+            "chart_refresh_ms": CHART_REFRESH_SECONDS * 1000,
+            "chart_refresh_s": CHART_REFRESH_SECONDS,
+        },
+    )
 
 
 @require_GET
@@ -141,5 +175,6 @@ def chart(request, name: str):
         return HttpResponseBadRequest(str(exc))
     # The page adds ?window=…&t=… so each window/refresh is its own URL; a short private cache
     # is enough.
-    return HttpResponse(render_chart(window), content_type="image/png",
-                        headers={"Cache-Control": "private, max-age=10"})
+    return HttpResponse(
+        render_chart(window), content_type="image/png", headers={"Cache-Control": "private, max-age=10"}
+    )

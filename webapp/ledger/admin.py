@@ -1,12 +1,24 @@
 from django.contrib import admin
 
+from webapp.singleton import SingletonModelAdmin
+
 from .models import AllocationPlan, BatchRecord, GenerationRequest, ServingConfig
 
 
 @admin.register(GenerationRequest)
 class GenerationRequestAdmin(admin.ModelAdmin):
-    list_display = ("id", "owner", "status", "worker", "k_star", "k_served", "created_at",
-                    "finished_at", "attempts", "short_prompt")
+    list_display = (
+        "id",
+        "owner",
+        "status",
+        "worker",
+        "k_star",
+        "k_served",
+        "created_at",
+        "finished_at",
+        "attempts",
+        "short_prompt",
+    )
     list_filter = ("status", "worker", "k_served", "model_label")
     search_fields = ("prompt", "id", "owner__username")
     date_hierarchy = "created_at"
@@ -25,28 +37,49 @@ class GenerationRequestAdmin(admin.ModelAdmin):
 
 
 @admin.register(ServingConfig)
-class ServingConfigAdmin(admin.ModelAdmin):
-    list_display = ("__str__", "policy", "slo_seconds", "manual_layout", "controller_period_s",
-                    "max_in_flight", "updated_at")
+class ServingConfigAdmin(SingletonModelAdmin):
+    list_display = (
+        "__str__",
+        "policy",
+        "slo_seconds",
+        "manual_layout",
+        "controller_period_s",
+        "max_in_flight",
+        "updated_at",
+    )
     fieldsets = [
-        ("Requests", {"fields": ["slo_seconds", "default_steps", "min_steps", "max_steps",
-                                 "default_size", "allowed_sizes", "max_in_flight"]}),
-        ("Scheduling", {"fields": ["policy", "k_levels", "thresholds", "load_threshold", "util_target",
-                                   "controller_period_s", "manual_layout"],
-                        "description": "Applied by the controller at its next run and by routing "
-                                       "within a second; no restart. The cache byte budget is under "
-                                       "Workers › Cache configuration."}),
+        (
+            "Requests",
+            {
+                "fields": [
+                    "slo_seconds",
+                    "default_steps",
+                    "min_steps",
+                    "max_steps",
+                    "default_size",
+                    "allowed_sizes",
+                    "max_in_flight",
+                ]
+            },
+        ),
+        (
+            "Scheduling",
+            {
+                "fields": [
+                    "policy",
+                    "k_levels",
+                    "thresholds",
+                    "load_threshold",
+                    "util_target",
+                    "controller_period_s",
+                    "manual_layout",
+                ],
+                "description": "Applied by the controller at its next run and by routing "
+                "within a second; no restart. The cache byte budget is under "
+                "Approximate cache › Cache configuration.",
+            },
+        ),
     ]
-
-    def has_add_permission(self, request) -> bool:
-        return not ServingConfig.objects.exists()
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
-    def changelist_view(self, request, extra_context=None):
-        ServingConfig.current()  # make sure the one row exists
-        return super().changelist_view(request, extra_context)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -64,15 +97,13 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 class AllocationPlanAdmin(ReadOnlyAdmin):
     """Plan history: every controller run, including failed and slow solves with the reason."""
 
-    list_display = ("id", "created_at", "policy", "status", "worker_levels", "expected_quality",
-                    "solve_ms", "message")
+    list_display = ("id", "created_at", "policy", "status", "worker_levels", "expected_quality", "solve_ms", "message")
     list_filter = ("status", "policy")
     readonly_fields = [f.name for f in AllocationPlan._meta.fields]
 
 
 @admin.register(BatchRecord)
 class BatchRecordAdmin(ReadOnlyAdmin):
-    list_display = ("finished_at", "worker", "k_prime", "batch_size", "service_seconds", "engine",
-                    "plan_version")
+    list_display = ("finished_at", "worker", "k_prime", "batch_size", "service_seconds", "engine", "plan_version")
     list_filter = ("worker", "k_prime", "batch_size", "engine")
     readonly_fields = [f.name for f in BatchRecord._meta.fields]

@@ -35,8 +35,7 @@ ACTIVE_STATES = (Status.QUEUED, Status.RUNNING)
 
 class GenerationRequest(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
-                              related_name="generations")
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="generations")
     idempotency_key = models.CharField(max_length=128, null=True, blank=True)
 
     prompt = models.TextField()
@@ -61,16 +60,14 @@ class GenerationRequest(models.Model):
 
     image = models.FileField(upload_to="images/%Y/%m/%d/", blank=True)
     thumbnail = models.FileField(upload_to="thumbs/%Y/%m/%d/", blank=True)
-    model_label = models.CharField(max_length=200, blank=True, default="",
-                                   help_text="What made the image, e.g. 'tiny random model'.")
+    model_label = models.CharField(
+        max_length=200, blank=True, default="", help_text="What made the image, e.g. 'tiny random model'."
+    )
 
     # Scheduler fields (filled by routing at submit and by the worker).
-    k_star = models.PositiveSmallIntegerField(null=True, blank=True,
-                                              help_text="Optimal K predicted from similarity.")
-    k_served = models.PositiveSmallIntegerField(null=True, blank=True,
-                                                help_text="K' the request was served at.")
-    worker = models.PositiveSmallIntegerField(null=True, blank=True, db_index=True,
-                                              validators=[MinValueValidator(0)])
+    k_star = models.PositiveSmallIntegerField(null=True, blank=True, help_text="Optimal K predicted from similarity.")
+    k_served = models.PositiveSmallIntegerField(null=True, blank=True, help_text="K' the request was served at.")
+    worker = models.PositiveSmallIntegerField(null=True, blank=True, db_index=True, validators=[MinValueValidator(0)])
     plan_version = models.PositiveIntegerField(null=True, blank=True)
     redirected = models.BooleanField(default=False)
     cache_neighbor_id = models.BigIntegerField(null=True, blank=True)
@@ -79,8 +76,9 @@ class GenerationRequest(models.Model):
     # The prompt's MiniLM embedding from submit, kept so the worker adds the prompt to the
     # cache without embedding it again.
     embedding = VectorField(dimensions=384, null=True, blank=True, editable=False)
-    batch_limit = models.PositiveSmallIntegerField(null=True, blank=True,
-                                                   help_text="Largest batch dispatch allowed it to join.")
+    batch_limit = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="Largest batch dispatch allowed it to join."
+    )
     batch_size = models.PositiveSmallIntegerField(null=True, blank=True)
     service_seconds = models.FloatField(null=True, blank=True)
     quality = models.FloatField(null=True, blank=True, help_text="Expected quality Q(s, K').")
@@ -93,11 +91,12 @@ class GenerationRequest(models.Model):
             models.Index(fields=["created_at"]),
         ]
         constraints = [
-            models.UniqueConstraint(fields=["owner", "idempotency_key"],
-                                    condition=Q(idempotency_key__isnull=False),
-                                    name="unique_idempotency_key_per_owner"),
-            models.CheckConstraint(condition=Q(seed__gte=0) & Q(seed__lte=SEED_MAX),
-                                   name="seed_in_range"),
+            models.UniqueConstraint(
+                fields=["owner", "idempotency_key"],
+                condition=Q(idempotency_key__isnull=False),
+                name="unique_idempotency_key_per_owner",
+            ),
+            models.CheckConstraint(condition=Q(seed__gte=0) & Q(seed__lte=SEED_MAX), name="seed_in_range"),
         ]
 
     def __str__(self) -> str:
@@ -132,35 +131,46 @@ class GenerationRequest(models.Model):
 class ServingConfig(SingletonModel):
     """Operator-tunable serving settings: one row, edited in the admin."""
 
-    slo_seconds = models.FloatField(validators=[MinValueValidator(0.1)],
-                                    help_text="Deadline = arrival + SLO.")
+    slo_seconds = models.FloatField(validators=[MinValueValidator(0.1)], help_text="Deadline = arrival + SLO.")
     default_steps = models.PositiveIntegerField()
     min_steps = models.PositiveIntegerField(default=1)
     max_steps = models.PositiveIntegerField(default=150)
     default_size = models.PositiveIntegerField()
-    allowed_sizes = models.CharField(max_length=200,
-                                     help_text="Comma-separated pixel sizes allowed for width and height.")
-    max_in_flight = models.PositiveIntegerField(
-        help_text="Per-user cap on queued + running requests (0 = no cap).")
+    allowed_sizes = models.CharField(
+        max_length=200, help_text="Comma-separated pixel sizes allowed for width and height."
+    )
+    max_in_flight = models.PositiveIntegerField(help_text="Per-user cap on queued + running requests (0 = no cap).")
 
     # Scheduling (scheduler/ policies). Changes apply at the next controller tick, no restart.
     policy = models.CharField(max_length=32, choices=POLICY_CHOICES, default="prompt_aware")
-    k_levels = models.CharField(max_length=100, default="0,5,10,15,20,25",
-                                help_text="K levels a worker may run at, comma-separated; must include 0.")
+    k_levels = models.CharField(
+        max_length=100,
+        default="0,5,10,15,20,25",
+        help_text="K levels a worker may run at, comma-separated; must include 0.",
+    )
     thresholds = models.CharField(
-        max_length=200, default="0.95:25,0.90:20,0.85:15,0.75:10,0.65:5",
-        help_text="Similarity → K* rule: 'similarity:K' pairs; similarity strictly above gives K.")
-    load_threshold = models.FloatField(default=1.0, validators=[MinValueValidator(0.0)],
-                                       help_text="Outstanding requests per worker at a level "
-                                                 "above which dispatch switches to batching.")
-    util_target = models.FloatField(default=0.85, validators=[MinValueValidator(0.05)],
-                                    help_text="Planned utilisation of each level's capacity.")
-    controller_period_s = models.FloatField(default=10.0, validators=[MinValueValidator(1.0)],
-                                            help_text="Seconds between controller runs (beat).")
+        max_length=200,
+        default="0.95:25,0.90:20,0.85:15,0.75:10,0.65:5",
+        help_text="Similarity → K* rule: 'similarity:K' pairs; similarity strictly above gives K.",
+    )
+    load_threshold = models.FloatField(
+        default=1.0,
+        validators=[MinValueValidator(0.0)],
+        help_text="Outstanding requests per worker at a level above which dispatch switches to batching.",
+    )
+    util_target = models.FloatField(
+        default=0.85, validators=[MinValueValidator(0.05)], help_text="Planned utilisation of each level's capacity."
+    )
+    controller_period_s = models.FloatField(
+        default=10.0, validators=[MinValueValidator(1.0)], help_text="Seconds between controller runs (beat)."
+    )
     manual_layout = models.CharField(
-        max_length=2000, blank=True, default="",
+        max_length=2000,
+        blank=True,
+        default="",
         help_text="Pin the K level of every worker instead of solving, e.g. '0,0,25,25'. "
-                  "Blank: the policy's controller decides.")
+        "Blank: the policy's controller decides.",
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -196,7 +206,7 @@ class ServingConfig(SingletonModel):
         try:
             sizes = self.allowed_size_list
         except ValueError:
-            raise ValidationError({"allowed_sizes": "Use whole numbers separated by commas, e.g. 64,512."})
+            raise ValidationError({"allowed_sizes": "Use whole numbers separated by commas, e.g. 64,512."}) from None
         if not sizes:
             raise ValidationError({"allowed_sizes": "List at least one size."})
         bad = [s for s in sizes if s <= 0 or s % 8]
@@ -214,41 +224,58 @@ class ServingConfig(SingletonModel):
         try:
             levels = self.level_list
         except ValueError:
-            raise ValidationError({"k_levels": "Use whole numbers separated by commas, e.g. 0,5,10,15,20,25."})
+            raise ValidationError(
+                {"k_levels": "Use whole numbers separated by commas, e.g. 0,5,10,15,20,25."}
+            ) from None
         if 0 not in levels or any(k < 0 or k >= self.default_steps for k in levels):
-            raise ValidationError({"k_levels": f"Levels must include 0 and lie below the step count "
-                                               f"({self.default_steps})."})
+            raise ValidationError(
+                {"k_levels": f"Levels must include 0 and lie below the step count ({self.default_steps})."}
+            )
         try:
             pairs = self.threshold_pairs
         except ValueError:
-            raise ValidationError({"thresholds": "Use 'similarity:K' pairs separated by commas, "
-                                                 "e.g. 0.95:25,0.90:20."})
+            raise ValidationError(
+                {"thresholds": "Use 'similarity:K' pairs separated by commas, e.g. 0.95:25,0.90:20."}
+            ) from None
         bad = [k for _, k in pairs if k not in levels]
         if bad or any(not 0 <= s <= 1 for s, _ in pairs):
-            raise ValidationError({"thresholds": f"Similarities must lie in [0, 1] and every K must be one "
-                                                 f"of the levels {levels} (unknown: {bad})."})
+            raise ValidationError(
+                {
+                    "thresholds": f"Similarities must lie in [0, 1] and every K must be one "
+                    f"of the levels {levels} (unknown: {bad})."
+                }
+            )
         raw = self.manual_layout.strip()
         if raw:
             items = [x.strip() for x in raw.split(",")]
             if any(not x for x in items):
-                raise ValidationError({"manual_layout": "The layout has an empty entry; give one level per "
-                                                        "worker, e.g. 0,0,25,25."})
+                raise ValidationError(
+                    {"manual_layout": "The layout has an empty entry; give one level per worker, e.g. 0,0,25,25."}
+                )
             try:
                 layout = [int(x) for x in items]
             except ValueError:
-                raise ValidationError({"manual_layout": "Levels must be whole numbers, e.g. 0,0,25,25."})
+                raise ValidationError({"manual_layout": "Levels must be whole numbers, e.g. 0,0,25,25."}) from None
             unknown = sorted({k for k in layout if k not in levels})
             if unknown:
                 raise ValidationError({"manual_layout": f"Unknown level(s) {unknown}; the levels are {levels}."})
             if len(layout) != settings.T2I_WORKERS:
-                raise ValidationError({"manual_layout": f"The layout names {len(layout)} worker(s) but the "
-                                                        f"cluster has {settings.T2I_WORKERS}."})
+                raise ValidationError(
+                    {
+                        "manual_layout": f"The layout names {len(layout)} worker(s) but the "
+                        f"cluster has {settings.T2I_WORKERS}."
+                    }
+                )
 
     @classmethod
     def initial_values(cls) -> dict:
-        return dict(slo_seconds=settings.T2I_SLO_SECONDS, default_steps=settings.T2I_DEFAULT_STEPS,
-                    default_size=settings.T2I_DEFAULT_SIZE, allowed_sizes=settings.T2I_ALLOWED_SIZES,
-                    max_in_flight=settings.T2I_MAX_IN_FLIGHT)
+        return dict(
+            slo_seconds=settings.T2I_SLO_SECONDS,
+            default_steps=settings.T2I_DEFAULT_STEPS,
+            default_size=settings.T2I_DEFAULT_SIZE,
+            allowed_sizes=settings.T2I_ALLOWED_SIZES,
+            max_in_flight=settings.T2I_MAX_IN_FLIGHT,
+        )
 
 
 class PlanRecordStatus(models.TextChoices):
@@ -290,7 +317,7 @@ class AllocationPlan(models.Model):
         return self.status in self.USABLE
 
     @classmethod
-    def current(cls) -> "AllocationPlan | None":
+    def current(cls) -> AllocationPlan | None:
         return cls.objects.filter(status__in=cls.USABLE).order_by("-id").first()
 
 

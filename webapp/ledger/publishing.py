@@ -15,6 +15,7 @@ from .queues import GENERATE_TASK, gpu_queue
 
 log = logging.getLogger(__name__)
 
+
 class BrokerUnavailable(Exception):
     """Redis cannot be reached: nothing can be queued right now."""
 
@@ -25,8 +26,7 @@ _redis_client: redis.Redis | None = None
 def broker() -> redis.Redis:
     global _redis_client
     if _redis_client is None:
-        _redis_client = redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_connect_timeout=1,
-                                             socket_timeout=2)
+        _redis_client = redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_connect_timeout=1, socket_timeout=2)
     return _redis_client
 
 
@@ -42,11 +42,11 @@ def publish(request_id: uuid.UUID, worker: int) -> bool:
     """Send the generate message; record when. False (logged) if the broker is down: the
     row stays queued and the reconciler republishes it."""
     try:
-        app.send_task(GENERATE_TASK, args=[str(request_id)], queue=gpu_queue(worker),
-                      retry=False)
+        app.send_task(GENERATE_TASK, args=[str(request_id)], queue=gpu_queue(worker), retry=False)
     except Exception:  # kombu raises several connection error types
-        log.warning("Could not publish %s to %s; the reconciler will retry", request_id,
-                    gpu_queue(worker), exc_info=True)
+        log.warning(
+            "Could not publish %s to %s; the reconciler will retry", request_id, gpu_queue(worker), exc_info=True
+        )
         return False
     transitions.mark_published(request_id)
     return True

@@ -30,9 +30,26 @@ def gpu_queue(worker: int) -> str:
 def worker_argv(queue: str, node_name: str, *, events: bool = True, log_level: str = "INFO") -> list[str]:
     """The Celery worker command line for one queue: one process, one message at a time (a GPU
     runs one batch at a time; prefetching more would hide queued work from dispatch)."""
-    argv = [sys.executable, "-m", "celery", "-A", "webapp", "worker", "-Q", queue, "-c", "1",
-            "--prefetch-multiplier", "1", "-n", node_name, "--without-gossip", "--without-mingle",
-            "-l", log_level]
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "webapp",
+        "worker",
+        "-Q",
+        queue,
+        "-c",
+        "1",
+        "--prefetch-multiplier",
+        "1",
+        "-n",
+        node_name,
+        "--without-gossip",
+        "--without-mingle",
+        "-l",
+        log_level,
+    ]
     if events:
         argv.append("-E")  # task events for Flower
     else:

@@ -43,12 +43,15 @@ def reconcile(now=None) -> ReconcileReport:
     for row in stale.only("id", "attempts", "worker"):
         try:
             if row.attempts >= settings.T2I_MAX_ATTEMPTS:
-                reason = (f"Failed: the worker running it stopped responding {row.attempts} times "
-                          f"(worker {row.worker}); giving up after {settings.T2I_MAX_ATTEMPTS} attempts.")
+                reason = (
+                    f"Failed: the worker running it stopped responding {row.attempts} times "
+                    f"(worker {row.worker}); giving up after {settings.T2I_MAX_ATTEMPTS} attempts."
+                )
                 report.failed += transitions.fail(row.id, reason, from_states=(Status.RUNNING,))
             else:
                 report.requeued += transitions.requeue(
-                    row.id, f"Worker {row.worker} lost the request (lease expired); retrying.")
+                    row.id, f"Worker {row.worker} lost the request (lease expired); retrying."
+                )
         except Exception:
             log.exception("reconcile: could not recover %s", row.id)
 
@@ -56,8 +59,8 @@ def reconcile(now=None) -> ReconcileReport:
 
     lost_before = now - timedelta(seconds=settings.T2I_REPUBLISH_AFTER_SECONDS)
     lost = GenerationRequest.objects.filter(status=Status.QUEUED).filter(
-        Q(published_at__isnull=True, created_at__lt=now - timedelta(seconds=2))
-        | Q(published_at__lt=lost_before))
+        Q(published_at__isnull=True, created_at__lt=now - timedelta(seconds=2)) | Q(published_at__lt=lost_before)
+    )
     for row in lost.only("id", "worker")[:1000]:
         try:
             report.republished += publish(row.id, row.worker or 0)

@@ -27,8 +27,13 @@ def summary(rows: list[dict]) -> dict:
     service = [float(r["finish"]) - float(r["start"]) for r in rows if r["start"] and r["finish"]]
     k_star = Counter(int(r["k_star"] or 0) for r in rows)
     k_prime = Counter(int(r["k_prime"] or 0) for r in rows)
-    return {"served": len(rows), "hit_rate": sum(n for k, n in k_prime.items() if k > 0) / max(len(rows), 1),
-            "k_star": k_star, "k_prime": k_prime, "service_mean_s": sum(service) / max(len(service), 1)}
+    return {
+        "served": len(rows),
+        "hit_rate": sum(n for k, n in k_prime.items() if k > 0) / max(len(rows), 1),
+        "k_star": k_star,
+        "k_prime": k_prime,
+        "service_mean_s": sum(service) / max(len(service), 1),
+    }
 
 
 def histogram(counts: Counter, total: int) -> str:
@@ -43,8 +48,10 @@ def main(argv: list[str] | None = None) -> None:
     a, b = summary(load(args.approxc)), summary(load(args.baseline))
     print(f"{'run':<10} {'served':>6} {'hit rate':>9} {'mean service s':>15}   K* histogram (share of served)")
     for name, s in (("approxc", a), ("all K=0", b)):
-        print(f"{name:<10} {s['served']:>6} {100 * s['hit_rate']:>8.1f}% {s['service_mean_s']:>15.3f}   "
-              f"{histogram(s['k_star'], s['served'])}")
+        print(
+            f"{name:<10} {s['served']:>6} {100 * s['hit_rate']:>8.1f}% {s['service_mean_s']:>15.3f}   "
+            f"{histogram(s['k_star'], s['served'])}"
+        )
     print(f"K' served (approxc): {histogram(a['k_prime'], a['served'])}")
     print(f"mean service time approxc / all-K=0: {a['service_mean_s'] / max(b['service_mean_s'], 1e-9):.3f}")
 

@@ -16,7 +16,7 @@ import uuid
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 from django.conf import settings
@@ -41,47 +41,81 @@ from .workload import LiveSetup, Workload, WorkloadError, build_workload, fit_pr
 def add_live_arguments(parser, out_default: str) -> None:
     """Workload arguments (shared with the simulator) and the live client's own."""
     add_workload_arguments(parser)  # the simulator's own workload options (seed: also image seeds, seed + i)
-    parser.add_argument("--slo", type=float, default=None,
-                        help="judge on-time against arrival + SLO (profile seconds); default: each row's own "
-                             "deadline, i.e. the admin's SLO")
+    parser.add_argument(
+        "--slo",
+        type=float,
+        default=None,
+        help="judge on-time against arrival + SLO (profile seconds); default: each row's own "
+        "deadline, i.e. the admin's SLO",
+    )
     parser.add_argument("--url", default="http://127.0.0.1:8000", help="base URL of the web server")
-    parser.add_argument("--token", default=None,
-                        help="API token (default: $T2I_TOKEN, else the token of --user read from the database)")
+    parser.add_argument(
+        "--token", default=None, help="API token (default: $T2I_TOKEN, else the token of --user read from the database)"
+    )
     parser.add_argument("--user", default="demo", help="whose token to use when --token is not given")
-    parser.add_argument("--start", type=float, default=None,
-                        help="replay the segment of the scaled trace from this time on (profile seconds; its "
-                             "first arrival becomes time 0); OUT/trace_segment.txt replays it in the simulator")
+    parser.add_argument(
+        "--start",
+        type=float,
+        default=None,
+        help="replay the segment of the scaled trace from this time on (profile seconds; its "
+        "first arrival becomes time 0); OUT/trace_segment.txt replays it in the simulator",
+    )
     parser.add_argument("--max-requests", type=int, default=None, help="replay at most this many arrivals")
-    parser.add_argument("--max-seconds", type=float, default=None,
-                        help="replay only arrivals due within this many wall-clock seconds")
+    parser.add_argument(
+        "--max-seconds", type=float, default=None, help="replay only arrivals due within this many wall-clock seconds"
+    )
     parser.add_argument("--out", default=out_default, help="output folder")
     parser.add_argument("--policy-label", default=None, help="row name (default: '<policy> (live)')")
-    parser.add_argument("--profile", default=None,
-                        help="latency profile (default: the live scheduler's: $T2I_PROFILE, else the engine's "
-                             "measured profile, else $T2I_FALLBACK_PROFILE)")
+    parser.add_argument(
+        "--profile",
+        default=None,
+        help="latency profile (default: the live scheduler's: $T2I_PROFILE, else the engine's "
+        "measured profile, else $T2I_FALLBACK_PROFILE)",
+    )
     parser.add_argument("--workers", type=int, default=None, help="worker count (default: T2I_WORKERS)")
-    parser.add_argument("--time-factor", type=float, default=None,
-                        help="the emulated engine's time factor (default: $T2I_TIME_FACTOR or 1)")
+    parser.add_argument(
+        "--time-factor",
+        type=float,
+        default=None,
+        help="the emulated engine's time factor (default: $T2I_TIME_FACTOR or 1)",
+    )
     parser.add_argument("--threads", type=int, default=16, help="HTTP client threads")
     parser.add_argument("--http-timeout", type=float, default=30.0, help="seconds per HTTP call")
-    parser.add_argument("--lag-limit", type=float, default=60.0,
-                        help="arrivals the client cannot send within this many seconds of their time fail")
-    parser.add_argument("--drain-timeout", type=float, default=None,
-                        help="wall seconds to wait for requests to end after the last arrival "
-                             "(default: 4 × SLO + 60)")
+    parser.add_argument(
+        "--lag-limit",
+        type=float,
+        default=60.0,
+        help="arrivals the client cannot send within this many seconds of their time fail",
+    )
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=None,
+        help="wall seconds to wait for requests to end after the last arrival (default: 4 × SLO + 60)",
+    )
     parser.add_argument("--poll", type=float, default=1.0, help="wall seconds between status polls")
-    parser.add_argument("--clip-prompts", action="store_true",
-                        help="shorten prompts over the server's CLIP token limit (else they fail with 400)")
-    parser.add_argument("--assume-warm", action="store_true",
-                        help="with --warm N: skip warm_cache (already warmed) but still replay prompts[N:]")
-    parser.add_argument("--warmup-requests", type=int, default=0,
-                        help="before the clock starts, send this many throw-away requests (prompts unlike any real "
-                             "one) and wait for them, so cold workers and web processes load their engines and "
-                             "models first; not counted (use about 2-3 × workers on a freshly started stack)")
-    parser.add_argument("--keep-cap", action="store_true",
-                        help="do not lift the per-user in-flight cap for the run")
-    parser.add_argument("--no-db", action="store_true",
-                        help="never touch the database (no config read, no cap lift, no warm_cache)")
+    parser.add_argument(
+        "--clip-prompts",
+        action="store_true",
+        help="shorten prompts over the server's CLIP token limit (else they fail with 400)",
+    )
+    parser.add_argument(
+        "--assume-warm",
+        action="store_true",
+        help="with --warm N: skip warm_cache (already warmed) but still replay prompts[N:]",
+    )
+    parser.add_argument(
+        "--warmup-requests",
+        type=int,
+        default=0,
+        help="before the clock starts, send this many throw-away requests (prompts unlike any real "
+        "one) and wait for them, so cold workers and web processes load their engines and "
+        "models first; not counted (use about 2-3 × workers on a freshly started stack)",
+    )
+    parser.add_argument("--keep-cap", action="store_true", help="do not lift the per-user in-flight cap for the run")
+    parser.add_argument(
+        "--no-db", action="store_true", help="never touch the database (no config read, no cap lift, no warm_cache)"
+    )
 
 
 @dataclass
@@ -113,7 +147,7 @@ def resolve_token(opts: dict) -> str:
             raise CommandError(f"no user {opts['user']!r}: pass --token or --user")
         return Token.objects.get_or_create(user=user)[0].key
     except DatabaseError as exc:
-        raise CommandError(f"pass --token: cannot read the database to find {opts['user']!r}'s token ({exc})")
+        raise CommandError(f"pass --token: cannot read the database to find {opts['user']!r}'s token ({exc})") from exc
 
 
 @contextmanager
@@ -124,12 +158,13 @@ def in_flight_cap_lifted(opts: dict, stream):
         yield None
         return
 
-
     try:
         sc = ServingConfig.current()
     except DatabaseError as exc:
-        raise CommandError(f"cannot read the serving configuration to lift the per-user in-flight cap ({exc}); "
-                           f"lift it in the admin (max_in_flight = 0) and rerun with --keep-cap")
+        raise CommandError(
+            f"cannot read the serving configuration to lift the per-user in-flight cap ({exc}); "
+            f"lift it in the admin (max_in_flight = 0) and rerun with --keep-cap"
+        ) from exc
     old = sc.max_in_flight
     if old:
         ServingConfig.objects.filter(pk=sc.pk).update(max_in_flight=0)
@@ -164,38 +199,59 @@ def _throttle_warning(wl: Workload, factor: float) -> str | None:
     wall = wl.arrivals * factor
     busiest = peak_rate(wall, float(secs)) * secs
     if busiest > int(num):
-        return (f"the trace sends up to {busiest:.0f} requests per {per} but the submit throttle here is {rate} "
-                f"(T2I_SUBMIT_RATE); if the server has the same setting it will answer 429")
+        return (
+            f"the trace sends up to {busiest:.0f} requests per {per} but the submit throttle here is {rate} "
+            f"(T2I_SUBMIT_RATE); if the server has the same setting it will answer 429"
+        )
     return None
 
 
 def _plan_stats(t0_wall: float, t1_wall: float, factor: float, levels: list[int]) -> tuple[dict, list[dict]]:
     """Controller plans stored during the run: summary numbers and their history (profile seconds)."""
     try:
-        rows = list(AllocationPlan.objects.filter(
-            created_at__gte=datetime.fromtimestamp(t0_wall, timezone.utc),
-            created_at__lte=datetime.fromtimestamp(t1_wall, timezone.utc)).order_by("id")
-            .values_list("created_at", "status", "solve_ms", "worker_levels", "expected_quality"))
+        rows = list(
+            AllocationPlan.objects.filter(
+                created_at__gte=datetime.fromtimestamp(t0_wall, UTC),
+                created_at__lte=datetime.fromtimestamp(t1_wall, UTC),
+            )
+            .order_by("id")
+            .values_list("created_at", "status", "solve_ms", "worker_levels", "expected_quality")
+        )
     except DatabaseError:
         return {}, []
     ms = [v for _, _, v, _, _ in rows if v is not None]
     history = []
     for created, status, solve_ms, wl, eq in rows:
         c = Counter(wl or [])
-        history.append({"time": (created.timestamp() - t0_wall) / factor, "status": status,
-                        "workers_per_level": [c.get(k, 0) for k in levels], "expected_quality": eq,
-                        "solve_time_s": None if solve_ms is None else solve_ms / 1e3})
-    stats = {"plans": len(rows), "plan_solve_ms_mean": float(np.mean(ms)) if ms else None,
-             "plans_failed": sum(1 for _, s, _, _, _ in rows if s in ("failed", "slow"))}
+        history.append(
+            {
+                "time": (created.timestamp() - t0_wall) / factor,
+                "status": status,
+                "workers_per_level": [c.get(k, 0) for k in levels],
+                "expected_quality": eq,
+                "solve_time_s": None if solve_ms is None else solve_ms / 1e3,
+            }
+        )
+    stats = {
+        "plans": len(rows),
+        "plan_solve_ms_mean": float(np.mean(ms)) if ms else None,
+        "plans_failed": sum(1 for _, s, _, _, _ in rows if s in ("failed", "slow")),
+    }
     return stats, history
 
 
-def run_live(opts: dict, stream=sys.stderr, setup: LiveSetup | None = None,
-             workload: Workload | None = None) -> LiveRun:
+def run_live(
+    opts: dict, stream=sys.stderr, setup: LiveSetup | None = None, workload: Workload | None = None
+) -> LiveRun:
     """One live replay with the options of add_live_arguments(); messages go to `stream`."""
     use_db = not opts.get("no_db")
-    setup = setup or live_setup(slo=opts.get("slo"), factor=opts.get("time_factor"), profile=opts.get("profile"),
-                                workers=opts.get("workers"), use_db=use_db)
+    setup = setup or live_setup(
+        slo=opts.get("slo"),
+        factor=opts.get("time_factor"),
+        profile=opts.get("profile"),
+        workers=opts.get("workers"),
+        use_db=use_db,
+    )
     workload = workload or _build_workload(opts, setup)
     client = _connect(opts)
     _describe(setup, workload, stream)
@@ -221,9 +277,18 @@ def run_live(opts: dict, stream=sys.stderr, setup: LiveSetup | None = None,
 def _build_workload(opts: dict, setup: LiveSetup) -> Workload:
     """The scaled trace and prompt stream, as the simulator builds it."""
     try:
-        return build_workload(opts["trace"], opts["prompts"], opts["warm"], opts["time_scale"],
-                              opts["peak_load"], setup.config, setup.time_factor, opts.get("max_requests"),
-                              opts.get("max_seconds"), opts.get("start"))
+        return build_workload(
+            opts["trace"],
+            opts["prompts"],
+            opts["warm"],
+            opts["time_scale"],
+            opts["peak_load"],
+            setup.config,
+            setup.time_factor,
+            opts.get("max_requests"),
+            opts.get("max_seconds"),
+            opts.get("start"),
+        )
     except (WorkloadError, OSError) as exc:
         raise CommandError(str(exc)) from exc
 
@@ -243,8 +308,11 @@ def _describe(setup: LiveSetup, workload: Workload, stream) -> None:
     for note in setup.notes:
         _say(stream, f"note: {note}")
     _say(stream, workload.describe(factor))
-    _say(stream, f"live: {cfg.n_workers} workers · profile {cfg.profile.name} · time factor {factor:g} · policy "
-                 f"{setup.policy} · SLO {cfg.slo_s:.2f} s profile = {cfg.slo_s * factor:.2f} s wall")
+    _say(
+        stream,
+        f"live: {cfg.n_workers} workers · profile {cfg.profile.name} · time factor {factor:g} · policy "
+        f"{setup.policy} · SLO {cfg.slo_s:.2f} s profile = {cfg.slo_s * factor:.2f} s wall",
+    )
     warn = _throttle_warning(workload, factor)
     if warn:
         _say(stream, f"warning: {warn}")
@@ -268,23 +336,32 @@ def _warm_cache(workload: Workload, opts: dict, use_db: bool, stream) -> None:
         if not use_db:
             raise CommandError("--warm needs database access (it runs warm_cache); use --assume-warm with --no-db")
         if "warm_cache" not in get_commands():
-            raise CommandError("--warm needs the warm_cache command (workers/management/commands/warm_cache.py), "
-                               "which this checkout does not have yet")
+            raise CommandError(
+                "--warm needs the warm_cache command (workers/management/commands/warm_cache.py), "
+                "which this checkout does not have yet"
+            )
         started = time.perf_counter()
         limit = warm_limit(opts["prompts"], workload.warm)
         call_command("warm_cache", prompts=opts["prompts"], limit=limit, stdout=stream, stderr=stream)
-        _say(stream, f"warm_cache: lines 1-{workload.warm} of the prompt file ({limit} distinct prompts) in "
-                     f"{time.perf_counter() - started:.1f} s")
+        _say(
+            stream,
+            f"warm_cache: lines 1-{workload.warm} of the prompt file ({limit} distinct prompts) in "
+            f"{time.perf_counter() - started:.1f} s",
+        )
     if use_db:
         extra = cache_surplus(opts["prompts"], workload.warm)
         if extra:
-            _say(stream, f"warning: the cache holds {extra} prompt(s) beyond the warm set (earlier runs grew it); "
-                         f"the simulator starts from the warm set only — for a like-for-like run start from a "
-                         f"fresh stack (`make clean-data`)")
+            _say(
+                stream,
+                f"warning: the cache holds {extra} prompt(s) beyond the warm set (earlier runs grew it); "
+                f"the simulator starts from the warm set only — for a like-for-like run start from a "
+                f"fresh stack (`make clean-data`)",
+            )
 
 
-def _replay_and_wait(client: ApiClient, workload: Workload, prompts: list[str], factor: float, drain: float,
-                     opts: dict, stream) -> ReplayResult:
+def _replay_and_wait(
+    client: ApiClient, workload: Workload, prompts: list[str], factor: float, drain: float, opts: dict, stream
+) -> ReplayResult:
     """Send every arrival at its wall time (with the in-flight cap lifted), then wait for all to end."""
     due = (workload.arrivals * factor).tolist()
     seeds = request_seeds(workload.n, opts.get("seed") or 0)
@@ -292,8 +369,9 @@ def _replay_and_wait(client: ApiClient, workload: Workload, prompts: list[str], 
         if opts.get("warmup_requests"):
             warm_up(client, int(opts["warmup_requests"]), drain, opts, stream)
         with tqdm(total=workload.n, file=stream, unit="req", desc="submitting", mininterval=0.5) as bar:
-            result = replay(client, due, prompts, seeds, threads=opts["threads"], lag_limit_s=opts["lag_limit"],
-                            progress=bar)
+            result = replay(
+                client, due, prompts, seeds, threads=opts["threads"], lag_limit_s=opts["lag_limit"], progress=bar
+            )
         accepted = len(result.accepted_ids)
         with tqdm(total=accepted, file=stream, unit="req", desc="waiting", mininterval=0.5) as bar:
             wait_for_end(client, result, drain, opts["poll"], progress=bar)
@@ -309,26 +387,46 @@ def _report_problems(result: ReplayResult, metrics: dict, drain: float, stream) 
         codes = metrics["http_error_codes"]
         _say(stream, f"{len(errs)} arrival(s) failed at submission {codes}; first: {errs[0].error}")
         if any("cap" in (a.error or "") for a in errs if a.status_code == 429):
-            _say(stream, "the per-user in-flight cap refused requests: lift it (admin: max_in_flight = 0) "
-                         "or let loadgen do it (run it with database access and without --keep-cap)")
+            _say(
+                stream,
+                "the per-user in-flight cap refused requests: lift it (admin: max_in_flight = 0) "
+                "or let loadgen do it (run it with database access and without --keep-cap)",
+            )
 
 
-def _run_config(opts: dict, setup: LiveSetup, workload: Workload, result: ReplayResult, arrays: dict,
-                label: str, drain: float) -> dict:
+def _run_config(
+    opts: dict, setup: LiveSetup, workload: Workload, result: ReplayResult, arrays: dict, label: str, drain: float
+) -> dict:
     """What results.json records about the run (the simulator's keys, plus the live ones)."""
     return {
-        "trace": [os.path.abspath(x) for x in opts["trace"]], "prompts": os.path.abspath(opts["prompts"]),
-        "warm": workload.warm, "peak_load": opts["peak_load"], "time_scale": opts["time_scale"],
-        "requests": workload.n, "duration_s": workload.duration_s,
-        "capacity_rps_top_level": workload.capacity_rps, "seed": opts.get("seed") or 0,
-        "window_s": opts["window"], "policies": [label], "scheduler": setup.config.to_dict(),
-        "live": {**setup.to_dict(), "url": opts["url"], "trace_requests": workload.trace_requests,
-                 "truncated_by": workload.truncated_by, "max_requests": opts.get("max_requests"),
-                 "start": opts.get("start"),
-                 "max_seconds": opts.get("max_seconds"), "clip_prompts": bool(opts.get("clip_prompts")),
-                 "drain_timeout_s": drain, "threads": opts["threads"], "slo_judged": arrays["slo_s"],
-                 "times": "profile seconds (wall seconds / time_factor)", "t0_unix": result.t0_wall,
-                 "unfinished_ids": list(result.unfinished)},
+        "trace": [os.path.abspath(x) for x in opts["trace"]],
+        "prompts": os.path.abspath(opts["prompts"]),
+        "warm": workload.warm,
+        "peak_load": opts["peak_load"],
+        "time_scale": opts["time_scale"],
+        "requests": workload.n,
+        "duration_s": workload.duration_s,
+        "capacity_rps_top_level": workload.capacity_rps,
+        "seed": opts.get("seed") or 0,
+        "window_s": opts["window"],
+        "policies": [label],
+        "scheduler": setup.config.to_dict(),
+        "live": {
+            **setup.to_dict(),
+            "url": opts["url"],
+            "trace_requests": workload.trace_requests,
+            "truncated_by": workload.truncated_by,
+            "max_requests": opts.get("max_requests"),
+            "start": opts.get("start"),
+            "max_seconds": opts.get("max_seconds"),
+            "clip_prompts": bool(opts.get("clip_prompts")),
+            "drain_timeout_s": drain,
+            "threads": opts["threads"],
+            "slo_judged": arrays["slo_s"],
+            "times": "profile seconds (wall seconds / time_factor)",
+            "t0_unix": result.t0_wall,
+            "unfinished_ids": list(result.unfinished),
+        },
     }
 
 
@@ -337,20 +435,33 @@ def warm_up(client: ApiClient, n: int, timeout_s: float, opts: dict, stream) -> 
     tag = uuid.uuid4().hex[:8]
     prompts = [f"zz loadgen warm-up {tag} number {i}" for i in range(n)]
     t = time.perf_counter()
-    res = replay(client, [0.1 * i for i in range(n)], prompts, request_seeds(n, 0), threads=opts["threads"],
-                 lag_limit_s=opts["lag_limit"], run_id=f"warmup-{tag}")
+    res = replay(
+        client,
+        [0.1 * i for i in range(n)],
+        prompts,
+        request_seeds(n, 0),
+        threads=opts["threads"],
+        lag_limit_s=opts["lag_limit"],
+        run_id=f"warmup-{tag}",
+    )
     wait_for_end(client, res, timeout_s, opts["poll"])
     bad = sum(1 for a in res.arrivals if not a.accepted) + len(res.unfinished)
-    _say(stream, f"warm-up: {n} throw-away requests in {time.perf_counter() - t:.1f} s"
-                 + (f" ({bad} failed or unfinished)" if bad else "") + " — not counted")
+    _say(
+        stream,
+        f"warm-up: {n} throw-away requests in {time.perf_counter() - t:.1f} s"
+        + (f" ({bad} failed or unfinished)" if bad else "")
+        + " — not counted",
+    )
 
 
 def header_line(cfg, setup: LiveSetup) -> str:
     """The simulator's settings line, plus the live time factor."""
-    return (f"{cfg.n_workers} workers · {cfg.profile.name} · SLO {cfg.slo_s:.2f}s · period {cfg.period_s:g}s · "
-            f"util target {cfg.util_target} · EWMA α {cfg.ewma_alpha} · backlog-aware {cfg.backlog_aware} · "
-            f"redirect {cfg.deadline_redirect} · batch caps {cfg.batch_caps()} · time factor {setup.time_factor:g} "
-            f"(times in profile seconds)")
+    return (
+        f"{cfg.n_workers} workers · {cfg.profile.name} · SLO {cfg.slo_s:.2f}s · period {cfg.period_s:g}s · "
+        f"util target {cfg.util_target} · EWMA α {cfg.ewma_alpha} · backlog-aware {cfg.backlog_aware} · "
+        f"redirect {cfg.deadline_redirect} · batch caps {cfg.batch_caps()} · time factor {setup.time_factor:g} "
+        f"(times in profile seconds)"
+    )
 
 
 def finite(x) -> bool:

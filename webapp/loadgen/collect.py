@@ -40,8 +40,11 @@ def _ts(value) -> float:
 
 def clock_offset(result: ReplayResult) -> float:
     """Server clock − client clock (s) from the fastest POST; 0 unless it exceeds SKEW_TOLERANCE_S."""
-    diffs = [(_ts(result.rows[a.request_id].get("created_at")) - (result.t0_wall + a.sent))
-             for a in result.arrivals if a.accepted and a.request_id in result.rows]
+    diffs = [
+        (_ts(result.rows[a.request_id].get("created_at")) - (result.t0_wall + a.sent))
+        for a in result.arrivals
+        if a.accepted and a.request_id in result.rows
+    ]
     diffs = [d for d in diffs if math.isfinite(d)]
     if not diffs:
         return 0.0
@@ -67,8 +70,11 @@ def to_arrays(result: ReplayResult, cfg: SchedulerConfig, factor: float, slo_ove
     for i, a in enumerate(result.arrivals):
         row = result.rows.get(a.request_id) if a.accepted else None
         if row is None:
-            status[i] = "http_error" if a.status_code not in (None, 0) else ("not_sent" if a.status_code is None
-                                                                             else "no_response")
+            status[i] = (
+                "http_error"
+                if a.status_code not in (None, 0)
+                else ("not_sent" if a.status_code is None else "no_response")
+            )
             if a.accepted:
                 status[i] = "lost"  # accepted, but the row could not be read back
             cols["arrival"][i] = a.sent / factor
@@ -100,60 +106,121 @@ def to_arrays(result: ReplayResult, cfg: SchedulerConfig, factor: float, slo_ove
     slo = slo_override if slo_override is not None else (float(np.median(slo_row)) if slo_row else cfg.slo_s)
     miss = ~np.isfinite(cols["deadline"])
     cols["deadline"][miss] = cols["arrival"][miss] + slo
-    return {**cols, "k_prime": k_prime, "k_star": k_star, "worker": worker, "batch": batch,
-            "redirected": redirected, "status": status, "clock_offset_s": off, "slo_s": slo,
-            "quality_imputed": imputed}
+    return {
+        **cols,
+        "k_prime": k_prime,
+        "k_star": k_star,
+        "worker": worker,
+        "batch": batch,
+        "redirected": redirected,
+        "status": status,
+        "clock_offset_s": off,
+        "slo_s": slo,
+        "quality_imputed": imputed,
+    }
 
 
 def live_metrics(result: ReplayResult, arrays: dict, levels: list[int], window_s: float) -> tuple[dict, dict]:
     """summarize() + live extras, and time_series(), from to_arrays()'s output."""
     a = arrays
-    m = summarize(a["arrival"], a["deadline"], a["finish"], a["quality"], a["k_prime"], a["redirected"],
-                  list(levels), window_s=window_s, start=a["start"])
-    series = time_series(a["arrival"], a["deadline"], a["finish"], a["quality"], a["k_prime"], list(levels),
-                         window_s=window_s)
+    m = summarize(
+        a["arrival"],
+        a["deadline"],
+        a["finish"],
+        a["quality"],
+        a["k_prime"],
+        a["redirected"],
+        list(levels),
+        window_s=window_s,
+        start=a["start"],
+    )
+    series = time_series(
+        a["arrival"], a["deadline"], a["finish"], a["quality"], a["k_prime"], list(levels), window_s=window_s
+    )
     arr = result.arrivals
     lag = np.array([x.sent - x.due for x in arr if math.isfinite(x.sent)])
     post = np.array([x.post_s for x in arr if math.isfinite(x.post_s)])
     errors = Counter(x.status_code if x.status_code is not None else "not sent" for x in arr if not x.accepted)
-    m.update({
-        "accepted": sum(1 for x in arr if x.accepted),
-        "http_errors": sum(errors.values()),
-        "http_error_codes": {str(k): v for k, v in sorted(errors.items(), key=lambda kv: str(kv[0]))},
-        "status_counts": dict(Counter(s for s in a["status"])),
-        "unfinished": len(result.unfinished),
-        "quality_imputed": a["quality_imputed"],
-        "submit_lag_p99_s": float(np.percentile(lag, 99)) if lag.size else None,
-        "submit_lag_max_s": float(lag.max()) if lag.size else None,
-        "post_latency_p99_s": float(np.percentile(post, 99)) if post.size else None,
-        "clock_offset_s": a["clock_offset_s"],
-        "live_wall_s": result.replay_wall_s + result.drain_wall_s,
-    })
+    m.update(
+        {
+            "accepted": sum(1 for x in arr if x.accepted),
+            "http_errors": sum(errors.values()),
+            "http_error_codes": {str(k): v for k, v in sorted(errors.items(), key=lambda kv: str(kv[0]))},
+            "status_counts": dict(Counter(s for s in a["status"])),
+            "unfinished": len(result.unfinished),
+            "quality_imputed": a["quality_imputed"],
+            "submit_lag_p99_s": float(np.percentile(lag, 99)) if lag.size else None,
+            "submit_lag_max_s": float(lag.max()) if lag.size else None,
+            "post_latency_p99_s": float(np.percentile(post, 99)) if post.size else None,
+            "clock_offset_s": a["clock_offset_s"],
+            "live_wall_s": result.replay_wall_s + result.drain_wall_s,
+        }
+    )
     return m, series
 
 
 def write_requests_csv(path: str, result: ReplayResult, arrays: dict) -> None:
     """One line per arrival: what the client did and what the server recorded (profile seconds)."""
-    fields = ["index", "due_wall_s", "sent_wall_s", "http", "id", "status", "arrival", "deadline", "start",
-              "finish", "k_star", "k_prime", "worker", "batch", "similarity", "quality", "redirected", "error"]
+    fields = [
+        "index",
+        "due_wall_s",
+        "sent_wall_s",
+        "http",
+        "id",
+        "status",
+        "arrival",
+        "deadline",
+        "start",
+        "finish",
+        "k_star",
+        "k_prime",
+        "worker",
+        "batch",
+        "similarity",
+        "quality",
+        "redirected",
+        "error",
+    ]
     with open(path, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(fields)
         for i, a in enumerate(result.arrivals):
-            def f(key):
+
+            def f(key, i=i):
                 v = arrays[key][i]
-                return "" if isinstance(v, float) and not math.isfinite(v) else (round(float(v), 4)
-                                                                                  if isinstance(v, float) else v)
-            w.writerow([a.index, round(a.due, 4), "" if not math.isfinite(a.sent) else round(a.sent, 4),
-                        a.status_code if a.status_code is not None else "", a.request_id or "",
-                        arrays["status"][i], f("arrival"), f("deadline"), f("start"), f("finish"),
-                        int(arrays["k_star"][i]), int(arrays["k_prime"][i]), int(arrays["worker"][i]),
-                        int(arrays["batch"][i]), f("similarity"), f("quality"), bool(arrays["redirected"][i]),
-                        a.error or ""])
+                return (
+                    ""
+                    if isinstance(v, float) and not math.isfinite(v)
+                    else (round(float(v), 4) if isinstance(v, float) else v)
+                )
+
+            w.writerow(
+                [
+                    a.index,
+                    round(a.due, 4),
+                    "" if not math.isfinite(a.sent) else round(a.sent, 4),
+                    a.status_code if a.status_code is not None else "",
+                    a.request_id or "",
+                    arrays["status"][i],
+                    f("arrival"),
+                    f("deadline"),
+                    f("start"),
+                    f("finish"),
+                    int(arrays["k_star"][i]),
+                    int(arrays["k_prime"][i]),
+                    int(arrays["worker"][i]),
+                    int(arrays["batch"][i]),
+                    f("similarity"),
+                    f("quality"),
+                    bool(arrays["redirected"][i]),
+                    a.error or "",
+                ]
+            )
 
 
-def write_outputs(out_dir: str, config: dict, results: dict[str, dict], series: dict[str, dict],
-                  title: str, plots: bool = True) -> list[str]:
+def write_outputs(
+    out_dir: str, config: dict, results: dict[str, dict], series: dict[str, dict], title: str, plots: bool = True
+) -> list[str]:
     """results.json and series.json (the simulator's layout), timeseries.png and kmix.png."""
     os.makedirs(out_dir, exist_ok=True)
     written = [os.path.join(out_dir, "results.json"), os.path.join(out_dir, "series.json")]
@@ -170,6 +237,7 @@ def write_outputs(out_dir: str, config: dict, results: dict[str, dict], series: 
 
 def write_json(path: str, doc: dict) -> None:
     """Strict JSON (NaN/inf → null), numpy values as plain numbers."""
+
     def clean(o):
         if isinstance(o, dict):
             return {str(k): clean(v) for k, v in o.items()}
@@ -188,4 +256,12 @@ def write_json(path: str, doc: dict) -> None:
         json.dump(clean(doc), fh, indent=2, allow_nan=False)
 
 
-__all__ = ["write_json", "to_arrays", "live_metrics", "write_requests_csv", "write_outputs", "format_table", "clock_offset"]
+__all__ = [
+    "write_json",
+    "to_arrays",
+    "live_metrics",
+    "write_requests_csv",
+    "write_outputs",
+    "format_table",
+    "clock_offset",
+]

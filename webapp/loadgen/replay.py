@@ -55,10 +55,14 @@ class ApiClient:
     def post_generation(self, prompt: str, seed: int, key: str, retries: int = 1) -> tuple[int, dict | str]:
         """POST one request; (status code, JSON body or text). Status 0: no HTTP answer (error text)."""
         last = ""
-        for attempt in range(retries + 1):
+        for _attempt in range(retries + 1):
             try:
-                r = self.session().post(self.endpoint, json={"prompt": prompt, "seed": seed},
-                                        headers={"Idempotency-Key": key}, timeout=self.timeout)
+                r = self.session().post(
+                    self.endpoint,
+                    json={"prompt": prompt, "seed": seed},
+                    headers={"Idempotency-Key": key},
+                    timeout=self.timeout,
+                )
             except (requests.ConnectionError, requests.Timeout) as exc:
                 last = f"{type(exc).__name__}: {exc}"
                 continue
@@ -81,8 +85,10 @@ class ApiClient:
         except requests.RequestException as exc:
             raise ApiError(f"cannot reach {self.endpoint}: {exc}") from exc
         if r.status_code in (401, 403):
-            raise ApiError(f"{self.endpoint} refused the token (HTTP {r.status_code}); pass --token or "
-                           f"create one with `manage.py drf_create_token <user>`")
+            raise ApiError(
+                f"{self.endpoint} refused the token (HTTP {r.status_code}); pass --token or "
+                f"create one with `manage.py drf_create_token <user>`"
+            )
         if r.status_code != 200:
             raise ApiError(f"GET {self.endpoint} → HTTP {r.status_code}: {r.text[:300]}")
 
@@ -126,9 +132,9 @@ class Arrival:
 @dataclass
 class ReplayResult:
     arrivals: list[Arrival]
-    t0_wall: float                           # time.time() at trace time 0
-    rows: dict[str, dict] = field(default_factory=dict)        # request id → final row (API JSON)
-    unfinished: dict[str, str] = field(default_factory=dict)   # request id → last status seen
+    t0_wall: float  # time.time() at trace time 0
+    rows: dict[str, dict] = field(default_factory=dict)  # request id → final row (API JSON)
+    unfinished: dict[str, str] = field(default_factory=dict)  # request id → last status seen
     replay_wall_s: float = 0.0
     drain_wall_s: float = 0.0
 
@@ -137,9 +143,18 @@ class ReplayResult:
         return [a.request_id for a in self.arrivals if a.accepted]
 
 
-def replay(client: ApiClient, due_wall: list[float], prompts: list[str], seeds: list[int], *,
-           threads: int = 16, lag_limit_s: float = 60.0, run_id: str | None = None,
-           progress=None, lead_s: float = 0.3) -> ReplayResult:
+def replay(
+    client: ApiClient,
+    due_wall: list[float],
+    prompts: list[str],
+    seeds: list[int],
+    *,
+    threads: int = 16,
+    lag_limit_s: float = 60.0,
+    run_id: str | None = None,
+    progress=None,
+    lead_s: float = 0.3,
+) -> ReplayResult:
     """Send request i at t0 + due_wall[i] (seconds). Returns every arrival with its outcome."""
     run_id = run_id or uuid.uuid4().hex[:12]
     arrivals = [Arrival(i, float(d), p, int(s)) for i, (d, p, s) in enumerate(zip(due_wall, prompts, seeds))]
@@ -174,7 +189,7 @@ def replay(client: ApiClient, due_wall: list[float], prompts: list[str], seeds: 
 
     with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="loadgen") as pool:
         futures = []
-        for a in arrivals:                       # bounded: one pass over the arrivals
+        for a in arrivals:  # bounded: one pass over the arrivals
             delay = t0_mono + a.due - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
@@ -186,7 +201,7 @@ def replay(client: ApiClient, due_wall: list[float], prompts: list[str], seeds: 
             f.cancel()
     for a in arrivals:
         if math.isnan(a.sent):
-            a.sent = a.due                       # never sent: it "arrived" (and failed) on schedule
+            a.sent = a.due  # never sent: it "arrived" (and failed) on schedule
             a.error = a.error or "not sent: the replay ran out of time"
     return ReplayResult(arrivals=arrivals, t0_wall=t0_wall, replay_wall_s=time.monotonic() - t0_mono)
 
@@ -233,8 +248,9 @@ def _get_or_none(client: ApiClient, rid: str) -> dict | None:
         return None
 
 
-def wait_for_end(client: ApiClient, result: ReplayResult, timeout_s: float, poll_s: float = 1.0,
-                 progress=None) -> ReplayResult:
+def wait_for_end(
+    client: ApiClient, result: ReplayResult, timeout_s: float, poll_s: float = 1.0, progress=None
+) -> ReplayResult:
     """Wait (≤ timeout_s) until every accepted request is terminal; fill result.rows / .unfinished."""
     ids = set(result.accepted_ids)
     t_start = time.monotonic()
@@ -244,14 +260,14 @@ def wait_for_end(client: ApiClient, result: ReplayResult, timeout_s: float, poll
     ended_shown = 0
     max_pages = math.ceil(len(ids) / 20) + 20
     rounds = int(timeout_s / max(poll_s, 0.05)) + 2
-    for _ in range(rounds):                      # bounded in count and by the deadline
+    for _ in range(rounds):  # bounded in count and by the deadline
         if not pending:
             break
         try:
             active = _active_ids(client, max_pages) & pending
         except (ApiError, requests.RequestException):
-            active = pending                     # transient: try again next round
-        if not active:                           # the lists say all ended: read them back to be sure
+            active = pending  # transient: try again next round
+        if not active:  # the lists say all ended: read them back to be sure
             got = fetch_rows(client, pending, result.t0_wall)
             rows.update({i: r for i, r in got.items() if r.get("status") in TERMINAL})
             pending = {i for i in pending if i not in rows}
@@ -264,7 +280,7 @@ def wait_for_end(client: ApiClient, result: ReplayResult, timeout_s: float, poll
         if not pending or time.monotonic() >= deadline:
             break
         time.sleep(max(0.0, min(poll_s, deadline - time.monotonic())))
-    if pending:                                  # final read of what is left
+    if pending:  # final read of what is left
         got = fetch_rows(client, pending, result.t0_wall)
         for i in list(pending):
             r = got.get(i)

@@ -60,13 +60,19 @@ class LiveSetup:
     slo_wall_s: float
     profile_source: str
     from_db: bool
-    serving: dict = field(default_factory=dict)   # the ServingConfig fields that were read
+    serving: dict = field(default_factory=dict)  # the ServingConfig fields that were read
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {"policy": self.policy, "time_factor": self.time_factor, "slo_wall_s": self.slo_wall_s,
-                "profile_source": self.profile_source, "config_from_db": self.from_db,
-                "serving_config": self.serving, "notes": list(self.notes)}
+        return {
+            "policy": self.policy,
+            "time_factor": self.time_factor,
+            "slo_wall_s": self.slo_wall_s,
+            "profile_source": self.profile_source,
+            "config_from_db": self.from_db,
+            "serving_config": self.serving,
+            "notes": list(self.notes),
+        }
 
 
 def read_serving_config():
@@ -77,8 +83,14 @@ def read_serving_config():
         return None, exc
 
 
-def live_setup(*, slo: float | None = None, factor: float | None = None, profile: str | None = None,
-               workers: int | None = None, use_db: bool = True) -> LiveSetup:
+def live_setup(
+    *,
+    slo: float | None = None,
+    factor: float | None = None,
+    profile: str | None = None,
+    workers: int | None = None,
+    use_db: bool = True,
+) -> LiveSetup:
     """The live configuration in profile time, for the simulator and for reading live results.
 
     With database access it is the live scheduler's own `scheduler_config(ServingConfig.current())`
@@ -94,26 +106,55 @@ def live_setup(*, slo: float | None = None, factor: float | None = None, profile
     if sc is not None:
         live = scheduler_config(sc)
         levels, steps, slo_wall, policy = tuple(sc.level_list), int(sc.default_steps), float(sc.slo_seconds), sc.policy
-        serving = {"policy": sc.policy, "slo_seconds": sc.slo_seconds, "k_levels": sc.k_levels,
-                   "thresholds": sc.thresholds, "load_threshold": sc.load_threshold,
-                   "util_target": sc.util_target, "controller_period_s": sc.controller_period_s,
-                   "default_steps": sc.default_steps, "manual_layout": sc.manual_layout,
-                   "max_in_flight": sc.max_in_flight}
+        serving = {
+            "policy": sc.policy,
+            "slo_seconds": sc.slo_seconds,
+            "k_levels": sc.k_levels,
+            "thresholds": sc.thresholds,
+            "load_threshold": sc.load_threshold,
+            "util_target": sc.util_target,
+            "controller_period_s": sc.controller_period_s,
+            "default_steps": sc.default_steps,
+            "manual_layout": sc.manual_layout,
+            "max_in_flight": sc.max_in_flight,
+        }
         if sc.manual_layout.strip():
             notes.append(f"the admin pins a manual K layout ({sc.manual_layout}); the simulator does not")
     else:
-        levels, steps, slo_wall, policy = DEFAULT_LEVELS, int(settings.T2I_DEFAULT_STEPS), \
-            float(settings.T2I_SLO_SECONDS), "unknown"
-        live = SchedulerConfig(n_workers=int(settings.T2I_WORKERS), profile=load_profile(src, levels=levels),
-                               slo_s=slo_wall, predictor=Predictor())
-        notes.append("no database access: scheduler settings are the defaults, not the server's"
-                     + (f" ({type(err).__name__})" if err else ""))
-    prof = load_profile(src, levels=levels, n_steps=steps)   # unscaled: profile seconds
-    cfg = dataclasses.replace(live, profile=prof, n_workers=int(workers or live.n_workers),
-                              slo_s=float(slo) if slo is not None else live.slo_s / f,
-                              period_s=live.period_s / f)
-    return LiveSetup(config=cfg, policy=policy, time_factor=f, slo_wall_s=slo_wall, profile_source=src,
-                     from_db=sc is not None, serving=serving, notes=notes)
+        levels, steps, slo_wall, policy = (
+            DEFAULT_LEVELS,
+            int(settings.T2I_DEFAULT_STEPS),
+            float(settings.T2I_SLO_SECONDS),
+            "unknown",
+        )
+        live = SchedulerConfig(
+            n_workers=int(settings.T2I_WORKERS),
+            profile=load_profile(src, levels=levels),
+            slo_s=slo_wall,
+            predictor=Predictor(),
+        )
+        notes.append(
+            "no database access: scheduler settings are the defaults, not the server's"
+            + (f" ({type(err).__name__})" if err else "")
+        )
+    prof = load_profile(src, levels=levels, n_steps=steps)  # unscaled: profile seconds
+    cfg = dataclasses.replace(
+        live,
+        profile=prof,
+        n_workers=int(workers or live.n_workers),
+        slo_s=float(slo) if slo is not None else live.slo_s / f,
+        period_s=live.period_s / f,
+    )
+    return LiveSetup(
+        config=cfg,
+        policy=policy,
+        time_factor=f,
+        slo_wall_s=slo_wall,
+        profile_source=src,
+        from_db=sc is not None,
+        serving=serving,
+        notes=notes,
+    )
 
 
 @dataclass
@@ -123,8 +164,8 @@ class Workload:
     arrivals: np.ndarray
     prompts: list[str]
     warm: int
-    capacity_rps: float            # top-level capacity, profile time
-    trace_requests: int            # arrivals after scaling, before --max-requests/--max-seconds
+    capacity_rps: float  # top-level capacity, profile time
+    trace_requests: int  # arrivals after scaling, before --max-requests/--max-seconds
     truncated_by: str | None = None
 
     @property
@@ -138,20 +179,30 @@ class Workload:
     def describe(self, factor: float = 1.0) -> str:
         n = self.n
         pr = peak_rate(self.arrivals)
-        return (f"trace: {n} requests over {self.duration_s:.0f} s (peak 10-s rate {pr:.2f}/s, mean "
-                f"{n / max(self.duration_s, 1e-9):.2f}/s; capacity at the top K: {self.capacity_rps:.2f}/s)"
-                + (f"; wall clock ×{factor:g}: {self.duration_s * factor:.0f} s" if factor != 1 else "")
-                + (f"; cut by {self.truncated_by} from {self.trace_requests}" if self.truncated_by else ""))
+        return (
+            f"trace: {n} requests over {self.duration_s:.0f} s (peak 10-s rate {pr:.2f}/s, mean "
+            f"{n / max(self.duration_s, 1e-9):.2f}/s; capacity at the top K: {self.capacity_rps:.2f}/s)"
+            + (f"; wall clock ×{factor:g}: {self.duration_s * factor:.0f} s" if factor != 1 else "")
+            + (f"; cut by {self.truncated_by} from {self.trace_requests}" if self.truncated_by else "")
+        )
 
 
 class WorkloadError(ValueError):
     pass
 
 
-def build_workload(trace: list[str], prompts_path: str, warm: int, time_scale: float,
-                   peak_load: float | None, cfg: SchedulerConfig, factor: float = 1.0,
-                   max_requests: int | None = None, max_seconds: float | None = None,
-                   start: float | None = None) -> Workload:
+def build_workload(
+    trace: list[str],
+    prompts_path: str,
+    warm: int,
+    time_scale: float,
+    peak_load: float | None,
+    cfg: SchedulerConfig,
+    factor: float = 1.0,
+    max_requests: int | None = None,
+    max_seconds: float | None = None,
+    start: float | None = None,
+) -> Workload:
     """Arrivals exactly as the simulator computes them; then, optionally, only the segment from profile
     time `start` on (shifted so its first arrival is at 0), bounded by `max_seconds` of **wall** time
     (an arrival at profile time t is sent at wall time t × factor) and by `max_requests`.
@@ -180,9 +231,16 @@ def build_workload(trace: list[str], prompts_path: str, warm: int, time_scale: f
         raise WorkloadError(
             f"the trace needs {warm + n} prompts (--warm {warm} + {n} requests) but {prompts_path} has only "
             f"{len(prompts)}; lower --time-scale/--peak-load, --max-requests or --warm, or use a longer "
-            f"prompt file")
-    return Workload(arrivals=arrivals, prompts=prompts[warm: warm + n], warm=warm, capacity_rps=capacity,
-                    trace_requests=total, truncated_by=cut)
+            f"prompt file"
+        )
+    return Workload(
+        arrivals=arrivals,
+        prompts=prompts[warm : warm + n],
+        warm=warm,
+        capacity_rps=capacity,
+        trace_requests=total,
+        truncated_by=cut,
+    )
 
 
 def write_segment(path: str, arrivals: np.ndarray) -> None:
@@ -201,7 +259,7 @@ def fit_prompt(prompt: str, limit: int | None = None) -> str:
     if count_tokens(prompt) <= limit:
         return prompt
     words = prompt.split()
-    lo, hi = 0, len(words)          # binary search for the longest prefix of words that fits
+    lo, hi = 0, len(words)  # binary search for the longest prefix of words that fits
     while lo < hi:
         mid = (lo + hi + 1) // 2
         if count_tokens(" ".join(words[:mid])) <= limit:

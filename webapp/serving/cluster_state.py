@@ -17,8 +17,11 @@ def cluster_view(policy: Policy, now: float) -> ClusterView:
     view = ClusterView.idle(levels + [0] * (n_workers - len(levels)))
     profile = policy.config.profile
     caps = policy.caps
-    rows = (GenerationRequest.objects.filter(status__in=(Status.QUEUED, Status.RUNNING), worker__isnull=False)
-            .values("worker", "status", "k_served").annotate(n=Count("id"), started=Min("started_at")))
+    rows = (
+        GenerationRequest.objects.filter(status__in=(Status.QUEUED, Status.RUNNING), worker__isnull=False)
+        .values("worker", "status", "k_served")
+        .annotate(n=Count("id"), started=Min("started_at"))
+    )
     for row in rows:
         worker = row["worker"]
         if worker is None or worker >= n_workers:
@@ -28,8 +31,9 @@ def cluster_view(policy: Policy, now: float) -> ClusterView:
         if row["status"] == Status.QUEUED:
             view.queue_len[worker] += row["n"]
             full, rest = divmod(row["n"], caps[k_prime])
-            view.queued_s[worker] += (full * profile.latency(k_prime, caps[k_prime])
-                                      + (profile.latency(k_prime, rest) if rest else 0.0))
+            view.queued_s[worker] += full * profile.latency(k_prime, caps[k_prime]) + (
+                profile.latency(k_prime, rest) if rest else 0.0
+            )
         else:
             view.running[worker] += row["n"]
             started = row["started"].timestamp() if row["started"] else now

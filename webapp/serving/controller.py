@@ -17,8 +17,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 from django.conf import settings
@@ -59,15 +58,20 @@ def manual_plan(layout: list[int], sc: SchedulerConfig, policy_name: str) -> Pla
         target = fitting[-1] if fitting else pinned[0]
         route.append([1.0 if k == target else 0.0 for k in levels])
     caps = sc.batch_caps()
-    return Plan(levels=list(levels), worker_levels=list(layout), route=route,
-                batch_size={k: caps[k] for k in levels},
-                workers_per_level=[layout.count(k) for k in levels], status=PlanStatus.MANUAL,
-                policy=policy_name)
+    return Plan(
+        levels=list(levels),
+        worker_levels=list(layout),
+        route=route,
+        batch_size={k: caps[k] for k in levels},
+        workers_per_level=[layout.count(k) for k in levels],
+        status=PlanStatus.MANUAL,
+        policy=policy_name,
+    )
 
 
 def run_controller(now: datetime | None = None) -> AllocationPlan:
     """One controller tick; returns the row it stored (which may be a failed/slow record)."""
-    now = now or datetime.now(dt_timezone.utc)
+    now = now or datetime.now(UTC)
     config = ServingConfig.current()
     sc = scheduler_config(config)
     state = _state
@@ -80,20 +84,27 @@ def run_controller(now: datetime | None = None) -> AllocationPlan:
             state.policy.set_plan(plan)
             return _record(config.policy, PlanRecordStatus.MANUAL, "Manual K layout from the admin.", plan, inputs)
         if not state.policy.uses_controller:
-            return _record(config.policy, PlanRecordStatus.FIXED,
-                           f"{config.policy} has no controller; fixed plan.", state.policy.current, inputs)
+            return _record(
+                config.policy,
+                PlanRecordStatus.FIXED,
+                f"{config.policy} has no controller; fixed plan.",
+                state.policy.current,
+                inputs,
+            )
         return _solve_and_record(state.policy, config.policy, sc, estimate, inputs, now)
 
 
-def _rebuild_if_config_changed(state: _ControllerState, config: ServingConfig, sc: SchedulerConfig,
-                               now: datetime) -> None:
+def _rebuild_if_config_changed(
+    state: _ControllerState, config: ServingConfig, sc: SchedulerConfig, now: datetime
+) -> None:
     """A new policy and estimator when the configuration changed; it starts from the stored plan."""
     key = config_key(config)
     if state.config_key == key:
         return
     state.policy = make_policy(config.policy, sc)
-    state.estimator = DemandEstimator(sc.levels, sc.quality, alpha=sc.ewma_alpha,
-                                      start=(now - timedelta(seconds=sc.period_s)).timestamp())
+    state.estimator = DemandEstimator(
+        sc.levels, sc.quality, alpha=sc.ewma_alpha, start=(now - timedelta(seconds=sc.period_s)).timestamp()
+    )
     state.config_key = key
     state.last_tick = now - timedelta(seconds=sc.period_s)
     previous = adoptable_plan(config.policy, sc.n_workers)
@@ -110,14 +121,16 @@ def _estimate_demand(state: _ControllerState, sc: SchedulerConfig, now: datetime
     queued = _queued_per_class(sc.levels)
     if sc.backlog_aware:
         estimate = estimate.with_backlog(queued, sc.backlog_horizon_periods * sc.period_s)
-    inputs = {"arrivals": arrivals, "queued_per_class": queued, "demand": estimate.to_dict(),
-              "config": sc.to_dict()}
+    inputs = {"arrivals": arrivals, "queued_per_class": queued, "demand": estimate.to_dict(), "config": sc.to_dict()}
     return estimate, inputs
 
 
 def _observe_arrivals(est: DemandEstimator, sc: SchedulerConfig, since: datetime, until: datetime) -> int:
-    rows = list(GenerationRequest.objects.filter(created_at__gte=since, created_at__lt=until)
-                .values_list("k_star", "similarity"))
+    rows = list(
+        GenerationRequest.objects.filter(created_at__gte=since, created_at__lt=until).values_list(
+            "k_star", "similarity"
+        )
+    )
     levels = sc.levels
     similarity = np.array([np.nan if s is None else s for _, s in rows], dtype=float)
     quality = sc.quality.q_matrix(similarity, levels)  # a row per arrival, a column per level
@@ -127,13 +140,18 @@ def _observe_arrivals(est: DemandEstimator, sc: SchedulerConfig, since: datetime
 
 
 def _queued_per_class(levels: list[int]) -> list[int]:
-    counts = dict(GenerationRequest.objects.filter(status=Status.QUEUED).values_list("k_star")
-                  .annotate(n=Count("id")).values_list("k_star", "n"))
+    counts = dict(
+        GenerationRequest.objects.filter(status=Status.QUEUED)
+        .values_list("k_star")
+        .annotate(n=Count("id"))
+        .values_list("k_star", "n")
+    )
     return [counts.get(k, 0) + (counts.get(None, 0) if k == 0 else 0) for k in levels]
 
 
-def _solve_and_record(policy: Policy, policy_name: str, sc: SchedulerConfig, estimate: DemandEstimate,
-                      inputs: dict, now: datetime) -> AllocationPlan:
+def _solve_and_record(
+    policy: Policy, policy_name: str, sc: SchedulerConfig, estimate: DemandEstimate, inputs: dict, now: datetime
+) -> AllocationPlan:
     """Solve; adopt and store the plan, or keep the previous one and store why."""
     previous_plan = policy.current
     started = time.perf_counter()
@@ -142,21 +160,40 @@ def _solve_and_record(policy: Policy, policy_name: str, sc: SchedulerConfig, est
     except Exception as exc:  # keep serving on the old plan, and say why
         log.exception("controller: solve failed; keeping plan v%s", previous_plan.version)
         policy.set_plan(previous_plan)
-        return _record(policy_name, PlanRecordStatus.FAILED, f"Solve raised {type(exc).__name__}: {exc}. "
-                       f"Kept the previous plan.", None, inputs)
+        return _record(
+            policy_name,
+            PlanRecordStatus.FAILED,
+            f"Solve raised {type(exc).__name__}: {exc}. Kept the previous plan.",
+            None,
+            inputs,
+        )
     elapsed = time.perf_counter() - started
     if not plan.adoptable:
         policy.set_plan(previous_plan)
         log.warning("controller: the solver found no plan (%s); keeping the previous plan", plan.solver_message)
-        return _record(policy_name, PlanRecordStatus.FAILED, f"Solver found no plan ({plan.solver_message}); "
-                       f"its fallback was not adopted. Kept the previous plan.", plan, inputs)
+        return _record(
+            policy_name,
+            PlanRecordStatus.FAILED,
+            f"Solver found no plan ({plan.solver_message}); its fallback was not adopted. Kept the previous plan.",
+            plan,
+            inputs,
+        )
     if elapsed > settings.T2I_SLOW_SOLVE_FRACTION * sc.period_s:
         policy.set_plan(previous_plan)
-        log.warning("controller: solve took %.2f s (> %.0f%% of the period); keeping the previous plan",
-                    elapsed, 100 * settings.T2I_SLOW_SOLVE_FRACTION)
-        return _record(policy_name, PlanRecordStatus.SLOW, f"Solve took {elapsed:.2f} s, more than "
-                       f"{settings.T2I_SLOW_SOLVE_FRACTION:.0%} of the {sc.period_s:.0f} s period. "
-                       f"Kept the previous plan.", plan, inputs)
+        log.warning(
+            "controller: solve took %.2f s (> %.0f%% of the period); keeping the previous plan",
+            elapsed,
+            100 * settings.T2I_SLOW_SOLVE_FRACTION,
+        )
+        return _record(
+            policy_name,
+            PlanRecordStatus.SLOW,
+            f"Solve took {elapsed:.2f} s, more than "
+            f"{settings.T2I_SLOW_SOLVE_FRACTION:.0%} of the {sc.period_s:.0f} s period. "
+            f"Kept the previous plan.",
+            plan,
+            inputs,
+        )
     detail = f" ({plan.solver_message})" if plan.solver_message not in ("", plan.status) else ""
     row = _record(policy_name, PlanRecordStatus.OK, f"Solver: {plan.status}{detail}.", plan, inputs)
     plan.version = row.id
@@ -165,12 +202,16 @@ def _solve_and_record(policy: Policy, policy_name: str, sc: SchedulerConfig, est
 
 def _record(policy: str, status: str, message: str, plan: Plan | None, inputs: dict) -> AllocationPlan:
     return AllocationPlan.objects.create(
-        policy=policy, status=status, message=message[:4000], inputs=inputs,
+        policy=policy,
+        status=status,
+        message=message[:4000],
+        inputs=inputs,
         solution=plan.to_dict() if plan else {},
         worker_levels=list(plan.worker_levels) if plan else [],
         expected_quality=plan.expected_quality if plan else None,
         utilisation=list(plan.utilisation) if plan else [],
-        solve_ms=plan.solve_time_s * 1000 if plan else None)
+        solve_ms=plan.solve_time_s * 1000 if plan else None,
+    )
 
 
 def reset_controller_state() -> None:

@@ -25,9 +25,13 @@ def _profile(source: str, levels: tuple[int, ...], steps: int, time_factor: floa
     profile = load_profile(source, levels=levels, n_steps=steps)
     if time_factor == 1.0:
         return profile
-    return LatencyProfile(levels=profile.levels, batch_sizes=profile.batch_sizes,
-                          table_s={k: tuple(t * time_factor for t in row) for k, row in profile.table_s.items()},
-                          n_steps=profile.n_steps, name=f"{profile.name}×{time_factor:g}")
+    return LatencyProfile(
+        levels=profile.levels,
+        batch_sizes=profile.batch_sizes,
+        table_s={k: tuple(t * time_factor for t in row) for k, row in profile.table_s.items()},
+        n_steps=profile.n_steps,
+        name=f"{profile.name}×{time_factor:g}",
+    )
 
 
 def profile_source() -> str:
@@ -45,15 +49,30 @@ def scheduler_config(config: ServingConfig) -> SchedulerConfig:
     time_factor = settings.T2I_TIME_FACTOR if settings.T2I_ENGINE == "emulated" else 1.0
     profile = _profile(profile_source(), levels, config.default_steps, time_factor)
     return SchedulerConfig(
-        n_workers=settings.T2I_WORKERS, profile=profile, slo_s=config.slo_seconds,
-        predictor=Predictor(config.threshold_pairs), period_s=config.controller_period_s,
-        util_target=config.util_target, load_threshold=config.load_threshold,
+        n_workers=settings.T2I_WORKERS,
+        profile=profile,
+        slo_s=config.slo_seconds,
+        predictor=Predictor(config.threshold_pairs),
+        period_s=config.controller_period_s,
+        util_target=config.util_target,
+        load_threshold=config.load_threshold,
         # Give the solver a cap so a hard solve ends in time; the controller still discards a slow one.
-        plan_time_limit_s=max(0.1, settings.T2I_SLOW_SOLVE_FRACTION * config.controller_period_s))
+        plan_time_limit_s=max(0.1, settings.T2I_SLOW_SOLVE_FRACTION * config.controller_period_s),
+    )
 
 
 def config_key(config: ServingConfig) -> tuple:
     """What a policy object depends on: a change in any of these builds a new one."""
-    return (config.policy, config.k_levels, config.thresholds, config.slo_seconds,
-            config.load_threshold, config.util_target, config.controller_period_s,
-            config.default_steps, settings.T2I_WORKERS, profile_source(), settings.T2I_TIME_FACTOR)
+    return (
+        config.policy,
+        config.k_levels,
+        config.thresholds,
+        config.slo_seconds,
+        config.load_threshold,
+        config.util_target,
+        config.controller_period_s,
+        config.default_steps,
+        settings.T2I_WORKERS,
+        profile_source(),
+        settings.T2I_TIME_FACTOR,
+    )

@@ -40,22 +40,44 @@ class Routing:
     embedding: np.ndarray
 
 
-def route_request(*, config: ServingConfig, request_id: str, prompt: str, arrival: float, deadline: float,
-                  width: int, height: int, steps: int) -> Routing:
+def route_request(
+    *,
+    config: ServingConfig,
+    request_id: str,
+    prompt: str,
+    arrival: float,
+    deadline: float,
+    width: int,
+    height: int,
+    steps: int,
+) -> Routing:
     embedding = embed_texts([prompt])[0]
     found = cache_store.nearest(cache_store.query_vector(prompt, embedding), model_key_for(steps, width, height))
     neighbor, similarity = found if found else (None, None)
     levels_held = tuple(sorted(neighbor.levels)) if neighbor else ()
     policy, plan_version = live_policy.get(config)
     k_star = policy.config.predictor.k_star(similarity, levels_held) if neighbor else 0
-    request = RequestView(id=request_id, arrival=arrival, deadline=deadline, similarity=similarity,
-                          k_star=k_star, levels_available=levels_held)
+    request = RequestView(
+        id=request_id,
+        arrival=arrival,
+        deadline=deadline,
+        similarity=similarity,
+        k_star=k_star,
+        levels_available=levels_held,
+    )
     decision = policy.dispatch(request, cluster_view(policy, arrival), arrival)
     k_prime = decision.k_prime if neighbor else 0
     quality = policy.quality(similarity, k_prime)
-    return Routing(worker=decision.worker_index, k_prime=k_prime, k_star=k_star, plan_version=plan_version,
-                   batch_limit=max(1, decision.batch_size), redirected=decision.redirected,
-                   similarity=similarity, neighbor_id=neighbor.pk if neighbor and k_prime > 0 else None,
-                   neighbor_prompt=neighbor.prompt if neighbor else "",
-                   quality=None if quality is None or math.isnan(quality) else quality,
-                   embedding=embedding)
+    return Routing(
+        worker=decision.worker_index,
+        k_prime=k_prime,
+        k_star=k_star,
+        plan_version=plan_version,
+        batch_limit=max(1, decision.batch_size),
+        redirected=decision.redirected,
+        similarity=similarity,
+        neighbor_id=neighbor.pk if neighbor and k_prime > 0 else None,
+        neighbor_prompt=neighbor.prompt if neighbor else "",
+        quality=None if quality is None or math.isnan(quality) else quality,
+        embedding=embedding,
+    )

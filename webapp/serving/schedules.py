@@ -21,16 +21,18 @@ SWEEP_PERIOD_S = 3600
 
 
 def _interval(seconds: float) -> IntervalSchedule:
-    every, _ = IntervalSchedule.objects.get_or_create(every=max(1, round(seconds)),
-                                                      period=IntervalSchedule.SECONDS)
+    every, _ = IntervalSchedule.objects.get_or_create(every=max(1, round(seconds)), period=IntervalSchedule.SECONDS)
     return every
 
 
 def _ensure(name: str, task: str, period_s: float, expire_s: float | None = None) -> None:
     expire_s = expire_s if expire_s is not None else max(1, round(period_s) - 1)
     PeriodicTask.objects.get_or_create(
-        name=name, defaults=dict(task=task, interval=_interval(period_s), queue=CONTROL_QUEUE,
-                                 expire_seconds=expire_s, kwargs=json.dumps({})))
+        name=name,
+        defaults=dict(
+            task=task, interval=_interval(period_s), queue=CONTROL_QUEUE, expire_seconds=expire_s, kwargs=json.dumps({})
+        ),
+    )
 
 
 def ensure_periodic_tasks() -> None:

@@ -25,7 +25,7 @@ def _on_migrated(sender, **kwargs) -> None:
 
 def connect() -> None:
     # post_migrate is sent per app with models; serving has none, the ledger holds ServingConfig.
-    post_save.connect(_on_serving_config_saved, sender=ServingConfig,
-                      dispatch_uid="serving.sync_controller_period")
-    post_migrate.connect(_on_migrated, sender=apps.get_app_config("ledger"),
-                         dispatch_uid="serving.ensure_periodic_tasks")
+    post_save.connect(_on_serving_config_saved, sender=ServingConfig, dispatch_uid="serving.sync_controller_period")
+    post_migrate.connect(
+        _on_migrated, sender=apps.get_app_config("ledger"), dispatch_uid="serving.ensure_periodic_tasks"
+    )

@@ -25,8 +25,10 @@ from .routing import route_request
 
 class InFlightCapReached(Exception):
     def __init__(self, cap: int) -> None:
-        super().__init__(f"You already have {cap} requests queued or running (the per-user cap). "
-                         "Wait for some to finish, or cancel queued ones.")
+        super().__init__(
+            f"You already have {cap} requests queued or running (the per-user cap). "
+            "Wait for some to finish, or cancel queued ones."
+        )
         self.cap = cap
 
 
@@ -68,19 +70,39 @@ def submit(owner, sub: Submission) -> tuple[GenerationRequest, bool]:
     height = sub.height or config.default_size
     steps = sub.steps or config.default_steps
     deadline = now + timedelta(seconds=config.slo_seconds)
-    routing = route_request(config=config, request_id=str(request_id), prompt=sub.prompt,
-                            arrival=now.timestamp(), deadline=deadline.timestamp(),
-                            width=width, height=height, steps=steps)
+    routing = route_request(
+        config=config,
+        request_id=str(request_id),
+        prompt=sub.prompt,
+        arrival=now.timestamp(),
+        deadline=deadline.timestamp(),
+        width=width,
+        height=height,
+        steps=steps,
+    )
     row = GenerationRequest(
-        id=request_id, created_at=now, owner=owner, idempotency_key=sub.idempotency_key or None,
-        prompt=sub.prompt, negative_prompt=sub.negative_prompt,
+        id=request_id,
+        created_at=now,
+        owner=owner,
+        idempotency_key=sub.idempotency_key or None,
+        prompt=sub.prompt,
+        negative_prompt=sub.negative_prompt,
         seed=sub.seed if sub.seed is not None else secrets.randbelow(SEED_MAX + 1),
-        width=width, height=height, steps=steps, guidance_scale=sub.guidance_scale,
-        deadline=deadline, worker=routing.worker, k_star=routing.k_star,
-        k_served=routing.k_prime, plan_version=routing.plan_version,
-        batch_limit=routing.batch_limit, redirected=routing.redirected,
-        similarity=routing.similarity, cache_neighbor_id=routing.neighbor_id,
-        cache_neighbor_prompt=routing.neighbor_prompt, quality=routing.quality,
+        width=width,
+        height=height,
+        steps=steps,
+        guidance_scale=sub.guidance_scale,
+        deadline=deadline,
+        worker=routing.worker,
+        k_star=routing.k_star,
+        k_served=routing.k_prime,
+        plan_version=routing.plan_version,
+        batch_limit=routing.batch_limit,
+        redirected=routing.redirected,
+        similarity=routing.similarity,
+        cache_neighbor_id=routing.neighbor_id,
+        cache_neighbor_prompt=routing.neighbor_prompt,
+        quality=routing.quality,
         embedding=routing.embedding,
     )
     try:

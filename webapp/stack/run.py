@@ -39,9 +39,15 @@ class Stack:
         self.services: list = []
         self.children: list[tuple[str, subprocess.Popen]] = []
         self.recipes: dict[str, tuple[list[str], dict[str, str]]] = {}
-        self.env = dict(os.environ, HF_HUB_OFFLINE="1", T2I_DATA_DIR=str(self.data_dir),
-                        T2I_WORKERS=str(args.workers), T2I_ENGINE=args.engine,
-                        DJANGO_SETTINGS_MODULE="webapp.settings", PYTHONUNBUFFERED="1")
+        self.env = dict(
+            os.environ,
+            HF_HUB_OFFLINE="1",
+            T2I_DATA_DIR=str(self.data_dir),
+            T2I_WORKERS=str(args.workers),
+            T2I_ENGINE=args.engine,
+            DJANGO_SETTINGS_MODULE="webapp.settings",
+            PYTHONUNBUFFERED="1",
+        )
         if args.profile:
             self.env["T2I_PROFILE"] = args.profile
             if not os.environ.get("T2I_SLO_SECONDS"):
@@ -66,8 +72,9 @@ class Stack:
             print(f"Redis on 127.0.0.1:{redis.port}, data in {redis.data_dir}")
 
     def manage(self, *argv: str) -> str:
-        out = subprocess.run([sys.executable, "manage.py", *argv], cwd=ROOT, env=self.env,
-                             check=True, capture_output=True, text=True)
+        out = subprocess.run(
+            [sys.executable, "manage.py", *argv], cwd=ROOT, env=self.env, check=True, capture_output=True, text=True
+        )
         return out.stdout
 
     def prepare(self) -> str:
@@ -77,18 +84,27 @@ class Stack:
             self.manage("configure_serving", "--slo", self.env["T2I_SLO_SECONDS"])
         if self.args.engine == "diffusers" and not os.environ.get("T2I_MODEL_PATH"):
             print(self.manage("build_tiny_model").strip())
-        return self.manage("ensure_demo_user").strip() + "\n  " + \
-            self.manage("serving_summary").strip().replace("\n", "\n  ")
+        return (
+            self.manage("ensure_demo_user").strip()
+            + "\n  "
+            + self.manage("serving_summary").strip().replace("\n", "\n  ")
+        )
 
     # --- processes ------------------------------------------------------------------
     def spawn(self, name: str, argv: list[str], **extra_env: str) -> None:
         self.recipes[name] = (argv, extra_env)
         log_dir = self.data_dir / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
-        log = open(log_dir / f"{name}.log", "ab")
-        proc = subprocess.Popen(argv, cwd=ROOT, env={**self.env, **extra_env}, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True,
-                                preexec_fn=_die_with_parent)
+        log = open(log_dir / f"{name}.log", "ab")  # noqa: SIM115 - the child writes to it for its whole life
+        proc = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env={**self.env, **extra_env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
         self.children.append((name, proc))
 
     def flower_auth(self) -> str:
@@ -104,17 +120,36 @@ class Stack:
     def start_processes(self) -> str:
         celery = [sys.executable, "-m", "celery", "-A", "webapp"]
         a = self.args
-        self.spawn("web", [sys.executable, "-m", "gunicorn", "webapp.wsgi", "-b",
-                           f"{a.host}:{a.port}", "-w", str(a.web_workers), "--threads", "4",
-                           "--timeout", "60", "--access-logfile", "-"])
+        self.spawn(
+            "web",
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "webapp.wsgi",
+                "-b",
+                f"{a.host}:{a.port}",
+                "-w",
+                str(a.web_workers),
+                "--threads",
+                "4",
+                "--timeout",
+                "60",
+                "--access-logfile",
+                "-",
+            ],
+        )
         for i in range(a.workers):
             self.spawn(f"worker-{gpu_queue(i)}", worker_argv(gpu_queue(i), f"gpu{i}@%h"), T2I_WORKER_INDEX=str(i))
         self.spawn("worker-control", worker_argv(CONTROL_QUEUE, "control@%h"))
-        self.spawn("beat", celery + ["beat", "-l", "INFO", "--pidfile=",
-                                     "-S", "django_celery_beat.schedulers:DatabaseScheduler"])
+        self.spawn(
+            "beat",
+            celery + ["beat", "-l", "INFO", "--pidfile=", "-S", "django_celery_beat.schedulers:DatabaseScheduler"],
+        )
         auth = self.flower_auth()
-        self.spawn("flower", celery + ["flower", f"--address={a.host}", f"--port={a.flower_port}",
-                                       f"--basic-auth={auth}"])
+        self.spawn(
+            "flower", celery + ["flower", f"--address={a.host}", f"--port={a.flower_port}", f"--basic-auth={auth}"]
+        )
         return auth
 
     def stop(self) -> None:
@@ -136,13 +171,15 @@ class Stack:
         killed GPU worker comes back and the reconciler hands its lost request to it."""
         restarts: dict[str, list[float]] = {}
         while True:
-            for i, (name, proc) in enumerate(list(self.children)):
+            for _i, (name, proc) in enumerate(list(self.children)):
                 if proc.poll() is None:
                     continue
                 recent = [t for t in restarts.get(name, []) if time.monotonic() - t < 60]
                 if len(recent) >= 5:
-                    raise RuntimeError(f"{name} keeps exiting (last code {proc.returncode}); see "
-                                       f"{self.data_dir / 'logs' / (name + '.log')}")
+                    raise RuntimeError(
+                        f"{name} keeps exiting (last code {proc.returncode}); see "
+                        f"{self.data_dir / 'logs' / (name + '.log')}"
+                    )
                 restarts[name] = recent + [time.monotonic()]
                 print(f"{name} exited with {proc.returncode}; restarting it.", flush=True)
                 self.children.remove((name, proc))
@@ -154,12 +191,18 @@ class Stack:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--workers", type=int, default=int(os.environ.get("T2I_WORKERS", 2)))
-    p.add_argument("--engine", choices=["diffusers", "emulated"],
-                   default=os.environ.get("T2I_ENGINE", "diffusers"))
-    p.add_argument("--profile", default=os.environ.get("T2I_PROFILE", ""),
-                   help="latency profile: a preset (sdxl-a100, sd15-a100) or a CSV")
-    p.add_argument("--time-factor", type=float, default=float(os.environ.get("T2I_TIME_FACTOR", 1.0)),
-                   help="emulated engine: multiply every L(K', b) by this")
+    p.add_argument("--engine", choices=["diffusers", "emulated"], default=os.environ.get("T2I_ENGINE", "diffusers"))
+    p.add_argument(
+        "--profile",
+        default=os.environ.get("T2I_PROFILE", ""),
+        help="latency profile: a preset (sdxl-a100, sd15-a100) or a CSV",
+    )
+    p.add_argument(
+        "--time-factor",
+        type=float,
+        default=float(os.environ.get("T2I_TIME_FACTOR", 1.0)),
+        help="emulated engine: multiply every L(K', b) by this",
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=int(os.environ.get("T2I_WEB_PORT", 8000)))
     p.add_argument("--flower-port", type=int, default=int(os.environ.get("T2I_FLOWER_PORT", 5555)))
@@ -182,16 +225,19 @@ def main(argv: list[str] | None = None) -> int:
         stack.start_services()
         login = stack.prepare()
         flower_auth = stack.start_processes()
-        print(f"\nStack up in {time.monotonic() - started:.1f} s "
-              f"({args.workers} GPU worker(s), engine={args.engine}).\n"
-              f"  Web:     http://{args.host}:{args.port}/\n"
-              f"  API:     http://{args.host}:{args.port}/api/v1/generations/  "
-              f"(docs: /api/docs/)\n"
-              f"  Admin:   http://{args.host}:{args.port}/admin/\n"
-              f"  Flower:  http://{args.host}:{args.flower_port}/  (basic auth {flower_auth})\n"
-              f"  Logs:    {stack.data_dir / 'logs'}\n"
-              f"  {login}\n"
-              f"Press Ctrl-C to stop everything.", flush=True)
+        print(
+            f"\nStack up in {time.monotonic() - started:.1f} s "
+            f"({args.workers} GPU worker(s), engine={args.engine}).\n"
+            f"  Web:     http://{args.host}:{args.port}/\n"
+            f"  API:     http://{args.host}:{args.port}/api/v1/generations/  "
+            f"(docs: /api/docs/)\n"
+            f"  Admin:   http://{args.host}:{args.port}/admin/\n"
+            f"  Flower:  http://{args.host}:{args.flower_port}/  (basic auth {flower_auth})\n"
+            f"  Logs:    {stack.data_dir / 'logs'}\n"
+            f"  {login}\n"
+            f"Press Ctrl-C to stop everything.",
+            flush=True,
+        )
         stack.watch()
     except KeyboardInterrupt:
         print("\nStopping…", flush=True)

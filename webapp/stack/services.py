@@ -48,8 +48,9 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-def _wait_until(check, timeout: float, what: str, proc: subprocess.Popen | None = None,
-                log: Path | None = None) -> None:
+def _wait_until(
+    check, timeout: float, what: str, proc: subprocess.Popen | None = None, log: Path | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():
@@ -75,8 +76,7 @@ def _service_user() -> pwd.struct_passwd | None:
 
 def _can_reach(user: pwd.struct_passwd, path: Path) -> bool:
     """Whether `user` can traverse to `path` (checked as that user, not guessed)."""
-    probe = subprocess.run(["test", "-x", str(path)], user=user.pw_uid, group=user.pw_gid,
-                           capture_output=True)
+    probe = subprocess.run(["test", "-x", str(path)], user=user.pw_uid, group=user.pw_gid, capture_output=True)
     return probe.returncode == 0
 
 
@@ -97,7 +97,7 @@ def _reachable_copy_of_binaries() -> Path:
 
 
 def _own_tree(path: Path, user: pwd.struct_passwd) -> None:
-    for root, dirs, files in os.walk(path):
+    for root, _dirs, files in os.walk(path):
         os.chown(root, user.pw_uid, user.pw_gid)
         for name in files:
             os.chown(os.path.join(root, name), user.pw_uid, user.pw_gid)
@@ -150,18 +150,42 @@ class Postgres:
         if self.user is not None:
             _own_tree(self.data_dir, self.user)
         self.data_dir.chmod(0o700)
-        self._run_as_user([str(self.bin / "initdb"), "-D", str(self.data_dir), "-U", "postgres",
-                           "--auth=trust", "-E", "UTF8", "--locale=C"], cwd="/")
+        self._run_as_user(
+            [
+                str(self.bin / "initdb"),
+                "-D",
+                str(self.data_dir),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ],
+            cwd="/",
+        )
 
     def start(self, timeout: float = 60) -> None:
         self.init()
         if port_open(self.port):
             raise RuntimeError(f"Port {self.port} is in use; set a different PostgreSQL port.")
         log = self.data_dir / "server.log"
-        args = [str(self.bin / "postgres"), "-D", str(self.data_dir), "-p", str(self.port),
-                "-h", "127.0.0.1", "-k", str(self.data_dir), "-c", "max_connections=200",
-                # the HNSW cache index wants to stay in memory (docs/cache.md: ~1 GB per 100k entries)
-                "-c", f"shared_buffers={self.shared_buffers}"]
+        args = [
+            str(self.bin / "postgres"),
+            "-D",
+            str(self.data_dir),
+            "-p",
+            str(self.port),
+            "-h",
+            "127.0.0.1",
+            "-k",
+            str(self.data_dir),
+            "-c",
+            "max_connections=200",
+            # the HNSW cache index wants to stay in memory (docs/cache.md: ~1 GB per 100k entries)
+            "-c",
+            f"shared_buffers={self.shared_buffers}",
+        ]
         if self.fast_unsafe:
             args += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
         kw: dict = {}
@@ -169,23 +193,23 @@ class Postgres:
             kw.update(user=self.user.pw_uid, group=self.user.pw_gid, extra_groups=[])
         with open(log, "ab") as out:
             # Own process group: Ctrl-C in a terminal must not reach it before we stop it cleanly.
-            self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd="/",
-                                         start_new_session=True, **kw)
+            self.proc = subprocess.Popen(
+                args, stdout=out, stderr=subprocess.STDOUT, cwd="/", start_new_session=True, **kw
+            )
         _wait_until(self._accepts_connections, timeout, "PostgreSQL", self.proc, log)
         self._ensure_database()
 
     def _accepts_connections(self) -> bool:
-        res = subprocess.run([str(self.bin / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port),
-                              "-q"], capture_output=True)
+        res = subprocess.run(
+            [str(self.bin / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port), "-q"], capture_output=True
+        )
         return res.returncode == 0
 
     def _ensure_database(self) -> None:
         import psycopg
 
-        with psycopg.connect(f"postgres://postgres@127.0.0.1:{self.port}/postgres",
-                             autocommit=True) as conn:
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
-                                  (self.database,)).fetchone()
+        with psycopg.connect(f"postgres://postgres@127.0.0.1:{self.port}/postgres", autocommit=True) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.database,)).fetchone()
             if not exists:
                 conn.execute(f'CREATE DATABASE "{self.database}"')
         with psycopg.connect(self.url, autocommit=True) as conn:
@@ -221,11 +245,22 @@ class Redis:
         if port_open(self.port):
             raise RuntimeError(f"Port {self.port} is in use; set a different Redis port.")
         log = self.data_dir / "redis.log"
-        args = [str(REDIS_SERVER), "--bind", "127.0.0.1", "--port", str(self.port),
-                "--dir", str(self.data_dir), "--save", "", "--logfile", str(log),
-                "--appendonly", "yes" if self.persist else "no"]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        args = [
+            str(REDIS_SERVER),
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--dir",
+            str(self.data_dir),
+            "--save",
+            "",
+            "--logfile",
+            str(log),
+            "--appendonly",
+            "yes" if self.persist else "no",
+        ]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
         _wait_until(lambda: port_open(self.port), timeout, "Redis", self.proc, log)
 
     def stop(self, timeout: float = 15) -> None:

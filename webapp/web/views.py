@@ -31,15 +31,24 @@ def home(request):
             except InFlightCapReached as exc:
                 errors = {"form": [str(exc)]}
             except BrokerUnavailable:
-                errors = {"form": ["The queue is unavailable right now; nothing was stored. "
-                                      "Try again in a few seconds."]}
+                errors = {
+                    "form": ["The queue is unavailable right now; nothing was stored. Try again in a few seconds."]
+                }
         else:
             errors = {k: [str(m) for m in v] for k, v in form.errors.items()}
     recent = GenerationRequest.objects.filter(owner=request.user)[:5]
-    return render(request, "web/home.html", {
-        "config": config, "errors": errors, "values": values, "recent": recent,
-        "status_code": 400 if errors else 200,
-    }, status=400 if errors else 200)
+    return render(
+        request,
+        "web/home.html",
+        {
+            "config": config,
+            "errors": errors,
+            "values": values,
+            "recent": recent,
+            "status_code": 400 if errors else 200,
+        },
+        status=400 if errors else 200,
+    )
 
 
 @login_required

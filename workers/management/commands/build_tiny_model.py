@@ -7,8 +7,10 @@ from workers.tiny_model import KINDS, SCHEDULERS, build_tiny_pipeline
 
 
 class Command(BaseCommand):
-    help = ("Build a tiny randomly initialised Stable Diffusion pipeline offline (real CLIP "
-            "vocabulary, random weights) and save it where T2I_MODEL_PATH points.")
+    help = (
+        "Build a tiny randomly initialised Stable Diffusion pipeline offline (real CLIP "
+        "vocabulary, random weights) and save it where T2I_MODEL_PATH points."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--out", type=Path, default=settings.T2I_MODEL_PATH)

@@ -58,8 +58,9 @@ class Command(BaseCommand):
         o["out_dir"].mkdir(parents=True, exist_ok=True)
         csv_path = o["out_dir"] / "engine.csv"
         rows = self._latency(engine, levels, sizes, steps, o["repeats"])
-        csv_path.write_text("k,batch_size,latency_ms\n" + "".join(
-            f"{k},{b},{ms:.2f}\n" for (k, b), ms in sorted(rows.items())))
+        csv_path.write_text(
+            "k,batch_size,latency_ms\n" + "".join(f"{k},{b},{ms:.2f}\n" for (k, b), ms in sorted(rows.items()))
+        )
         self.stdout.write(self._latency_table(rows, levels, sizes))
         self.stdout.write(f"wrote {csv_path}")
         if o["skip_quality"]:
@@ -81,8 +82,10 @@ class Command(BaseCommand):
         for k in levels:
             start = base.latents.get(k) if k else None
             for b in sizes:
-                items = [GenItem(prompt=f"profile {i}", seed=i, steps=steps, start_level=k,
-                                 start_latent=start) for i in range(b)]
+                items = [
+                    GenItem(prompt=f"profile {i}", seed=i, steps=steps, start_level=k, start_latent=start)
+                    for i in range(b)
+                ]
                 best = float("inf")
                 for _ in range(repeats):
                     t0 = time.perf_counter()
@@ -106,7 +109,7 @@ class Command(BaseCommand):
 
     def _quality(self, engine, path, n_warm, n_measure, levels, steps) -> dict:
         prompts = read_prompts(path)
-        warm, measured = prompts[:n_warm], prompts[n_warm:n_warm + n_measure]
+        warm, measured = prompts[:n_warm], prompts[n_warm : n_warm + n_measure]
         if not warm or not measured:
             raise CommandError(f"{path} has too few prompts for --warm {n_warm} --measure {n_measure}.")
         emb_warm, emb_new = embed_texts(warm), embed_texts(measured)
@@ -126,15 +129,22 @@ class Command(BaseCommand):
                 if k == 0:
                     score = 1.0
                 else:
-                    item = GenItem(prompt=prompt, seed=seed, steps=steps, start_level=k,
-                                   start_latent=cached[int(nearest[j])][k])
+                    item = GenItem(
+                        prompt=prompt, seed=seed, steps=steps, start_level=k, start_latent=cached[int(nearest[j])][k]
+                    )
                     score = fidelity(engine.generate([item])[0].image, full).ssim
                 sums[max(bucket, 0), col] += score
                 counts[max(bucket, 0), col] += 1
         means = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
-        return {"metric": "ssim", "edges": list(BUCKET_EDGES), "levels": levels,
-                "values": [[None if np.isnan(v) else round(float(v), 4) for v in row] for row in means],
-                "counts": counts.astype(int).tolist(), "warm": len(warm), "measured": len(measured)}
+        return {
+            "metric": "ssim",
+            "edges": list(BUCKET_EDGES),
+            "levels": levels,
+            "values": [[None if np.isnan(v) else round(float(v), 4) for v in row] for row in means],
+            "counts": counts.astype(int).tolist(),
+            "warm": len(warm),
+            "measured": len(measured),
+        }
 
     @staticmethod
     def _quality_table(table) -> str:

@@ -45,14 +45,19 @@ class Command(BaseCommand):
     help = "Fill the approximate cache with full (K = 0) generations of the configured model."
 
     def add_arguments(self, parser) -> None:
-        parser.add_argument("--prompts", required=True, type=Path,
-                            help="Prompt file: one per line, or .tsv/.csv with a 'prompt' column.")
+        parser.add_argument(
+            "--prompts",
+            required=True,
+            type=Path,
+            help="Prompt file: one per line, or .tsv/.csv with a 'prompt' column.",
+        )
         parser.add_argument("--limit", type=int, default=500, help="Most prompts to generate (default 500).")
         parser.add_argument("--offset", type=int, default=0, help="Skip this many distinct prompts first.")
         parser.add_argument("--batch-size", type=int, default=8, help="Prompts per engine call (default 8).")
         parser.add_argument("--steps", type=int, default=None, help="N (default: the serving default).")
-        parser.add_argument("--size", type=int, default=None,
-                            help="Width = height in pixels (default: the serving default).")
+        parser.add_argument(
+            "--size", type=int, default=None, help="Width = height in pixels (default: the serving default)."
+        )
         parser.add_argument("--seed", type=int, default=0, help="Seed of the first prompt; then +1 each.")
         parser.add_argument("--guidance-scale", type=float, default=7.5)
         parser.add_argument("--no-progress", action="store_true", help="No progress bar.")
@@ -69,15 +74,17 @@ class Command(BaseCommand):
         if steps <= max(settings.T2I_CACHE_LEVELS):
             self.stderr.write(f"Note: N = {steps} captures only the cache levels below it.")
 
-        prompts = read_prompt_file(path)[opts["offset"]:opts["offset"] + opts["limit"]]
+        prompts = read_prompt_file(path)[opts["offset"] : opts["offset"] + opts["limit"]]
         engine = runtime.warming_engine()
         # The same key the submit path and the workers compute (the folder's own scheduler).
         key = model_key_for(steps, size, size)
 
         cached = set(CacheEntry.objects.filter(model_key=key).values_list("prompt_sha", flat=True))
         todo = [p for p in prompts if cache_store.prompt_sha(p) not in cached]
-        self.stdout.write(f"Model key {key}: {len(prompts)} prompts, {len(prompts) - len(todo)} already "
-                          f"cached, {len(todo)} to generate (batch {opts['batch_size']}).")
+        self.stdout.write(
+            f"Model key {key}: {len(prompts)} prompts, {len(prompts) - len(todo)} already "
+            f"cached, {len(todo)} to generate (batch {opts['batch_size']})."
+        )
         if not todo:
             return
         embeddings = cache_store.embed(todo)
@@ -86,17 +93,30 @@ class Command(BaseCommand):
         bar = tqdm(total=len(todo), unit="prompt", desc="warm_cache", disable=opts["no_progress"])
         try:
             for at in range(0, len(todo), opts["batch_size"]):
-                batch = todo[at:at + opts["batch_size"]]
-                items = [GenItem(prompt=p, seed=seeds[p], width=size, height=size, steps=steps,
-                                 guidance_scale=opts["guidance_scale"]) for p in batch]
+                batch = todo[at : at + opts["batch_size"]]
+                items = [
+                    GenItem(
+                        prompt=p,
+                        seed=seeds[p],
+                        width=size,
+                        height=size,
+                        steps=steps,
+                        guidance_scale=opts["guidance_scale"],
+                    )
+                    for p in batch
+                ]
                 results = engine.generate(items)
-                ids = cache_store.insert_many(key, batch, [r.latents for r in results],
-                                              embeddings[at:at + len(batch)])
+                ids = cache_store.insert_many(
+                    key, batch, [r.latents for r in results], embeddings[at : at + len(batch)]
+                )
                 stored += sum(i is not None for i in ids)
                 bar.update(len(batch))
         finally:
             bar.close()
         s = cache_store.stats()
-        self.stdout.write(self.style.SUCCESS(
-            f"Cached {stored} prompts in {time.perf_counter() - started:.1f} s. Cache now: {s['entries']} "
-            f"prompts, {s['levels']} latents, {s['bytes']} of {s['budget']} bytes."))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Cached {stored} prompts in {time.perf_counter() - started:.1f} s. Cache now: {s['entries']} "
+                f"prompts, {s['levels']} latents, {s['bytes']} of {s['budget']} bytes."
+            )
+        )

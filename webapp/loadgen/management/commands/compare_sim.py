@@ -35,8 +35,15 @@ from webapp.loadgen.cli import add_live_arguments, header_line, run_live
 from webapp.loadgen.workload import WorkloadError, build_workload, live_setup, write_segment
 
 # (metric, is a ratio): the ratios under 10 % are compared in absolute percentage points.
-COMPARED = [("slo_violation_ratio", True), ("effective_quality", False), ("throughput_peak", False),
-            ("throughput_mean", False), ("p99_latency_s", False), ("hit_rate", True), ("redirect_rate", True)]
+COMPARED = [
+    ("slo_violation_ratio", True),
+    ("effective_quality", False),
+    ("throughput_peak", False),
+    ("throughput_mean", False),
+    ("p99_latency_s", False),
+    ("hit_rate", True),
+    ("redirect_rate", True),
+]
 REL_TOL = 0.10
 ABS_TOL_SMALL_RATIO = 0.01
 
@@ -55,8 +62,14 @@ def compare_rows(sim: dict, live: dict) -> dict:
             tol, ok = f"±{ABS_TOL_SMALL_RATIO * 100:g} pp", abs(diff) <= ABS_TOL_SMALL_RATIO + 1e-12
         else:
             tol, ok = f"±{REL_TOL * 100:g} %", abs(rel) <= REL_TOL + 1e-12
-        out[key] = {"sim": s, "live": lv, "diff": diff, "rel_diff": rel if math.isfinite(rel) else None,
-                    "tolerance": tol, "within": ok}
+        out[key] = {
+            "sim": s,
+            "live": lv,
+            "diff": diff,
+            "rel_diff": rel if math.isfinite(rel) else None,
+            "tolerance": tol,
+            "within": ok,
+        }
     return out
 
 
@@ -66,39 +79,63 @@ def format_comparison(diffs: dict) -> str:
     for key, d in diffs.items():
         pct = key in dict(COMPARED) and dict(COMPARED)[key]
         fmt = (lambda v: f"{v:.2%}") if pct else (lambda v: f"{v:.4f}")
-        rows.append([key, "-" if d["sim"] is None else fmt(d["sim"]), "-" if d["live"] is None else fmt(d["live"]),
-                     "-" if d["diff"] is None else (f"{d['diff'] * 100:+.2f} pp" if pct else f"{d['diff']:+.4f}"),
-                     "-" if d["rel_diff"] is None else f"{d['rel_diff']:+.1%}", d["tolerance"] or "-",
-                     {True: "yes", False: "NO", None: "-"}[d["within"]]])
+        rows.append(
+            [
+                key,
+                "-" if d["sim"] is None else fmt(d["sim"]),
+                "-" if d["live"] is None else fmt(d["live"]),
+                "-" if d["diff"] is None else (f"{d['diff'] * 100:+.2f} pp" if pct else f"{d['diff']:+.4f}"),
+                "-" if d["rel_diff"] is None else f"{d['rel_diff']:+.1%}",
+                d["tolerance"] or "-",
+                {True: "yes", False: "NO", None: "-"}[d["within"]],
+            ]
+        )
     return render_table(rows)
 
 
 class Command(BaseCommand):
-    help = ("Run one trace segment through the simulator and through the live (emulated) stack with the "
-            "same policy and configuration, and print both rows side by side with relative differences.")
+    help = (
+        "Run one trace segment through the simulator and through the live (emulated) stack with the "
+        "same policy and configuration, and print both rows side by side with relative differences."
+    )
 
     def add_arguments(self, parser):
         add_live_arguments(parser, out_default="results/fidelity")
         add_cache_model_arguments(parser)
-        parser.add_argument("--keep-long-prompts", dest="clip_prompts", action="store_false",
-                            help="send prompts over the CLIP token limit as they are (the server answers 400, a "
-                                 "violation the simulator does not have); by default they are shortened")
+        parser.add_argument(
+            "--keep-long-prompts",
+            dest="clip_prompts",
+            action="store_false",
+            help="send prompts over the CLIP token limit as they are (the server answers 400, a "
+            "violation the simulator does not have); by default they are shortened",
+        )
         parser.set_defaults(clip_prompts=True)
 
     def handle(self, *args, **opts):
         err = self.stderr._out if hasattr(self.stderr, "_out") else sys.stderr
         if opts["no_db"]:
             raise CommandError("compare_sim reads the live configuration from the database; drop --no-db")
-        setup = live_setup(slo=opts["slo"], factor=opts["time_factor"], profile=opts["profile"],
-                           workers=opts["workers"], use_db=True)
+        setup = live_setup(
+            slo=opts["slo"], factor=opts["time_factor"], profile=opts["profile"], workers=opts["workers"], use_db=True
+        )
         if not setup.from_db:
             raise CommandError("cannot read ServingConfig from the database: " + "; ".join(setup.notes))
         if setup.policy not in POLICY_NAMES:
             raise CommandError(f"live policy {setup.policy!r} is not a simulator policy {POLICY_NAMES}")
         cfg, f = setup.config, setup.time_factor
         try:
-            wl = build_workload(opts["trace"], opts["prompts"], opts["warm"], opts["time_scale"], opts["peak_load"],
-                                cfg, f, opts["max_requests"], opts["max_seconds"], opts["start"])
+            wl = build_workload(
+                opts["trace"],
+                opts["prompts"],
+                opts["warm"],
+                opts["time_scale"],
+                opts["peak_load"],
+                cfg,
+                f,
+                opts["max_requests"],
+                opts["max_seconds"],
+                opts["start"],
+            )
         except (WorkloadError, OSError) as exc:
             raise CommandError(str(exc)) from exc
         levels = cfg.levels
@@ -106,17 +143,37 @@ class Command(BaseCommand):
         # --- the simulator, in process, on the same arrivals and prompt stream -------------------------------
         t = time.perf_counter()
         emb = embed_prompt_file(opts["prompts"], opts["embed_cache"])[: wl.warm + wl.n]
-        cache = ApproxCache(emb, levels, opts["cache_capacity"], query_start=wl.warm,
-                            resumed_levels=opts["resumed_levels"])
+        cache = ApproxCache(
+            emb, levels, opts["cache_capacity"], query_start=wl.warm, resumed_levels=opts["resumed_levels"]
+        )
         with tqdm(total=wl.n, file=err, unit="req", desc="simulating") as bar:
-            r = simulate(setup.policy, cfg, wl.arrivals, emb, wl.warm, cache_capacity=opts["cache_capacity"],
-                         seed=opts["seed"], progress=bar, cache=cache)
-        sim_m = summarize(r.arrival, r.deadline, r.finish, r.quality, r.k_prime, r.redirected, list(levels),
-                          window_s=opts["window"], start=r.start)
+            r = simulate(
+                setup.policy,
+                cfg,
+                wl.arrivals,
+                emb,
+                wl.warm,
+                cache_capacity=opts["cache_capacity"],
+                seed=opts["seed"],
+                progress=bar,
+                cache=cache,
+            )
+        sim_m = summarize(
+            r.arrival,
+            r.deadline,
+            r.finish,
+            r.quality,
+            r.k_prime,
+            r.redirected,
+            list(levels),
+            window_s=opts["window"],
+            start=r.start,
+        )
         sim_m["sim_wall_s"] = r.wall_s
         sim_m["plan_solve_ms_mean"] = float(np.mean([p["solve_time_s"] for p in r.plans]) * 1e3)
-        sim_series = time_series(r.arrival, r.deadline, r.finish, r.quality, r.k_prime, list(levels),
-                                 window_s=opts["window"])
+        sim_series = time_series(
+            r.arrival, r.deadline, r.finish, r.quality, r.k_prime, list(levels), window_s=opts["window"]
+        )
         print(f"simulator: {wl.n} requests in {time.perf_counter() - t:.1f} s", file=err, flush=True)
 
         # --- the live stack, through the REST API --------------------------------------------------------------
@@ -126,27 +183,44 @@ class Command(BaseCommand):
         series = {sim_label: sim_series, live.label: live.series}
         diffs = compare_rows(sim_m, live.metrics)
 
-        config = dict(live.config, policies=list(results), cache_capacity=opts["cache_capacity"],
-                      resumed_levels=opts["resumed_levels"])
-        title = (f"simulator vs live: {setup.policy}, {cfg.n_workers} workers, {cfg.profile.name}, SLO "
-                 f"{cfg.slo_s:.1f}s, time factor {f:g}, {wl.n} requests")
+        config = dict(
+            live.config,
+            policies=list(results),
+            cache_capacity=opts["cache_capacity"],
+            resumed_levels=opts["resumed_levels"],
+        )
+        title = (
+            f"simulator vs live: {setup.policy}, {cfg.n_workers} workers, {cfg.profile.name}, SLO "
+            f"{cfg.slo_s:.1f}s, time factor {f:g}, {wl.n} requests"
+        )
         written = collect.write_outputs(opts["out"], config, results, series, title, plots=not opts["no_plots"])
         collect.write_requests_csv(os.path.join(opts["out"], "requests.csv"), live.result, live.arrays)
         write_segment(os.path.join(opts["out"], "trace_segment.txt"), wl.arrivals)
-        doc = {"config": config, "time_factor": f, "policy": setup.policy, "sim": sim_m, "live": live.metrics,
-               "differences": diffs, "tolerance": {"relative": REL_TOL, "small_ratio_abs": ABS_TOL_SMALL_RATIO},
-               "all_within": all(d["within"] for d in diffs.values() if d["within"] is not None),
-               "plans": {"sim": r.plans, "live": live.plans or []}}
+        doc = {
+            "config": config,
+            "time_factor": f,
+            "policy": setup.policy,
+            "sim": sim_m,
+            "live": live.metrics,
+            "differences": diffs,
+            "tolerance": {"relative": REL_TOL, "small_ratio_abs": ABS_TOL_SMALL_RATIO},
+            "all_within": all(d["within"] for d in diffs.values() if d["within"] is not None),
+            "plans": {"sim": r.plans, "live": live.plans or []},
+        }
         path = os.path.join(opts["out"], "compare.json")
         collect.write_json(path, doc)
 
         self.stdout.write(header_line(cfg, setup))
-        self.stdout.write(f"policy {setup.policy} · same arrivals ({wl.n}) and prompts on both sides · live times "
-                          f"divided by the time factor {f:g}")
+        self.stdout.write(
+            f"policy {setup.policy} · same arrivals ({wl.n}) and prompts on both sides · live times "
+            f"divided by the time factor {f:g}"
+        )
         self.stdout.write(collect.format_table(results))
         self.stdout.write("")
         self.stdout.write(format_comparison(diffs))
         m = live.metrics
-        self.stdout.write(f"live: accepted {m['accepted']}/{m['requests']} · HTTP errors {m['http_errors']} · "
-                          f"unfinished {m['unfinished']} · wall {m['live_wall_s']:.0f} s")
+        self.stdout.write(
+            f"live: accepted {m['accepted']}/{m['requests']} · HTTP errors {m['http_errors']} · "
+            f"unfinished {m['unfinished']} · wall {m['live_wall_s']:.0f} s"
+        )
         self.stdout.write(f"wrote {path} and {written[0]}")

@@ -21,9 +21,11 @@ from webapp.loadgen.workload import write_segment
 
 
 class Command(BaseCommand):
-    help = ("Replay a trace against the REST API at the trace's times (simulator's trace formats and "
-            "scaling), wait for every request to end, print the simulator's metrics table and write "
-            "results.json and plots.")
+    help = (
+        "Replay a trace against the REST API at the trace's times (simulator's trace formats and "
+        "scaling), wait for every request to end, print the simulator's metrics table and write "
+        "results.json and plots."
+    )
 
     def add_arguments(self, parser):
         add_live_arguments(parser, out_default="results/loadgen")
@@ -33,24 +35,30 @@ class Command(BaseCommand):
         run = run_live(opts, stream=err)
         cfg = run.setup.config
         results = {run.label: run.metrics}
-        title = (f"live: {cfg.n_workers} workers, {cfg.profile.name}, SLO {cfg.slo_s:.1f}s, peak load "
-                 f"{opts['peak_load']}, time ×{opts['time_scale']}, factor {run.setup.time_factor:g}, "
-                 f"{run.workload.n} requests")
-        written = collect.write_outputs(opts["out"], run.config, results, {run.label: run.series}, title,
-                                        plots=not opts["no_plots"])
+        title = (
+            f"live: {cfg.n_workers} workers, {cfg.profile.name}, SLO {cfg.slo_s:.1f}s, peak load "
+            f"{opts['peak_load']}, time ×{opts['time_scale']}, factor {run.setup.time_factor:g}, "
+            f"{run.workload.n} requests"
+        )
+        written = collect.write_outputs(
+            opts["out"], run.config, results, {run.label: run.series}, title, plots=not opts["no_plots"]
+        )
         collect.write_requests_csv(os.path.join(opts["out"], "requests.csv"), run.result, run.arrays)
         write_segment(os.path.join(opts["out"], "trace_segment.txt"), run.workload.arrivals)
         if run.plans:
-            collect.write_json(os.path.join(opts["out"], "plans.json"),
-                               {"levels": cfg.levels, "times": "profile seconds from the first arrival",
-                                "plans": run.plans})
+            collect.write_json(
+                os.path.join(opts["out"], "plans.json"),
+                {"levels": cfg.levels, "times": "profile seconds from the first arrival", "plans": run.plans},
+            )
         m = run.metrics
         self.stdout.write(header_line(cfg, run.setup))
         self.stdout.write(collect.format_table(results))
-        self.stdout.write(f"accepted {m['accepted']}/{m['requests']} · HTTP errors {m['http_errors']} "
-                          f"{m['http_error_codes'] or ''}· unfinished {m['unfinished']} · statuses "
-                          f"{m['status_counts']} · submit lag p99 {_f(m['submit_lag_p99_s'])} s wall · "
-                          f"wall {m['live_wall_s']:.0f} s")
+        self.stdout.write(
+            f"accepted {m['accepted']}/{m['requests']} · HTTP errors {m['http_errors']} "
+            f"{m['http_error_codes'] or ''}· unfinished {m['unfinished']} · statuses "
+            f"{m['status_counts']} · submit lag p99 {_f(m['submit_lag_p99_s'])} s wall · "
+            f"wall {m['live_wall_s']:.0f} s"
+        )
         self.stdout.write(f"wrote {written[0]}")
 
 

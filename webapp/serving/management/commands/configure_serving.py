@@ -15,15 +15,13 @@ class Command(BaseCommand):
 
     def handle(self, *args, slo, policy, layout, max_in_flight, **kw):
         config = ServingConfig.current()
-        changes = {"slo_seconds": slo, "policy": policy, "manual_layout": layout,
-                   "max_in_flight": max_in_flight}
+        changes = {"slo_seconds": slo, "policy": policy, "manual_layout": layout, "max_in_flight": max_in_flight}
         for field, value in changes.items():
             if value is not None:
                 setattr(config, field, value)
         try:
             config.full_clean()
         except ValidationError as exc:
-            raise CommandError("; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items()))
+            raise CommandError("; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())) from exc
         config.save()
-        self.stdout.write(f"serving configuration updated: "
-                          f"{ {k: v for k, v in changes.items() if v is not None} }")
+        self.stdout.write(f"serving configuration updated: { {k: v for k, v in changes.items() if v is not None} }")

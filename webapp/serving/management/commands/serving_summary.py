@@ -16,4 +16,5 @@ class Command(BaseCommand):
             f"engine={settings.T2I_ENGINE} (time factor {settings.T2I_TIME_FACTOR:g}), "
             f"profile={profile_source()}{layout}\n"
             f"(edit in the admin: Serving configuration; the SLO above comes from the database row "
-            f"once it exists)")
+            f"once it exists)"
+        )

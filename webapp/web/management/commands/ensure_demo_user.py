@@ -7,8 +7,10 @@ from rest_framework.authtoken.models import Token
 
 
 class Command(BaseCommand):
-    help = ("Create the local demo user (a superuser, for local use only) once, and print its "
-            "login and API token. The password is kept in T2I_DATA_DIR/demo-login.txt.")
+    help = (
+        "Create the local demo user (a superuser, for local use only) once, and print its "
+        "login and API token. The password is kept in T2I_DATA_DIR/demo-login.txt."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--username", default="demo")

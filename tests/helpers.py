@@ -1,0 +1,70 @@
+"""Factories and polling helpers shared by the test modules (import them; fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+UNSERVED_SLOT = 9  # no test worker consumes gpu.9: a row routed there is never picked up by accident
+
+
+def make_request(owner, **overrides):
+    """A queued ledger row with sensible defaults, created directly (not submitted, never published).
+
+    Defaults: prompt "x", seed 1, 64×64, 20 steps, deadline in 5 minutes, slot UNSERVED_SLOT.
+    Any field of GenerationRequest can be overridden, e.g. ``make_request(user, worker=0, steps=50)``.
+    """
+    from django.utils import timezone
+
+    from webapp.ledger.models import GenerationRequest
+
+    values = dict(
+        owner=owner,
+        prompt="x",
+        seed=1,
+        width=64,
+        height=64,
+        steps=20,
+        worker=UNSERVED_SLOT,
+        deadline=timezone.now() + timedelta(minutes=5),
+    )
+    values.update(overrides)
+    return GenerationRequest.objects.create(**values)
+
+
+def _configure(model, fields: dict):
+    config = model.current()
+    for name, value in fields.items():
+        setattr(config, name, value)
+    config.full_clean()
+    config.save()
+    return config
+
+
+def serving_config(**fields):
+    """Set fields of the one ServingConfig row, validate them (full_clean) and save; returns the row."""
+    from webapp.ledger.models import ServingConfig
+
+    return _configure(ServingConfig, fields)
+
+
+def cache_config(**fields):
+    """The same for the one CacheConfig row (e.g. ``cache_config(byte_budget=...)``)."""
+    from webapp.cache.models import CacheConfig
+
+    return _configure(CacheConfig, fields)
+
+
+def wait_for_status(request_id, statuses, timeout: float = 60, tick=None):
+    """Poll the ledger until the row reaches one of `statuses` (calling `tick` each round)."""
+    from webapp.ledger.models import GenerationRequest
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        row = GenerationRequest.objects.get(pk=request_id)
+        if row.status in statuses:
+            return row
+        if tick:
+            tick()
+        time.sleep(0.1)
+    raise AssertionError(f"request {request_id} still {row.status} after {timeout} s: {row.error}")

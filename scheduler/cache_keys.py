@@ -22,10 +22,23 @@ def model_key(model: str, scheduler: str, steps: int, width: int, height: int) -
     return f"{model}|{scheduler}|N{int(steps)}|{int(width)}x{int(height)}"
 
 
-@lru_cache(maxsize=16)
+def _mtime_ns(path: Path) -> int:
+    """Part of the memo key: a folder built, replaced or filled after a first look is read again."""
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return -1
+
+
 def model_identity(model_path: str | os.PathLike) -> str:
     """A stable name for a local diffusers folder: its name plus a hash of its configs and the sizes of
     its weight files (equal on every machine holding the same copy, unlike paths or mtimes)."""
+    path = Path(model_path)
+    return _model_identity(str(path), _mtime_ns(path))
+
+
+@lru_cache(maxsize=16)
+def _model_identity(model_path: str, mtime_ns: int) -> str:
     path = Path(model_path)
     digest = hashlib.sha256()
     if path.is_dir():
@@ -42,13 +55,18 @@ def model_identity(model_path: str | os.PathLike) -> str:
     return f"{path.name[:80]}-{digest.hexdigest()[:12]}"
 
 
-@lru_cache(maxsize=16)
 def folder_scheduler(model_path: str | os.PathLike) -> str:
     """Short name ("ddim", "euler") of the scheduler a diffusers folder ships, as the engine names it.
-    A non-resumable scheduler is returned by class name (the engine will refuse it)."""
+    A non-resumable scheduler is returned by class name (the engine will refuse it); "unknown" while
+    the folder has no scheduler config (asked again once it has one)."""
     config = Path(model_path) / "scheduler" / "scheduler_config.json"
+    return _folder_scheduler(str(config), _mtime_ns(config))
+
+
+@lru_cache(maxsize=16)
+def _folder_scheduler(config_path: str, mtime_ns: int) -> str:
     try:
-        name = json.loads(config.read_text())["_class_name"]
+        name = json.loads(Path(config_path).read_text())["_class_name"]
     except (OSError, KeyError, ValueError):
         return "unknown"
     return RESUMABLE_SCHEDULERS.get(name, name)

@@ -5,6 +5,11 @@ from __future__ import annotations
 import time
 from datetime import timedelta
 
+from django.utils import timezone
+
+from webapp.cache.models import CacheConfig
+from webapp.ledger.models import GenerationRequest, ServingConfig
+
 UNSERVED_SLOT = 9  # no test worker consumes gpu.9: a row routed there is never picked up by accident
 
 
@@ -14,10 +19,6 @@ def make_request(owner, **overrides):
     Defaults: prompt "x", seed 1, 64×64, 20 steps, deadline in 5 minutes, slot UNSERVED_SLOT.
     Any field of GenerationRequest can be overridden, e.g. ``make_request(user, worker=0, steps=50)``.
     """
-    from django.utils import timezone
-
-    from webapp.ledger.models import GenerationRequest
-
     values = dict(
         owner=owner,
         prompt="x",
@@ -43,22 +44,16 @@ def _configure(model, fields: dict):
 
 def serving_config(**fields):
     """Set fields of the one ServingConfig row, validate them (full_clean) and save; returns the row."""
-    from webapp.ledger.models import ServingConfig
-
     return _configure(ServingConfig, fields)
 
 
 def cache_config(**fields):
     """The same for the one CacheConfig row (e.g. ``cache_config(byte_budget=...)``)."""
-    from webapp.cache.models import CacheConfig
-
     return _configure(CacheConfig, fields)
 
 
 def wait_for_status(request_id, statuses, timeout: float = 60, tick=None):
     """Poll the ledger until the row reaches one of `statuses` (calling `tick` each round)."""
-    from webapp.ledger.models import GenerationRequest
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         row = GenerationRequest.objects.get(pk=request_id)

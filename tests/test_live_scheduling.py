@@ -140,6 +140,22 @@ def test_controller_keeps_previous_plan_when_the_solver_fails(user, embedded_ser
     assert AllocationPlan.current() == good
 
 
+def test_controller_does_not_adopt_a_fallback_plan(user, embedded_services, monkeypatch):
+    """The solver found nothing (the planner's emergency plan, every worker at the fastest level): the
+    live controller records the run as failed, says why, and keeps serving on the previous plan."""
+    serving_config(policy="prompt_aware")
+    good = controller.run_controller()
+    from scheduler import planner
+
+    monkeypatch.setattr(planner, "_solve_program", lambda *a, **k: planner.MipSolution(None, 2, "no solution"))
+    fallback = controller.run_controller()
+    assert fallback.status == "failed" and "no solution" in fallback.message and "not adopted" in fallback.message
+    assert fallback.solution["status"] == "fallback"  # recorded for the operator, not served on
+    assert AllocationPlan.current() == good
+    policy, version = live_policy.live_policy.get(ServingConfig.current())
+    assert version == good.id and policy.current.worker_levels == good.worker_levels
+
+
 def test_controller_discards_a_slow_solve(user, embedded_services, monkeypatch, settings):
     serving_config(policy="prompt_aware")
     good = controller.run_controller()

@@ -170,3 +170,17 @@ def test_demand_with_backlog_adds_queued_requests_as_rate():
     e = DemandEstimate(LEVELS, [1.0, 0, 0, 0, 0, 2.0], [[1.0] * 6] * 6, time=5.0)
     b = e.with_backlog([10, 0, 0, 0, 0, 40], 20.0)
     assert b.rates == [1.5, 0, 0, 0, 0, 4.0] and b.time == 5.0 and e.rates[0] == 1.0
+
+
+def test_cache_key_parts_are_read_again_once_the_model_folder_exists(tmp_path):
+    """A submit before the model is built (fresh clone, first start) must not pin 'unknown' forever."""
+    import json
+
+    from scheduler.cache_keys import folder_scheduler, model_identity
+
+    folder = tmp_path / "tiny-sd"
+    before = (folder_scheduler(folder), model_identity(folder))
+    assert before[0] == "unknown"
+    (folder / "scheduler").mkdir(parents=True)
+    (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps({"_class_name": "DDIMScheduler"}))
+    assert folder_scheduler(folder) == "ddim" and model_identity(folder) != before[1]

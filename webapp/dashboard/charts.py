@@ -15,6 +15,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.dates import AutoDateLocator, ConciseDateFormatter  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from webapp.ledger.queues import gpu_queue
+
 from . import metrics_queries as mq  # noqa: E402
 
 SIZE = (8.0, 2.6)
@@ -110,7 +112,7 @@ def queues(w: mq.Window) -> bytes:
     qs = mq.queue_series(w)
     fig, ax = _figure("Waiting requests per worker (queued, not started)")
     for worker in qs["workers"]:
-        ax.plot(qs["t"], qs["depth"][worker], label=f"gpu.{worker}", linewidth=1)
+        ax.plot(qs["t"], qs["depth"][worker], label=gpu_queue(worker), linewidth=1)
     ax.set_ylim(bottom=0)
     if len(qs["workers"]) <= 16:
         ax.legend(fontsize=6, loc="upper left", ncols=8)

@@ -35,6 +35,7 @@ from django.db import connection
 from django.utils import timezone
 
 from webapp.ledger.models import AllocationPlan, BatchRecord, GenerationRequest, ServingConfig
+from webapp.ledger.queues import gpu_queue
 
 WINDOWS: dict[str, int] = {
     name: int(name[:-1]) * {"m": 60, "h": 3600}[name[-1]] for name in settings.T2I_METRICS_WINDOWS
@@ -428,7 +429,7 @@ def workers_view(plan: dict | None, config: ServingConfig) -> dict[str, Any]:
         rows.append(
             {
                 "worker": w,
-                "queue": f"gpu.{w}",
+                "queue": gpu_queue(w),
                 "level": levels[w] if w < len(levels) else None,
                 "queued": d["queued"],
                 "running": d["running"],

@@ -176,18 +176,24 @@ def fallback_route_row(i: int, levels: list[int], q_row: np.ndarray, has_workers
     return [1.0 if j == pick else 0.0 for j in range(len(levels))]
 
 
-def _solve_program(
-    c: np.ndarray,
-    a: np.ndarray,
-    row_lb: np.ndarray,
-    row_ub: np.ndarray,
-    col_lb: np.ndarray,
-    col_ub: np.ndarray,
-    integrality: np.ndarray,
-    solver: str,
-    time_limit_s: float | None,
-) -> MipSolution:
+@dataclass
+class _Program:
+    """The controller's MILP in `scipy.optimize.milp` form: min c·x, row_lb ≤ A x ≤ row_ub, col_lb ≤ x ≤ col_ub.
+    Columns: n_j (J integer worker counts), then x_ij (C × J routed rates, row-major by class)."""
+
+    c: np.ndarray
+    A: np.ndarray
+    row_lb: np.ndarray
+    row_ub: np.ndarray
+    col_lb: np.ndarray
+    col_ub: np.ndarray
+    integrality: np.ndarray
+
+
+def _solve_program(program: _Program, solver: str, time_limit_s: float | None) -> MipSolution:
     """Solve the program with GLPK (default, ~0.5 ms) or HiGHS through `scipy.optimize.milp` (~10–60 ms)."""
+    c, a, row_lb, row_ub = program.c, program.A, program.row_lb, program.row_ub
+    col_lb, col_ub, integrality = program.col_lb, program.col_ub, program.integrality
     if solver == "glpk":
         return solve_mip(c, a, row_lb, row_ub, col_lb, col_ub, integrality, MIP_REL_GAP, time_limit_s)
     if solver != "highs":
@@ -207,20 +213,6 @@ def _solve_program(
     ):
         res = milp(c, constraints=cons, integrality=integrality, bounds=bnds, options=opts)
     return MipSolution(res.x, int(res.status), str(res.message))
-
-
-@dataclass
-class _Program:
-    """The controller's MILP in `scipy.optimize.milp` form: min c·x, row_lb ≤ A x ≤ row_ub, col_lb ≤ x ≤ col_ub.
-    Columns: n_j (J integer worker counts), then x_ij (C × J routed rates, row-major by class)."""
-
-    c: np.ndarray
-    A: np.ndarray
-    row_lb: np.ndarray
-    row_ub: np.ndarray
-    col_lb: np.ndarray
-    col_ub: np.ndarray
-    integrality: np.ndarray
 
 
 @dataclass
@@ -261,17 +253,7 @@ def solve_plan(
     class_demand, class_quality = _class_demand_and_quality(demand, headroom)
     d, q = _classes(class_demand, class_quality, prompt_aware)
     program = _build_program(d, q, mu, n_workers, util_target)
-    solution = _solve_program(
-        program.c,
-        program.A,
-        program.row_lb,
-        program.row_ub,
-        program.col_lb,
-        program.col_ub,
-        program.integrality,
-        solver,
-        time_limit_s,
-    )
+    solution = _solve_program(program, solver, time_limit_s)
     solved = _solution_or_fallback(solution, d, mu, n_workers, util_target)
     level_load = solved.flows.sum(axis=0)
     workers_per_level = _spread_spare_workers(solved.workers_per_level, level_load, mu, n_workers, util_target)

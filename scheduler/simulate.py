@@ -20,13 +20,16 @@ import sys
 import time
 
 import numpy as np
+from tqdm import tqdm
 
+from .cache_model import ApproxCache
 from .embeddings import embed_prompt_file, read_prompts
 from .interface import SchedulerConfig
-from .metrics import format_table, summarize, time_series, write_results
+from .metrics import format_table, time_series, write_results
 from .planner import SOLVERS
 from .policies import DEFAULT_POLICIES, POLICY_NAMES
 from .profiles import DEFAULT_GAMMA, load_profile
+from .simulator import simulate
 from .traces import load_trace, peak_rate, scale_trace
 
 
@@ -176,10 +179,6 @@ def _print_workload(arrivals: np.ndarray, profile, cfg: SchedulerConfig, top: in
 
 def _embeddings_and_cache(args: argparse.Namespace, levels: tuple[int, ...], n_requests: int):
     """The prompt embeddings (cached on disk) and the simulated cache with its neighbour index."""
-    from tqdm import tqdm
-
-    from .cache_model import ApproxCache
-
     started = time.perf_counter()
     embeddings = embed_prompt_file(args.prompts, args.embed_cache, progress=True)[: args.warm + n_requests]
     with tqdm(total=2 * n_requests, file=sys.stderr, unit="req", desc="neighbour index", leave=False) as ibar:
@@ -205,10 +204,6 @@ def _run_policies(
     levels: tuple[int, ...],
 ) -> tuple[dict, dict[str, dict]]:
     """Simulate each policy on the same stream; its run and its summary metrics, by name."""
-    from tqdm import tqdm
-
-    from .simulator import simulate
-
     results: dict[str, dict] = {}
     runs: dict = {}
     with tqdm(total=arrivals.size * len(policies), file=sys.stderr, unit="req", desc="simulating") as bar:
@@ -225,20 +220,7 @@ def _run_policies(
                 progress=bar,
                 cache=cache,
             )
-            metrics = summarize(
-                run.arrival,
-                run.deadline,
-                run.finish,
-                run.quality,
-                run.k_prime,
-                run.redirected,
-                list(levels),
-                window_s=args.window,
-                start=run.start,
-            )
-            metrics["sim_wall_s"] = run.wall_s
-            metrics["plan_solve_ms_mean"] = float(np.mean([p["solve_time_s"] for p in run.plans]) * 1e3)
-            results[name] = metrics
+            results[name] = run.summary(list(levels), args.window)
             runs[name] = run
     return runs, results
 

@@ -29,6 +29,7 @@ import numpy as np
 from .cache_model import ApproxCache
 from .demand import DemandEstimate, DemandEstimator, default_class_quality
 from .interface import ClusterView, RequestView, SchedulerConfig
+from .metrics import summarize
 from .policies import Policy, make_policy
 from .profiles import LatencyProfile
 
@@ -61,6 +62,23 @@ class SimResult:
     @property
     def n(self) -> int:
         return int(self.arrival.size)
+
+    def summary(self, levels: list[int], window_s: float) -> dict:
+        """The metrics table row of this run (DESIGN §7), plus its simulation time and mean plan solve."""
+        metrics = summarize(
+            self.arrival,
+            self.deadline,
+            self.finish,
+            self.quality,
+            self.k_prime,
+            self.redirected,
+            list(levels),
+            window_s=window_s,
+            start=self.start,
+        )
+        metrics["sim_wall_s"] = self.wall_s
+        metrics["plan_solve_ms_mean"] = float(np.mean([p["solve_time_s"] for p in self.plans]) * 1e3)
+        return metrics
 
 
 def _q_row_function(qm, levels: list[int]):

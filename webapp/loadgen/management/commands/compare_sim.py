@@ -20,13 +20,12 @@ import os
 import sys
 import time
 
-import numpy as np
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from scheduler.cache_model import ApproxCache
 from scheduler.embeddings import embed_prompt_file
-from scheduler.metrics import render_table, summarize, time_series
+from scheduler.metrics import render_table, time_series
 from scheduler.policies import POLICY_NAMES
 from scheduler.simulate import add_cache_model_arguments
 from scheduler.simulator import simulate
@@ -158,19 +157,7 @@ class Command(BaseCommand):
                 progress=bar,
                 cache=cache,
             )
-        sim_m = summarize(
-            r.arrival,
-            r.deadline,
-            r.finish,
-            r.quality,
-            r.k_prime,
-            r.redirected,
-            list(levels),
-            window_s=opts["window"],
-            start=r.start,
-        )
-        sim_m["sim_wall_s"] = r.wall_s
-        sim_m["plan_solve_ms_mean"] = float(np.mean([p["solve_time_s"] for p in r.plans]) * 1e3)
+        sim_m = r.summary(list(levels), opts["window"])
         sim_series = time_series(
             r.arrival, r.deadline, r.finish, r.quality, r.k_prime, list(levels), window_s=opts["window"]
         )

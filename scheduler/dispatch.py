@@ -28,6 +28,13 @@ from .interface import ClusterView
 VECTOR_MIN_WORKERS = 64  # from this many workers a scan is vectorised: numpy's per-call overhead pays off
 
 
+def is_hopeless(now: float, deadline: float, min_service_s: float) -> bool:
+    """The shedding rule, the same for the simulator and the live workers: a queued request that would
+    finish after its deadline even if it started now (its batch-of-one latency) is a violation whatever
+    happens; running it would only take a worker from requests that can still make theirs."""
+    return now + min_service_s > deadline
+
+
 def effective_level(k: int, available: tuple[int, ...]) -> int:
     """The level a request can actually resume at when sent to level k: k if its neighbour has it, else
     the nearest cached level above (else below); 0 without a neighbour."""

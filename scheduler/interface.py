@@ -108,6 +108,14 @@ class SchedulerConfig:
     backlog_horizon_periods: float = 2.0  # ... within this many controller periods
     plan_time_limit_s: float | None = None  # MILP wall-clock cap (live system); None: exact, deterministic
     solver: str = "glpk"  # the controller's MILP solver: "glpk" or "highs" (scipy.optimize.milp)
+    # prompt_aware's levers (issue 13); each can be switched off for an ablation.
+    similarity_ranked: bool = True  # within a K* class, higher s → higher K′ (instead of random sampling)
+    light_load_upgrade: bool = True  # spare capacity serves a request better than the plan's level ...
+    upgrade_margin: float = 0.3  # ... if it still finishes this many SLOs before its deadline ...
+    upgrade_budget_slo: float = 2.0  # ... and the plan's spare worker-seconds (at most this many SLOs' worth) cover it
+    event_replan: bool = True  # re-solve between periods when arrivals depart from the plan's demand ...
+    replan_threshold: float = 0.3  # ... by more than this fraction ...
+    replan_min_gap_s: float = 2.0  # ... with at least this long between solves
 
     @property
     def levels(self) -> list[int]:
@@ -138,6 +146,13 @@ class SchedulerConfig:
             "backlog_aware": self.backlog_aware,
             "backlog_horizon_periods": self.backlog_horizon_periods,
             "solver": self.solver,
+            "similarity_ranked": self.similarity_ranked,
+            "light_load_upgrade": self.light_load_upgrade,
+            "upgrade_margin": self.upgrade_margin,
+            "upgrade_budget_slo": self.upgrade_budget_slo,
+            "event_replan": self.event_replan,
+            "replan_threshold": self.replan_threshold,
+            "replan_min_gap_s": self.replan_min_gap_s,
             "batch_caps": {str(k): v for k, v in self.batch_caps().items()},
             "thresholds": [list(t) for t in self.predictor.thresholds],
             "quality": self.quality.to_dict(),

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import bisect
 import random
+from collections import deque
 
 from .demand import DemandEstimate
 from .dispatch import effective_level, route_and_batch, shortest_queue, soonest_free
@@ -128,20 +129,104 @@ class Policy:
         return Decision(w, 0, 1, False)
 
 
+class SimilarityRanks:
+    """Where a request's similarity falls among the recent ones of its K* class (0 = lowest, 1 = highest).
+
+    The plan says what fraction of a class goes to each level; which requests go where is free. The loss of
+    serving at K′ is g(K′)(1 − s), smallest for the most similar prompts, so the highest-s share of a class
+    takes the highest K′ the plan gives it and the lowest-s share the lowest: the plan's fractions become
+    per-class similarity thresholds that move with the recent stream.
+    """
+
+    def __init__(self, n_classes: int, window: int = 256) -> None:
+        self.window = window
+        self.recent: list[deque] = [deque() for _ in range(n_classes)]
+        self.sorted: list[list[float]] = [[] for _ in range(n_classes)]
+
+    def rank(self, cls: int, s: float) -> float:
+        """The mid-rank of s among the class's last `window` similarities, then s joins them."""
+        ordered, recent = self.sorted[cls], self.recent[cls]
+        u = (bisect.bisect_left(ordered, s) + bisect.bisect_right(ordered, s)) / (2 * len(ordered)) if ordered else 0.5
+        recent.append(s)
+        bisect.insort(ordered, s)
+        if len(recent) > self.window:
+            del ordered[bisect.bisect_left(ordered, recent.popleft())]
+        return min(u, 1.0 - 1e-12)
+
+
 class PromptAware(Policy):
-    """The paper: MILP per K* class, K→K′ route sampling, route-and-batch, deadline redirect."""
+    """The paper: MILP per K* class, K→K′ routing by the plan's fractions (similarity-ranked), route-and-batch,
+    deadline redirect; an idle cluster serves at the best level that still meets the deadline."""
 
     name = "prompt_aware"
     uses_controller = True
+    sheds_hopeless = True  # the runner drops a queued request that can no longer meet its deadline
+
+    def __init__(self, config: SchedulerConfig, seed: int = 0) -> None:
+        super().__init__(config, seed)
+        self.ranks = SimilarityRanks(len(self.levels))
+        self._all_workers = list(range(config.n_workers))
+        self._budget_s, self._budget_t = 0.0, 0.0  # spare worker-seconds for upgrades, and when counted
+        self._planned_at, self._arrivals_since_plan = 0.0, 0  # for the event trigger
 
     def plan(self, now: float, demand: DemandEstimate | None) -> Plan:
+        self._planned_at, self._arrivals_since_plan = now, 0
         return self._solve(demand, prompt_aware=True)
 
+    def replan_due(self, now: float) -> bool:
+        """Event trigger: the arrival rate since the last solve departs from the plan's demand by more than
+        `replan_threshold` (a burst the period has not seen yet, or a lull that frees capacity for quality),
+        and `replan_min_gap_s` has passed. The runner then re-solves at once; the period stays a floor."""
+        if not self.config.event_replan:
+            return False
+        elapsed = now - self._planned_at
+        if elapsed < self.config.replan_min_gap_s:
+            return False
+        planned = self.current.demand_rate
+        observed = self._arrivals_since_plan / elapsed
+        return abs(observed - planned) > self.config.replan_threshold * max(planned, 1e-9)
+
+    def route_level(self, req: RequestView) -> int:
+        """The level the plan sends this request to: by its similarity rank within its class, or at random."""
+        if not self.config.similarity_ranked or req.similarity is None:
+            return self.sample_level(req.k_star)
+        i = self.levels.index(req.k_star) if req.k_star in self.levels else 0
+        return self.levels[bisect.bisect_right(self._cum[i], self.ranks.rank(i, req.similarity))]
+
+    def upgrade(self, req: RequestView, k: int, cluster: ClusterView, now: float) -> Decision | None:
+        """Spare capacity: serve at a better level than the plan's (least loss first, K′ = 0 first) on the
+        worker that frees up first, if it still finishes `upgrade_margin` × SLO before the deadline and the
+        plan's spare worker-seconds cover the extra work. The plan leaves Σ_j n_j (1 − utilisation_j) worker-
+        seconds idle per second; they accrue as a budget of at most `upgrade_budget_slo` SLOs' worth, so an
+        idle lull can absorb upgrades but a burst the plan has not seen yet cannot drain more than that.
+        Overload (a plan short of capacity) leaves no spare, hence no upgrade."""
+        plan, config = self.current, self.config
+        spare = len(plan.worker_levels) - sum(u * n for u, n in zip(plan.utilisation, plan.workers_per_level))
+        spare = max(0.0, spare) if plan.served_rate >= plan.demand_rate * (1.0 - 1e-6) else 0.0
+        self._budget_s = min(
+            spare * config.upgrade_budget_slo * config.slo_s, self._budget_s + spare * max(0.0, now - self._budget_t)
+        )
+        self._budget_t = now
+        w, backlog = soonest_free(self._all_workers, cluster, now)
+        latest = req.deadline - config.upgrade_margin * config.slo_s
+        for lv in sorted((lv for lv in self.levels if lv < k), key=lambda lv: self._loss_key(req, lv)[0]):
+            kp = effective_level(lv, req.levels_available)
+            extra = self.lat1[kp] - self.lat1[k]
+            if kp < k and now + backlog + self.lat1[kp] <= latest and extra <= self._budget_s:
+                self._budget_s -= extra
+                return Decision(w, kp, 1, False)
+        return None
+
     def dispatch(self, req: RequestView, cluster: ClusterView, now: float) -> Decision:
+        self._arrivals_since_plan += 1
         avail = req.levels_available
         if not avail:
             return self._no_neighbour(cluster, now)
-        k = self.sample_level(req.k_star)
+        k = self.route_level(req)
+        if self.config.light_load_upgrade and k > 0:
+            upgraded = self.upgrade(req, k, cluster, now)
+            if upgraded is not None:
+                return upgraded
         ws = self.by_level.get(k)
         if not ws:  # plan has no worker there (should not happen): least-loss level with workers
             k = min((lv for lv in self.levels if self.by_level.get(lv)), key=lambda lv: self._loss_key(req, lv))

@@ -28,6 +28,7 @@ import numpy as np
 
 from .cache_model import ApproxCache
 from .demand import DemandEstimate, DemandEstimator, default_class_quality
+from .dispatch import is_hopeless
 from .interface import ClusterView, RequestView, SchedulerConfig
 from .metrics import summarize
 from .policies import Policy, make_policy
@@ -277,12 +278,28 @@ def _event_handlers(run: _Run) -> _Handlers:
     heappush = heapq.heappush
     seq = 0  # tie-break for events at the same time: the order they were scheduled
 
+    sheds = getattr(policy, "sheds_hopeless", False)
+    replan_due = getattr(policy, "replan_due", None)
+    arrival_times = run.arrivals
+
+    def hopeless(r: int, t: float) -> bool:
+        """Shed (drop, a violation) a queued request that would miss its deadline even if it started now:
+        running it would only take a worker from requests that can still make theirs."""
+        if not is_hopeless(t, arrival_times[r] + slo, latency(k_prime_list[r], 1)):
+            return False
+        state[r] = _DROPPED
+        dropped[r] = True
+        w = int(worker[r])
+        queue_len[w] -= 1
+        queued_s[w] = max(0.0, queued_s[w] - cost_list[r]) if queue_len[w] else 0.0
+        return True
+
     def start_batch(w: int, t: float) -> None:
         """If worker w has queued work, start a batch: the head's K′ and the next queued of that K′, up to
         the head's batch size."""
         nonlocal seq
         queue = queues[w]
-        while queue and state[queue[0]] != _QUEUED:
+        while queue and (state[queue[0]] != _QUEUED or (sheds and hopeless(queue[0], t))):
             queue.popleft()
         if not queue:
             return
@@ -292,7 +309,7 @@ def _event_handlers(run: _Run) -> _Handlers:
         taken: list[int] = []
         keep: deque = deque()
         for r in queue:
-            if state[r] != _QUEUED:
+            if state[r] != _QUEUED or (sheds and hopeless(r, t)):
                 continue
             if len(taken) < batch_cap and k_prime_list[r] == level:
                 taken.append(r)
@@ -352,6 +369,8 @@ def _event_handlers(run: _Run) -> _Handlers:
         heappush(heap, (deadline + (drop_after - slo), seq, _DROP, r))
         if busy[w] == 0:
             start_batch(w, t)
+        if replan_due is not None and replan_due(t):
+            _control_tick(run, t, r + 1)
 
     def on_complete(w: int, t: float) -> None:
         """Worker w's batch ends: its requests finish and enter the cache; the worker starts its next batch."""

@@ -1,0 +1,138 @@
+"""prompt_aware's levers (issue 13): similarity-ranked routing, upgrades on spare capacity, event-triggered
+re-planning, and shedding requests that can no longer meet their deadline. Each is a setting that an
+ablation switches off; these tests check what each one decides, not how much it wins (that is the sweep)."""
+
+import numpy as np
+import pytest
+
+from scheduler.dispatch import is_hopeless
+from scheduler.interface import ClusterView, RequestView, SchedulerConfig
+from scheduler.planner import Plan
+from scheduler.policies import SimilarityRanks, make_policy
+from scheduler.profiles import load_profile
+from scheduler.simulator import simulate
+
+PROFILE = load_profile("sdxl-a100")
+LEVELS = list(PROFILE.levels)
+ALL = tuple(lv for lv in LEVELS if lv > 0)
+SLO = 2 * PROFILE.latency(0, 1)
+
+
+def cfg(n=4, **kw):
+    return SchedulerConfig(n_workers=n, profile=PROFILE, slo_s=SLO, **kw)
+
+
+def plan(worker_levels, route_row, utilisation=None, served=1.0, demand=1.0):
+    """A plan whose every K* class is routed by `route_row` (fractions over LEVELS)."""
+    return Plan(
+        levels=LEVELS,
+        worker_levels=worker_levels,
+        route=[list(route_row) for _ in LEVELS],
+        batch_size=dict.fromkeys(LEVELS, 1),
+        workers_per_level=[worker_levels.count(k) for k in LEVELS],
+        utilisation=utilisation if utilisation is not None else [1.0] * len(LEVELS),
+        served_rate=served,
+        demand_rate=demand,
+        time=0.0,
+    )
+
+
+def busy_cluster(n=4, backlog=30.0):
+    return ClusterView([0] * n, [3] * n, [1] * n, [backlog] * n, [backlog] * n)
+
+
+def test_similarity_rank_is_the_position_among_recent_requests_of_the_class():
+    ranks = SimilarityRanks(n_classes=2, window=4)
+    assert ranks.rank(0, 0.9) == 0.5  # nothing seen yet
+    for s in (0.91, 0.92, 0.93):
+        ranks.rank(0, s)
+    assert ranks.rank(0, 0.95) == pytest.approx(1.0 - 1e-12)  # above every recent one
+    assert ranks.rank(0, 0.80) == 0.0
+    assert ranks.rank(1, 0.80) == 0.5  # classes are ranked apart
+    assert len(ranks.sorted[0]) == 4  # the window forgets the oldest
+
+
+def test_half_the_class_to_each_level_the_more_similar_half_to_the_higher_k():
+    pa = make_policy("prompt_aware", cfg(light_load_upgrade=False))
+    pa.set_plan(plan([0, 0, 25, 25], [0.5, 0, 0, 0, 0, 0.5]))
+    for s in np.linspace(0.951, 0.999, 50):  # fill the K*=25 class's window
+        pa.route_level(RequestView(0, 0.0, SLO, float(s), 25, ALL))
+    low = pa.route_level(RequestView(1, 0.0, SLO, 0.952, 25, ALL))
+    high = pa.route_level(RequestView(2, 0.0, SLO, 0.998, 25, ALL))
+    assert (low, high) == (0, 25)
+    random_pa = make_policy("prompt_aware", cfg(similarity_ranked=False, light_load_upgrade=False))
+    random_pa.set_plan(plan([0, 0, 25, 25], [0.5, 0, 0, 0, 0, 0.5]))
+    picks = {random_pa.route_level(RequestView(i, 0.0, SLO, 0.998, 25, ALL)) for i in range(200)}
+    assert picks == {0, 25}  # the ablation samples the fractions at random, whatever s is
+
+
+def test_spare_capacity_upgrades_to_full_quality_when_the_deadline_allows():
+    pa = make_policy("prompt_aware", cfg())
+    pa.set_plan(plan([25] * 4, [0, 0, 0, 0, 0, 1.0], utilisation=[0, 0, 0, 0, 0, 0.25]))
+    pa._budget_t = -100.0  # a lull: spare worker-seconds have accrued
+    d = pa.dispatch(RequestView(0, 0.0, SLO, 0.97, 25, ALL), ClusterView.idle([25] * 4), 0.0)
+    assert d.k_prime == 0
+
+
+def test_no_upgrade_without_spare_capacity_or_slack():
+    overloaded = make_policy("prompt_aware", cfg())
+    overloaded.set_plan(plan([25] * 4, [0, 0, 0, 0, 0, 1.0], utilisation=[0] * 6, served=1.0, demand=2.0))
+    overloaded._budget_t = -100.0
+    assert overloaded.dispatch(RequestView(0, 0.0, SLO, 0.97, 25, ALL), ClusterView.idle([25] * 4), 0.0).k_prime == 25
+    queued = make_policy("prompt_aware", cfg())
+    queued.set_plan(plan([25] * 4, [0, 0, 0, 0, 0, 1.0], utilisation=[0, 0, 0, 0, 0, 0.25]))
+    queued._budget_t = -100.0
+    # every worker busy for ~SLO: K′ = 0 would end too close to the deadline
+    assert queued.dispatch(RequestView(0, 0.0, SLO, 0.97, 25, ALL), busy_cluster(backlog=8.0), 0.0).k_prime == 25
+    ablated = make_policy("prompt_aware", cfg(light_load_upgrade=False))
+    ablated.set_plan(plan([25] * 4, [0, 0, 0, 0, 0, 1.0], utilisation=[0, 0, 0, 0, 0, 0.25]))
+    ablated._budget_t = -100.0
+    assert ablated.dispatch(RequestView(0, 0.0, SLO, 0.97, 25, ALL), ClusterView.idle([25] * 4), 0.0).k_prime == 25
+
+
+def test_event_trigger_fires_when_arrivals_depart_from_the_plan():
+    pa = make_policy("prompt_aware", cfg(replan_threshold=0.3, replan_min_gap_s=2.0))
+    pa.set_plan(plan([0] * 4, [1.0, 0, 0, 0, 0, 0], demand=1.0))
+    pa._planned_at = 0.0
+    c = ClusterView.idle([0] * 4)
+    for i in range(3):  # 3 arrivals in 3 s: on plan
+        pa.dispatch(RequestView(i, float(i), i + SLO, None, 0, ()), c, float(i))
+    assert not pa.replan_due(3.0)
+    for i in range(6):  # a burst: 9 arrivals in 3.5 s
+        pa.dispatch(RequestView(10 + i, 3.5, 3.5 + SLO, None, 0, ()), c, 3.5)
+    assert not pa.replan_due(1.5)  # too soon after the last solve
+    assert pa.replan_due(3.5)
+    assert not make_policy("prompt_aware", cfg(event_replan=False)).replan_due(3.5)
+
+
+def test_hopeless_rule():
+    assert is_hopeless(now=10.0, deadline=15.0, min_service_s=6.1)
+    assert not is_hopeless(now=10.0, deadline=16.1, min_service_s=6.1)
+
+
+def burst(n=120, at=1.0):
+    """Everything at once: far more than 2 workers can serve within the SLO."""
+    return np.full(n, at)
+
+
+def test_the_simulator_sheds_what_cannot_make_its_deadline_and_the_rest_does():
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(10 + 120, 16))
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    config = cfg(n=2)
+    shed = simulate("prompt_aware", config, burst(), emb, warm=10)
+    kept = simulate("clipper_ha", config, burst(), emb, warm=10)
+    late = np.isfinite(shed.finish) & (shed.finish > shed.deadline)
+    assert shed.dropped.sum() > 0 and not late.any()  # shed, never served late
+    assert (np.isfinite(kept.finish) & (kept.finish > kept.deadline)).any()  # without shedding: late work
+
+
+def test_event_replanning_solves_between_periods():
+    rng = np.random.default_rng(1)
+    emb = rng.normal(size=(10 + 200, 16))
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    arrivals = np.sort(np.concatenate([np.linspace(0, 30, 20), np.linspace(31, 34, 180)]))
+    on = simulate("prompt_aware", cfg(n=8), arrivals, emb, warm=10)
+    off = simulate("prompt_aware", cfg(n=8, event_replan=False), arrivals, emb, warm=10)
+    off_period = [p["time"] for p in on.plans if p["time"] % 10.0]
+    assert off_period and not [p["time"] for p in off.plans if p["time"] % 10.0]

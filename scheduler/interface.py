@@ -116,6 +116,8 @@ class SchedulerConfig:
     event_replan: bool = True  # re-solve between periods when arrivals depart from the plan's demand ...
     replan_threshold: float = 0.3  # ... by more than this fraction ...
     replan_min_gap_s: float = 2.0  # ... with at least this long between solves
+    shed_hopeless: bool = True  # prompt_aware's runner drops queued requests that can no longer meet their deadline
+    shed_baselines: bool = False  # sensitivity: the baselines shed too
 
     @property
     def levels(self) -> list[int]:
@@ -153,6 +155,8 @@ class SchedulerConfig:
             "event_replan": self.event_replan,
             "replan_threshold": self.replan_threshold,
             "replan_min_gap_s": self.replan_min_gap_s,
+            "shed_hopeless": self.shed_hopeless,
+            "shed_baselines": self.shed_baselines,
             "batch_caps": {str(k): v for k, v in self.batch_caps().items()},
             "thresholds": [list(t) for t in self.predictor.thresholds],
             "quality": self.quality.to_dict(),

@@ -111,6 +111,12 @@ class Policy:
     def on_batch_done(self, worker: int, k_prime: int, batch_size: int, service_s: float) -> None:
         """Feedback after each batch (used by AIMD)."""
 
+    @property
+    def sheds_hopeless(self) -> bool:
+        """Whether the runner drops queued requests that can no longer meet their deadline (prompt_aware's
+        overload lever; the baselines only with the `shed_baselines` sensitivity setting)."""
+        return self.config.shed_baselines
+
     # helpers
     def quality(self, s: float | None, k: int) -> float:
         if k == 0:
@@ -160,7 +166,11 @@ class PromptAware(Policy):
 
     name = "prompt_aware"
     uses_controller = True
-    sheds_hopeless = True  # the runner drops a queued request that can no longer meet its deadline
+
+    @property
+    def sheds_hopeless(self) -> bool:
+        """Whether the runner drops this policy's queued requests that can no longer meet their deadline."""
+        return self.config.shed_hopeless
 
     def __init__(self, config: SchedulerConfig, seed: int = 0) -> None:
         super().__init__(config, seed)
@@ -173,17 +183,24 @@ class PromptAware(Policy):
         self._planned_at, self._arrivals_since_plan = now, 0
         return self._solve(demand, prompt_aware=True)
 
-    def replan_due(self, now: float) -> bool:
+    def set_plan(self, plan: Plan) -> None:
+        super().set_plan(plan)
+        if hasattr(self, "_planned_at") and plan.time > self._planned_at:  # adopted from storage (live)
+            self._planned_at, self._arrivals_since_plan = plan.time, 0
+
+    def replan_due(self, now: float, arrivals: int | None = None) -> bool:
         """Event trigger: the arrival rate since the last solve departs from the plan's demand by more than
         `replan_threshold` (a burst the period has not seen yet, or a lull that frees capacity for quality),
-        and `replan_min_gap_s` has passed. The runner then re-solves at once; the period stays a floor."""
+        and `replan_min_gap_s` has passed. The runner then re-solves at once; the period stays a floor.
+        `arrivals` since the plan: counted here from dispatch unless the runner knows better (the live
+        system counts the ledger's rows, since each web process sees only its share)."""
         if not self.config.event_replan:
             return False
         elapsed = now - self._planned_at
         if elapsed < self.config.replan_min_gap_s:
             return False
         planned = self.current.demand_rate
-        observed = self._arrivals_since_plan / elapsed
+        observed = (self._arrivals_since_plan if arrivals is None else arrivals) / elapsed
         return abs(observed - planned) > self.config.replan_threshold * max(planned, 1e-9)
 
     def route_level(self, req: RequestView) -> int:

@@ -21,6 +21,7 @@ from webapp.ledger.models import ServingConfig
 
 from .cluster_state import cluster_view
 from .live_policy import live_policy
+from .replan import maybe_request_replan
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ def route_request(
         levels_available=levels_held,
     )
     decision = policy.dispatch(request, cluster_view(policy, arrival), arrival)
+    maybe_request_replan(policy, arrival)
     k_prime = decision.k_prime if neighbor else 0
     quality = policy.quality(similarity, k_prime)
     return Routing(

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .interface import SchedulerConfig
 from .quality import QualityModel
 
 
@@ -73,12 +74,18 @@ def default_class_quality(levels: list[int] | tuple[int, ...], qm: QualityModel)
     return qm.q_matrix(s, list(levels))
 
 
+ESTIMATE_MODES: tuple[str, ...] = ("max", "last", "ewma")
+
+
 @dataclass
 class DemandEstimator:
     levels: list[int]
     quality_model: QualityModel = field(default_factory=QualityModel)
     alpha: float = 0.5
     start: float = 0.0
+    mode: str = "max"  # the estimate: "max" (of the last window and the EWMA), "last" window, or "ewma"
+    trend_beta: float = 0.0  # Holt's trend smoothing (0: the EWMA alone)
+    horizon_s: float = 0.0  # with a trend: plan for the rate this far ahead (a rising trend only)
     _counts: np.ndarray = field(init=False, repr=False)
     _qsum: np.ndarray = field(init=False, repr=False)
     _ewma: np.ndarray = field(init=False, repr=False)
@@ -88,11 +95,14 @@ class DemandEstimator:
     _seen: bool = field(init=False, repr=False, default=False)
 
     def __post_init__(self) -> None:
+        if self.mode not in ESTIMATE_MODES:
+            raise ValueError(f"unknown demand estimate {self.mode!r}; choose from {', '.join(ESTIMATE_MODES)}")
         n = len(self.levels)
         self._index = {k: i for i, k in enumerate(self.levels)}
         self._counts = np.zeros(n)
         self._qsum = np.zeros((n, n))
         self._ewma = np.zeros(n)
+        self._trend = np.zeros(n)  # req/s per second, per class (Holt)
         self._last = np.zeros(n)
         self._qmean = default_class_quality(self.levels, self.quality_model)
         self._qweight = np.zeros(n)
@@ -120,6 +130,11 @@ class DemandEstimator:
         if not self._seen:
             self._ewma = rate.copy()
             self._seen = True
+        elif self.trend_beta > 0:  # Holt: the level moves with the trend between windows
+            previous = self._ewma
+            self._ewma = self.alpha * rate + (1.0 - self.alpha) * (previous + self._trend * span)
+            slope = (self._ewma - previous) / span
+            self._trend = self.trend_beta * slope + (1.0 - self.trend_beta) * self._trend
         else:
             self._ewma = self.alpha * rate + (1.0 - self.alpha) * self._ewma
         self._last = rate
@@ -142,5 +157,24 @@ class DemandEstimator:
         return self.estimate(now)
 
     def estimate(self, now: float) -> DemandEstimate:
-        rates = np.maximum(self._ewma, self._last)
+        ahead = self._ewma + np.maximum(self._trend, 0.0) * self.horizon_s if self.trend_beta > 0 else self._ewma
+        if self.mode == "last":
+            rates = self._last
+        elif self.mode == "ewma":
+            rates = ahead
+        else:
+            rates = np.maximum(ahead, self._last)
         return DemandEstimate(levels=list(self.levels), rates=rates.tolist(), quality=self._qmean.tolist(), time=now)
+
+
+def estimator_for(config: SchedulerConfig, start: float) -> DemandEstimator:
+    """The estimator every controller uses (simulator and live alike), from the shared settings."""
+    return DemandEstimator(
+        config.levels,
+        config.quality,
+        alpha=config.ewma_alpha,
+        start=start,
+        mode=config.demand_estimate,
+        trend_beta=config.trend_beta,
+        horizon_s=config.period_s,
+    )

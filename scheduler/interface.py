@@ -102,6 +102,8 @@ class SchedulerConfig:
     util_target: float = 0.85  # planned utilisation of each level's full-batch capacity
     headroom: float = 1.0  # demand multiplier before planning
     ewma_alpha: float = 0.5  # weight of the newest window in the demand EWMA
+    demand_estimate: str = "max"  # what the controllers plan for: "max" (last window, EWMA), "last", "ewma"
+    trend_beta: float = 0.0  # Holt's trend on the demand (0: off); forecasts one period ahead when on
     load_threshold: float = 1.0  # outstanding requests per worker at a level: below → spread, b = 1
     deadline_redirect: bool = True  # prompt_aware's redirect (off only for ablations)
     backlog_aware: bool = True  # plan for arrivals + draining what is queued ...
@@ -143,6 +145,8 @@ class SchedulerConfig:
             "util_target": self.util_target,
             "headroom": self.headroom,
             "ewma_alpha": self.ewma_alpha,
+            "demand_estimate": self.demand_estimate,
+            "trend_beta": self.trend_beta,
             "load_threshold": self.load_threshold,
             "deadline_redirect": self.deadline_redirect,
             "backlog_aware": self.backlog_aware,

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .cache_model import ApproxCache
-from .demand import DemandEstimate, DemandEstimator, default_class_quality
+from .demand import DemandEstimate, DemandEstimator, default_class_quality, estimator_for
 from .dispatch import is_hopeless
 from .interface import ClusterView, RequestView, SchedulerConfig
 from .metrics import summarize
@@ -210,7 +210,7 @@ def _setup_run(
         cache=cache,
         warm=warm,
         policy=policy,
-        estimator=DemandEstimator(levels, config.quality, alpha=config.ewma_alpha, start=0.0),
+        estimator=estimator_for(config, start=0.0),
         cluster=ClusterView.idle(policy.current.worker_levels),
         class_of={k: i for i, k in enumerate(levels)},
         q_row=_q_row_function(config.quality, levels),

@@ -23,7 +23,7 @@ import numpy as np
 from django.conf import settings
 from django.db.models import Count
 
-from scheduler.demand import DemandEstimate, DemandEstimator
+from scheduler.demand import DemandEstimate, DemandEstimator, estimator_for
 from scheduler.interface import SchedulerConfig
 from scheduler.planner import Plan, PlanStatus
 from scheduler.policies import Policy, make_policy
@@ -102,9 +102,7 @@ def _rebuild_if_config_changed(
     if state.config_key == key:
         return
     state.policy = make_policy(config.policy, sc)
-    state.estimator = DemandEstimator(
-        sc.levels, sc.quality, alpha=sc.ewma_alpha, start=(now - timedelta(seconds=sc.period_s)).timestamp()
-    )
+    state.estimator = estimator_for(sc, start=(now - timedelta(seconds=sc.period_s)).timestamp())
     state.config_key = key
     state.last_tick = now - timedelta(seconds=sc.period_s)
     previous = adoptable_plan(config.policy, sc.n_workers)

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from datetime import timedelta
 
 import pytest
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from tests.helpers import make_request, serving_config
-from webapp.ledger import transitions
+from tests.helpers import UNSERVED_SLOT, make_request, serving_config
+from webapp.ledger import publishing, transitions
 from webapp.ledger.models import AllocationPlan, GenerationRequest, ServingConfig, Status
 from webapp.serving import controller, live_config, live_policy
 from webapp.serving.cluster_state import cluster_view
@@ -73,23 +74,53 @@ def test_cluster_view_counts_queued_and_running_rows(user, embedded_services):
 
 
 @pytest.mark.django_db(transaction=True)  # four threads, each with its own connection, claim these rows
-def test_batch_claim_never_gives_a_row_to_two_workers(user, embedded_services):
+def test_batch_claim_never_gives_a_row_to_two_workers(user, other_user, embedded_services, monkeypatch):
+    """Four consumers share one queue of messages (a list standing in for Redis; a claim that passes
+    its own row over sends it a new message, which joins the queue): every row is claimed exactly once
+    and no message is left over."""
     deadline = timezone.now() + timedelta(minutes=5)
     rows = [
-        make_request(user, prompt=f"p{i}", seed=i, steps=50, deadline=deadline, worker=0, k_served=0, batch_limit=4)
+        make_request(
+            user if i % 3 else other_user,
+            prompt=f"p{i}",
+            seed=i,
+            steps=50,
+            deadline=deadline,
+            worker=UNSERVED_SLOT,
+            k_served=0,
+            batch_limit=4,
+        )
         for i in range(40)
     ]
+    messages = deque(row.id for row in rows)
     claims: list[list] = []
     lock = threading.Lock()
+    in_flight = [0]
+
+    def send(request_id, worker) -> bool:
+        with lock:
+            messages.append(request_id)
+        return True
+
+    monkeypatch.setattr(publishing, "publish", send)
 
     def worker(index: int) -> None:
         from django.db import connection
 
         try:
-            for row in rows:
-                got = transitions.claim_batch(row.id, index, 30)
+            while True:
+                with lock:
+                    if not messages and not in_flight[0]:
+                        return
+                    message = messages.popleft() if messages else None
+                    in_flight[0] += message is not None
+                if message is None:
+                    time.sleep(0.001)  # another consumer may still send a message
+                    continue
+                got = publishing.claim_for_message(message, index, 30)  # autocommit: any new message is sent
                 with lock:
                     claims.append(got)
+                    in_flight[0] -= 1
         finally:
             connection.close()
 
@@ -253,3 +284,29 @@ def test_time_factor_scales_the_profile_the_scheduler_plans_with(embedded_servic
         from workers.runtime import emulated_engine
 
         assert emulated_engine().service_seconds(0, 1) == pytest.approx(reference.latency(0, 1) * factor)
+
+
+def test_a_burst_between_periods_requests_one_early_replan(user, embedded_services, settings):
+    """Live event trigger: arrivals since the plan far above its demand → one controller run is requested
+    (deduplicated across calls and processes by a Redis key); arrivals on plan → none."""
+    from webapp.ledger.publishing import broker
+    from webapp.serving import replan
+
+    serving_config(policy="prompt_aware")
+    policy, _ = live_policy.live_policy.get(ServingConfig.current())
+    made = timezone.now() - timedelta(seconds=10)
+    plan = policy.current
+    plan.time, plan.demand_rate = made.timestamp(), 1.0  # adopted 10 s ago, expecting 1 req/s
+    policy.set_plan(plan)
+    broker().delete(replan.DEDUPE_KEY)
+    replan.reset()
+    for _ in range(10):  # 10 in 10 s: on plan
+        make_request(user, created_at=made + timedelta(seconds=1))
+    assert not replan.maybe_request_replan(policy, timezone.now().timestamp())
+    for _ in range(30):  # 40 in 10 s: a burst
+        make_request(user, created_at=made + timedelta(seconds=5))
+    replan.reset()
+    assert replan.maybe_request_replan(policy, timezone.now().timestamp())
+    assert broker().exists(replan.DEDUPE_KEY)
+    replan.reset()
+    assert not replan.maybe_request_replan(policy, timezone.now().timestamp())  # already requested

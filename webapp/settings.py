@@ -202,6 +202,7 @@ if not re.fullmatch(r"|cpu|mps|cuda(:\d+)?", T2I_DEVICE):
 # which ship PNDM: only DDIM and Euler can resume from a cached latent exactly).
 T2I_SCHEDULER = env_choice("T2I_SCHEDULER", "", ("", "ddim", "euler"))
 T2I_SLO_SECONDS = env_float("T2I_SLO_SECONDS", 30.0)
+T2I_BATCH_SLO_SECONDS = env_float("T2I_BATCH_SLO_SECONDS", 10 * T2I_SLO_SECONDS)  # SLO of the `batch` class
 T2I_DEFAULT_STEPS = env_int("T2I_DEFAULT_STEPS", 50)
 T2I_DEFAULT_SIZE = env_int("T2I_DEFAULT_SIZE", 64)
 T2I_ALLOWED_SIZES = os.environ.get("T2I_ALLOWED_SIZES", "64,128,256,512,768,1024")

@@ -1,8 +1,10 @@
 """Celery tasks of the GPU workers. Each worker consumes only its own queue gpu.<i>.
 
-A message carries only a request id. The worker claims that row together with other queued
-rows for itself at the same K′ (up to the batch limit routing set), runs them as one engine
-call and records the batch's service time. A message for a row that is already claimed or
+A message carries only a request id. The worker claims a batch of queued rows from that row's
+group (itself, the same K′ and shape; up to the batch limit routing set) in the fair order of
+`transitions.claim_batch` (interactive first, owners round-robin), runs them as one engine call and
+records the batch's service time. If the batch passed the message's own row over, the row gets a
+new message (`publishing.claim_for_message`). A message for a row that is already claimed or
 terminal (a duplicate, a redelivery after a crash, a row that joined an earlier batch) does
 nothing.
 """
@@ -23,6 +25,7 @@ from webapp.cache import store as cache_store
 from webapp.cache.keys import model_key_for
 from webapp.ledger import transitions
 from webapp.ledger.models import BatchRecord, GenerationRequest, Status
+from webapp.ledger.publishing import claim_for_message
 from webapp.ledger.queues import GENERATE_TASK
 
 from . import runtime
@@ -109,7 +112,7 @@ def _record_successes(rows: list[GenerationRequest], items: list, results: list,
 @shared_task(name=GENERATE_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def generate(request_id: str) -> str:
     worker = runtime.worker_index()
-    claimed = transitions.claim_batch(uuid.UUID(request_id), worker, settings.T2I_LEASE_SECONDS)
+    claimed = claim_for_message(uuid.UUID(request_id), worker, settings.T2I_LEASE_SECONDS)
     if not claimed:
         return "skipped: already claimed or finished"
     rows = list(GenerationRequest.objects.filter(pk__in=claimed).order_by("created_at"))

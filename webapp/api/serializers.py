@@ -6,7 +6,7 @@ from django.conf import settings
 from django.urls import reverse
 from rest_framework import serializers
 
-from webapp.ledger.models import SEED_MAX, GenerationRequest, ServingConfig
+from webapp.ledger.models import SEED_MAX, GenerationRequest, Priority, ServingConfig
 from webapp.serving.prompt_tokens import count_tokens
 
 
@@ -20,6 +20,14 @@ class GenerationCreateSerializer(serializers.Serializer):
     guidance_scale = serializers.FloatField(required=False, default=7.5, min_value=0.0, max_value=30.0)
     idempotency_key = serializers.CharField(
         required=False, allow_null=True, max_length=128, help_text="Or the Idempotency-Key header."
+    )
+    priority = serializers.ChoiceField(
+        choices=Priority.choices,
+        required=False,
+        allow_null=True,
+        help_text="`interactive` (the interactive SLO; claimed first) or `batch` (the batch SLO). "
+        "Omitted: `batch` for members of the group batch-users, else `interactive`.",
+        error_messages={"invalid_choice": f'Unknown priority "{{input}}"; use one of {", ".join(Priority.values)}.'},
     )
 
     def validate_prompt(self, value: str) -> str:
@@ -75,6 +83,7 @@ class GenerationSerializer(serializers.ModelSerializer):
             "id",
             "url",
             "status",
+            "priority",
             "prompt",
             "negative_prompt",
             "seed",

@@ -11,6 +11,7 @@ class GenerationRequestAdmin(admin.ModelAdmin):
         "id",
         "owner",
         "status",
+        "priority",
         "worker",
         "k_star",
         "k_served",
@@ -19,7 +20,7 @@ class GenerationRequestAdmin(admin.ModelAdmin):
         "attempts",
         "short_prompt",
     )
-    list_filter = ("status", "worker", "k_served", "model_label")
+    list_filter = ("status", "priority", "worker", "k_served", "model_label")
     search_fields = ("prompt", "id", "owner__username")
     date_hierarchy = "created_at"
     exclude = ("embedding",)  # 384 floats: nothing to read
@@ -42,6 +43,7 @@ class ServingConfigAdmin(SingletonModelAdmin):
         "__str__",
         "policy",
         "slo_seconds",
+        "batch_slo_seconds",
         "manual_layout",
         "controller_period_s",
         "max_in_flight",
@@ -53,6 +55,7 @@ class ServingConfigAdmin(SingletonModelAdmin):
             {
                 "fields": [
                     "slo_seconds",
+                    "batch_slo_seconds",
                     "default_steps",
                     "min_steps",
                     "max_steps",

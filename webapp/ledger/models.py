@@ -29,6 +29,16 @@ class Status(models.TextChoices):
     EXPIRED = "expired"
 
 
+class Priority(models.TextChoices):
+    """A request's class: its SLO (ServingConfig) and its place in a worker's claim (interactive first)."""
+
+    INTERACTIVE = "interactive"
+    BATCH = "batch"
+
+
+# Members of this Django group submit as `batch` unless a request says otherwise (migration 0008 creates it).
+BATCH_USERS_GROUP = "batch-users"
+
 TERMINAL_STATES = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED, Status.EXPIRED)
 ACTIVE_STATES = (Status.QUEUED, Status.RUNNING)
 
@@ -47,6 +57,12 @@ class GenerationRequest(models.Model):
     guidance_scale = models.FloatField(default=7.5)
 
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    priority = models.CharField(
+        max_length=16,
+        choices=Priority.choices,
+        default=Priority.INTERACTIVE,
+        help_text="Class: its SLO sets the deadline; interactive rows are claimed before batch rows.",
+    )
     error = models.TextField(blank=True, default="")
     attempts = models.PositiveIntegerField(default=0)
     lease_until = models.DateTimeField(null=True, blank=True)
@@ -89,6 +105,14 @@ class GenerationRequest(models.Model):
             models.Index(fields=["owner", "-created_at"]),
             models.Index(fields=["status", "worker"]),
             models.Index(fields=["created_at"]),
+            # Fair claiming (transitions.claim_batch): the queued rows of one batch group, and each
+            # owner's last start ("least recently served"), both read by index.
+            models.Index(
+                fields=["worker", "k_served", "width", "height", "steps", "created_at"],
+                condition=Q(status="queued"),
+                name="queued_claim_group",
+            ),
+            models.Index(fields=["owner", "started_at"], name="owner_last_started"),
         ]
         constraints = [
             models.UniqueConstraint(
@@ -131,7 +155,17 @@ class GenerationRequest(models.Model):
 class ServingConfig(SingletonModel):
     """Operator-tunable serving settings: one row, edited in the admin."""
 
-    slo_seconds = models.FloatField(validators=[MinValueValidator(0.1)], help_text="Deadline = arrival + SLO.")
+    slo_seconds = models.FloatField(
+        "interactive SLO (s)",
+        validators=[MinValueValidator(0.1)],
+        help_text="SLO of interactive requests (the default class): deadline = arrival + SLO.",
+    )
+    batch_slo_seconds = models.FloatField(
+        "batch SLO (s)",
+        default=300.0,
+        validators=[MinValueValidator(0.1)],
+        help_text="SLO of batch requests; at least the interactive SLO. Batch rows are claimed after interactive ones.",
+    )
     default_steps = models.PositiveIntegerField()
     min_steps = models.PositiveIntegerField(default=1)
     max_steps = models.PositiveIntegerField(default=150)
@@ -180,6 +214,10 @@ class ServingConfig(SingletonModel):
     def __str__(self) -> str:
         return "Serving configuration"
 
+    def slo_for(self, priority: str) -> float:
+        """The SLO of a priority class, in seconds."""
+        return self.batch_slo_seconds if priority == Priority.BATCH else self.slo_seconds
+
     @property
     def level_list(self) -> list[int]:
         return sorted({int(x) for x in self.k_levels.split(",") if x.strip()})
@@ -214,6 +252,14 @@ class ServingConfig(SingletonModel):
             raise ValidationError({"allowed_sizes": f"Sizes must be positive multiples of 8: {bad}."})
         if self.default_size not in sizes:
             raise ValidationError({"default_size": f"The default size must be one of {sizes}."})
+        slos = (self.slo_seconds, self.batch_slo_seconds)
+        if None not in slos and slos[1] < slos[0]:
+            raise ValidationError(
+                {
+                    "batch_slo_seconds": f"The batch SLO ({slos[1]:g} s) must be at least the interactive "
+                    f"SLO ({slos[0]:g} s): batch requests wait behind interactive ones."
+                }
+            )
         if self.min_steps > self.max_steps:
             raise ValidationError({"min_steps": "Minimum steps cannot exceed maximum steps."})
         if not self.min_steps <= self.default_steps <= self.max_steps:
@@ -271,6 +317,7 @@ class ServingConfig(SingletonModel):
     def initial_values(cls) -> dict:
         return dict(
             slo_seconds=settings.T2I_SLO_SECONDS,
+            batch_slo_seconds=settings.T2I_BATCH_SLO_SECONDS,
             default_steps=settings.T2I_DEFAULT_STEPS,
             default_size=settings.T2I_DEFAULT_SIZE,
             allowed_sizes=settings.T2I_ALLOWED_SIZES,

@@ -7,10 +7,12 @@ import uuid
 
 import redis
 from django.conf import settings
+from django.db import transaction
 
 from webapp.celery import app
 
 from . import transitions
+from .models import GenerationRequest, Status
 from .queues import GENERATE_TASK, gpu_queue
 
 log = logging.getLogger(__name__)
@@ -50,3 +52,22 @@ def publish(request_id: uuid.UUID, worker: int) -> bool:
         return False
     transitions.mark_published(request_id)
     return True
+
+
+def claim_for_message(request_id: uuid.UUID, worker: int, lease_seconds: float) -> list[uuid.UUID]:
+    """What one generate message does: claim the fair batch of its row's group
+    (`transitions.claim_batch`) and, when that batch passed its own row over, send the row a new
+    message once the claim has committed, so that every queued row keeps a message (the argument is
+    in claim_batch's docstring). Returns the claimed ids; [] for a message that was a no-op."""
+    claimed = transitions.claim_batch(request_id, worker, lease_seconds)
+    if claimed and request_id not in claimed:
+        transaction.on_commit(lambda: _republish_if_queued(request_id))
+    return claimed
+
+
+def _republish_if_queued(request_id: uuid.UUID) -> None:
+    slot = (
+        GenerationRequest.objects.filter(pk=request_id, status=Status.QUEUED).values_list("worker", flat=True).first()
+    )
+    if slot is not None:  # claimed since by another batch: nothing to do
+        publish(request_id, slot)

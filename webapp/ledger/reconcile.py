@@ -3,7 +3,7 @@
 Run by beat every few seconds on the control queue. Each pass:
 1. running rows whose lease expired (their worker died) go back to queued, or end as
    failed with the reason once they have used up their attempts;
-2. queued rows older than 2 × SLO end as expired (they count as SLO violations);
+2. queued rows older than 2 × their class's SLO end as expired (they count as SLO violations);
 3. queued rows whose message may have been lost (never published, or published long ago)
    are published again. A duplicate message is harmless: claiming is conditional.
 One bad row never stops the pass (healthchecks' lesson).
@@ -55,7 +55,9 @@ def reconcile(now=None) -> ReconcileReport:
         except Exception:
             log.exception("reconcile: could not recover %s", row.id)
 
-    report.expired = transitions.expire_overdue(now - timedelta(seconds=2 * config.slo_seconds))
+    report.expired = transitions.expire_overdue(
+        now - timedelta(seconds=2 * config.slo_seconds), now - timedelta(seconds=2 * config.batch_slo_seconds)
+    )
 
     lost_before = now - timedelta(seconds=settings.T2I_REPUBLISH_AFTER_SECONDS)
     lost = GenerationRequest.objects.filter(status=Status.QUEUED).filter(

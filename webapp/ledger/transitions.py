@@ -11,18 +11,82 @@ import uuid
 from collections.abc import Iterable
 from datetime import timedelta
 
-from django.db import transaction
-from django.db.models import F
+from django.db import connection, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 
-from .models import GenerationRequest, Status
+from .models import GenerationRequest, Priority, Status
+
+# The fair order of one batch group's queued rows (see claim_batch). `turn` numbers each owner's rows
+# of one class oldest first; owners take turns, the one whose latest start is oldest (or who has never
+# started anything) first. Only rows that can make this batch are sorted (turn ≤ limit), plus the head.
+_FAIR_BATCH_SQL = """
+WITH ranked AS (
+    SELECT id, owner_id, created_at,
+           CASE WHEN priority = %(batch)s THEN 1 ELSE 0 END AS class_rank,
+           row_number() OVER (PARTITION BY owner_id, priority ORDER BY created_at, id) AS turn
+    FROM {table}
+    WHERE status = 'queued' AND {group}
+),
+candidates AS MATERIALIZED (
+    SELECT * FROM ranked WHERE turn <= %(limit)s OR id = %(head)s
+),
+owners AS MATERIALIZED (
+    SELECT o.owner_id,
+           (SELECT max(s.started_at) FROM {table} s WHERE s.owner_id = o.owner_id) AS last_started
+    FROM (SELECT DISTINCT owner_id FROM candidates) o
+)
+SELECT r.id
+FROM candidates c
+JOIN owners o ON o.owner_id = c.owner_id
+JOIN {table} r ON r.id = c.id
+WHERE r.status = 'queued'
+ORDER BY c.class_rank, c.turn, o.last_started ASC NULLS FIRST, c.created_at, c.id
+LIMIT %(limit)s
+FOR UPDATE OF r SKIP LOCKED
+"""
+_GROUP_FIELDS = ("worker", "k_served", "width", "height", "steps")
+
+
+def fair_batch_sql(head: GenerationRequest, limit: int) -> tuple[str, dict]:
+    """The claim query for the batch group of `head` (same worker, K′ and shape) and its parameters."""
+    params: dict = {"batch": Priority.BATCH.value, "limit": limit, "head": head.pk}
+    group = []
+    for name in _GROUP_FIELDS:
+        value = getattr(head, name)
+        # `=` (not IS NOT DISTINCT FROM) so the partial index queued_claim_group is usable.
+        group.append(f"{name} IS NULL" if value is None else f"{name} = %({name})s")
+        params[name] = value
+    sql = _FAIR_BATCH_SQL.format(table=GenerationRequest._meta.db_table, group=" AND ".join(group))
+    return sql, params
 
 
 def claim_batch(request_id: uuid.UUID, worker: int, lease_seconds: float) -> list[uuid.UUID]:
-    """Claim this request plus other queued rows for the same worker and K′ (and the same
-    shape, so they can share one call), oldest first, up to the batch limit routing gave it.
+    """Claim one batch for the message of `request_id` (the head): up to the head's batch limit of
+    queued rows from the head's batch group (same worker, K′ and shape, so they share one call), in
+    the fair order, and mark them running. Returns their ids in that order.
 
-    Empty if the request is already claimed or finished: its message is then a no-op.
+    Fair order (issue 13 item 7): interactive rows before batch rows; within a class, owners take
+    turns, round-robin: each owner's oldest row first, the owner served least recently first (the
+    latest `started_at` of any of the owner's rows, over the index owner_last_started; an owner never
+    served goes first), ties by arrival. So one user's 10 queued rows do not hold back another's 2:
+    claims alternate A, B, A, B, then the rest of A. The simulator's workers stay FIFO.
+
+    Guarantees, as before: every change is a conditional UPDATE of locked rows; rows locked by another
+    claim are skipped (`FOR UPDATE SKIP LOCKED`), so no row is ever claimed twice; a message whose row
+    is claimed, terminal, or locked by another claim is a no-op (returns []); a claim whose head is
+    queued claims at least one row (the head is a candidate and already locked by this transaction).
+
+    Nothing is lost. Every queued row has a message of its own (submit, the reconciler) and a message
+    runs a batch *of its head's group*, which need not contain the head: the message of X may run Y
+    (Y's owner was served less recently). Then X is still queued and its message is spent, while Y's
+    message is still in the broker. The caller hands X a new message once this transaction has
+    committed (`publishing.claim_for_message`, which the generate task uses); Y's message later finds
+    Y claimed and is a no-op. So after every claim each queued row again has a message waiting, each
+    message either claims a row or does nothing, and every queued row eventually runs (or expires).
+    If the process dies between the commit and the new message, X is queued with an old publish time
+    and the reconciler republishes it, as for any lost message. A message for X that arrives while
+    another claim holds X as *its* head is a no-op: that claim runs X or republishes it.
     """
     now = timezone.now()
     with transaction.atomic():
@@ -33,23 +97,10 @@ def claim_batch(request_id: uuid.UUID, worker: int, lease_seconds: float) -> lis
         )
         if head is None:
             return []
-        ids = [head.pk]
-        limit = max(1, head.batch_limit or 1)
-        if limit > 1:
-            ids += list(
-                GenerationRequest.objects.select_for_update(skip_locked=True)
-                .filter(
-                    status=Status.QUEUED,
-                    worker=head.worker,
-                    k_served=head.k_served,
-                    width=head.width,
-                    height=head.height,
-                    steps=head.steps,
-                )
-                .exclude(pk=head.pk)
-                .order_by("created_at")
-                .values_list("pk", flat=True)[: limit - 1]
-            )
+        sql, params = fair_batch_sql(head, max(1, head.batch_limit or 1))
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            ids = [row[0] for row in cursor.fetchall()]
         GenerationRequest.objects.filter(pk__in=ids).update(
             status=Status.RUNNING,
             worker=worker,
@@ -99,9 +150,14 @@ def requeue(request_id: uuid.UUID, reason: str) -> bool:
     )
 
 
-def expire_overdue(before) -> int:
-    """Queued rows that arrived before `before` can no longer be useful: end them as expired."""
-    return GenerationRequest.objects.filter(status=Status.QUEUED, created_at__lt=before).update(
+def expire_overdue(before, batch_before=None) -> int:
+    """Queued rows that arrived before `before` (batch rows: before `batch_before`, by default the
+    same) can no longer be useful: end them as expired."""
+    batch_before = before if batch_before is None else batch_before
+    overdue = Q(priority=Priority.BATCH, created_at__lt=batch_before) | (
+        ~Q(priority=Priority.BATCH) & Q(created_at__lt=before)
+    )
+    return GenerationRequest.objects.filter(overdue, status=Status.QUEUED).update(
         status=Status.EXPIRED, finished_at=timezone.now(), error="Expired: not started within twice the SLO."
     )
 

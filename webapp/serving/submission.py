@@ -17,7 +17,14 @@ from datetime import timedelta
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from webapp.ledger.models import ACTIVE_STATES, SEED_MAX, GenerationRequest, ServingConfig
+from webapp.ledger.models import (
+    ACTIVE_STATES,
+    BATCH_USERS_GROUP,
+    SEED_MAX,
+    GenerationRequest,
+    Priority,
+    ServingConfig,
+)
 from webapp.ledger.publishing import check_broker, publish
 
 from .routing import route_request
@@ -42,6 +49,15 @@ class Submission:
     steps: int | None = None
     guidance_scale: float = 7.5
     idempotency_key: str | None = None
+    priority: str | None = None  # None: the owner's default (default_priority)
+
+
+def default_priority(owner) -> str:
+    """A user's class when a request does not name one: `batch` for members of the Django group
+    `batch-users` (created by migration; add users to it in the admin), `interactive` otherwise."""
+    if owner.groups.filter(name=BATCH_USERS_GROUP).exists():
+        return Priority.BATCH
+    return Priority.INTERACTIVE
 
 
 def existing_for_key(owner, key: str | None) -> GenerationRequest | None:
@@ -69,7 +85,8 @@ def submit(owner, sub: Submission) -> tuple[GenerationRequest, bool]:
     width = sub.width or config.default_size
     height = sub.height or config.default_size
     steps = sub.steps or config.default_steps
-    deadline = now + timedelta(seconds=config.slo_seconds)
+    priority = sub.priority or default_priority(owner)
+    deadline = now + timedelta(seconds=config.slo_for(priority))  # the class's SLO
     routing = route_request(
         config=config,
         request_id=str(request_id),
@@ -93,6 +110,7 @@ def submit(owner, sub: Submission) -> tuple[GenerationRequest, bool]:
         steps=steps,
         guidance_scale=sub.guidance_scale,
         deadline=deadline,
+        priority=priority,
         worker=routing.worker,
         k_star=routing.k_star,
         k_served=routing.k_prime,

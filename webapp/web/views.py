@@ -8,7 +8,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods
 
 from webapp.api.serializers import GenerationCreateSerializer
-from webapp.ledger.models import GenerationRequest, ServingConfig, Status
+from webapp.ledger.models import GenerationRequest, Priority, ServingConfig, Status
 from webapp.ledger.publishing import BrokerUnavailable
 from webapp.serving.submission import InFlightCapReached, Submission, submit
 
@@ -45,6 +45,7 @@ def home(request):
             "errors": errors,
             "values": values,
             "recent": recent,
+            "priorities": Priority.choices,
             "status_code": 400 if errors else 200,
         },
         status=400 if errors else 200,

@@ -8,14 +8,21 @@ class Command(BaseCommand):
     help = "Set fields of the serving configuration from the command line (validated like the admin)."
 
     def add_arguments(self, parser):
-        parser.add_argument("--slo", type=float, help="SLO in seconds")
+        parser.add_argument("--slo", type=float, help="SLO of interactive requests, in seconds")
+        parser.add_argument("--batch-slo", type=float, help="SLO of batch requests, in seconds")
         parser.add_argument("--policy", choices=[c for c, _ in POLICY_CHOICES])
         parser.add_argument("--layout", help="manual K layout, e.g. 0,0,25,25 ('' to clear)")
         parser.add_argument("--max-in-flight", type=int, help="per-user cap (0 = none)")
 
-    def handle(self, *args, slo, policy, layout, max_in_flight, **kw):
+    def handle(self, *args, slo, batch_slo, policy, layout, max_in_flight, **kw):
         config = ServingConfig.current()
-        changes = {"slo_seconds": slo, "policy": policy, "manual_layout": layout, "max_in_flight": max_in_flight}
+        changes = {
+            "slo_seconds": slo,
+            "batch_slo_seconds": batch_slo,
+            "policy": policy,
+            "manual_layout": layout,
+            "max_in_flight": max_in_flight,
+        }
         for field, value in changes.items():
             if value is not None:
                 setattr(config, field, value)

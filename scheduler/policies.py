@@ -43,6 +43,13 @@ POLICY_LABELS: dict[str, str] = {
 }
 
 
+def sheds_hopeless(policy_name: str, config: SchedulerConfig) -> bool:
+    """Whether a policy's runner (the simulator, the live workers) drops queued requests that can no longer
+    meet their deadline: prompt_aware's overload lever (and the oracle's, which is prompt_aware with
+    hindsight); the baselines only with the `shed_baselines` sensitivity setting."""
+    return config.shed_hopeless if policy_name in ("prompt_aware", "oracle") else config.shed_baselines
+
+
 class Policy:
     """Base class: holds the current plan; subclasses implement `dispatch` (and `plan` if controlled)."""
 
@@ -113,9 +120,8 @@ class Policy:
 
     @property
     def sheds_hopeless(self) -> bool:
-        """Whether the runner drops queued requests that can no longer meet their deadline (prompt_aware's
-        overload lever; the baselines only with the `shed_baselines` sensitivity setting)."""
-        return self.config.shed_baselines
+        """Whether the runner drops queued requests that can no longer meet their deadline."""
+        return sheds_hopeless(self.name, self.config)
 
     # helpers
     def quality(self, s: float | None, k: int) -> float:
@@ -166,11 +172,6 @@ class PromptAware(Policy):
 
     name = "prompt_aware"
     uses_controller = True
-
-    @property
-    def sheds_hopeless(self) -> bool:
-        """Whether the runner drops this policy's queued requests that can no longer meet their deadline."""
-        return self.config.shed_hopeless
 
     def __init__(self, config: SchedulerConfig, seed: int = 0) -> None:
         super().__init__(config, seed)

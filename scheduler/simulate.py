@@ -23,7 +23,9 @@ import numpy as np
 from tqdm import tqdm
 
 from .cache_model import ApproxCache
+from .demand import ESTIMATE_MODES
 from .embeddings import embed_prompt_file, read_prompts
+from .hindsight import HINDSIGHT_NAMES, hindsight
 from .interface import SchedulerConfig
 from .metrics import format_table, time_series, write_results
 from .planner import SOLVERS
@@ -86,6 +88,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--load-threshold", type=float, default=1.0)
     p.add_argument("--no-redirect", action="store_true", help="ablation: turn off the deadline redirect")
     p.add_argument("--no-backlog", action="store_true", help="ablation: plan for arrivals only, not queues")
+    # prompt_aware's levers (issue 13), each off for an ablation; the baselines' shedding for a sensitivity run
+    p.add_argument("--no-similarity-rank", action="store_true", help="ablation: sample the K→K′ fractions at random")
+    p.add_argument("--no-upgrade", action="store_true", help="ablation: never serve better than the plan's level")
+    p.add_argument("--no-event-replan", action="store_true", help="ablation: re-plan only every --period")
+    p.add_argument("--no-shed", action="store_true", help="ablation: keep requests that can no longer make it")
+    p.add_argument("--shed-baselines", action="store_true", help="sensitivity: the baselines shed too")
+    p.add_argument(
+        "--demand-estimate",
+        choices=ESTIMATE_MODES,
+        default="max",
+        help="what every controller plans for: max(last window, EWMA), the last window, or the EWMA",
+    )
+    p.add_argument("--trend-beta", type=float, default=0.0, help="Holt's trend on the demand (0: off)")
     p.add_argument(
         "--solver",
         choices=SOLVERS,
@@ -118,9 +133,9 @@ def main(argv: list[str] | None = None) -> int:
 def _policy_names(text: str) -> list[str] | None:
     """The comma list of policies, or None (after saying why) if one is unknown."""
     policies = [x.strip() for x in text.split(",") if x.strip()]
-    bad = [x for x in policies if x not in POLICY_NAMES]
+    bad = [x for x in policies if x not in POLICY_NAMES and x not in HINDSIGHT_NAMES]
     if bad:
-        print(f"unknown policies {bad}; choose from {', '.join(POLICY_NAMES)}", file=sys.stderr)
+        print(f"unknown policies {bad}; choose from {', '.join([*POLICY_NAMES, *HINDSIGHT_NAMES])}", file=sys.stderr)
         return None
     return policies
 
@@ -139,6 +154,13 @@ def _scheduler_config(args: argparse.Namespace, profile) -> SchedulerConfig:
         load_threshold=args.load_threshold,
         deadline_redirect=not args.no_redirect,
         backlog_aware=not args.no_backlog,
+        similarity_ranked=not args.no_similarity_rank,
+        light_load_upgrade=not args.no_upgrade,
+        event_replan=not args.no_event_replan,
+        shed_hopeless=not args.no_shed,
+        shed_baselines=args.shed_baselines,
+        demand_estimate=args.demand_estimate,
+        trend_beta=args.trend_beta,
         solver=args.solver,
     )
 
@@ -209,6 +231,12 @@ def _run_policies(
     with tqdm(total=arrivals.size * len(policies), file=sys.stderr, unit="req", desc="simulating") as bar:
         for name in policies:
             bar.set_postfix_str(name)
+            if name in HINDSIGHT_NAMES:  # the offline bound (scheduler.hindsight), a row like a policy's
+                runs[name] = run = hindsight(
+                    cfg, arrivals, embeddings, args.warm, cache=cache, batch_rule=HINDSIGHT_NAMES[name], progress=bar
+                )
+                results[name] = run.summary(list(levels), args.window)
+                continue
             run = simulate(
                 name,
                 cfg,

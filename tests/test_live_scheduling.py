@@ -310,3 +310,20 @@ def test_a_burst_between_periods_requests_one_early_replan(user, embedded_servic
     assert broker().exists(replan.DEDUPE_KEY)
     replan.reset()
     assert not replan.maybe_request_replan(policy, timezone.now().timestamp())  # already requested
+
+
+def test_a_claimed_request_that_can_no_longer_make_its_deadline_is_shed(user, embedded_services):
+    """The simulator's overload rule, live: prompt_aware's worker ends a claimed row that would finish late
+    even if it ran now as `expired` (a violation, with the reason) and runs the rest; a baseline runs both."""
+    from workers.tasks import _shed_hopeless
+
+    now = timezone.now()
+    late = make_request(user, prompt="late", status=Status.RUNNING, deadline=now + timedelta(seconds=0.5))
+    fine = make_request(user, prompt="fine", status=Status.RUNNING, deadline=now + timedelta(minutes=5))
+    serving_config(policy="prompt_aware")
+    assert [r.id for r in _shed_hopeless([late, fine])] == [fine.id]
+    late.refresh_from_db()
+    assert late.status == Status.EXPIRED and late.error.startswith("Shed:")
+    serving_config(policy="clipper_ht")
+    again = make_request(user, prompt="late too", status=Status.RUNNING, deadline=now + timedelta(seconds=0.5))
+    assert [r.id for r in _shed_hopeless([again])] == [again.id]

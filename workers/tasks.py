@@ -20,13 +20,16 @@ from celery import shared_task
 from celery.signals import worker_process_init
 from django.conf import settings
 
+from scheduler.dispatch import is_hopeless
+from scheduler.policies import sheds_hopeless
 from scheduler.quality import QualityModel
 from webapp.cache import store as cache_store
 from webapp.cache.keys import model_key_for
 from webapp.ledger import transitions
-from webapp.ledger.models import BatchRecord, GenerationRequest, Status
+from webapp.ledger.models import BatchRecord, GenerationRequest, ServingConfig, Status
 from webapp.ledger.publishing import claim_for_message
 from webapp.ledger.queues import GENERATE_TASK
+from webapp.serving.live_config import scheduler_config
 
 from . import runtime
 from .image_store import save_image
@@ -85,6 +88,40 @@ def _grow_cache(rows: list[GenerationRequest], results: list) -> None:
             log.exception("could not add %d prompt(s) to the cache", len(prompts))
 
 
+def _shed_hopeless(rows: list[GenerationRequest]) -> list[GenerationRequest]:
+    """The overload rule the simulator runs (scheduler.dispatch.is_hopeless), for policies that shed: rows
+    that would end after their deadline even if they ran alone now end `expired`; the rest run. Service
+    time: the profile's L(K′, 1), or the fastest batch of one recently measured at that K′ if faster (a
+    profile that overstates this GPU must not shed work that would have made it)."""
+    config = ServingConfig.current()
+    sc = scheduler_config(config)
+    if not sheds_hopeless(config.policy, sc):
+        return rows
+    now = time.time()
+    keep = []
+    for row in rows:
+        k_prime = row.k_served or 0
+        service_s = _min_service_s(sc.profile.latency(k_prime, 1) if k_prime in sc.levels else 0.0, k_prime)
+        if is_hopeless(now, row.deadline.timestamp(), service_s):
+            transitions.shed(
+                row.id,
+                f"Shed: with {service_s:.1f} s of work left it could no longer finish by its "
+                f"deadline (SLO {config.slo_seconds:g} s); it did not hold a GPU others needed.",
+            )
+        else:
+            keep.append(row)
+    return keep
+
+
+def _min_service_s(profile_s: float, k_prime: int) -> float:
+    measured = (
+        BatchRecord.objects.filter(k_prime=k_prime, batch_size=1)
+        .order_by("-id")
+        .values_list("service_seconds", flat=True)[:50]
+    )
+    return min([profile_s, *measured]) if profile_s else min(measured, default=0.0)
+
+
 def _fail_all(rows: list[GenerationRequest], reason: str) -> None:
     for row in rows:
         transitions.fail(row.id, reason, from_states=(Status.RUNNING,))
@@ -115,7 +152,10 @@ def generate(request_id: str) -> str:
     claimed = claim_for_message(uuid.UUID(request_id), worker, settings.T2I_LEASE_SECONDS)
     if not claimed:
         return "skipped: already claimed or finished"
-    rows = list(GenerationRequest.objects.filter(pk__in=claimed).order_by("created_at"))
+    rows = _shed_hopeless(list(GenerationRequest.objects.filter(pk__in=claimed).order_by("created_at")))
+    if not rows:
+        return "shed: no claimed request could meet its deadline"
+    claimed = [row.id for row in rows]
     with LeaseKeeper(claimed, settings.T2I_LEASE_SECONDS):
         try:
             engine = runtime.engine()

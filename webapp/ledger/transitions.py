@@ -133,6 +133,16 @@ def fail(request_id: uuid.UUID, reason: str, from_states=(Status.QUEUED, Status.
     )
 
 
+def shed(request_id: uuid.UUID, reason: str) -> bool:
+    """A claimed row that would finish after its deadline even if it ran now ends `expired` (a violation)
+    instead of holding a GPU that requests which can still make theirs are waiting for."""
+    return bool(
+        GenerationRequest.objects.filter(pk=request_id, status=Status.RUNNING).update(
+            status=Status.EXPIRED, finished_at=timezone.now(), lease_until=None, error=reason[:4000]
+        )
+    )
+
+
 def cancel(request_id: uuid.UUID) -> bool:
     return bool(
         GenerationRequest.objects.filter(pk=request_id, status=Status.QUEUED).update(

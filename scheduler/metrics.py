@@ -127,12 +127,13 @@ def time_series(
     }
 
 
-def format_table(results: dict[str, dict]) -> str:
-    """The printed table: one row per policy."""
-    head = ["policy"] + [c[1] for c in TABLE_COLUMNS]
+def format_table(results: dict[str, dict], columns: list[tuple[str, str, str]] | None = None) -> str:
+    """The printed table: one row per policy; `columns` (key, header, format), by default TABLE_COLUMNS."""
+    columns = TABLE_COLUMNS if columns is None else columns
+    head = ["policy"] + [c[1] for c in columns]
     rows = [head]
     for name, m in results.items():
-        rows.append([name] + [fmt.format(m[key]) if m.get(key) is not None else "-" for key, _, fmt in TABLE_COLUMNS])
+        rows.append([name] + [fmt.format(m[key]) if m.get(key) is not None else "-" for key, _, fmt in columns])
     return render_table(rows)
 
 

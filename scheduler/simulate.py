@@ -25,6 +25,7 @@ from tqdm import tqdm
 from .cache_model import ApproxCache
 from .demand import ESTIMATE_MODES
 from .embeddings import embed_prompt_file, read_prompts
+from .fairness import FAIRNESS_COLUMNS, add_fairness_metrics, assign_owners
 from .hindsight import HINDSIGHT_NAMES, hindsight
 from .interface import SchedulerConfig
 from .metrics import format_table, time_series, write_results
@@ -228,6 +229,7 @@ def _run_policies(
     """Simulate each policy on the same stream; its run and its summary metrics, by name."""
     results: dict[str, dict] = {}
     runs: dict = {}
+    owners = assign_owners(arrivals.size, seed=args.seed)  # who sent each request: per-user fairness
     with tqdm(total=arrivals.size * len(policies), file=sys.stderr, unit="req", desc="simulating") as bar:
         for name in policies:
             bar.set_postfix_str(name)
@@ -248,7 +250,7 @@ def _run_policies(
                 progress=bar,
                 cache=cache,
             )
-            results[name] = run.summary(list(levels), args.window)
+            results[name] = add_fairness_metrics(run.summary(list(levels), args.window), run, owners)
             runs[name] = run
     return runs, results
 
@@ -316,6 +318,9 @@ def _print_table(args: argparse.Namespace, profile, cfg: SchedulerConfig, result
         f"redirect {cfg.deadline_redirect} · batch caps {cfg.batch_caps()}"
     )
     print(format_table(results))
+    online = {name: m for name, m in results.items() if "jain_on_time" in m}
+    print("per-user fairness (a seeded Zipf assignment of requests to 100 users; scheduler.fairness):")
+    print(format_table(online, FAIRNESS_COLUMNS))
     print(f"wrote {os.path.join(args.out, 'results.json')}")
 
 

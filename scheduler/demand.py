@@ -86,6 +86,7 @@ class DemandEstimator:
     mode: str = "max"  # the estimate: "max" (of the last window and the EWMA), "last" window, or "ewma"
     trend_beta: float = 0.0  # Holt's trend smoothing (0: the EWMA alone)
     horizon_s: float = 0.0  # with a trend: plan for the rate this far ahead (a rising trend only)
+    min_window_s: float = 0.0  # a shorter window (an event-triggered re-plan) borrows from the one before
     _counts: np.ndarray = field(init=False, repr=False)
     _qsum: np.ndarray = field(init=False, repr=False)
     _ewma: np.ndarray = field(init=False, repr=False)
@@ -107,6 +108,7 @@ class DemandEstimator:
         self._qmean = default_class_quality(self.levels, self.quality_model)
         self._qweight = np.zeros(n)
         self._window_start = self.start
+        self._previous: tuple[np.ndarray, float] = (np.zeros(n), 0.0)
         self._pc = [0] * n  # per-window counts, plain lists (observe is per request)
         self._pq = [[0.0] * n for _ in range(n)]
 
@@ -126,7 +128,7 @@ class DemandEstimator:
         self._pc = [0] * len(self.levels)
         self._pq = [[0.0] * len(self.levels) for _ in self.levels]
         span = max(now - self._window_start, 1e-9)
-        rate = self._counts / span
+        rate = self._window_rate(self._counts, span)
         if not self._seen:
             self._ewma = rate.copy()
             self._seen = True
@@ -156,6 +158,18 @@ class DemandEstimator:
         self._window_start = now
         return self.estimate(now)
 
+    def _window_rate(self, counts: np.ndarray, span: float) -> np.ndarray:
+        """Arrivals per second over the window just closed; a window shorter than `min_window_s` (a re-plan
+        between periods) is topped up with the matching share of the previous window, so a handful of
+        arrivals in two seconds does not read as a burst (or a lull)."""
+        previous_counts, previous_span = self._previous
+        self._previous = (counts.copy(), span)
+        short = self.min_window_s - span
+        if short <= 0 or previous_span <= 0:
+            return counts / span
+        share = min(1.0, short / previous_span)
+        return (counts + share * previous_counts) / (span + share * previous_span)
+
     def estimate(self, now: float) -> DemandEstimate:
         ahead = self._ewma + np.maximum(self._trend, 0.0) * self.horizon_s if self.trend_beta > 0 else self._ewma
         if self.mode == "last":
@@ -177,4 +191,5 @@ def estimator_for(config: SchedulerConfig, start: float) -> DemandEstimator:
         mode=config.demand_estimate,
         trend_beta=config.trend_beta,
         horizon_s=config.period_s,
+        min_window_s=config.period_s,
     )

@@ -202,6 +202,8 @@ class PromptAware(Policy):
             return False
         planned = self.current.demand_rate
         observed = (self._arrivals_since_plan if arrivals is None else arrivals) / elapsed
+        if self._planned_at <= 0.0:  # before the first solve only a burst counts: a lull has nothing to free
+            return observed > (1.0 + self.config.replan_threshold) * max(planned, 1e-9)
         return abs(observed - planned) > self.config.replan_threshold * max(planned, 1e-9)
 
     def route_level(self, req: RequestView) -> int:

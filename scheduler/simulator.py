@@ -285,7 +285,7 @@ def _event_handlers(run: _Run) -> _Handlers:
     def hopeless(r: int, t: float) -> bool:
         """Shed (drop, a violation) a queued request that would miss its deadline even if it started now:
         running it would only take a worker from requests that can still make theirs."""
-        if not is_hopeless(t, arrival_times[r] + slo, latency(k_prime_list[r], 1)):
+        if not is_hopeless(t, arrival_times[r] + slo, latency(k_prime_list[r], batch_cap_list[r])):
             return False
         state[r] = _DROPPED
         dropped[r] = True

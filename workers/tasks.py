@@ -90,9 +90,9 @@ def _grow_cache(rows: list[GenerationRequest], results: list) -> None:
 
 def _shed_hopeless(rows: list[GenerationRequest]) -> list[GenerationRequest]:
     """The overload rule the simulator runs (scheduler.dispatch.is_hopeless), for policies that shed: rows
-    that would end after their deadline even if they ran alone now end `expired`; the rest run. Service
-    time: the profile's L(K′, 1), or the fastest batch of one recently measured at that K′ if faster (a
-    profile that overstates this GPU must not shed work that would have made it)."""
+    that would end after their deadline even if their batch started now end `expired`; the rest run.
+    Service time: the profile's L(K′, b) for this batch, or the fastest batch of that size recently measured
+    at that K′ if faster (a profile that overstates this GPU must not shed work that would have made it)."""
     config = ServingConfig.current()
     sc = scheduler_config(config)
     if not sheds_hopeless(config.policy, sc):
@@ -101,7 +101,8 @@ def _shed_hopeless(rows: list[GenerationRequest]) -> list[GenerationRequest]:
     keep = []
     for row in rows:
         k_prime = row.k_served or 0
-        service_s = _min_service_s(sc.profile.latency(k_prime, 1) if k_prime in sc.levels else 0.0, k_prime)
+        profile_s = sc.profile.latency(k_prime, len(rows)) if k_prime in sc.levels else 0.0
+        service_s = _min_service_s(profile_s, k_prime, len(rows))
         if is_hopeless(now, row.deadline.timestamp(), service_s):
             transitions.shed(
                 row.id,
@@ -113,9 +114,9 @@ def _shed_hopeless(rows: list[GenerationRequest]) -> list[GenerationRequest]:
     return keep
 
 
-def _min_service_s(profile_s: float, k_prime: int) -> float:
+def _min_service_s(profile_s: float, k_prime: int, batch_size: int) -> float:
     measured = (
-        BatchRecord.objects.filter(k_prime=k_prime, batch_size=1)
+        BatchRecord.objects.filter(k_prime=k_prime, batch_size=batch_size)
         .order_by("-id")
         .values_list("service_seconds", flat=True)[:50]
     )

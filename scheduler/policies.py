@@ -2,8 +2,9 @@
 
 | name          | levels                         | routing                                   | batching            |
 |---------------|--------------------------------|-------------------------------------------|---------------------|
-| prompt_aware  | MILP per K* class (controller) | K→K′ fractions per K*, route-and-batch,    | plan cap at high    |
-|               |                                | deadline redirect to least 𝒟_Q             | load, 1 at low load |
+| prompt_aware  | MILP per K* class (controller),| K→K′ fractions per K* by similarity rank,  | plan cap at high    |
+|               | re-solved early on a demand    | upgrades on the plan's spare capacity,     | load, 1 at low load |
+|               | departure; sheds hopeless work | route-and-batch, redirect to least 𝒟_Q    |                     |
 | clipper_ha    | every worker at K′ = 0         | soonest-free worker                       | AIMD (Clipper)      |
 | clipper_ht    | every worker at the largest K  | soonest-free worker                       | AIMD (Clipper)      |
 | nirvana       | none: each request at its K*   | shortest queue                            | 1                   |
@@ -16,6 +17,8 @@ Clipper's AIMD: per worker, after each batch, batch limit + 1 if the batch was f
 
 `make_policy(name, config, seed)` builds one. The controller policies (prompt_aware, proteus, oracle)
 share the same period, demand estimator, utilisation target and batch-cap rule (SchedulerConfig).
+prompt_aware's levers (issue 13) are SchedulerConfig settings so that each can be ablated; shedding is
+the runner's job (the simulator and the live workers ask `sheds_hopeless`).
 """
 
 from __future__ import annotations
@@ -168,7 +171,8 @@ class SimilarityRanks:
 
 class PromptAware(Policy):
     """The paper: MILP per K* class, K→K′ routing by the plan's fractions (similarity-ranked), route-and-batch,
-    deadline redirect; an idle cluster serves at the best level that still meets the deadline."""
+    deadline redirect; plus issue 13's levers: upgrades on the plan's spare capacity, an event trigger for
+    early re-plans, and shedding (by the runner) of requests that can no longer meet their deadline."""
 
     name = "prompt_aware"
     uses_controller = True

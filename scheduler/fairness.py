@@ -40,6 +40,19 @@ DEFAULT_REPEAT = 0.5
 DEFAULT_MIN_REQUESTS = 5
 _STREAM = 0xFA1  # the second key of the owner stream: keeps it apart from other users of `seed`
 
+# The keys `fairness_summary` adds to a run's metrics: simulator-only (its owners are a synthetic assignment;
+# a live replay sends everything as one user).
+FAIRNESS_KEYS: tuple[str, ...] = (
+    "users",
+    "users_counted",
+    "top_user_share",
+    "jain_on_time",
+    "jain_mean_latency",
+    "user_p99_latency_max_s",
+    "user_p99_latency_median_s",
+    "user_violation_max",
+    "user_violation_spread",
+)
 # Columns a results table may add (key, header, format), like scheduler.metrics.TABLE_COLUMNS.
 FAIRNESS_COLUMNS: list[tuple[str, str, str]] = [
     ("jain_on_time", "Jain on-time", "{:.4f}"),

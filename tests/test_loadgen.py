@@ -11,6 +11,7 @@ from io import StringIO
 import numpy as np
 import pytest
 
+from scheduler.fairness import FAIRNESS_KEYS
 from scheduler.interface import SchedulerConfig
 from scheduler.metrics import TABLE_COLUMNS
 from scheduler.profiles import load_profile
@@ -124,7 +125,7 @@ def test_short_loadgen_run_against_live_stack(live_server, user, gpu_workers, tm
     assert set(sim["config"]) - {"cache_capacity", "resumed_levels"} <= set(doc["config"])
     assert set(doc["config"]["scheduler"]) == set(sim["config"]["scheduler"])
     sim_row = sim["policies"]["prompt_aware"]
-    assert set(sim_row) - {"sim_wall_s", "plan_solve_ms_mean"} <= set(row)
+    assert set(sim_row) - {"sim_wall_s", "plan_solve_ms_mean", *FAIRNESS_KEYS} <= set(row)
     assert all(key in row for key, _, _ in TABLE_COLUMNS)
     assert set(row["k_prime_mix"]) == set(sim_row["k_prime_mix"])
     assert doc["config"]["requests"] == sim["config"]["requests"] == 6

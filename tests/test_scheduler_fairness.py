@@ -117,3 +117,16 @@ def test_add_fairness_metrics_to_a_runs_metrics_dict():
     assert metrics["user_violation_max"] == 1.0 and metrics["user_violation_spread"] == 1.0
     assert 0.0 < metrics["jain_on_time"] < 0.5
     assert metrics["user_p99_latency_max_s"] == pytest.approx(3.0)
+
+
+def test_fairness_keys_name_exactly_what_the_summary_adds():
+    import numpy as np
+
+    from scheduler.fairness import FAIRNESS_KEYS, add_fairness_metrics, assign_owners
+
+    class Run:
+        arrival = np.arange(50.0)
+        deadline = arrival + 10.0
+        finish = arrival + 5.0
+
+    assert set(add_fairness_metrics({}, Run(), assign_owners(50, seed=0))) == set(FAIRNESS_KEYS)

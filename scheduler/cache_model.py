@@ -9,6 +9,11 @@ Entries are prompts of the stream (warm prefix + replayed requests), identified 
 LCBFU (NIRVANA): an entry's score is Σ K over its hits (frequency × K); when the cache is over capacity
 (in entries) the lowest score leaves, the oldest first among equals.
 
+Scope (issue 10): `shared` (one cache for everyone), `tenant` (a request may resume only from entries its
+own tenant created; the warm prompts are the operator's and usable by every tenant) or `off` (no lookup,
+no insert). `set_scope(scope, tenants)` gives each stream position its tenant; the filter is applied to
+the same candidate lists and the same exact fallback scan, so a tenant's nearest entry is exact too.
+
 Search: the nearest cached prompt by cosine similarity (embeddings are unit vectors), exact. Only
 prompts earlier in the stream can be cached when a request arrives, so two candidate lists are
 precomputed per request with blocked matrix products: its top-m warm prompts and its top-m earlier
@@ -23,6 +28,8 @@ from __future__ import annotations
 import heapq
 
 import numpy as np
+
+CACHE_SCOPES: tuple[str, ...] = ("shared", "tenant", "off")
 
 
 def topm_rows(
@@ -101,6 +108,20 @@ class ApproxCache:
         self.warm_idx[self.warm_idx < 0] = self.n  # padding → the never-cached slot
         self.req_idx[self.req_idx < 0] = self.n
         self.cached_requests = 0  # entries from the replayed part of the stream currently held
+        self.scope = "shared"
+        self._tenant_s = np.full(self.n + 1, -1, dtype=np.int64)  # per position; warm: -1 (the operator's)
+        self._tenant_s[self.n] = -2  # the padding slot matches no tenant
+
+    def set_scope(self, scope: str, tenants: np.ndarray | None = None) -> None:
+        """`shared`, `tenant` (with the tenant of each replayed request, in stream order from query_start)
+        or `off`. Kept across `reset`, like the neighbour index."""
+        if scope not in CACHE_SCOPES:
+            raise ValueError(f"unknown cache scope {scope!r}; choose from {', '.join(CACHE_SCOPES)}")
+        if scope == "tenant":
+            if tenants is None or len(tenants) != self.n - self.query_start:
+                raise ValueError("the tenant scope needs one tenant per replayed request")
+            self._tenant_s[self.query_start : self.n] = np.asarray(tenants, dtype=np.int64)
+        self.scope = scope
 
     def reset(self, capacity: int | None = None) -> None:
         """Empty the cache (keeps the neighbour index, which depends only on the embeddings)."""
@@ -119,6 +140,8 @@ class ApproxCache:
 
     def insert(self, j: int, served_k: int = 0) -> None:
         """Add prompt j after it was served at served_k (levels above served_k are its own)."""
+        if self.scope == "off" and j >= self.query_start:
+            return
         lvls = self.levels
         lo = 0
         if self.resumed_levels == "above":
@@ -165,6 +188,8 @@ class ApproxCache:
 
     def lookup(self, i: int) -> tuple[int, float]:
         """Nearest cached predecessor of prompt i: (index, similarity), or (-1, nan) if none is cached."""
+        if self.scope == "off":
+            return -1, float("nan")
         row = i - self.query_start
         best_j, best_s = -1, -np.inf
         in_cache = self._in_cache_s  # view with a trailing always-False slot for the -1 padding
@@ -180,6 +205,8 @@ class ApproxCache:
         if self.cached_requests > 0 and i > W:
             idx = self.req_idx[row]
             ok = in_cache[idx]
+            if self.scope == "tenant":
+                ok = ok & (self._tenant_s[idx] == self._tenant_s[i])
             p = int(ok.argmax())
             if ok[p]:
                 sp = float(self.req_sim[row, p])
@@ -201,6 +228,8 @@ class ApproxCache:
         best_j = np.full(rows.size, -1, dtype=np.int64)
         best_s = np.full(rows.size, -np.inf)
         in_cache = self._in_cache_s
+        if self.scope == "off":
+            return np.full(rows.size, -1, dtype=np.int64), np.full(rows.size, np.nan)
         lists = []  # (candidate indices, similarities, scan range lo, hi) per list that can hold a hit
         if self.size > self.cached_requests:
             lists.append((self.warm_idx, self.warm_sim, np.zeros(rows.size, dtype=np.int64), np.full(rows.size, W)))
@@ -209,6 +238,8 @@ class ApproxCache:
         for idx_l, sim_l, lo, hi in lists:
             idx, sim = idx_l[rows], sim_l[rows]
             ok = in_cache[idx]
+            if self.scope == "tenant" and idx_l is self.req_idx:
+                ok = ok & (self._tenant_s[idx] == self._tenant_s[rows + W][:, None])
             p = ok.argmax(axis=1)
             found = ok[np.arange(rows.size), p]
             cand_j = idx[np.arange(rows.size), p]
@@ -229,6 +260,8 @@ class ApproxCache:
         """The most similar cached entry to prompt i in [lo, hi); (-1, -inf) if none is cached."""
         s = self.emb[lo:hi] @ self.emb[i]  # contiguous: cheaper than gathering the cached rows
         s[~self.in_cache[lo:hi]] = -np.inf
+        if self.scope == "tenant" and lo >= self.query_start:
+            s[self._tenant_s[lo:hi] != self._tenant_s[i]] = -np.inf
         k = int(s.argmax())
         return (k + lo, float(s[k])) if np.isfinite(s[k]) else (-1, -np.inf)
 

@@ -38,6 +38,7 @@ DEFAULT_USERS = 100
 DEFAULT_ZIPF_S = 1.1
 DEFAULT_REPEAT = 0.5
 DEFAULT_MIN_REQUESTS = 5
+DEFAULT_TENANTS = 10
 _STREAM = 0xFA1  # the second key of the owner stream: keeps it apart from other users of `seed`
 
 # The keys `fairness_summary` adds to a run's metrics: simulator-only (its owners are a synthetic assignment;
@@ -90,6 +91,14 @@ def assign_owners(
     # Each arrival takes the owner of the latest arrival at or before it that drew a fresh owner.
     last_fresh = np.maximum.accumulate(np.where(same, 0, np.arange(n_requests)))
     return fresh[last_fresh].astype(np.int64)
+
+
+def tenants_of(owners: np.ndarray, n_tenants: int = DEFAULT_TENANTS) -> np.ndarray:
+    """The tenant of each request: its owner's rank modulo `n_tenants`, so every tenant holds a mix of heavy
+    and light users (rank 0, the heaviest, is in tenant 0 with ranks 10, 20, … at the default 10 tenants)."""
+    if n_tenants < 1:
+        raise ValueError("n_tenants must be at least 1")
+    return np.asarray(owners, dtype=np.int64) % int(n_tenants)
 
 
 def jain_index(values) -> float:

@@ -22,10 +22,10 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from .cache_model import ApproxCache
+from .cache_model import CACHE_SCOPES, ApproxCache
 from .demand import ESTIMATE_MODES
 from .embeddings import embed_prompt_file, read_prompts
-from .fairness import FAIRNESS_COLUMNS, add_fairness_metrics, assign_owners
+from .fairness import DEFAULT_TENANTS, FAIRNESS_COLUMNS, add_fairness_metrics, assign_owners, tenants_of
 from .hindsight import HINDSIGHT_NAMES, hindsight
 from .interface import SchedulerConfig
 from .metrics import format_table, time_series, write_results
@@ -102,6 +102,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="what every controller plans for: max(last window, EWMA), the last window, or the EWMA",
     )
     p.add_argument("--trend-beta", type=float, default=0.0, help="Holt's trend on the demand (0: off)")
+    p.add_argument(
+        "--cache-scope",
+        choices=CACHE_SCOPES,
+        default="shared",
+        help="which cached prompts a request may resume from: everyone's, its tenant's (users → tenants by "
+        "rank modulo --tenants; the warm prompts are everyone's), or none",
+    )
+    p.add_argument("--tenants", type=int, default=DEFAULT_TENANTS, help="tenants for --cache-scope tenant")
     p.add_argument(
         "--solver",
         choices=SOLVERS,
@@ -230,6 +238,8 @@ def _run_policies(
     results: dict[str, dict] = {}
     runs: dict = {}
     owners = assign_owners(arrivals.size, seed=args.seed)  # who sent each request: per-user fairness
+    scope = getattr(args, "cache_scope", "shared")
+    cache.set_scope(scope, tenants_of(owners, getattr(args, "tenants", DEFAULT_TENANTS)) if scope == "tenant" else None)
     with tqdm(total=arrivals.size * len(policies), file=sys.stderr, unit="req", desc="simulating") as bar:
         for name in policies:
             bar.set_postfix_str(name)

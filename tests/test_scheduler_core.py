@@ -184,3 +184,27 @@ def test_cache_key_parts_are_read_again_once_the_model_folder_exists(tmp_path):
     (folder / "scheduler").mkdir(parents=True)
     (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps({"_class_name": "DDIMScheduler"}))
     assert folder_scheduler(folder) == "ddim" and model_identity(folder) != before[1]
+
+
+def test_cache_scope_tenant_finds_only_its_tenants_requests_and_the_shared_warm_prompts():
+    import numpy as np
+
+    from scheduler.cache_model import ApproxCache
+
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(1, 8))
+    emb = np.vstack([rng.normal(size=(1, 8)), base, base + 0.01, base + 0.02])  # warm 0; requests 1, 2, 3
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    cache = ApproxCache(emb, (5, 10), capacity=10, query_start=1)
+    cache.set_scope("tenant", np.array([7, 8, 7]))  # request 1 and 3 share tenant 7; request 2 is tenant 8
+    cache.warm(1)
+    cache.insert(1)
+    cache.insert(2)
+    assert cache.lookup(3)[0] == 1  # the nearest is request 2 (tenant 8): not visible; request 1 is
+    assert cache.lookup(2)[0] == 0  # tenant 8 sees only the operator's warm prompt
+    cache.set_scope("shared")
+    assert cache.lookup(3)[0] == 2
+    cache.set_scope("off")
+    assert cache.lookup(3)[0] == -1
+    with pytest.raises(ValueError):
+        cache.set_scope("tenant", np.array([1]))  # one tenant per replayed request

@@ -77,6 +77,7 @@ from tqdm import tqdm
 from . import simulate as _simulate_cli
 from .cache_model import ApproxCache
 from .embeddings import embed_prompt_file
+from .fairness import DEFAULT_TENANTS
 from .metrics import _clean, _json_default
 from .policies import DEFAULT_POLICIES, POLICY_NAMES
 from .profiles import load_profile
@@ -232,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
         "cache_capacity": args.cache_capacity,
         "resumed_levels": args.resumed_levels,
         "window": args.window,
+        "cache_scope": args.cache_scope,
+        "tenants": args.tenants,
     }
     results = run_units(units, shared, max(1, args.jobs))
     for bound in (p for p in policies if p not in POLICY_NAMES):
@@ -402,7 +405,14 @@ def _run_unit(item: tuple[int, Unit]) -> tuple[int, dict[str, dict]]:
     n = unit.arrivals.size
     embeddings = sh["embeddings"][unit.offset : unit.offset + warm + n]
     cache = ApproxCache(embeddings, levels, sh["cache_capacity"], query_start=warm, resumed_levels=sh["resumed_levels"])
-    ns = argparse.Namespace(warm=warm, cache_capacity=sh["cache_capacity"], seed=unit.seed, window=sh["window"])
+    ns = argparse.Namespace(
+        warm=warm,
+        cache_capacity=sh["cache_capacity"],
+        seed=unit.seed,
+        window=sh["window"],
+        cache_scope=sh.get("cache_scope", "shared"),
+        tenants=sh.get("tenants", DEFAULT_TENANTS),
+    )
     config, arrivals = sh["config"], unit.arrivals
     policies = [p for p in sh["policies"] if p in POLICY_NAMES]
     _, results = _run_policies(policies, config, arrivals, embeddings, cache, ns, tuple(levels))

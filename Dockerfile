@@ -16,4 +16,4 @@ RUN DEBUG=1 python manage.py collectstatic --noinput
 RUN useradd --create-home --uid 1000 app && mkdir -p /data/media /models && chown -R app /data /models
 USER app
 EXPOSE 8000
-CMD ["gunicorn", "webapp.wsgi", "-b", "0.0.0.0:8000", "-w", "4", "--threads", "4", "--timeout", "60"]
+CMD ["gunicorn", "webapp.wsgi", "-c", "python:webapp.gunicorn_conf", "-b", "0.0.0.0:8000", "-w", "4", "--threads", "4", "--timeout", "60"]

@@ -25,13 +25,34 @@ def pytest_unconfigure(config) -> None:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
+def subprocess_database_url() -> str:
+    """DATABASE_URL of the *test* database pytest-django created, password included, for subprocesses."""
+    from urllib.parse import quote
+
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    return f"postgres://{db['USER']}:{quote(db['PASSWORD'], safe='')}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+
+
 @pytest.fixture(scope="session")
 def embedded_services():
     from webapp.stack.services import Postgres, Redis
 
     run_dir = Path(os.environ["T2I_TEST_RUN_DIR"])
-    pg = Postgres(run_dir / "pg", int(os.environ["T2I_TEST_PG_PORT"]), fast_unsafe=True, shared_buffers="128MB")
-    redis = Redis(run_dir / "redis", int(os.environ["T2I_TEST_REDIS_PORT"]), persist=False)
+    pg = Postgres(
+        run_dir / "pg",
+        int(os.environ["T2I_TEST_PG_PORT"]),
+        fast_unsafe=True,
+        shared_buffers="128MB",
+        password=os.environ["T2I_TEST_PG_PASSWORD"],
+    )
+    redis = Redis(
+        run_dir / "redis",
+        int(os.environ["T2I_TEST_REDIS_PORT"]),
+        persist=False,
+        password=os.environ["T2I_TEST_REDIS_PASSWORD"],
+    )
     pg.start()
     redis.start()
     yield {"postgres": pg, "redis": redis}
@@ -122,12 +143,7 @@ class WorkerProcess:
 @pytest.fixture(scope="session")
 def worker_env(embedded_services, django_db_setup, tiny_model_path) -> dict[str, str]:
     """Environment of worker processes: the *test* database that pytest-django created."""
-    from django.conf import settings
-
-    db = settings.DATABASES["default"]
-    return dict(
-        os.environ, DATABASE_URL=f"postgres://postgres@127.0.0.1:{db['PORT']}/{db['NAME']}", PYTHONUNBUFFERED="1"
-    )
+    return dict(os.environ, DATABASE_URL=subprocess_database_url(), PYTHONUNBUFFERED="1")
 
 
 @pytest.fixture(scope="session")
@@ -156,6 +172,8 @@ def gpu_workers(start_worker) -> list[WorkerProcess]:
     return [start_worker(i) for i in range(settings.T2I_WORKERS)]
 
 
+# Failed logins (django-axes) are rows in the test database, so each test's rollback or flush resets
+# them: no test inherits another's lockout (tests/test_login_protection.py checks it).
 @pytest.fixture
 def user(db, django_user_model):
     return django_user_model.objects.create_user("alice", password="pw-alice-123")
@@ -168,9 +186,9 @@ def other_user(db, django_user_model):
 
 @pytest.fixture
 def api(user):
-    from rest_framework.authtoken.models import Token
+    from knox.models import AuthToken
     from rest_framework.test import APIClient
 
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {AuthToken.objects.create(user=user)[1]}")
     return client

@@ -73,11 +73,11 @@ def test_idempotency_key_returns_the_original(api, embedded_services):
 
 
 def test_idempotency_key_is_per_owner(api, other_user, embedded_services):
-    from rest_framework.authtoken.models import Token
+    from knox.models import AuthToken
     from rest_framework.test import APIClient
 
     other = APIClient()
-    other.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=other_user).key}")
+    other.credentials(HTTP_AUTHORIZATION=f"Token {AuthToken.objects.create(user=other_user)[1]}")
     a = api.post(URL, {"prompt": "x"}, format="json", HTTP_IDEMPOTENCY_KEY="shared")
     b = other.post(URL, {"prompt": "x"}, format="json", HTTP_IDEMPOTENCY_KEY="shared")
     assert a.json()["id"] != b.json()["id"]
@@ -108,12 +108,12 @@ def test_auth_required(client, embedded_services, db):
 
 
 def test_owner_scoping(api, other_user, embedded_services):
-    from rest_framework.authtoken.models import Token
+    from knox.models import AuthToken
     from rest_framework.test import APIClient
 
     rid = api.post(URL, {"prompt": "mine"}, format="json").json()["id"]
     other = APIClient()
-    other.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=other_user).key}")
+    other.credentials(HTTP_AUTHORIZATION=f"Token {AuthToken.objects.create(user=other_user)[1]}")
     assert other.get(f"{URL}{rid}/").status_code == 404
     assert other.get(f"{URL}{rid}/image/").status_code == 404
     assert other.post(f"{URL}{rid}/cancel/").status_code == 404

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import subprocess_database_url
 from tests.helpers import cache_config
 from tests.test_cache_store import assert_consistent, files_on_disk
 from webapp.cache import store as cache_store
@@ -71,10 +72,9 @@ def test_two_processes_inserting_and_evicting_keep_rows_and_files_consistent(emb
     budget = 25 * size
     cache_config(byte_budget=budget)
 
-    db = settings.DATABASES["default"]
     env = dict(
         os.environ,
-        DATABASE_URL=f"postgres://postgres@127.0.0.1:{db['PORT']}/{db['NAME']}",
+        DATABASE_URL=subprocess_database_url(),
         T2I_CACHE_DIR=str(settings.T2I_CACHE_DIR),
         DJANGO_SETTINGS_MODULE="webapp.settings",
         PYTHONUNBUFFERED="1",

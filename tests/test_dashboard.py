@@ -3,6 +3,7 @@ staff-only access, PNG charts, Prometheus text that parses, and the manual K lay
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -201,7 +202,8 @@ def test_page_shows_numbers_and_manual_layout(client, ledger, manual_plan, staff
     assert "gpu.1" in html and "Route fractions" in html and "0.9312" in html
     assert "Solve raised RuntimeError" in html  # the failed solve is listed, not current
     assert 'src="/dashboard/charts/mix.png?window=15m"' in html
-    assert "<script src" not in html and "cdn" not in html.lower()
+    scripts = re.findall(r"<script[^>]*>", html)  # our own static files only: no CDN, no inline script (CSP)
+    assert scripts and all('src="/static/' in tag for tag in scripts) and "cdn" not in html.lower()
     # A layout set in the admin but not yet applied is flagged.
     serving_config(manual_layout="25,25")
     html = client.get("/dashboard/").content.decode()
@@ -237,9 +239,9 @@ def _samples(text: str) -> dict:
     return out
 
 
-@override_settings(T2I_METRICS_WINDOW="15m")
+@override_settings(T2I_METRICS_WINDOW="15m", T2I_METRICS_TOKEN="scrape-token")
 def test_metrics_endpoint_parses_and_carries_values(client, ledger, manual_plan):
-    resp = client.get("/metrics")
+    resp = client.get("/metrics", HTTP_AUTHORIZATION="Bearer scrape-token")
     assert resp.status_code == 200 and resp["Content-Type"].startswith("text/plain")
     m = _samples(resp.content.decode())
     assert m[("t2i_database_up", ())] == 1
@@ -269,13 +271,18 @@ def test_metrics_endpoint_parses_and_carries_values(client, ledger, manual_plan)
     assert m[("t2i_window_latency_seconds", (("quantile", "0.5"), ("window", "15m")))] == 20
 
 
-def test_metrics_access(client, embedded_services, staff):
-    assert client.get("/metrics", REMOTE_ADDR="10.1.2.3").status_code == 403
-    assert client.get("/metrics").status_code == 200  # the test client is 127.0.0.1
+def test_metrics_access(client, embedded_services, staff, django_user_model):
+    # No loopback exemption: a reverse proxy on the same host makes every client 127.0.0.1.
+    for addr in ("127.0.0.1", "::1", "10.1.2.3"):
+        assert client.get("/metrics", REMOTE_ADDR=addr).status_code == 403, addr
     with override_settings(T2I_METRICS_TOKEN="s3cret"):
-        assert client.get("/metrics").status_code == 401
+        for addr in ("127.0.0.1", "10.1.2.3"):
+            assert client.get("/metrics", REMOTE_ADDR=addr).status_code == 401, addr
         assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer wrong").status_code == 401
         resp = client.get("/metrics", REMOTE_ADDR="10.1.2.3", HTTP_AUTHORIZATION="Bearer s3cret")
         assert resp.status_code == 200 and b"t2i_requests_total" in resp.content
-        client.force_login(staff)
-        assert client.get("/metrics", REMOTE_ADDR="10.1.2.3").status_code == 200
+        client.force_login(django_user_model.objects.create_user("not-staff", password="pw-not-staff-1"))
+        assert client.get("/metrics").status_code == 401  # logged in is not enough
+    client.force_login(staff)
+    for addr in ("127.0.0.1", "10.1.2.3"):
+        assert client.get("/metrics", REMOTE_ADDR=addr).status_code == 200, addr

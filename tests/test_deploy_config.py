@@ -3,7 +3,11 @@ the settings and the worker/queue conventions."""
 
 from __future__ import annotations
 
+import os
 import re
+import secrets
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -57,3 +61,56 @@ def test_every_environment_variable_is_a_setting():
             if name in ("db",):
                 continue
             assert var in known, f"{name}: {var} is not read by the settings"
+
+
+def compose_settings_env() -> dict[str, str]:
+    """The environment compose gives the app containers: .env.example (placeholders replaced, as the
+    operator must; the settings refuse the example SECRET_KEY) and the x-app `environment` block."""
+    env: dict[str, str] = {}
+    for line in (ROOT / ".env.example").read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            name, _, value = line.partition("=")
+            env[name.strip()] = secrets.token_urlsafe(50) if value.startswith("change-me") else value.strip()
+    for name, value in compose()["x-app"]["environment"].items():
+        # ${VAR:?message} → the .env value, as compose substitutes it
+        env[name] = re.sub(r"\$\{(\w+)(?::?\?[^}]*)?\}", lambda m: env[m.group(1)], str(value))
+    return env
+
+
+def test_check_deploy_is_clean_with_the_compose_settings():
+    """`manage.py check --deploy` with compose's settings: no warning at all (HSTS, SSL redirect behind
+    X-Forwarded-Proto, secure cookies, DEBUG off, a strong SECRET_KEY, HTTPS CSRF origins)."""
+    env = compose_settings_env()
+    assert env["DEBUG"] == "0" and env["T2I_HTTPS"] == "1"
+    assert all(origin.startswith("https://") for origin in env["CSRF_TRUSTED_ORIGINS"].split(","))
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT,
+        env={"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/"), "HF_HUB_OFFLINE": "1", **env},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == "System check identified no issues (0 silenced).", result.stdout
+    assert "WARNING" not in result.stderr and "Warning" not in result.stderr, result.stderr
+
+
+def test_settings_refuse_the_example_secret_key_without_debug():
+    env = {**compose_settings_env(), "SECRET_KEY": "change-me-to-the-output-of-python-secrets-token-urlsafe-50"}
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        env={"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/"), **env},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode != 0 and "placeholder from .env.example" in result.stderr
+
+
+def test_web_processes_use_the_gunicorn_settings_with_json_errors():
+    """Errors gunicorn answers itself (oversized headers: 431) are JSON too (webapp/gunicorn_conf.py)."""
+    assert "python:webapp.gunicorn_conf" in compose()["services"]["web"]["command"]
+    assert "python:webapp.gunicorn_conf" in (ROOT / "Dockerfile").read_text()
+    assert "python:webapp.gunicorn_conf" in (ROOT / "webapp" / "stack" / "run.py").read_text()

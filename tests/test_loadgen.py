@@ -33,7 +33,7 @@ def _write_inputs(tmp_path, times, prompts):
 @pytest.mark.django_db(transaction=True)  # the live server's thread and real worker processes read these rows
 def test_short_loadgen_run_against_live_stack(live_server, user, gpu_workers, tmp_path):
     from django.core.management import call_command
-    from rest_framework.authtoken.models import Token
+    from knox.models import AuthToken
 
     from scheduler.simulate import main as simulate_main
     from webapp.ledger.models import TERMINAL_STATES, GenerationRequest, ServingConfig
@@ -52,7 +52,7 @@ def test_short_loadgen_run_against_live_stack(live_server, user, gpu_workers, tm
     trace, pfile = _write_inputs(tmp_path, [0.0, 0.5, 1.1, 1.6, 2.3, 3.0], prompts)
     count_tokens("warm up")  # the live server runs in this process: load its tokenizer before the clock starts
     serving_config(max_in_flight=1)  # would refuse most of the burst
-    token = Token.objects.create(user=user).key
+    token = AuthToken.objects.create(user=user)[1]
     out = tmp_path / "live"
     stdout, stderr = StringIO(), StringIO()
 
@@ -134,7 +134,7 @@ def test_short_loadgen_run_against_live_stack(live_server, user, gpu_workers, tm
 @pytest.mark.django_db(transaction=True)  # the live server's thread and real worker processes read these rows
 def test_compare_sim_runs_both_sides_on_the_same_segment(live_server, user, gpu_workers, tmp_path):
     from django.core.management import call_command
-    from rest_framework.authtoken.models import Token
+    from knox.models import AuthToken
 
     trace, pfile = _write_inputs(
         tmp_path, [0.0, 0.4, 0.9, 1.5], ["a koi pond in autumn", "a koi pond in winter", "a paper boat", "a neon city"]
@@ -146,7 +146,7 @@ def test_compare_sim_runs_both_sides_on_the_same_segment(live_server, user, gpu_
         trace=[str(trace)],
         prompts=str(pfile),
         url=live_server.url,
-        token=Token.objects.create(user=user).key,
+        token=AuthToken.objects.create(user=user)[1],
         out=str(out),
         drain_timeout=90,
         poll=0.3,

@@ -135,7 +135,8 @@ def test_admin_pages_render_for_staff(client, user, django_user_model, embedded_
         "/admin/ledger/batchrecord/",
         "/admin/cache/cacheentry/",
         "/admin/cache/cacheconfig/",
-        "/admin/authtoken/tokenproxy/",
+        "/admin/knox/authtoken/",
+        "/admin/axes/accessattempt/",
     ):
         assert client.get(url).status_code == 200, url
     assert b"seen in the admin" in client.get(f"/admin/ledger/generationrequest/{row.pk}/change/").content

@@ -1,15 +1,18 @@
 """Django settings, all from the environment with safe defaults for local use.
 
 `make run` and the test suite set DATABASE_URL / REDIS_URL to their embedded services; a
-deployment (docker-compose.yml) sets them to real ones. Everything else has a default that
-works on a laptop; production must set SECRET_KEY and DEBUG=0.
+deployment (docker-compose.yml) sets them to real ones. DEBUG is off unless DEBUG=1 (development
+only), so SECRET_KEY must be set (`make run` generates one into .data/); T2I_HTTPS=1 (compose) turns on
+the settings for serving behind a TLS proxy.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from datetime import timedelta
 from pathlib import Path
+from urllib.parse import quote
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -49,14 +52,63 @@ def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 
-DEBUG = env_bool("DEBUG", True)
+def local_secret(name: str) -> str:
+    """URL-quoted secret that `make run` keeps in the data directory (its embedded services' passwords),
+    so a `manage.py` command run by hand next to it connects without DATABASE_URL / REDIS_URL; '' if none."""
+    try:
+        return quote((DATA_DIR / name).read_text().strip(), safe="")
+    except OSError:
+        return ""
+
+
+# --- Security (README "Security and privacy") ------------------------------------------
+# DEBUG is opt-in, for development only: its error pages show code, settings and request data.
+DEBUG = env_bool("DEBUG", False)
 SECRET_KEY = os.environ.get("SECRET_KEY", "")
 if not SECRET_KEY:
     if not DEBUG:
-        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off.")
+        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off (DEBUG=1 for development).")
     SECRET_KEY = "insecure-local-development-key-do-not-use-in-production"
+elif not DEBUG and SECRET_KEY.startswith("change-me"):
+    raise ImproperlyConfigured("SECRET_KEY is still the placeholder from .env.example; generate a real one.")
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "http://127.0.0.1:8000,http://localhost:8000")
+# Served over HTTPS by a TLS-terminating proxy (compose sets T2I_HTTPS=1): trust the proxy's
+# X-Forwarded-Proto (it must set it, overwriting any the client sent), redirect plain HTTP, send cookies
+# over HTTPS only, and HSTS. Off for `make run`, which serves plain HTTP on 127.0.0.1.
+T2I_HTTPS = env_bool("T2I_HTTPS", False)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if T2I_HTTPS else None
+SECURE_SSL_REDIRECT = T2I_HTTPS
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = T2I_HTTPS
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 365 * 24 * 3600) if T2I_HTTPS else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", True)
+# Headers on every response (SecurityMiddleware, XFrameOptionsMiddleware): Django's defaults, stated.
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+# Content-Security-Policy of HTML pages (webapp.middleware.ContentSecurityPolicyMiddleware): scripts and
+# styles only from our static files; no inline script, no eval, no other origin.
+T2I_CSP = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data:",
+        "connect-src 'self'",
+        "object-src 'none'",
+        "base-uri 'self'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ]
+)
+# Third-party pages (Django admin, DRF's browsable API, Swagger UI) carry a few inline styles: under these
+# prefixes inline *styles* are allowed too (scripts never are).
+T2I_CSP_INLINE_STYLE_PREFIXES = ("/admin/", "/api/")
+# Request bodies over this many bytes get 413 before any view reads them (Django's default, stated);
+# webapp.middleware.RequestSizeLimitMiddleware. Every error under /api/ is JSON (ApiJsonErrorsMiddleware).
+DATA_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -67,7 +119,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.postgres",
     "rest_framework",
-    "rest_framework.authtoken",
+    "knox",  # API tokens, stored hashed (replaces rest_framework.authtoken)
+    "axes",  # failed-login lockout per user and per IP
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_celery_beat",
@@ -84,6 +137,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "webapp.middleware.ContentSecurityPolicyMiddleware",  # CSP on HTML pages
+    "webapp.middleware.ApiJsonErrorsMiddleware",  # any non-JSON error answer under /api/ becomes JSON
+    "webapp.middleware.RequestSizeLimitMiddleware",  # 413 for a body over DATA_UPLOAD_MAX_MEMORY_SIZE
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "webapp.middleware.DatabaseUnavailableMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -92,6 +148,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: turns a lockout into the lockout page (429)
 ]
 
 ROOT_URLCONF = "webapp.urls"
@@ -114,7 +171,7 @@ TEMPLATES = [
 
 DATABASES = {
     "default": dj_database_url.parse(
-        os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:54329/t2i"),
+        os.environ.get("DATABASE_URL", f"postgres://postgres:{local_secret('pg-password.txt')}@127.0.0.1:54329/t2i"),
         conn_max_age=env_int("DB_CONN_MAX_AGE", 60),
         conn_health_checks=True,
     )
@@ -135,6 +192,7 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]  # the pages' scripts and styles (no inline ones: CSP)
 STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", DATA_DIR / "static"))
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", DATA_DIR / "media"))
 MEDIA_URL = "media/"  # never served directly: images go through owner-checked views
@@ -143,7 +201,7 @@ LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
 
 # --- Celery (one app: webapp.celery) -------------------------------------------------
-REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:63799/0")
+REDIS_URL = os.environ.get("REDIS_URL", f"redis://:{local_secret('redis-password.txt')}@127.0.0.1:63799/0")
 CELERY_BROKER_URL = REDIS_URL
 CELERY_RESULT_BACKEND = None  # the Postgres ledger is the source of truth, not Celery results
 CELERY_TASK_IGNORE_RESULT = True
@@ -166,8 +224,8 @@ CELERY_TIMEZONE = "UTC"
 # --- REST framework ------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
-        "rest_framework.authentication.SessionAuthentication",
+        "knox.auth.TokenAuthentication",  # `Authorization: Token <secret>`; never calls authenticate(), so axes
+        "rest_framework.authentication.SessionAuthentication",  # does not see (or lock out) API token use
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
@@ -189,6 +247,35 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
 }
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# --- Accounts: API tokens and login protection -----------------------------------------
+# API tokens are django-rest-knox tokens: only a SHA-512 digest is stored, the secret is shown once at
+# creation. `Authorization: Token <secret>` as before; owners list, create and revoke them at
+# /api/v1/tokens/ and /tokens/.
+T2I_TOKEN_DEFAULT_DAYS = env_int("T2I_TOKEN_DEFAULT_DAYS", 30)  # expiry of a new token that names none
+T2I_TOKEN_MAX_DAYS = env_int("T2I_TOKEN_MAX_DAYS", 365)  # longest expiry an owner may choose
+REST_KNOX = {
+    "TOKEN_TTL": timedelta(days=T2I_TOKEN_DEFAULT_DAYS),
+    "AUTH_HEADER_PREFIX": "Token",
+    "TOKEN_PREFIX": "t2i_",  # recognisable in logs and by secret scanners
+    "AUTO_REFRESH": False,
+}
+# django-axes: AxesStandaloneBackend must come first (it refuses a locked-out login before the password is
+# checked). It only takes part in django.contrib.auth.authenticate() (login page, admin login); API tokens
+# and sessions authenticate without it.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("T2I_LOGIN_FAILURE_LIMIT", 20)  # failed logins that lock...
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # ...a username (from any address) or an address
+_cooloff = env_int("T2I_LOGIN_COOLOFF_MINUTES", 15)  # 0: locked until an admin unlocks (Admin › Axes)
+AXES_COOLOFF_TIME = timedelta(minutes=_cooloff) if _cooloff else None
+AXES_RESET_ON_SUCCESS = True
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False  # the lock lasts the cool-off from the 20th failure
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_VERBOSE = False  # no start-up banner in every process's log
 
 # --- Serving -------------------------------------------------------------------------
 # Defaults for the admin-editable ServingConfig row (created on first use).
@@ -219,12 +306,22 @@ T2I_MEASURED_PROFILE = Path(os.environ.get("T2I_MEASURED_PROFILE", DATA_DIR / "p
 T2I_FALLBACK_PROFILE = os.environ.get("T2I_FALLBACK_PROFILE", "sd15-a100")
 # Emulated engine: sleep L(K', b) x this factor instead of running diffusion.
 T2I_TIME_FACTOR = env_float("T2I_TIME_FACTOR", 1.0)
-# /metrics: open to 127.0.0.1 and staff; with a token, to `Authorization: Bearer <token>` too.
+# /metrics: staff, or `Authorization: Bearer <T2I_METRICS_TOKEN>` when a token is set; no one else, not
+# even 127.0.0.1 (a reverse proxy on the same host makes every client look local).
 T2I_METRICS_TOKEN = os.environ.get("T2I_METRICS_TOKEN", "")
 T2I_METRICS_WINDOWS = ("5m", "15m", "1h", "6h", "24h")  # the dashboard's windows (minutes or hours)
 T2I_METRICS_WINDOW = env_choice("T2I_METRICS_WINDOW", "5m", T2I_METRICS_WINDOWS)
 # A controller solve slower than this fraction of its period is discarded (previous plan kept).
 T2I_SLOW_SOLVE_FRACTION = env_float("T2I_SLOW_SOLVE_FRACTION", 0.5)
+# Probing limit (webapp.serving.probing): a user's new prompt is refused (429) when T2I_PROBE_LIMIT of their
+# requests in the last T2I_PROBE_WINDOW_SECONDS are near-duplicates of it: normalised edit distance at most
+# T2I_PROBE_EDIT_DISTANCE (fraction of the longer prompt) or MiniLM cosine at least T2I_PROBE_SIMILARITY.
+# Identical prompts (other seeds) do not count; staff are exempt; T2I_PROBE_LIMIT=0 turns it off.
+T2I_PROBE_LIMIT = env_int("T2I_PROBE_LIMIT", 8)
+T2I_PROBE_WINDOW_SECONDS = env_float("T2I_PROBE_WINDOW_SECONDS", 60.0)
+T2I_PROBE_EDIT_DISTANCE = env_float("T2I_PROBE_EDIT_DISTANCE", 0.15)
+T2I_PROBE_SIMILARITY = env_float("T2I_PROBE_SIMILARITY", 0.95)
+T2I_PROBE_HISTORY = env_int("T2I_PROBE_HISTORY", 50)  # most recent requests in the window compared
 
 # --- Approximate cache (webapp.cache.store; DESIGN §2, §6) ---------------------------
 # Default for the admin-editable CacheConfig row (created on first use); the similarity -> K*
@@ -235,6 +332,9 @@ T2I_CACHE_LEVELS = tuple(sorted({int(k) for k in env_list("T2I_CACHE_LEVELS", "5
 T2I_CACHE_BYTE_BUDGET = env_int("T2I_CACHE_BYTE_BUDGET", 2 * 1024**3)  # bytes of latent files
 T2I_CACHE_DIR = Path(os.environ.get("T2I_CACHE_DIR", MEDIA_ROOT / "latent-cache"))
 T2I_CACHE_EF_SEARCH = env_int("T2I_CACHE_EF_SEARCH", 40)  # pgvector hnsw.ef_search for lookups
+# Who may reuse whose cache entries: "shared" (everyone), "tenant" (the same Django group, or the user
+# alone) or "off" (no lookup, no insert). Initial value of ServingConfig.cache_scope (admin afterwards).
+T2I_CACHE_SCOPE = env_choice("T2I_CACHE_SCOPE", "shared", ("shared", "tenant", "off"))
 # Prompt embedder the cache compares: "minilm" (packaged MiniLM, default) or "clip" (the model's own
 # CLIP text encoder, workers/clip_embeddings.py). MiniLM embeddings are stored either way.
 T2I_EMBEDDER = env_choice("T2I_EMBEDDER", "minilm", ("minilm", "clip"))

@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path, re_path
 from django.views.generic import RedirectView
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from webapp.web import views as web
 
@@ -10,6 +10,7 @@ urlpatterns = [
     path("", web.home, name="home"),
     path("requests/<uuid:pk>/", web.request_detail, name="request-detail"),
     path("gallery/", web.gallery, name="gallery"),
+    path("tokens/", web.tokens, name="tokens"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     # The cache's admin pages moved with its models (workers → cache): old bookmarks still work.
@@ -20,7 +21,14 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("webapp.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    # The split view loads Swagger UI's start-up code as a script file, not inline (CSP: no inline script).
+    path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="swagger-ui"),
     path("dashboard/", include("webapp.dashboard.urls")),
     path("metrics", include("webapp.dashboard.metrics_urls")),
 ]
+
+# JSON under /api/, Django's small plain pages elsewhere; never a debug page (webapp/api/errors.py).
+handler400 = "webapp.api.errors.handler400"
+handler403 = "webapp.api.errors.handler403"
+handler404 = "webapp.api.errors.handler404"
+handler500 = "webapp.api.errors.handler500"

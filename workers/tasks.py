@@ -25,8 +25,9 @@ from scheduler.policies import sheds_hopeless
 from scheduler.quality import QualityModel
 from webapp.cache import store as cache_store
 from webapp.cache.keys import model_key_for
+from webapp.cache.tenants import tenant_for
 from webapp.ledger import transitions
-from webapp.ledger.models import BatchRecord, GenerationRequest, ServingConfig, Status
+from webapp.ledger.models import BatchRecord, CacheScope, GenerationRequest, ServingConfig, Status
 from webapp.ledger.publishing import claim_for_message
 from webapp.ledger.queues import GENERATE_TASK
 from webapp.serving.live_config import scheduler_config
@@ -71,19 +72,35 @@ def _items_for(rows: list[GenerationRequest]) -> list:
 
 
 def _grow_cache(rows: list[GenerationRequest], results: list) -> None:
-    """Store the latents each run captured (levels after its own K′) under its cache key."""
-    by_key: dict[str, tuple[list, list, list]] = {}
+    """Store the latents each run captured (levels after its own K′) under its cache key, with each
+    entry's provenance (its owner's tenant, the owner, the request). Called only after the engine call
+    returned for the whole batch, so a failed generation never adds an entry; a row that is no longer
+    `running` (cancelled, failed or expired meanwhile) adds none either. Nothing with the scope `off`."""
+    if ServingConfig.current().cache_scope == CacheScope.OFF:
+        return
+    still_running = set(
+        GenerationRequest.objects.filter(pk__in=[r.pk for r in rows], status=Status.RUNNING).values_list(
+            "pk", flat=True
+        )
+    )
+    tenants: dict[int, str] = {}
+    by_key: dict[str, tuple[list, list, list, list]] = {}
     for row, result in zip(rows, results):
-        if result.latents:
-            prompts, latents, vectors = by_key.setdefault(model_key_for(row.steps, row.width, row.height), ([], [], []))
+        if result.latents and row.pk in still_running:
+            if row.owner_id not in tenants:
+                tenants[row.owner_id] = tenant_for(row.owner)
+            prompts, latents, vectors, origins = by_key.setdefault(
+                model_key_for(row.steps, row.width, row.height), ([], [], [], [])
+            )
             prompts.append(row.prompt)
             latents.append(result.latents)
             vectors.append(row.embedding)
-    for key, (prompts, latents, vectors) in by_key.items():
+            origins.append(cache_store.Provenance(tenants[row.owner_id], row.owner_id, row.pk))
+    for key, (prompts, latents, vectors, origins) in by_key.items():
         # Rows created before embeddings were stored (or by hand) are embedded here.
         embeddings = None if any(v is None for v in vectors) else vectors
         try:
-            cache_store.insert_many(key, prompts, latents, embeddings)
+            cache_store.insert_many(key, prompts, latents, embeddings, provenance=origins)
         except Exception:  # the images are done; a cache write problem must not fail them
             log.exception("could not add %d prompt(s) to the cache", len(prompts))
 
@@ -124,8 +141,28 @@ def _min_service_s(profile_s: float, k_prime: int, batch_size: int) -> float:
 
 
 def _fail_all(rows: list[GenerationRequest], reason: str) -> None:
+    """End every row `failed`. The engine's message may quote a prompt of the batch: each owner's copy
+    has the texts of the other owners' rows replaced, so an error never carries another owner's prompt."""
     for row in rows:
-        transitions.fail(row.id, reason, from_states=(Status.RUNNING,))
+        transitions.fail(row.id, scrub_foreign_text(reason, row, rows), from_states=(Status.RUNNING,))
+
+
+FOREIGN_TEXT = "[another request's prompt]"
+
+
+def scrub_foreign_text(message: str, row: GenerationRequest, batch: list[GenerationRequest]) -> str:
+    """``message`` without the prompts and negative prompts of ``batch`` rows that ``row``'s owner does not
+    own (longest first; texts under 4 characters are too short to carry anything and are left)."""
+    foreign = {
+        text
+        for other in batch
+        if other.owner_id != row.owner_id
+        for text in (other.prompt, other.negative_prompt)
+        if len(text) >= 4
+    }
+    for text in sorted(foreign, key=len, reverse=True):
+        message = message.replace(text, FOREIGN_TEXT)
+    return message
 
 
 def _record_successes(rows: list[GenerationRequest], items: list, results: list, service_s: float) -> None:

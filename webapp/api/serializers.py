@@ -76,6 +76,15 @@ class GenerationSerializer(serializers.ModelSerializer):
     queue_wait_seconds = serializers.FloatField(read_only=True)
     latency_seconds = serializers.FloatField(read_only=True)
     on_time = serializers.BooleanField(read_only=True, allow_null=True)
+    cache_neighbor_prompt = serializers.CharField(
+        source="neighbour_text",
+        read_only=True,
+        help_text="The cache neighbour's prompt if you made that entry yourself; otherwise "
+        '"a similar earlier prompt" (never another user\'s text); empty when there was none.',
+    )
+    cache_neighbor_is_own = serializers.BooleanField(
+        source="cache_neighbor_same_owner", read_only=True, help_text="You made the cache neighbour yourself."
+    )
 
     class Meta:
         model = GenerationRequest
@@ -113,6 +122,7 @@ class GenerationSerializer(serializers.ModelSerializer):
             "similarity",
             "cache_neighbor_id",
             "cache_neighbor_prompt",
+            "cache_neighbor_is_own",
             "batch_size",
             "service_seconds",
             "quality",

@@ -12,6 +12,7 @@ from rest_framework.throttling import UserRateThrottle
 from webapp.ledger import transitions
 from webapp.ledger.models import GenerationRequest, Status
 from webapp.ledger.publishing import BrokerUnavailable
+from webapp.serving.probing import NearDuplicateLimit
 from webapp.serving.submission import InFlightCapReached, Submission, submit
 
 from .serializers import GenerationCreateSerializer, GenerationSerializer
@@ -29,6 +30,8 @@ class GenerationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
     serializer_class = GenerationSerializer
 
     def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # schema generation (and `check --deploy`): no user
+            return GenerationRequest.objects.none()
         rows = GenerationRequest.objects.filter(owner=self.request.user)
         wanted = self.request.query_params.get("status")
         if wanted:
@@ -58,6 +61,12 @@ class GenerationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
             row, created = submit(request.user, Submission(**fields))
         except InFlightCapReached as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_429_TOO_MANY_REQUESTS)
+        except NearDuplicateLimit as exc:
+            return Response(
+                {"detail": str(exc), "retry_after": exc.retry_after},
+                status=status.HTTP_429_TOO_MANY_REQUESTS,
+                headers={"Retry-After": str(exc.retry_after)},
+            )
         except BrokerUnavailable:
             return Response(
                 {

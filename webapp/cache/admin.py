@@ -1,4 +1,5 @@
-"""Admin for the approximate cache: entries (read-only, purge action), the byte budget and thresholds."""
+"""Admin for the approximate cache: entries (read-only, provenance filters, purge action), the byte budget
+and thresholds. Prompt text is for superusers only (webapp/ledger/admin_privacy.py)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from django.contrib import admin, messages
 from django.db import transaction
 from django.template.defaultfilters import filesizeformat
 
+from webapp.ledger.admin_privacy import PromptPrivacyAdmin
 from webapp.ledger.models import ServingConfig
 from webapp.singleton import SingletonModelAdmin
 
@@ -14,13 +16,39 @@ from .models import CacheConfig, CacheEntry
 
 
 @admin.register(CacheEntry)
-class CacheEntryAdmin(admin.ModelAdmin):
-    list_display = ("id", "short_prompt", "levels", "hits", "score", "size", "model_key", "created_at", "last_hit_at")
-    list_filter = ("model_key",)
-    search_fields = ("prompt",)
+class CacheEntryAdmin(PromptPrivacyAdmin):
+    list_display = (
+        "id",
+        "short_prompt",
+        "levels",
+        "hits",
+        "score",
+        "size",
+        "tenant",
+        "creator",
+        "model_key",
+        "created_at",
+        "last_hit_at",
+    )
+    list_filter = ("tenant", ("creator", admin.RelatedOnlyFieldListFilter), "created_at", "model_key")
+    list_select_related = ("creator",)
+    search_fields = ("prompt", "creator__username", "=tenant")
     ordering = ("-created_at",)
-    fields = ("prompt", "model_key", "levels", "hits", "score", "size", "created_at", "last_hit_at")
+    fields = (
+        "prompt",
+        "model_key",
+        "tenant",
+        "creator",
+        "source_request",
+        "levels",
+        "hits",
+        "score",
+        "size",
+        "created_at",
+        "last_hit_at",
+    )
     readonly_fields = fields
+    prompt_columns = ("short_prompt",)
     actions = ["purge_selected"]
     show_full_result_count = False  # no COUNT(*) over a large cache on every page
 
@@ -33,13 +61,15 @@ class CacheEntryAdmin(admin.ModelAdmin):
         return filesizeformat(obj.bytes)
 
     def get_queryset(self, request):
-        return super().get_queryset(request).defer("embedding")
+        return super().get_queryset(request).defer("embedding", "clip_embedding")
 
     def get_actions(self, request):
         actions = super().get_actions(request)
         actions.pop("delete_selected", None)  # rows must not go without their files: use purge
         return actions
 
+    # Filter by creator, tenant or creation date, select all, then purge: the admin side of
+    # `manage.py purge_cache --owner/--tenant/--before/--prompt-contains`.
     @admin.action(description="Purge selected entries (rows and latent files)", permissions=["delete"])
     def purge_selected(self, request, queryset) -> None:
         entries, files = cache_store.purge(list(queryset.values_list("pk", flat=True)))

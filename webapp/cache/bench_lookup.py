@@ -2,6 +2,7 @@
 
     .venv/bin/python -m webapp.cache.bench_lookup                       # 10k and 100k, embedded PostgreSQL
     .venv/bin/python -m webapp.cache.bench_lookup --sizes 10000 --queries 500
+    .venv/bin/python -m webapp.cache.bench_lookup --sizes 10000 --queries 500 --tenants 20   # + tenant scope
 
 Entries are synthetic vectors drawn around real MiniLM prompt embeddings: the first 3,000 DiffusionDB
 prompts are embedded (``scheduler.embeddings.embed_prompt_file``, cached on disk), and each synthetic
@@ -45,7 +46,7 @@ def synthetic(centres: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarr
     return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
 
 
-def load_rows(url: str, vecs: np.ndarray, keys: np.ndarray, start: int) -> float:
+def load_rows(url: str, vecs: np.ndarray, keys: np.ndarray, start: int, tenants: np.ndarray) -> float:
     """Append rows with binary COPY (HNSW index dropped first, rebuilt by the caller). Returns seconds."""
     import psycopg
     from pgvector.psycopg import register_vector
@@ -58,14 +59,28 @@ def load_rows(url: str, vecs: np.ndarray, keys: np.ndarray, start: int) -> float
             conn.cursor() as cur,
             cur.copy(
                 "COPY workers_cacheentry (prompt, prompt_sha, embedding, model_key, levels, hits, score, bytes, "
-                "created_at) FROM STDIN WITH (FORMAT BINARY)"
+                "created_at, tenant) FROM STDIN WITH (FORMAT BINARY)"
             ) as copy,
         ):
-            copy.set_types(["text", "varchar", "vector", "varchar", "int2[]", "int4", "int8", "int8", "timestamptz"])
+            copy.set_types(
+                ["text", "varchar", "vector", "varchar", "int2[]", "int4", "int8", "int8", "timestamptz", "varchar"]
+            )
             now = datetime.now(UTC)
-            for i, (v, k) in enumerate(zip(vecs, keys), start=start):
-                copy.write_row((f"synthetic {i}", f"{i:064x}", v, str(k), [5, 10, 15, 20, 25], 0, 0, 0, now))
+            for i, (v, k, t) in enumerate(zip(vecs, keys, tenants), start=start):
+                copy.write_row((f"synthetic {i}", f"{i:064x}", v, str(k), [5, 10, 15, 20, 25], 0, 0, 0, now, str(t)))
     return time.perf_counter() - t0
+
+
+def tenant_column(n: int, tenants: int, rng: np.random.Generator) -> np.ndarray:
+    """Each entry's tenant: '' for all without --tenants; else 5% 'public' (warm_cache) and the rest over
+    't:0' … 't:<tenants-1>' with shares ∝ 1/(i+1) (a few large tenants, a long tail of small ones)."""
+    if not tenants:
+        return np.full(n, "", dtype=object)
+    weights = 1.0 / np.arange(1, tenants + 1)
+    names = np.array([f"t:{i}" for i in range(tenants)], dtype=object)
+    out = names[rng.choice(tenants, size=n, p=weights / weights.sum())]
+    out[rng.random(n) < 0.05] = "public"
+    return out
 
 
 def rebuild_index(url: str, indexdef: str) -> float:
@@ -170,6 +185,13 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="Rebuild the index with this ef_construction instead of the migration's (experiment).",
     )
+    parser.add_argument(
+        "--tenants",
+        type=int,
+        default=0,
+        help="Also time the tenant-scope lookup: spread the entries over this many tenants (tenant i holds a "
+        "share ∝ 1/(i+1)) and query tenant 0 (the largest) and the smallest, each with the public tenant.",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     sizes = sorted(int(s) for s in args.sizes.split(","))
@@ -253,6 +275,12 @@ def main(argv: list[str] | None = None) -> None:
 
         all_vecs = synthetic(centres, sizes[-1], rng)
         all_keys = np.where(rng.random(sizes[-1]) < 0.1, KEY_OTHER, KEY_MAIN)
+        all_tenants = tenant_column(sizes[-1], args.tenants, rng)
+        scopes = [("", None)] + (
+            [("t0", ["t:0", "public"]), (f"t{args.tenants - 1}", [f"t:{args.tenants - 1}", "public"])]
+            if args.tenants
+            else []
+        )
         loaded = 0
         header = (
             f"{'':>25} {'wall ms':^23} | {'CPU ms':^13} | {'wall-wait ms':^13} |\n"
@@ -264,21 +292,26 @@ def main(argv: list[str] | None = None) -> None:
         predictor = Predictor(ServingConfig.current().threshold_pairs)
         lines = []
         for n in sizes:
-            t_load = load_rows(pg.url, all_vecs[loaded:n], all_keys[loaded:n], loaded)
+            t_load = load_rows(pg.url, all_vecs[loaded:n], all_keys[loaded:n], loaded, all_tenants[loaded:n])
             loaded = n
             t_index = rebuild_index(pg.url, indexdef)
             print(f"{n} entries: COPY {t_load:.1f} s, HNSW build {t_index:.1f} s")
-            for key in (KEY_MAIN, KEY_OTHER):
+            for key, (scope_name, tenants) in [(k, sc) for sc in scopes for k in (KEY_MAIN, KEY_OTHER)]:
                 mask = all_keys[:n] == key
+                if tenants is not None:
+                    mask &= np.isin(all_tenants[:n], tenants)
                 exact = np.concatenate(
                     [(queries[i : i + 250] @ all_vecs[:n][mask].T).max(axis=1) for i in range(0, len(queries), 250)]
                 )
                 k_exact = predictor.predict_array(exact)
                 for ef in ef_values:
                     settings.T2I_CACHE_EF_SEARCH = ef
-                    calls = [("nearest", cache_store.nearest)] + (
-                        [("k_star", nearest_and_k_star)] if ef == default_ef else []
-                    )
+                    if tenants is not None:
+                        calls = [(f"near/{scope_name}", lambda q, k, t=tenants: cache_store.nearest(q, k, t))]
+                    else:
+                        calls = [("nearest", cache_store.nearest)] + (
+                            [("k_star", nearest_and_k_star)] if ef == default_ef else []
+                        )
                     for name, fn in calls:
                         ms, cpu, wait, res = measure(fn, queries, key, args.warmup, server_pid)
                         idle = ms - np.minimum(wait, ms)
@@ -298,7 +331,8 @@ def main(argv: list[str] | None = None) -> None:
         print("\n" + header + "\n" + "\n".join(lines))
         print(noise_floor(connection, len(queries)))
         print(
-            "key: share of the entries under the queried model key. CPU: this thread + the PostgreSQL "
+            "key: share of the entries the lookup may return (under the queried model key; for near/t<i> "
+            "rows, of tenant t:<i> or public too). CPU: this thread + the PostgreSQL "
             "backend, per call (/proc/*/schedstat). wall-wait: wall time minus the time both spent runnable "
             "but waiting for a CPU (what the call takes on an idle host). recall@1: found the exact "
             "nearest (numpy). K* same: NIRVANA's K* from the found similarity equals K* from the exact one. "

@@ -33,7 +33,7 @@ class CacheEntry(models.Model):
 
     prompt = models.TextField()
     prompt_sha = models.CharField(
-        max_length=64, editable=False, help_text="sha256 of the prompt: one entry per prompt and model key."
+        max_length=64, editable=False, help_text="sha256 of the prompt: one entry per prompt, model key and tenant."
     )
     embedding = VectorField(dimensions=EMBED_DIM)
     # Filled when T2I_EMBEDDER=clip: the model's own CLIP text features (webapp/cache/clip_embedder.py).
@@ -49,6 +49,32 @@ class CacheEntry(models.Model):
     bytes = models.BigIntegerField(default=0, help_text="Size of its latent files on disk.")
     created_at = models.DateTimeField(auto_now_add=True)
     last_hit_at = models.DateTimeField(null=True, blank=True)
+
+    # Provenance (webapp/cache/tenants.py). The creator's entries go with their account (a pre_delete
+    # receiver purges them, files included); SET_NULL only guards a deletion that bypasses signals.
+    tenant = models.CharField(
+        max_length=64,
+        default="",
+        blank=True,
+        help_text="Who may reuse it under the tenant scope: 'g:<group id>', 'u:<user id>', 'public' "
+        "(warm_cache) or '' (made before provenance was recorded: shared scope only).",
+    )
+    creator = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="cache_entries",
+        help_text="The user whose generation made it; empty for warm_cache.",
+    )
+    source_request = models.ForeignKey(
+        "ledger.GenerationRequest",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The generation whose latents made it.",
+    )
 
     class Meta:
         db_table = "workers_cacheentry"
@@ -73,11 +99,16 @@ class CacheEntry(models.Model):
             ),
         ]
         constraints = [
-            models.UniqueConstraint(fields=["model_key", "prompt_sha"], name="cacheentry_unique_prompt"),
+            # Per tenant: a prompt two tenants both generated is two entries, so switching to the tenant
+            # scope never leaves a tenant without its own. Its btree also serves the (key, tenant) filter.
+            models.UniqueConstraint(
+                fields=["model_key", "tenant", "prompt_sha"], name="cacheentry_unique_tenant_prompt"
+            ),
         ]
 
     def __str__(self) -> str:
-        return f"{self.prompt[:60]} {self.levels}"
+        # No prompt text: admin breadcrumbs, deletion summaries and the admin log show this to staff.
+        return f"cache entry {self.pk} {self.levels}"
 
 
 class CacheLevel(models.Model):

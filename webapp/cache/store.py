@@ -7,12 +7,15 @@ file under ``settings.T2I_CACHE_DIR``, never a Postgres value.
 Public API (the submit path and the worker call only these):
 
 * :func:`webapp.cache.keys.model_key_for` — the cache key: model, scheduler, N, resolution.
-* :func:`nearest` — nearest cached prompt under one model key: ``(entry, similarity)`` or None. K* is
-  not decided here: routing at submit asks the active policy's predictor (one K* rule).
+* :func:`nearest` — nearest cached prompt under one model key, optionally among some tenants only (the
+  `tenant` cache scope): ``(entry, similarity)`` or None. K* is not decided here: routing at submit asks
+  the active policy's predictor (one K* rule).
 * :func:`start_latent` — the worker's read: the neighbour's latent at K′ (or the largest level below it
   that is still held), counting the LCBFU hit. None when it has been evicted meanwhile: serve at K = 0.
-* :func:`insert` / :func:`insert_many` — store the captured latents of finished generations, then evict.
-* :func:`evict_to_budget`, :func:`purge`, :func:`sweep_orphan_files`, :func:`stats` — maintenance.
+* :func:`insert` / :func:`insert_many` — store the captured latents of finished generations with their
+  :class:`Provenance` (tenant, creator, source request), then evict.
+* :func:`evict_to_budget`, :func:`purge`, :func:`entries_matching`, :func:`purge_created_by`,
+  :func:`sweep_orphan_files`, :func:`stats` — maintenance.
 
 LCBFU (NIRVANA): the unit of eviction is an (entry, level) pair with score = hits × K (a hit at level K
 adds K). Over budget, the lowest score leaves first; among equal scores the least recently used
@@ -34,25 +37,28 @@ Consistency between rows and files, with several worker processes:
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import hashlib
 import logging
 import os
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from django.conf import settings
 from django.db import OperationalError, connection, transaction
-from django.db.models import F, Sum
+from django.db.models import F, QuerySet, Sum
 from django.utils import timezone
 
 from scheduler.embeddings import embed_texts
 
 from .clip_embedder import CLIP_DIM, clip_text_embeddings
 from .models import EMBED_DIM, CacheConfig, CacheEntry, CacheLevel
+from .tenants import UNKNOWN_TENANT
 
 if TYPE_CHECKING:  # torch only where latents are touched: the web process never needs it here
     import torch
@@ -112,40 +118,55 @@ _ENTRY_FIELDS = [
     "bytes",
     "created_at",
     "last_hit_at",
+    "tenant",
+    "creator_id",
+    "source_request_id",
 ]
 _ENTRY_COLUMNS = ", ".join(_ENTRY_FIELDS)
 _NEAREST_HNSW = """
     WITH candidates AS MATERIALIZED (
         SELECT {entry}, {col} <=> %s::vector AS distance
-        FROM workers_cacheentry WHERE model_key = %s AND {col} IS NOT NULL
+        FROM workers_cacheentry WHERE model_key = %s{tenant} AND {col} IS NOT NULL
         ORDER BY {col} <=> %s::vector LIMIT {n})
     SELECT * FROM candidates ORDER BY distance + 0, id LIMIT 1"""
-# "+ 0" keeps the planner off the HNSW index: an exact scan of the key's rows.
+# "+ 0" keeps the planner off the HNSW index: an exact scan of the key's (and tenants') rows.
 _NEAREST_EXACT = """
     SELECT {entry}, {col} <=> %s::vector AS distance
-    FROM workers_cacheentry WHERE model_key = %s AND {col} IS NOT NULL
+    FROM workers_cacheentry WHERE model_key = %s{tenant} AND {col} IS NOT NULL
     ORDER BY ({col} <=> %s::vector) + 0, id LIMIT 1"""
-_QUERIES = {
-    col: (
-        _NEAREST_HNSW.format(entry=_ENTRY_COLUMNS, col=col, n=CANDIDATES),
-        _NEAREST_EXACT.format(entry=_ENTRY_COLUMNS, col=col),
-    )
-    for col in _COLUMN_BY_DIM.values()
-}
+_TENANT_FILTER = " AND tenant = ANY(%s)"
 
 
-def nearest(embedding: Any, model_key: str) -> tuple[CacheEntry, float] | None:
-    """The cached prompt nearest to ``embedding`` (cosine) among entries of ``model_key``.
+def _queries(tenant_filter: str) -> dict[str, tuple[str, str]]:
+    """column -> (HNSW query, exact query)."""
+    return {
+        col: (
+            _NEAREST_HNSW.format(entry=_ENTRY_COLUMNS, col=col, n=CANDIDATES, tenant=tenant_filter),
+            _NEAREST_EXACT.format(entry=_ENTRY_COLUMNS, col=col, tenant=tenant_filter),
+        )
+        for col in _COLUMN_BY_DIM.values()
+    }
 
-    Returns ``(entry, similarity)`` with similarity = 1 − cosine distance, or None when the key has no
-    entry. Uses the HNSW index with ``hnsw.iterative_scan = relaxed_order`` (pgvector ≥ 0.8), set LOCAL
-    in the query's own transaction, so filtering by key cannot starve the scan; if the scan still ends
-    empty (``hnsw.max_scan_tuples`` reached for a very rare key) an exact scan of that key answers.
+
+_QUERIES = _queries("")  # every tenant (the shared scope)
+_SCOPED_QUERIES = _queries(_TENANT_FILTER)  # some tenants only (the tenant scope)
+
+
+def nearest(embedding: Any, model_key: str, tenants: Sequence[str] | None = None) -> tuple[CacheEntry, float] | None:
+    """The cached prompt nearest to ``embedding`` (cosine) among entries of ``model_key`` — and, when
+    ``tenants`` is given (the `tenant` cache scope), only among entries of those tenants.
+
+    Returns ``(entry, similarity)`` with similarity = 1 − cosine distance, or None when no entry qualifies.
+    Uses the one HNSW index with ``hnsw.iterative_scan = relaxed_order`` (pgvector ≥ 0.8), set LOCAL
+    in the query's own transaction, so filtering by key and tenant cannot starve the scan; if the scan
+    still ends empty (``hnsw.max_scan_tuples`` reached for a very rare key or tenant) an exact scan of
+    those rows answers (the btree of the (model_key, tenant, prompt_sha) constraint finds them).
     The entry's embedding is deferred (loaded only if read).
     """
     vec = _vector_literal(embedding)
-    params = [vec, model_key, vec]
-    hnsw_sql, exact_sql = _QUERIES[_COLUMN_BY_DIM[len(_checked_vector(embedding))]]
+    scoped = tenants is not None
+    params = [vec, model_key, list(tenants), vec] if scoped else [vec, model_key, vec]
+    hnsw_sql, exact_sql = (_SCOPED_QUERIES if scoped else _QUERIES)[_COLUMN_BY_DIM[len(_checked_vector(embedding))]]
     ef = str(int(settings.T2I_CACHE_EF_SEARCH))
     # One psycopg pipeline: BEGIN, the two SET LOCALs, the query and COMMIT travel together instead of
     # four round trips (each a chance to be preempted on a busy host). psycopg's transaction() is a real
@@ -279,11 +300,31 @@ def _remove_files(names: Iterable[str]) -> None:
             (root / name).unlink()
 
 
+@dataclass(frozen=True)
+class Provenance:
+    """Where an entry comes from: the tenant whose lookups may reuse it (webapp/cache/tenants.py), the user
+    whose generation made it (None for warm_cache) and that generation's request id."""
+
+    tenant: str = UNKNOWN_TENANT
+    creator_id: int | None = None
+    source_request_id: Any = None
+
+
 def insert(
-    prompt: str, latents: Mapping[int, torch.Tensor], model_key: str, embedding: Any | None = None
+    prompt: str,
+    latents: Mapping[int, torch.Tensor],
+    model_key: str,
+    embedding: Any | None = None,
+    provenance: Provenance | None = None,
 ) -> int | None:
     """Store one generation's captured latents; see :func:`insert_many`."""
-    return insert_many(model_key, [prompt], [latents], None if embedding is None else [embedding])[0]
+    return insert_many(
+        model_key,
+        [prompt],
+        [latents],
+        None if embedding is None else [embedding],
+        provenance=None if provenance is None else [provenance],
+    )[0]
 
 
 def insert_many(
@@ -292,41 +333,54 @@ def insert_many(
     latents: Sequence[Mapping[int, torch.Tensor]],
     embeddings: Any | None = None,
     evict: bool = True,
+    provenance: Sequence[Provenance] | None = None,
 ) -> list[int | None]:
     """Store the captured latents (``GenResult.latents``: {level: (1, C, h, w) tensor}) of finished
     generations under ``model_key``; then evict (LCBFU) down to the byte budget.
 
-    Only cache levels (``settings.T2I_CACHE_LEVELS``) are kept. A prompt already cached under the key
-    gains the levels it lacks (levels it holds are kept). ``embeddings`` (n × 384) are computed with
-    MiniLM when not given. Returns each prompt's entry id, or None when it had no level to store.
-    Call outside ``transaction.atomic()``.
+    Only cache levels (``settings.T2I_CACHE_LEVELS``) are kept. ``provenance`` gives each prompt's tenant,
+    creator and source request (default: :class:`Provenance` ``()``, an unknown tenant that only the shared
+    scope reuses). A prompt already cached under the key *for the same tenant* gains the levels it lacks
+    (levels it holds, and its provenance, are kept); the same prompt of another tenant is a separate
+    entry. ``embeddings`` (n × 384) are computed with MiniLM when not given. Returns each prompt's entry
+    id, or None when it had no level to store. Call outside ``transaction.atomic()``.
     """
     _require_autocommit("insert_many")
     if len(prompts) != len(latents):
         raise ValueError("prompts and latents must have the same length")
-    wanted = _levels_to_store(prompts, latents)
-    todo = [p for p, levels in wanted.items() if levels]
+    origins = list(provenance) if provenance is not None else [Provenance()] * len(prompts)
+    if len(origins) != len(prompts):
+        raise ValueError("prompts and provenance must have the same length")
+    items = [(origin.tenant, prompt) for origin, prompt in zip(origins, prompts)]
+    wanted = _levels_to_store(items, latents)
+    todo = [item for item, levels in wanted.items() if levels]
     if not todo:
         return [None] * len(prompts)
-    vectors, clip_vectors = _vectors_for(todo, prompts, embeddings)
+    first_origin: dict[tuple[str, str], Provenance] = {}
+    for item, origin in zip(items, origins):
+        first_origin.setdefault(item, origin)
+    vectors, clip_vectors = _vectors_for(todo, items, embeddings)
     written, all_files = _write_files(model_key, todo, wanted)  # slow part, nothing locked
     try:
-        ids, unused = _record_rows(model_key, todo, written, vectors, clip_vectors)
+        ids, unused = _record_rows(model_key, todo, written, vectors, clip_vectors, first_origin)
     except BaseException:
         _remove_files(all_files)
         raise
     _remove_files(unused)  # never named by a committed row
     if evict:
         evict_to_budget()
-    return [ids.get(p) for p in prompts]
+    return [ids.get(item) for item in items]
 
 
-def _levels_to_store(prompts: Sequence[str], latents: Sequence[Mapping[int, Any]]) -> dict[str, dict[int, Any]]:
-    """prompt -> {cache level: tensor}; only configured cache levels, the first occurrence wins."""
+Item = tuple[str, str]  # (tenant, prompt): the unit of one entry under a model key
+
+
+def _levels_to_store(items: Sequence[Item], latents: Sequence[Mapping[int, Any]]) -> dict[Item, dict[int, Any]]:
+    """(tenant, prompt) -> {cache level: tensor}; only configured cache levels, the first occurrence wins."""
     allowed = set(settings.T2I_CACHE_LEVELS)
-    wanted: dict[str, dict[int, Any]] = {}
-    for prompt, captured in zip(prompts, latents):
-        slot = wanted.setdefault(prompt, {})
+    wanted: dict[Item, dict[int, Any]] = {}
+    for item, captured in zip(items, latents):
+        slot = wanted.setdefault(item, {})
         for level, tensor in captured.items():
             if int(level) in allowed and int(level) not in slot:
                 slot[int(level)] = tensor
@@ -334,36 +388,37 @@ def _levels_to_store(prompts: Sequence[str], latents: Sequence[Mapping[int, Any]
 
 
 def _vectors_for(
-    todo: list[str], prompts: Sequence[str], embeddings: Any | None
+    todo: list[Item], items: Sequence[Item], embeddings: Any | None
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """The MiniLM vector of each prompt (given, or embedded now) and, with T2I_EMBEDDER=clip, its CLIP one."""
+    texts = list(dict.fromkeys(prompt for _, prompt in todo))
     if embeddings is None:
-        vectors = dict(zip(todo, embed(todo)))
+        vectors = dict(zip(texts, embed(texts)))
     else:
         vectors = {}
-        for prompt, vec in zip(prompts, np.asarray(embeddings, dtype=np.float32)):
+        for (_, prompt), vec in zip(items, np.asarray(embeddings, dtype=np.float32)):
             vectors.setdefault(prompt, vec)
     clip_vectors: dict[str, np.ndarray] = {}
     if settings.T2I_EMBEDDER == "clip":
-        clip_vectors = dict(zip(todo, clip_text_embeddings(todo, settings.T2I_MODEL_PATH)))
+        clip_vectors = dict(zip(texts, clip_text_embeddings(texts, settings.T2I_MODEL_PATH)))
     return vectors, clip_vectors
 
 
 def _write_files(
-    model_key: str, todo: list[str], wanted: dict[str, dict[int, Any]]
-) -> tuple[dict[str, dict[int, tuple[str, int]]], list[str]]:
-    """Write every latent file, outside any transaction. Returns prompt -> {level: (file, bytes)} and all
+    model_key: str, todo: list[Item], wanted: dict[Item, dict[int, Any]]
+) -> tuple[dict[Item, dict[int, tuple[str, int]]], list[str]]:
+    """Write every latent file, outside any transaction. Returns item -> {level: (file, bytes)} and all
     file names; on failure removes what it wrote."""
     key_dir = hashlib.sha1(model_key.encode()).hexdigest()[:12]
-    written: dict[str, dict[int, tuple[str, int]]] = {}
+    written: dict[Item, dict[int, tuple[str, int]]] = {}
     all_files: list[str] = []
     try:
-        for prompt in todo:
+        for item in todo:
             token = uuid.uuid4().hex
-            for level, tensor in sorted(wanted[prompt].items()):
+            for level, tensor in sorted(wanted[item].items()):
                 name = f"{key_dir}/{token[:2]}/{token}-k{level}{LATENT_SUFFIX}"
                 all_files.append(name)
-                written.setdefault(prompt, {})[level] = (name, _write_latent(tensor, name))
+                written.setdefault(item, {})[level] = (name, _write_latent(tensor, name))
     except BaseException:
         _remove_files(all_files)
         raise
@@ -372,38 +427,46 @@ def _write_files(
 
 def _record_rows(
     model_key: str,
-    todo: list[str],
-    written: dict[str, dict[int, tuple[str, int]]],
+    todo: list[Item],
+    written: dict[Item, dict[int, tuple[str, int]]],
     vectors: dict[str, np.ndarray],
     clip_vectors: dict[str, np.ndarray],
-) -> tuple[dict[str, int], list[str]]:
+    origins: dict[Item, Provenance],
+) -> tuple[dict[Item, int], list[str]]:
     """Under the writers' lock: create entries (or add the levels an entry lacks) and their level rows.
-    Returns prompt -> entry id and the files written for levels an entry already held (unused)."""
+    Returns item -> entry id and the files written for levels an entry already held (unused)."""
     unused: list[str] = []
-    ids: dict[str, int] = {}
+    ids: dict[Item, int] = {}
     now = timezone.now()
     with transaction.atomic():
         _lock()
-        shas = {p: prompt_sha(p) for p in todo}
+        shas = {item: prompt_sha(item[1]) for item in todo}
         existing = {
-            e.prompt_sha: e
-            for e in CacheEntry.objects.filter(model_key=model_key, prompt_sha__in=list(shas.values())).only(
-                "id", "prompt_sha", "levels"
-            )
+            (e.tenant, e.prompt_sha): e
+            for e in CacheEntry.objects.filter(
+                model_key=model_key,
+                tenant__in={tenant for tenant, _ in todo},
+                prompt_sha__in=list(set(shas.values())),
+            ).only("id", "tenant", "prompt_sha", "levels")
         }
         new_rows: list[CacheLevel] = []
-        for prompt in todo:
-            files = written[prompt]
-            entry = existing.get(shas[prompt])
+        for item in todo:
+            tenant, prompt = item
+            files = written[item]
+            entry = existing.get((tenant, shas[item]))
             if entry is None:
+                origin = origins[item]
                 entry = CacheEntry.objects.create(
                     prompt=prompt,
-                    prompt_sha=shas[prompt],
+                    prompt_sha=shas[item],
                     embedding=_checked_vector(vectors[prompt]),
                     clip_embedding=clip_vectors.get(prompt),
                     model_key=model_key,
                     levels=sorted(files),
                     bytes=sum(nb for _, nb in files.values()),
+                    tenant=tenant,
+                    creator_id=origin.creator_id,
+                    source_request_id=origin.source_request_id,
                 )
                 add = files
             else:
@@ -418,7 +481,7 @@ def _record_rows(
                         levels=sorted(set(entry.levels) | set(add)),
                         bytes=F("bytes") + sum(nb for _, nb in add.values()),
                     )
-            ids[prompt] = entry.pk
+            ids[item] = entry.pk
             new_rows += [
                 CacheLevel(entry_id=entry.pk, level=k, nbytes=nb, file=name, last_used_at=now)
                 for k, (name, nb) in add.items()
@@ -504,6 +567,33 @@ def purge(entry_ids: Iterable[int] | None = None) -> tuple[int, int]:
         n_entries = entries.count()  # entries without level rows (should not exist)
         entries.delete()
         return len({v[1] for v in victims}) + n_entries, len(victims)
+
+
+def entries_matching(
+    *,
+    creator_id: int | None = None,
+    tenant: str | None = None,
+    before: dt.datetime | None = None,
+    prompt_contains: str | None = None,
+) -> QuerySet[CacheEntry]:
+    """Entries matching every criterion given (None: not a criterion): made by this user, of this tenant,
+    created before this instant, whose prompt contains this text (case-insensitive). For purging."""
+    rows = CacheEntry.objects.all()
+    if creator_id is not None:
+        rows = rows.filter(creator_id=creator_id)
+    if tenant is not None:
+        rows = rows.filter(tenant=tenant)
+    if before is not None:
+        rows = rows.filter(created_at__lt=before)
+    if prompt_contains:
+        rows = rows.filter(prompt__icontains=prompt_contains)
+    return rows
+
+
+def purge_created_by(user_id: int) -> tuple[int, int]:
+    """Purge every entry a user's generations made (account deletion): rows now, files after commit."""
+    ids = list(CacheEntry.objects.filter(creator_id=user_id).values_list("pk", flat=True))
+    return purge(ids) if ids else (0, 0)
 
 
 def sweep_orphan_files(older_than_s: float = 3600.0) -> int:

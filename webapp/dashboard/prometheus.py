@@ -2,16 +2,14 @@
 as the dashboard (`metrics_queries`). Nothing is kept in process memory, so every web process
 answers the same numbers and no multiprocess mode is needed.
 
-Access (documented in docs/dashboard.md):
-* if `settings.T2I_METRICS_TOKEN` (env T2I_METRICS_TOKEN) is set, a request must carry
-  `Authorization: Bearer <token>`;
-* otherwise only loopback clients (127.0.0.1 / ::1) and logged-in staff may scrape.
+Access (documented in docs/dashboard.md): logged-in staff, or, when `settings.T2I_METRICS_TOKEN`
+(env T2I_METRICS_TOKEN) is set, a request carrying `Authorization: Bearer <token>`. Nobody else, and
+no exemption for loopback clients: behind a reverse proxy on the same host every client is 127.0.0.1.
 """
 
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import logging
 import time
 
@@ -231,18 +229,15 @@ def _denied(request) -> HttpResponse | None:
         if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode()):
             return None
         return HttpResponse(
-            "Unauthorized: send Authorization: Bearer <T2I_METRICS_TOKEN>.\n",
+            "Unauthorized: send Authorization: Bearer <T2I_METRICS_TOKEN>, or log in as staff.\n",
             status=401,
             content_type="text/plain",
             headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
         )
-    try:
-        if ipaddress.ip_address(request.META.get("REMOTE_ADDR", "")).is_loopback:
-            return None
-    except ValueError:
-        pass
     return HttpResponse(
-        "Forbidden: without T2I_METRICS_TOKEN only 127.0.0.1 / ::1 may scrape.\n", status=403, content_type="text/plain"
+        "Forbidden: /metrics is for staff; set T2I_METRICS_TOKEN to scrape it with a bearer token.\n",
+        status=403,
+        content_type="text/plain",
     )
 
 

@@ -2,11 +2,16 @@ from django.contrib import admin
 
 from webapp.singleton import SingletonModelAdmin
 
+from .admin_privacy import REDACTED, PromptPrivacyAdmin
 from .models import AllocationPlan, BatchRecord, GenerationRequest, ServingConfig
 
 
 @admin.register(GenerationRequest)
-class GenerationRequestAdmin(admin.ModelAdmin):
+class GenerationRequestAdmin(PromptPrivacyAdmin):
+    """Read-only. Staff who are not superusers see no prompt text (admin_privacy.py)."""
+
+    prompt_fields = ("prompt", "negative_prompt", "cache_neighbor_prompt", "error")
+    prompt_columns = ("short_prompt",)
     list_display = (
         "id",
         "owner",
@@ -30,6 +35,14 @@ class GenerationRequestAdmin(admin.ModelAdmin):
     def short_prompt(self, obj: GenerationRequest) -> str:
         return obj.prompt[:60]
 
+    @admin.display(description="error")
+    def error_redacted(self, obj: GenerationRequest) -> str:
+        """The error, with the request's own prompt texts hidden should an engine message quote them."""
+        text = obj.error
+        for prompt in sorted({obj.prompt, obj.negative_prompt} - {""}, key=len, reverse=True):
+            text = text.replace(prompt, REDACTED)
+        return text
+
     def has_add_permission(self, request) -> bool:
         return False  # requests are made through the API or the form
 
@@ -47,6 +60,7 @@ class ServingConfigAdmin(SingletonModelAdmin):
         "manual_layout",
         "controller_period_s",
         "max_in_flight",
+        "cache_scope",
         "updated_at",
     )
     fieldsets = [
@@ -80,6 +94,15 @@ class ServingConfigAdmin(SingletonModelAdmin):
                 "description": "Applied by the controller at its next run and by routing "
                 "within a second; no restart. The cache byte budget is under "
                 "Approximate cache › Cache configuration.",
+            },
+        ),
+        (
+            "Cache and privacy",
+            {
+                "fields": ["cache_scope"],
+                "description": "shared: any request may resume from any cache entry (most reuse); "
+                "tenant: only from entries of its own tenant and operator-warmed ones; off: no lookup, "
+                "no insert. No request ever shows another user's prompt, whatever the scope.",
             },
         ),
     ]

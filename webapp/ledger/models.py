@@ -39,6 +39,23 @@ class Priority(models.TextChoices):
 # Members of this Django group submit as `batch` unless a request says otherwise (migration 0008 creates it).
 BATCH_USERS_GROUP = "batch-users"
 
+# What a request shows for a cache neighbour that its owner did not create: never another owner's text.
+NEUTRAL_NEIGHBOUR = "a similar earlier prompt"
+
+
+class CacheScope(models.TextChoices):
+    """Who may reuse a cache entry (ServingConfig.cache_scope; webapp/cache/tenants.py says what a tenant is)."""
+
+    SHARED = "shared", "shared: one cache for everyone"
+    TENANT = "tenant", "tenant: only entries of the same tenant (and operator-warmed ones)"
+    OFF = "off", "off: no lookup and no insert"
+
+
+def default_cache_scope() -> str:
+    """T2I_CACHE_SCOPE: the scope of a new configuration row, and of the existing one when the field was added."""
+    return settings.T2I_CACHE_SCOPE
+
+
 TERMINAL_STATES = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED, Status.EXPIRED)
 ACTIVE_STATES = (Status.QUEUED, Status.RUNNING)
 
@@ -87,7 +104,12 @@ class GenerationRequest(models.Model):
     plan_version = models.PositiveIntegerField(null=True, blank=True)
     redirected = models.BooleanField(default=False)
     cache_neighbor_id = models.BigIntegerField(null=True, blank=True)
+    # The neighbour's prompt is stored only when the owner created that cache entry themselves
+    # (cache_neighbor_same_owner); otherwise it stays blank and `neighbour_text` shows NEUTRAL_NEIGHBOUR.
     cache_neighbor_prompt = models.TextField(blank=True, default="")
+    cache_neighbor_same_owner = models.BooleanField(
+        default=False, help_text="The cache neighbour was created by this request's owner."
+    )
     similarity = models.FloatField(null=True, blank=True)
     # The prompt's MiniLM embedding from submit, kept so the worker adds the prompt to the
     # cache without embedding it again.
@@ -124,7 +146,17 @@ class GenerationRequest(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.id} [{self.status}] {self.prompt[:40]}"
+        # No prompt text: admin breadcrumbs, deletion summaries and the admin log show this to staff.
+        return f"request {self.id} [{self.status}]"
+
+    @property
+    def neighbour_text(self) -> str:
+        """What the owner may read about the cache neighbour: its prompt only if they created that entry
+        themselves, a neutral phrase for anyone else's, "" when there was none. Rendering goes through
+        this, so a row written before the rule existed shows no other owner's text either."""
+        if self.cache_neighbor_same_owner and self.cache_neighbor_prompt:
+            return self.cache_neighbor_prompt
+        return NEUTRAL_NEIGHBOUR if self.similarity is not None else ""
 
     def get_absolute_url(self) -> str:
         return reverse("request-detail", args=[self.id])
@@ -204,6 +236,13 @@ class ServingConfig(SingletonModel):
         default="",
         help_text="Pin the K level of every worker instead of solving, e.g. '0,0,25,25'. "
         "Blank: the policy's controller decides.",
+    )
+    cache_scope = models.CharField(
+        max_length=16,
+        choices=CacheScope.choices,
+        default=default_cache_scope,
+        help_text="Whose cache entries a request may resume from. A tenant is the user's Django group with the "
+        "lowest id (the batch-users group aside), or the user alone. Applies to new requests at once.",
     )
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -16,7 +16,7 @@ import uuid
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 from django.conf import settings
@@ -24,7 +24,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command, get_commands
 from django.core.management.base import CommandError
 from django.db import DatabaseError
-from rest_framework.authtoken.models import Token
+from knox.models import AuthToken
 from tqdm import tqdm
 
 from scheduler.embeddings import read_prompts
@@ -36,6 +36,8 @@ from webapp.ledger.models import AllocationPlan, ServingConfig
 from . import collect
 from .replay import ApiClient, ApiError, ReplayResult, replay, request_seeds, wait_for_end
 from .workload import LiveSetup, Workload, WorkloadError, build_workload, fit_prompt, live_setup
+
+RUN_TOKEN_DAYS = 2  # lifetime of the token a run makes for --user (tokens are stored hashed: none can be read back)
 
 
 def add_live_arguments(parser, out_default: str) -> None:
@@ -50,9 +52,12 @@ def add_live_arguments(parser, out_default: str) -> None:
     )
     parser.add_argument("--url", default="http://127.0.0.1:8000", help="base URL of the web server")
     parser.add_argument(
-        "--token", default=None, help="API token (default: $T2I_TOKEN, else the token of --user read from the database)"
+        "--token",
+        default=None,
+        help=f"API token (default: $T2I_TOKEN, else a new token for --user, made in the database, expiring in "
+        f"{RUN_TOKEN_DAYS} days)",
     )
-    parser.add_argument("--user", default="demo", help="whose token to use when --token is not given")
+    parser.add_argument("--user", default="demo", help="for whom to make a token when --token is not given")
     parser.add_argument(
         "--start",
         type=float,
@@ -145,9 +150,13 @@ def resolve_token(opts: dict) -> str:
         user = get_user_model().objects.filter(username=opts["user"]).first()
         if user is None:
             raise CommandError(f"no user {opts['user']!r}: pass --token or --user")
-        return Token.objects.get_or_create(user=user)[0].key
+        # Tokens are stored hashed, so an existing one cannot be read back: a fresh one for this run, expiring
+        # on its own (the owner sees it at /tokens/ and may revoke it).
+        return AuthToken.objects.create(user=user, expiry=timedelta(days=RUN_TOKEN_DAYS))[1]
     except DatabaseError as exc:
-        raise CommandError(f"pass --token: cannot read the database to find {opts['user']!r}'s token ({exc})") from exc
+        raise CommandError(
+            f"pass --token: cannot use the database to make a token for {opts['user']!r} ({exc})"
+        ) from exc
 
 
 @contextmanager
@@ -391,6 +400,12 @@ def _report_problems(result: ReplayResult, metrics: dict, drain: float, stream) 
                 stream,
                 "the per-user in-flight cap refused requests: lift it (admin: max_in_flight = 0) "
                 "or let loadgen do it (run it with database access and without --keep-cap)",
+            )
+        if any("near-duplicate" in (a.error or "") for a in errs if a.status_code == 429):
+            _say(
+                stream,
+                "the near-duplicate (probing) limit refused requests: replay as a staff user (the default "
+                "--user demo is one) or start the server with T2I_PROBE_LIMIT=0",
             )
 
 

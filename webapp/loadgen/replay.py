@@ -86,8 +86,8 @@ class ApiClient:
             raise ApiError(f"cannot reach {self.endpoint}: {exc}") from exc
         if r.status_code in (401, 403):
             raise ApiError(
-                f"{self.endpoint} refused the token (HTTP {r.status_code}); pass --token or "
-                f"create one with `manage.py drf_create_token <user>`"
+                f"{self.endpoint} refused the token (HTTP {r.status_code}: revoked, expired or unknown); pass "
+                f"--token with one made at /tokens/ or by `manage.py create_api_token <user>`"
             )
         if r.status_code != 200:
             raise ApiError(f"GET {self.endpoint} → HTTP {r.status_code}: {r.text[:300]}")

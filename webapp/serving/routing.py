@@ -1,6 +1,7 @@
 """Routing a new request at submit (DESIGN §4 step 1): where it runs and at which K′.
 
-Embeds the prompt, finds its nearest cached neighbour (similarity s, the levels it holds), lets
+Embeds the prompt, finds its nearest cached neighbour among the entries the cache scope lets this
+owner reuse (ServingConfig.cache_scope: everyone's, its tenant's, or none), lets
 the active policy's predictor decide K* (the one K* rule, NIRVANA's thresholds capped at the
 levels held), and asks the policy (scheduler/, the same objects the simulator runs) for a worker,
 K′ and batch limit given the live queues. A request with no neighbour runs at K′ = 0.
@@ -17,7 +18,8 @@ from scheduler.embeddings import embed_texts
 from scheduler.interface import RequestView
 from webapp.cache import store as cache_store
 from webapp.cache.keys import model_key_for
-from webapp.ledger.models import ServingConfig
+from webapp.cache.tenants import lookup_tenants
+from webapp.ledger.models import CacheScope, ServingConfig
 
 from .cluster_state import cluster_view
 from .live_policy import live_policy
@@ -36,7 +38,9 @@ class Routing:
     redirected: bool
     similarity: float | None
     neighbor_id: int | None
+    # The neighbour's prompt only when the owner created that entry; "" for anyone else's (never stored).
     neighbor_prompt: str
+    neighbor_same_owner: bool
     quality: float | None
     embedding: np.ndarray
 
@@ -44,6 +48,7 @@ class Routing:
 def route_request(
     *,
     config: ServingConfig,
+    owner,
     request_id: str,
     prompt: str,
     arrival: float,
@@ -53,8 +58,15 @@ def route_request(
     steps: int,
 ) -> Routing:
     embedding = embed_texts([prompt])[0]
-    found = cache_store.nearest(cache_store.query_vector(prompt, embedding), model_key_for(steps, width, height))
+    found = None
+    if config.cache_scope != CacheScope.OFF:
+        found = cache_store.nearest(
+            cache_store.query_vector(prompt, embedding),
+            model_key_for(steps, width, height),
+            lookup_tenants(config.cache_scope, owner),
+        )
     neighbor, similarity = found if found else (None, None)
+    same_owner = neighbor is not None and neighbor.creator_id is not None and neighbor.creator_id == owner.pk
     levels_held = tuple(sorted(neighbor.levels)) if neighbor else ()
     policy, plan_version = live_policy.get(config)
     k_star = policy.config.predictor.k_star(similarity, levels_held) if neighbor else 0
@@ -79,7 +91,8 @@ def route_request(
         redirected=decision.redirected,
         similarity=similarity,
         neighbor_id=neighbor.pk if neighbor and k_prime > 0 else None,
-        neighbor_prompt=neighbor.prompt if neighbor else "",
+        neighbor_prompt=neighbor.prompt if same_owner else "",
+        neighbor_same_owner=same_owner,
         quality=None if quality is None or math.isnan(quality) else quality,
         embedding=embedding,
     )

@@ -27,6 +27,7 @@ from webapp.ledger.models import (
 )
 from webapp.ledger.publishing import check_broker, publish
 
+from .probing import check_near_duplicates
 from .routing import route_request
 
 
@@ -68,7 +69,7 @@ def existing_for_key(owner, key: str | None) -> GenerationRequest | None:
 
 def submit(owner, sub: Submission) -> tuple[GenerationRequest, bool]:
     """Create and queue a request; returns (row, created). A repeated idempotency key returns
-    the original row with created=False. Raises InFlightCapReached or BrokerUnavailable."""
+    the original row with created=False. Raises InFlightCapReached, NearDuplicateLimit or BrokerUnavailable."""
     original = existing_for_key(owner, sub.idempotency_key)
     if original is not None:
         return original, False
@@ -89,6 +90,7 @@ def submit(owner, sub: Submission) -> tuple[GenerationRequest, bool]:
     deadline = now + timedelta(seconds=config.slo_for(priority))  # the class's SLO
     routing = route_request(
         config=config,
+        owner=owner,
         request_id=str(request_id),
         prompt=sub.prompt,
         arrival=now.timestamp(),
@@ -97,6 +99,7 @@ def submit(owner, sub: Submission) -> tuple[GenerationRequest, bool]:
         height=height,
         steps=steps,
     )
+    check_near_duplicates(owner, sub.prompt, routing.embedding, now)  # the probing limit (probing.py)
     row = GenerationRequest(
         id=request_id,
         created_at=now,
@@ -120,6 +123,7 @@ def submit(owner, sub: Submission) -> tuple[GenerationRequest, bool]:
         similarity=routing.similarity,
         cache_neighbor_id=routing.neighbor_id,
         cache_neighbor_prompt=routing.neighbor_prompt,
+        cache_neighbor_same_owner=routing.neighbor_same_owner,
         quality=routing.quality,
         embedding=routing.embedding,
     )

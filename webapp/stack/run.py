@@ -4,6 +4,12 @@ Starts embedded PostgreSQL and Redis (unless DATABASE_URL / REDIS_URL point else
 migrates, builds the tiny model if no model is there, creates the demo user, then runs the
 web server (gunicorn), one Celery worker per GPU slot (queue gpu.<i>), a control worker,
 beat and Flower. Every child gets SIGTERM when this process exits, however it exits.
+
+Secrets are generated on the first start and kept in the data directory, each in a 0600 file:
+`pg-password.txt` and `redis-password.txt` (the embedded services require them), `secret-key.txt`
+(Django's SECRET_KEY, unless the environment sets one) and `flower-login.txt`. Children get them
+through their environment (DATABASE_URL, REDIS_URL, SECRET_KEY, FLOWER_BASIC_AUTH), never on a
+command line, where `ps` would show them to every local user.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from pathlib import Path
 from scheduler.profiles import load_profile
 from webapp.ledger.queues import CONTROL_QUEUE, gpu_queue, worker_argv
 
-from .services import Postgres, Redis
+from .services import Postgres, Redis, new_secret, read_or_create_secret
 
 ROOT = Path(__file__).resolve().parents[2]
 PR_SET_PDEATHSIG = 1
@@ -48,6 +54,10 @@ class Stack:
             DJANGO_SETTINGS_MODULE="webapp.settings",
             PYTHONUNBUFFERED="1",
         )
+        # DEBUG stays off unless the caller's environment says DEBUG=1 (settings: opt-in), so Django needs
+        # a real key: one generated once per data directory.
+        if not os.environ.get("SECRET_KEY"):
+            self.env["SECRET_KEY"] = self.secret("secret-key.txt", lambda: secrets.token_urlsafe(50))
         if args.profile:
             self.env["T2I_PROFILE"] = args.profile
             if not os.environ.get("T2I_SLO_SECONDS"):
@@ -56,16 +66,28 @@ class Stack:
                 self.env["T2I_SLO_SECONDS"] = f"{2 * load_profile(args.profile).latency(0, 1):.2f}"
         self.env["T2I_TIME_FACTOR"] = str(args.time_factor)
 
+    def secret(self, name: str, make=new_secret) -> str:
+        """A secret kept in the data directory (mode 0600), generated the first time."""
+        return read_or_create_secret(self.data_dir / name, make)
+
     # --- services -------------------------------------------------------------------
     def start_services(self) -> None:
         if not os.environ.get("DATABASE_URL"):
-            pg = Postgres(self.data_dir / "pg", int(os.environ.get("T2I_PG_PORT", 54329)))
+            pg = Postgres(
+                self.data_dir / "pg",
+                int(os.environ.get("T2I_PG_PORT", 54329)),
+                password=self.secret("pg-password.txt"),
+            )
             pg.start()
             self.services.append(pg)
             self.env["DATABASE_URL"] = pg.url
             print(f"PostgreSQL (pgvector) on 127.0.0.1:{pg.port}, data in {pg.data_dir}")
         if not os.environ.get("REDIS_URL"):
-            redis = Redis(self.data_dir / "redis", int(os.environ.get("T2I_REDIS_PORT", 63799)))
+            redis = Redis(
+                self.data_dir / "redis",
+                int(os.environ.get("T2I_REDIS_PORT", 63799)),
+                password=self.secret("redis-password.txt"),
+            )
             redis.start()
             self.services.append(redis)
             self.env["REDIS_URL"] = redis.url
@@ -111,11 +133,7 @@ class Stack:
         auth = os.environ.get("FLOWER_BASIC_AUTH")
         if auth:
             return auth
-        secret = self.data_dir / "flower-login.txt"
-        if not secret.exists():
-            secret.write_text(f"admin:{secrets.token_urlsafe(12)}\n")
-            secret.chmod(0o600)
-        return secret.read_text().strip()
+        return self.secret("flower-login.txt", lambda: f"admin:{secrets.token_urlsafe(12)}")
 
     def start_processes(self) -> str:
         celery = [sys.executable, "-m", "celery", "-A", "webapp"]
@@ -127,6 +145,8 @@ class Stack:
                 "-m",
                 "gunicorn",
                 "webapp.wsgi",
+                "-c",
+                "python:webapp.gunicorn_conf",  # JSON for the errors gunicorn answers itself
                 "-b",
                 f"{a.host}:{a.port}",
                 "-w",
@@ -147,8 +167,8 @@ class Stack:
             celery + ["beat", "-l", "INFO", "--pidfile=", "-S", "django_celery_beat.schedulers:DatabaseScheduler"],
         )
         auth = self.flower_auth()
-        self.spawn(
-            "flower", celery + ["flower", f"--address={a.host}", f"--port={a.flower_port}", f"--basic-auth={auth}"]
+        self.spawn(  # the login through the environment (Flower reads FLOWER_*), not the visible argv
+            "flower", celery + ["flower", f"--address={a.host}", f"--port={a.flower_port}"], FLOWER_BASIC_AUTH=auth
         )
         return auth
 

@@ -3,6 +3,13 @@
 Used by `make run` (webapp.stack.run) and by the test suite (tests/conftest.py), so both
 talk to the same kind of real services. Neither imports Django.
 
+Both require a password (README "Security and privacy"): PostgreSQL accepts TCP connections only
+with SCRAM-SHA-256, Redis only after AUTH (`requirepass`, from a 0600 config file, never on the
+command line). The one passwordless way in is PostgreSQL's unix socket, which sits in the 0700 data
+directory: only the OS user that owns the cluster (and root) can reach it, and only as the role
+`postgres`. Every start rewrites pg_hba.conf and (over that socket) sets the role's password, so a
+data directory made before passwords existed (trust auth) is locked down on its next start.
+
 PostgreSQL refuses to run as root. When we are root we run it as an unprivileged system
 user (`postgres` if it exists, else `nobody`). That user must be able to reach the
 binaries and the data directory; a clone may sit under a 0700 home such as /root, so when
@@ -12,9 +19,12 @@ chmod-ing the user's folders.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import socket
@@ -23,6 +33,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 # platformdirs (imported by the wheels) warns when XDG_RUNTIME_DIR is unset; we never use it.
 warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
@@ -46,6 +57,52 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as s:
         s.settimeout(0.2)
         return s.connect_ex((host, port)) == 0
+
+
+def new_secret() -> str:
+    """A random password: URL-safe, so it needs no quoting in a config file either."""
+    return secrets.token_urlsafe(32)
+
+
+def read_or_create_secret(path: Path, make=new_secret) -> str:
+    """The secret kept in `path` (mode 0600), created with `make()` the first time."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # never readable by others, not even briefly
+    except FileExistsError:
+        path.chmod(0o600)
+        if path.read_text().strip():
+            return path.read_text().strip()
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC)  # an empty file is no secret: make one
+    with os.fdopen(fd, "w") as out:
+        out.write(make() + "\n")
+    return path.read_text().strip()
+
+
+def scram_sha256_verifier(password: str, iterations: int = 4096) -> str:
+    """The SCRAM-SHA-256 verifier PostgreSQL stores for `password` (RFC 5802/7677), computed here so
+    that the plain password never reaches the server, its logs or pg_stat_activity."""
+    salt = os.urandom(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
+
+    def b64(raw: bytes) -> str:
+        return base64.b64encode(raw).decode()
+
+    return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(hashlib.sha256(client_key).digest())}:{b64(server_key)}"
+
+
+PG_HBA = """\
+# Written by webapp/stack/services.py on every start; edits are lost.
+# Unix socket: it lives in the 0700 data directory, so only the cluster's OS user (and root) reach it.
+local   all   postgres                 trust
+local   all   all                      reject
+# TCP (127.0.0.1 only): a password, always.
+host    all   all        127.0.0.1/32  scram-sha-256
+host    all   all        ::1/128       scram-sha-256
+"""
 
 
 def _wait_until(
@@ -112,6 +169,7 @@ class Postgres:
     database: str = "t2i"
     fast_unsafe: bool = False  # fsync off: for throwaway test clusters only
     shared_buffers: str = "512MB"
+    password: str = field(default_factory=new_secret, repr=False)  # of the role `postgres`, set at every start
     proc: subprocess.Popen | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -121,9 +179,12 @@ class Postgres:
         if self.user is not None:
             self._place_for_service_user()
 
+    def url_for(self, database: str) -> str:
+        return f"postgres://postgres:{quote(self.password, safe='')}@127.0.0.1:{self.port}/{database}"
+
     @property
     def url(self) -> str:
-        return f"postgres://postgres@127.0.0.1:{self.port}/{self.database}"
+        return self.url_for(self.database)
 
     def _place_for_service_user(self) -> None:
         assert self.user is not None
@@ -157,7 +218,8 @@ class Postgres:
                 str(self.data_dir),
                 "-U",
                 "postgres",
-                "--auth=trust",
+                "--auth-local=trust",  # replaced by PG_HBA before the first start
+                "--auth-host=scram-sha-256",
                 "-E",
                 "UTF8",
                 "--locale=C",
@@ -165,8 +227,16 @@ class Postgres:
             cwd="/",
         )
 
+    def _lock_down_hba(self) -> None:
+        """Password-only TCP access; also converts a cluster initialised with trust auth (before this
+        existed). Written as the cluster's owner: the data directory is 0700."""
+        hba = self.data_dir / "pg_hba.conf"
+        if hba.read_text() != PG_HBA:
+            self._run_as_user(["sh", "-c", 'umask 077 && cat > "$1"', "sh", str(hba)], input=PG_HBA, cwd="/")
+
     def start(self, timeout: float = 60) -> None:
         self.init()
+        self._lock_down_hba()
         if port_open(self.port):
             raise RuntimeError(f"Port {self.port} is in use; set a different PostgreSQL port.")
         log = self.data_dir / "server.log"
@@ -182,6 +252,8 @@ class Postgres:
             str(self.data_dir),
             "-c",
             "max_connections=200",
+            "-c",
+            "password_encryption=scram-sha-256",
             # the HNSW cache index wants to stay in memory (docs/cache.md: ~1 GB per 100k entries)
             "-c",
             f"shared_buffers={self.shared_buffers}",
@@ -207,11 +279,19 @@ class Postgres:
 
     def _ensure_database(self) -> None:
         import psycopg
+        from psycopg import sql
 
-        with psycopg.connect(f"postgres://postgres@127.0.0.1:{self.port}/postgres", autocommit=True) as conn:
+        # Over the unix socket (trust, owner only): works before the role has a password (first start,
+        # or a data directory from before passwords), and sets the current one.
+        socket = dict(host=str(self.data_dir), port=self.port, user="postgres", dbname="postgres")
+        with psycopg.connect(**socket, autocommit=True) as conn:
+            verifier = scram_sha256_verifier(self.password)
+            conn.execute(sql.SQL("ALTER ROLE postgres PASSWORD {}").format(sql.Literal(verifier)))
+        # From here on, as every client does: TCP with the password.
+        with psycopg.connect(self.url_for("postgres"), autocommit=True) as conn:
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.database,)).fetchone()
             if not exists:
-                conn.execute(f'CREATE DATABASE "{self.database}"')
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.database)))
         with psycopg.connect(self.url, autocommit=True) as conn:
             conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
 
@@ -233,20 +313,33 @@ class Redis:
     data_dir: Path
     port: int
     persist: bool = True
+    password: str = field(default_factory=new_secret, repr=False)  # requirepass
     proc: subprocess.Popen | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://:{quote(self.password, safe='')}@127.0.0.1:{self.port}/0"
+
+    def _write_config(self) -> Path:
+        """requirepass goes in a 0600 file: on the command line any local user could read it in ps."""
+        conf = self.data_dir / "redis.conf"
+        quoted = self.password.replace("\\", "\\\\").replace('"', '\\"')
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(f'# Written by webapp/stack/services.py on every start.\nrequirepass "{quoted}"\n')
+        conf.chmod(0o600)
+        return conf
 
     def start(self, timeout: float = 30) -> None:
         self.data_dir = Path(self.data_dir).absolute()
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.chmod(0o700)  # append-only file and config: ours alone
         if port_open(self.port):
             raise RuntimeError(f"Port {self.port} is in use; set a different Redis port.")
         log = self.data_dir / "redis.log"
         args = [
             str(REDIS_SERVER),
+            str(self._write_config()),
             "--bind",
             "127.0.0.1",
             "--port",

@@ -3,7 +3,8 @@
     python manage.py warm_cache --prompts ../shared/data/prompts/diffusiondb_2m_first_4k.txt --limit 500
 
 Prompt files: one prompt per line (.txt), or a .tsv/.csv with a "prompt" column (PartiPrompts, COCO).
-Blank and repeated prompts are skipped, and so are prompts already cached under the same model key.
+Blank and repeated prompts are skipped, and so are prompts already warmed under the same model key. Entries
+made here belong to the tenant ``public`` with no creator: every cache scope but ``off`` may reuse them.
 Each batch is one ``ApproxCEngine.generate`` call; its captured latents go to ``cache_store.insert_many``
 (which evicts down to the byte budget as it goes).
 """
@@ -22,6 +23,7 @@ from scheduler.embeddings import read_prompts
 from webapp.cache import store as cache_store
 from webapp.cache.keys import model_key_for
 from webapp.cache.models import CacheEntry
+from webapp.cache.tenants import PUBLIC_TENANT
 from webapp.ledger.models import ServingConfig
 from workers import runtime
 from workers.engine import GenItem
@@ -79,7 +81,10 @@ class Command(BaseCommand):
         # The same key the submit path and the workers compute (the folder's own scheduler).
         key = model_key_for(steps, size, size)
 
-        cached = set(CacheEntry.objects.filter(model_key=key).values_list("prompt_sha", flat=True))
+        # Operator prompts: tenant `public` (reusable in the shared and tenant scopes), no creator.
+        cached = set(
+            CacheEntry.objects.filter(model_key=key, tenant=PUBLIC_TENANT).values_list("prompt_sha", flat=True)
+        )
         todo = [p for p in prompts if cache_store.prompt_sha(p) not in cached]
         self.stdout.write(
             f"Model key {key}: {len(prompts)} prompts, {len(prompts) - len(todo)} already "
@@ -107,7 +112,11 @@ class Command(BaseCommand):
                 ]
                 results = engine.generate(items)
                 ids = cache_store.insert_many(
-                    key, batch, [r.latents for r in results], embeddings[at : at + len(batch)]
+                    key,
+                    batch,
+                    [r.latents for r in results],
+                    embeddings[at : at + len(batch)],
+                    provenance=[cache_store.Provenance(PUBLIC_TENANT)] * len(batch),
                 )
                 stored += sum(i is not None for i in ids)
                 bar.update(len(batch))

@@ -1,7 +1,7 @@
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from webapp.ledger.models import POLICY_CHOICES, ServingConfig
+from webapp.ledger.models import POLICY_CHOICES, CacheScope, ServingConfig
 
 
 class Command(BaseCommand):
@@ -13,8 +13,9 @@ class Command(BaseCommand):
         parser.add_argument("--policy", choices=[c for c, _ in POLICY_CHOICES])
         parser.add_argument("--layout", help="manual K layout, e.g. 0,0,25,25 ('' to clear)")
         parser.add_argument("--max-in-flight", type=int, help="per-user cap (0 = none)")
+        parser.add_argument("--cache-scope", choices=CacheScope.values, help="whose cache entries a request may reuse")
 
-    def handle(self, *args, slo, batch_slo, policy, layout, max_in_flight, **kw):
+    def handle(self, *args, slo, batch_slo, policy, layout, max_in_flight, cache_scope, **kw):
         config = ServingConfig.current()
         changes = {
             "slo_seconds": slo,
@@ -22,6 +23,7 @@ class Command(BaseCommand):
             "policy": policy,
             "manual_layout": layout,
             "max_in_flight": max_in_flight,
+            "cache_scope": cache_scope,
         }
         for field, value in changes.items():
             if value is not None:

@@ -3,13 +3,37 @@ import secrets
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
-from rest_framework.authtoken.models import Token
+from django.db.models import Q
+from django.utils import timezone
+from knox.crypto import hash_token
+from knox.models import AuthToken
+
+
+def _write_secret(path, text: str) -> None:
+    settings.DATA_DIR.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
+    path.write_text(text)
+
+
+def demo_token(user, token_file) -> str:
+    """The demo user's API token secret. Tokens are stored hashed, so the secret is kept in
+    `token_file` (mode 0600); a new token replaces one whose file is missing or that was revoked or expired."""
+    if token_file.exists():
+        secret = token_file.read_text().strip()
+        alive = Q(expiry__isnull=True) | Q(expiry__gt=timezone.now())
+        if secret and AuthToken.objects.filter(alive, user=user, digest=hash_token(secret)).exists():
+            return secret
+    _, secret = AuthToken.objects.create(user=user, expiry=None)  # local demo: no expiry; revoke at /tokens/
+    _write_secret(token_file, secret + "\n")
+    return secret
 
 
 class Command(BaseCommand):
     help = (
         "Create the local demo user (a superuser, for local use only) once, and print its "
-        "login and API token. The password is kept in T2I_DATA_DIR/demo-login.txt."
+        "login and API token. The password is kept in T2I_DATA_DIR/demo-login.txt, the token "
+        "in T2I_DATA_DIR/demo-token.txt (both mode 0600; a revoked token is replaced)."
     )
 
     def add_arguments(self, parser):
@@ -26,9 +50,7 @@ class Command(BaseCommand):
             else:
                 user.set_password(password)
                 user.save()
-            settings.DATA_DIR.mkdir(parents=True, exist_ok=True)
-            secret_file.write_text(f"{username}\n{password}\n")
-            secret_file.chmod(0o600)
+            _write_secret(secret_file, f"{username}\n{password}\n")
         password = secret_file.read_text().split("\n")[1]
-        token, _ = Token.objects.get_or_create(user=user)
-        self.stdout.write(f"login: {username}  password: {password}\nAPI token: {token.key}")
+        token = demo_token(user, settings.DATA_DIR / "demo-token.txt")
+        self.stdout.write(f"login: {username}  password: {password}\nAPI token: {token}")

@@ -63,3 +63,13 @@ def wait_for_status(request_id, statuses, timeout: float = 60, tick=None):
             tick()
         time.sleep(0.1)
     raise AssertionError(f"request {request_id} still {row.status} after {timeout} s: {row.error}")
+
+
+def serving_config_admin_form(client, django_user_model) -> tuple[str, dict]:
+    """Log a new superuser in and return the serving configuration's admin change URL with the form's
+    current values, ready to edit and POST (as a person would in the browser)."""
+    admin = django_user_model.objects.create_superuser("root", "r@x.invalid", "pw-root-123")
+    client.force_login(admin)
+    url = f"/admin/ledger/servingconfig/{ServingConfig.current().pk}/change/"
+    form = client.get(url).context["adminform"].form
+    return url, {k: ("" if v is None else v) for k, v in form.initial.items()}

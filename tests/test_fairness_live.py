@@ -15,7 +15,7 @@ from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from tests.helpers import UNSERVED_SLOT, make_request, serving_config
+from tests.helpers import UNSERVED_SLOT, make_request, serving_config, serving_config_admin_form
 from webapp.ledger import publishing
 from webapp.ledger.models import BATCH_USERS_GROUP, GenerationRequest, Priority, ServingConfig, Status
 from webapp.ledger.reconcile import reconcile
@@ -202,12 +202,7 @@ def test_batch_slo_must_not_be_below_the_interactive_slo(embedded_services):
 
 
 def test_admin_form_validates_the_batch_slo(client, django_user_model, embedded_services):
-    admin = django_user_model.objects.create_superuser("root", "r@x.invalid", "pw-root-123")
-    client.force_login(admin)
-    config = ServingConfig.current()
-    url = f"/admin/ledger/servingconfig/{config.pk}/change/"
-    form = client.get(url).context["adminform"].form
-    data = {k: ("" if v is None else v) for k, v in form.initial.items()}
+    url, data = serving_config_admin_form(client, django_user_model)
     data.update(slo_seconds=15, batch_slo_seconds=5)
     resp = client.post(url, data)
     assert resp.status_code == 200 and b"at least the interactive SLO" in resp.content

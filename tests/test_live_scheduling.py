@@ -12,7 +12,7 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from tests.helpers import UNSERVED_SLOT, make_request, serving_config
+from tests.helpers import UNSERVED_SLOT, make_request, serving_config, serving_config_admin_form
 from webapp.ledger import publishing, transitions
 from webapp.ledger.models import AllocationPlan, GenerationRequest, ServingConfig, Status
 from webapp.serving import controller, live_config, live_policy
@@ -230,12 +230,7 @@ def test_manual_layout_validation(embedded_services, layout, fragment):
 
 
 def test_admin_form_shows_layout_errors(client, django_user_model, embedded_services):
-    admin = django_user_model.objects.create_superuser("root", "r@x.invalid", "pw-root-123")
-    client.force_login(admin)
-    config = ServingConfig.current()
-    url = f"/admin/ledger/servingconfig/{config.pk}/change/"
-    form = client.get(url).context["adminform"].form
-    data = {k: ("" if v is None else v) for k, v in form.initial.items()}
+    url, data = serving_config_admin_form(client, django_user_model)
     data["manual_layout"] = "0,99"
     resp = client.post(url, data)
     assert resp.status_code == 200 and b"Unknown level" in resp.content

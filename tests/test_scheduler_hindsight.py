@@ -1,7 +1,6 @@
 """The hindsight bound: hand-computed optima, light load, and dominance over simulated policy runs."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,20 +20,11 @@ from scheduler.interface import SchedulerConfig
 from scheduler.profiles import load_profile
 from scheduler.quality import QualityModel
 from scheduler.simulator import simulate
+from tests.sim_helpers import clustered_stream, fake_embed_file_64
 
 PROFILE = load_profile("sdxl-a100")
 LEVELS = list(PROFILE.levels)
 SLO = 2 * PROFILE.latency(0, 1)  # 12.2 s
-
-
-def clustered_stream(n, d=32, clusters=40, noise=0.25, seed=0):
-    """Unit vectors in near-duplicate runs, like a real prompt stream (no model needed)."""
-    rng = np.random.default_rng(seed)
-    centers = rng.normal(size=(clusters, d))
-    lab = np.minimum(np.cumsum(rng.random(n) < 0.15), clusters - 1)
-    rng.shuffle(lab[: n // 3])
-    x = centers[lab] + noise * rng.normal(size=(n, d))
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
 def burst(seed=1):
@@ -170,15 +160,10 @@ def test_measured_table_is_replaced_by_its_monotone_envelope():
     assert q[1, 0] == 1.0 and np.all(np.isnan(q[1, 1:]))
 
 
-def fake_embed_file(path, cache_dir=None, batch_size=64, progress=False):
-    lines = Path(path).read_text().splitlines()
-    return clustered_stream(len(lines), d=64, seed=11)
-
-
 def test_cli_accepts_hindsight(tmp_path, monkeypatch, capsys):
     import scheduler.simulate as cli
 
-    monkeypatch.setattr(cli, "embed_prompt_file", fake_embed_file)
+    monkeypatch.setattr(cli, "embed_prompt_file", fake_embed_file_64)
     trace = tmp_path / "t.txt"
     trace.write_text("".join(f"{x:.3f}\n" for x in np.sort(np.random.default_rng(0).uniform(0, 100, 200))))
     prompts = tmp_path / "p.txt"

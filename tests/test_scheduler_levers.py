@@ -6,20 +6,11 @@ import numpy as np
 import pytest
 
 from scheduler.dispatch import is_hopeless
-from scheduler.interface import ClusterView, RequestView, SchedulerConfig
+from scheduler.interface import ClusterView, RequestView
 from scheduler.planner import Plan
 from scheduler.policies import SimilarityRanks, make_policy
-from scheduler.profiles import load_profile
 from scheduler.simulator import simulate
-
-PROFILE = load_profile("sdxl-a100")
-LEVELS = list(PROFILE.levels)
-ALL = tuple(lv for lv in LEVELS if lv > 0)
-SLO = 2 * PROFILE.latency(0, 1)
-
-
-def cfg(n=4, **kw):
-    return SchedulerConfig(n_workers=n, profile=PROFILE, slo_s=SLO, **kw)
+from tests.sim_helpers import ALL, LEVELS, SLO, cfg
 
 
 def plan(worker_levels, route_row, utilisation=None, served=1.0, demand=1.0):

@@ -1,7 +1,6 @@
 """Simulator conservation and determinism, the cache model, and the CLI end to end (tiny fixtures)."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,20 +11,11 @@ from scheduler.metrics import format_table, summarize
 from scheduler.policies import POLICY_NAMES
 from scheduler.profiles import load_profile
 from scheduler.simulator import simulate
+from tests.sim_helpers import clustered_stream, fake_embed_file
 
 PROFILE = load_profile("sdxl-a100")
 LEVELS = list(PROFILE.levels)
 SLO = 2 * PROFILE.latency(0, 1)
-
-
-def clustered_stream(n, d=32, clusters=40, noise=0.25, seed=0):
-    """Unit vectors in near-duplicate runs, like a real prompt stream (no model needed)."""
-    rng = np.random.default_rng(seed)
-    centers = rng.normal(size=(clusters, d))
-    lab = np.minimum(np.cumsum(rng.random(n) < 0.15), clusters - 1)
-    rng.shuffle(lab[: n // 3])
-    x = centers[lab] + noise * rng.normal(size=(n, d))
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
 def poisson(rate_fn, t_end, max_rate=4.0, seed=1):
@@ -128,11 +118,6 @@ def test_cache_lookup_is_exact_nearest_and_lcbfu_evicts():
     c3.hit(0, 5)
     c3.insert(2, 0)
     assert c3.in_cache[0] and not c3.in_cache[1] and c3.in_cache[2]
-
-
-def fake_embed_file(path, cache_dir=None, batch_size=64, progress=False):
-    lines = Path(path).read_text().splitlines()
-    return clustered_stream(len(lines), d=384, seed=11)
 
 
 def test_cli_end_to_end(tmp_path, monkeypatch, capsys):

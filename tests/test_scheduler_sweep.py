@@ -23,7 +23,7 @@ from scheduler.traces import (
     scale_trace,
     trace_format,
 )
-from tests.test_scheduler_simulator import fake_embed_file
+from tests.sim_helpers import fake_embed_file
 
 PROFILE = load_profile("sdxl-a100")
 

@@ -43,7 +43,7 @@ def time_factor(override: float | None = None) -> float:
 
 def profile_source(override: str | None = None) -> str:
     """The live latency profile, chosen as the live scheduler chooses it (T2I_PROFILE, else the engine's
-    measured profile, else T2I_FALLBACK_PROFILE; webapp.ledger.live_scheduler.profile_source)."""
+    measured profile, else T2I_FALLBACK_PROFILE; webapp.serving.live_config.profile_source)."""
     if override:
         return override
 

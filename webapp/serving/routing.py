@@ -1,10 +1,10 @@
 """Routing a new request at submit (DESIGN §4 step 1): where it runs and at which K′.
 
-Embeds the prompt, finds its nearest cached neighbour among the entries the cache scope lets this
-owner reuse (ServingConfig.cache_scope: everyone's, its tenant's, or none), lets
-the active policy's predictor decide K* (the one K* rule, NIRVANA's thresholds capped at the
-levels held), and asks the policy (scheduler/, the same objects the simulator runs) for a worker,
-K′ and batch limit given the live queues. A request with no neighbour runs at K′ = 0.
+Given the prompt's embedding (submit computes it first, for the probing check), finds its nearest cached
+neighbour among the entries the cache scope lets this owner reuse (ServingConfig.cache_scope: everyone's,
+its tenant's, or none), lets the active policy's predictor decide K* (the one K* rule, NIRVANA's thresholds
+capped at the levels held), and asks the policy (scheduler/, the same objects the simulator runs) for a
+worker, K′ and batch limit given the live queues. A request with no neighbour runs at K′ = 0.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from scheduler.embeddings import embed_texts
 from scheduler.interface import RequestView
 from webapp.cache import store as cache_store
 from webapp.cache.keys import model_key_for
@@ -42,7 +41,6 @@ class Routing:
     neighbor_prompt: str
     neighbor_same_owner: bool
     quality: float | None
-    embedding: np.ndarray
 
 
 def route_request(
@@ -51,13 +49,13 @@ def route_request(
     owner,
     request_id: str,
     prompt: str,
+    embedding: np.ndarray,
     arrival: float,
     deadline: float,
     width: int,
     height: int,
     steps: int,
 ) -> Routing:
-    embedding = embed_texts([prompt])[0]
     found = None
     if config.cache_scope != CacheScope.OFF:
         found = cache_store.nearest(
@@ -94,5 +92,4 @@ def route_request(
         neighbor_prompt=neighbor.prompt if same_owner else "",
         neighbor_same_owner=same_owner,
         quality=None if quality is None or math.isnan(quality) else quality,
-        embedding=embedding,
     )

@@ -17,6 +17,7 @@ from datetime import timedelta
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from scheduler.embeddings import embed_texts
 from webapp.ledger.models import (
     ACTIVE_STATES,
     BATCH_USERS_GROUP,
@@ -88,18 +89,22 @@ def submit(owner, sub: Submission) -> tuple[GenerationRequest, bool]:
     steps = sub.steps or config.default_steps
     priority = sub.priority or default_priority(owner)
     deadline = now + timedelta(seconds=config.slo_for(priority))  # the class's SLO
+    embedding = embed_texts([sub.prompt])[0]
+    # The probing limit (probing.py) before routing: a refused request must not count as an arrival for
+    # the policy (demand trigger, similarity ranks, upgrade budget).
+    check_near_duplicates(owner, sub.prompt, embedding, now)
     routing = route_request(
         config=config,
         owner=owner,
         request_id=str(request_id),
         prompt=sub.prompt,
+        embedding=embedding,
         arrival=now.timestamp(),
         deadline=deadline.timestamp(),
         width=width,
         height=height,
         steps=steps,
     )
-    check_near_duplicates(owner, sub.prompt, routing.embedding, now)  # the probing limit (probing.py)
     row = GenerationRequest(
         id=request_id,
         created_at=now,
@@ -125,7 +130,7 @@ def submit(owner, sub: Submission) -> tuple[GenerationRequest, bool]:
         cache_neighbor_prompt=routing.neighbor_prompt,
         cache_neighbor_same_owner=routing.neighbor_same_owner,
         quality=routing.quality,
-        embedding=routing.embedding,
+        embedding=embedding,
     )
     try:
         with transaction.atomic():

@@ -115,11 +115,14 @@ def _shed_hopeless(rows: list[GenerationRequest]) -> list[GenerationRequest]:
     if not sheds_hopeless(config.policy, sc):
         return rows
     now = time.time()
+    service_by_level: dict[int, float] = {}  # a claimed batch shares one K′ (claim_batch's group): one query
     keep = []
     for row in rows:
         k_prime = row.k_served or 0
-        profile_s = sc.profile.latency(k_prime, len(rows)) if k_prime in sc.levels else 0.0
-        service_s = _min_service_s(profile_s, k_prime, len(rows))
+        if k_prime not in service_by_level:
+            profile_s = sc.profile.latency(k_prime, len(rows)) if k_prime in sc.levels else 0.0
+            service_by_level[k_prime] = _min_service_s(profile_s, k_prime, len(rows))
+        service_s = service_by_level[k_prime]
         if is_hopeless(now, row.deadline.timestamp(), service_s):
             transitions.shed(
                 row.id,

@@ -190,6 +190,9 @@ class PromptAware(Policy):
 
     def set_plan(self, plan: Plan) -> None:
         super().set_plan(plan)
+        # Worker-seconds per second the plan leaves idle, Σ_j n_j (1 − utilisation_j); none in overload.
+        spare = len(plan.worker_levels) - sum(u * n for u, n in zip(plan.utilisation, plan.workers_per_level))
+        self._spare = max(0.0, spare) if plan.served_rate >= plan.demand_rate * (1.0 - 1e-6) else 0.0
         if hasattr(self, "_planned_at") and plan.time > self._planned_at:  # adopted from storage (live)
             self._planned_at, self._arrivals_since_plan = plan.time, 0
 
@@ -224,9 +227,7 @@ class PromptAware(Policy):
         seconds idle per second; they accrue as a budget of at most `upgrade_budget_slo` SLOs' worth, so an
         idle lull can absorb upgrades but a burst the plan has not seen yet cannot drain more than that.
         Overload (a plan short of capacity) leaves no spare, hence no upgrade."""
-        plan, config = self.current, self.config
-        spare = len(plan.worker_levels) - sum(u * n for u, n in zip(plan.utilisation, plan.workers_per_level))
-        spare = max(0.0, spare) if plan.served_rate >= plan.demand_rate * (1.0 - 1e-6) else 0.0
+        config, spare = self.config, self._spare
         self._budget_s = min(
             spare * config.upgrade_budget_slo * config.slo_s, self._budget_s + spare * max(0.0, now - self._budget_t)
         )

@@ -238,8 +238,7 @@ def _run_policies(
     results: dict[str, dict] = {}
     runs: dict = {}
     owners = assign_owners(arrivals.size, seed=args.seed)  # who sent each request: per-user fairness
-    scope = getattr(args, "cache_scope", "shared")
-    cache.set_scope(scope, tenants_of(owners, getattr(args, "tenants", DEFAULT_TENANTS)) if scope == "tenant" else None)
+    cache.set_scope(args.cache_scope, tenants_of(owners, args.tenants) if args.cache_scope == "tenant" else None)
     with tqdm(total=arrivals.size * len(policies), file=sys.stderr, unit="req", desc="simulating") as bar:
         for name in policies:
             bar.set_postfix_str(name)

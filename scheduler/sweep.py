@@ -77,7 +77,6 @@ from tqdm import tqdm
 from . import simulate as _simulate_cli
 from .cache_model import ApproxCache
 from .embeddings import embed_prompt_file
-from .fairness import DEFAULT_TENANTS
 from .metrics import _clean, _json_default
 from .policies import DEFAULT_POLICIES, POLICY_NAMES
 from .profiles import load_profile
@@ -410,8 +409,8 @@ def _run_unit(item: tuple[int, Unit]) -> tuple[int, dict[str, dict]]:
         cache_capacity=sh["cache_capacity"],
         seed=unit.seed,
         window=sh["window"],
-        cache_scope=sh.get("cache_scope", "shared"),
-        tenants=sh.get("tenants", DEFAULT_TENANTS),
+        cache_scope=sh["cache_scope"],
+        tenants=sh["tenants"],
     )
     config, arrivals = sh["config"], unit.arrivals
     policies = [p for p in sh["policies"] if p in POLICY_NAMES]

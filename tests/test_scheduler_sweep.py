@@ -163,6 +163,8 @@ def test_a_unit_runs_the_simulator_cli_helpers(tmp_path):
         cache_capacity=100_000,
         resumed_levels="above",
         window=30.0,
+        cache_scope="shared",
+        tenants=10,
     )
     sweep._init_worker(shared, quiet=False)
     _, got = sweep._run_unit((0, units[0]))

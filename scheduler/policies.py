@@ -178,11 +178,11 @@ class PromptAware(Policy):
     uses_controller = True
 
     def __init__(self, config: SchedulerConfig, seed: int = 0) -> None:
+        self._planned_at, self._arrivals_since_plan = 0.0, 0  # for the event trigger; set_plan reads them
         super().__init__(config, seed)
         self.ranks = SimilarityRanks(len(self.levels))
         self._all_workers = list(range(config.n_workers))
         self._budget_s, self._budget_t = 0.0, 0.0  # spare worker-seconds for upgrades, and when counted
-        self._planned_at, self._arrivals_since_plan = 0.0, 0  # for the event trigger
 
     def plan(self, now: float, demand: DemandEstimate | None) -> Plan:
         self._planned_at, self._arrivals_since_plan = now, 0
@@ -193,7 +193,7 @@ class PromptAware(Policy):
         # Worker-seconds per second the plan leaves idle, Σ_j n_j (1 − utilisation_j); none in overload.
         spare = len(plan.worker_levels) - sum(u * n for u, n in zip(plan.utilisation, plan.workers_per_level))
         self._spare = max(0.0, spare) if plan.served_rate >= plan.demand_rate * (1.0 - 1e-6) else 0.0
-        if hasattr(self, "_planned_at") and plan.time > self._planned_at:  # adopted from storage (live)
+        if plan.time > self._planned_at:  # adopted from storage (live)
             self._planned_at, self._arrivals_since_plan = plan.time, 0
 
     def replan_due(self, now: float, arrivals: int | None = None) -> bool:

@@ -316,9 +316,9 @@ def test_a_claimed_request_that_can_no_longer_make_its_deadline_is_shed(user, em
     late = make_request(user, prompt="late", status=Status.RUNNING, deadline=now + timedelta(seconds=0.5))
     fine = make_request(user, prompt="fine", status=Status.RUNNING, deadline=now + timedelta(minutes=5))
     serving_config(policy="prompt_aware")
-    assert [r.id for r in _shed_hopeless([late, fine])] == [fine.id]
+    assert [r.id for r in _shed_hopeless([late, fine], ServingConfig.current())] == [fine.id]
     late.refresh_from_db()
     assert late.status == Status.EXPIRED and late.error.startswith("Shed:")
     serving_config(policy="clipper_ht")
     again = make_request(user, prompt="late too", status=Status.RUNNING, deadline=now + timedelta(seconds=0.5))
-    assert [r.id for r in _shed_hopeless([again])] == [again.id]
+    assert [r.id for r in _shed_hopeless([again], ServingConfig.current())] == [again.id]

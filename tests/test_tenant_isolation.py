@@ -321,7 +321,7 @@ def test_worker_inserts_with_provenance_and_never_for_rows_no_longer_running(use
     user.groups.add(acme)
     running = make_request(user, prompt=A_PROMPT, status=Status.RUNNING)
     expired = make_request(other_user, prompt="a failed or expired one", status=Status.EXPIRED)
-    _grow_cache([running, expired], [_Result(_latents()), _Result(_latents())])
+    _grow_cache([running, expired], [_Result(_latents()), _Result(_latents())], ServingConfig.current())
 
     entry = CacheEntry.objects.get()
     assert (entry.prompt, entry.creator_id, entry.tenant) == (A_PROMPT, user.pk, f"g:{acme.pk}")
@@ -329,7 +329,7 @@ def test_worker_inserts_with_provenance_and_never_for_rows_no_longer_running(use
 
     serving_config(cache_scope="off")
     another = make_request(user, prompt="another prompt entirely", status=Status.RUNNING)
-    _grow_cache([another], [_Result(_latents())])
+    _grow_cache([another], [_Result(_latents())], ServingConfig.current())
     assert CacheEntry.objects.count() == 1  # off: no insert
 
 

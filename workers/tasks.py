@@ -71,12 +71,12 @@ def _items_for(rows: list[GenerationRequest]) -> list:
     return items
 
 
-def _grow_cache(rows: list[GenerationRequest], results: list) -> None:
+def _grow_cache(rows: list[GenerationRequest], results: list, config: ServingConfig) -> None:
     """Store the latents each run captured (levels after its own K′) under its cache key, with each
     entry's provenance (its owner's tenant, the owner, the request). Called only after the engine call
     returned for the whole batch, so a failed generation never adds an entry; a row that is no longer
     `running` (cancelled, failed or expired meanwhile) adds none either. Nothing with the scope `off`."""
-    if ServingConfig.current().cache_scope == CacheScope.OFF:
+    if config.cache_scope == CacheScope.OFF:
         return
     still_running = set(
         GenerationRequest.objects.filter(pk__in=[r.pk for r in rows], status=Status.RUNNING).values_list(
@@ -105,12 +105,11 @@ def _grow_cache(rows: list[GenerationRequest], results: list) -> None:
             log.exception("could not add %d prompt(s) to the cache", len(prompts))
 
 
-def _shed_hopeless(rows: list[GenerationRequest]) -> list[GenerationRequest]:
+def _shed_hopeless(rows: list[GenerationRequest], config: ServingConfig) -> list[GenerationRequest]:
     """The overload rule the simulator runs (scheduler.dispatch.is_hopeless), for policies that shed: rows
     that would end after their deadline even if their batch started now end `expired`; the rest run.
     Service time: the profile's L(K′, b) for this batch, or the fastest batch of that size recently measured
     at that K′ if faster (a profile that overstates this GPU must not shed work that would have made it)."""
-    config = ServingConfig.current()
     sc = scheduler_config(config)
     if not sheds_hopeless(config.policy, sc):
         return rows
@@ -193,7 +192,8 @@ def generate(request_id: str) -> str:
     claimed = claim_for_message(uuid.UUID(request_id), worker, settings.T2I_LEASE_SECONDS)
     if not claimed:
         return "skipped: already claimed or finished"
-    rows = _shed_hopeless(list(GenerationRequest.objects.filter(pk__in=claimed).order_by("created_at")))
+    config = ServingConfig.current()  # one read for the whole batch
+    rows = _shed_hopeless(list(GenerationRequest.objects.filter(pk__in=claimed).order_by("created_at")), config)
     if not rows:
         return "shed: no claimed request could meet its deadline"
     claimed = [row.id for row in rows]
@@ -210,7 +210,7 @@ def generate(request_id: str) -> str:
             return "failed"
         # Grow the cache before reporting success: a client that resubmits a similar prompt
         # after seeing "succeeded" finds this one cached.
-        _grow_cache(rows, results)
+        _grow_cache(rows, results, config)
         _record_successes(rows, items, results, service_s)
     BatchRecord.objects.create(
         worker=worker,

@@ -120,6 +120,7 @@ class SchedulerConfig:
     replan_min_gap_s: float = 2.0  # ... with at least this long between solves
     shed_hopeless: bool = True  # prompt_aware's runner drops queued requests that can no longer meet their deadline
     shed_baselines: bool = False  # sensitivity: the baselines shed too
+    admission: str = "queue"  # at arrival, for every policy: "queue", "degrade" or "shed" (scheduler/admission.py)
 
     @property
     def levels(self) -> list[int]:
@@ -161,6 +162,7 @@ class SchedulerConfig:
             "replan_min_gap_s": self.replan_min_gap_s,
             "shed_hopeless": self.shed_hopeless,
             "shed_baselines": self.shed_baselines,
+            "admission": self.admission,
             "batch_caps": {str(k): v for k, v in self.batch_caps().items()},
             "thresholds": [list(t) for t in self.predictor.thresholds],
             "quality": self.quality.to_dict(),

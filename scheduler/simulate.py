@@ -22,6 +22,7 @@ import time
 import numpy as np
 from tqdm import tqdm
 
+from .admission import ADMISSION_MODES, QUEUE
 from .cache_model import CACHE_SCOPES, ApproxCache
 from .demand import ESTIMATE_MODES
 from .embeddings import embed_prompt_file, read_prompts
@@ -96,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-shed", action="store_true", help="ablation: keep requests that can no longer make it")
     p.add_argument("--shed-baselines", action="store_true", help="sensitivity: the baselines shed too")
     p.add_argument(
+        "--admission",
+        choices=ADMISSION_MODES,
+        default=QUEUE,
+        help="admission control at arrival, for every policy (scheduler/admission.py); default queue: accept all",
+    )
+    p.add_argument(
         "--demand-estimate",
         choices=ESTIMATE_MODES,
         default="max",
@@ -168,6 +175,7 @@ def _scheduler_config(args: argparse.Namespace, profile) -> SchedulerConfig:
         event_replan=not args.no_event_replan,
         shed_hopeless=not args.no_shed,
         shed_baselines=args.shed_baselines,
+        admission=args.admission,
         demand_estimate=args.demand_estimate,
         trend_beta=args.trend_beta,
         solver=args.solver,

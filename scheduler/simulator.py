@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .admission import QUEUE, admit
 from .cache_model import ApproxCache
 from .demand import DemandEstimate, DemandEstimator, default_class_quality, estimator_for
 from .dispatch import is_hopeless
@@ -279,6 +280,7 @@ def _event_handlers(run: _Run) -> _Handlers:
     seq = 0  # tie-break for events at the same time: the order they were scheduled
 
     sheds = getattr(policy, "sheds_hopeless", False)
+    admission_mode = config.admission
     replan_due = getattr(policy, "replan_due", None)
     arrival_times = run.arrivals
 
@@ -352,6 +354,17 @@ def _event_handlers(run: _Run) -> _Handlers:
         w, kp, batch_cap = decision.worker_index, decision.k_prime, max(1, decision.batch_size)
         if kp and kp not in available:
             raise RuntimeError(f"{policy_name}: K′={kp} not cached for the neighbour (levels {available})")
+        if admission_mode != QUEUE:
+            verdict = admit(admission_mode, t, deadline, w, kp, available, cluster, latency)
+            if not verdict.accept:  # refused at the door: a violation that never takes a worker
+                state[r] = _DROPPED
+                dropped[r] = True
+                k_prime_list[r] = k_prime[r] = kp
+                quality[r] = quality_row[class_of[kp]] if kp in class_of else quality_model.q(sim, kp)
+                worker[r] = w
+                return
+            if verdict.degraded:
+                w, kp, batch_cap = verdict.worker, verdict.k_prime, 1
         k_prime_list[r] = kp
         batch_cap_list[r] = batch_cap
         k_prime[r] = kp

@@ -179,8 +179,9 @@ def test_submit_rate_is_throttled_per_user(api, embedded_services, monkeypatch):
 
     cache.clear()
     monkeypatch.setattr(SubmitThrottle, "THROTTLE_RATES", {"submit": "2/min"})
-    codes = [api.post(URL, {"prompt": f"t{i}"}, format="json").status_code for i in range(3)]
-    assert codes == [202, 202, 429]
+    responses = [api.post(URL, {"prompt": f"t{i}"}, format="json") for i in range(3)]
+    assert [r.status_code for r in responses] == [202, 202, 429]
+    assert int(responses[2]["Retry-After"]) > 0
 
 
 def test_database_down_is_503_json_not_a_traceback(embedded_services, tmp_path):

@@ -18,7 +18,7 @@ from django.utils import timezone
 from tests.helpers import UNSERVED_SLOT, make_request, serving_config, serving_config_admin_form
 from webapp.ledger import publishing
 from webapp.ledger.models import BATCH_USERS_GROUP, GenerationRequest, Priority, ServingConfig, Status
-from webapp.ledger.reconcile import reconcile
+from webapp.serving.recovery import reconcile_now as reconcile
 
 pytestmark = pytest.mark.django_db
 

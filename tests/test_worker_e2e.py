@@ -14,7 +14,7 @@ from PIL import Image
 from tests.helpers import make_request, wait_for_status
 from webapp.ledger import transitions
 from webapp.ledger.models import GenerationRequest, Status
-from webapp.ledger.reconcile import reconcile
+from webapp.serving.recovery import reconcile_now as reconcile
 
 # Plain `db` (rolled back) unless a real worker process must read the rows: those tests say so.
 pytestmark = pytest.mark.django_db

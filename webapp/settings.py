@@ -12,7 +12,7 @@ import os
 import re
 from datetime import timedelta
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -36,6 +36,11 @@ def env_int(name: str, default: int) -> int:
 def env_float(name: str, default: float) -> float:
     value = os.environ.get(name)
     return default if value in (None, "") else float(value)
+
+
+def env_optional_float(name: str) -> float | None:
+    value = os.environ.get(name)
+    return None if value in (None, "") else float(value)
 
 
 def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
@@ -246,7 +251,23 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
 }
-CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+
+def _redis_db(url: str, db: int) -> str:
+    """`url` pointing at Redis database `db` (the cache's own, so clearing it never touches Celery's queues)."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, parts.fragment))
+
+
+# Shared by every web process, so throttle rates hold across processes (a per-process cache multiplied them).
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": _redis_db(REDIS_URL, env_int("T2I_CACHE_REDIS_DB", 1)),
+        "KEY_PREFIX": "t2i",
+        "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 2},
+    }
+}
 
 # --- Accounts: API tokens and login protection -----------------------------------------
 # API tokens are django-rest-knox tokens: only a SHA-512 digest is stored, the secret is shown once at
@@ -295,9 +316,13 @@ T2I_DEFAULT_SIZE = env_int("T2I_DEFAULT_SIZE", 64)
 T2I_ALLOWED_SIZES = os.environ.get("T2I_ALLOWED_SIZES", "64,128,256,512,768,1024")
 T2I_MAX_IN_FLIGHT = env_int("T2I_MAX_IN_FLIGHT", 20)
 T2I_MAX_ATTEMPTS = env_int("T2I_MAX_ATTEMPTS", 3)
-T2I_LEASE_SECONDS = env_int("T2I_LEASE_SECONDS", 15)  # renewed every third of it while running
-T2I_REPUBLISH_AFTER_SECONDS = env_int("T2I_REPUBLISH_AFTER_SECONDS", 30)
-T2I_RECONCILE_SECONDS = env_int("T2I_RECONCILE_SECONDS", 10)
+# Recovery timings (lease, heartbeat, reconcile period, republish delay) are derived from the SLO
+# (scheduler/recovery.py, webapp/serving/live_config.recovery_for). These only override them, e.g. for tests.
+T2I_LEASE_SECONDS = env_optional_float("T2I_LEASE_SECONDS")
+T2I_REPUBLISH_AFTER_SECONDS = env_optional_float("T2I_REPUBLISH_AFTER_SECONDS")
+T2I_RECONCILE_SECONDS = env_optional_float("T2I_RECONCILE_SECONDS")
+# A batch's soft time limit is at least this (workers/time_limits.py): engines slower than their profile.
+T2I_TASK_TIME_LIMIT_FLOOR_S = env_float("T2I_TASK_TIME_LIMIT_FLOOR_S", 120.0)
 T2I_MAX_PROMPT_TOKENS = 77  # CLIP text encoder context, including start/end tokens
 # Latency profile L(K', b) the scheduler plans with: a preset (sdxl-a100, sd15-a100) or a CSV.
 # Empty: the engine's measured profile (manage.py profile_engine) if present, else the fallback.

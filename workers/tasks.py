@@ -27,14 +27,17 @@ from webapp.cache import store as cache_store
 from webapp.cache.keys import model_key_for
 from webapp.cache.tenants import tenant_for
 from webapp.ledger import transitions
-from webapp.ledger.models import BatchRecord, CacheScope, GenerationRequest, ServingConfig, Status
+from webapp.ledger.models import ACTIVE_STATES, BatchRecord, CacheScope, GenerationRequest, ServingConfig, Status
 from webapp.ledger.publishing import claim_for_message
 from webapp.ledger.queues import GENERATE_TASK
-from webapp.serving.live_config import scheduler_config
+from webapp.serving.live_config import recovery_for, scheduler_config
 
 from . import runtime
+from .heartbeat import Heartbeat
 from .image_store import save_image
 from .leases import LeaseKeeper
+from .outages import CLAIM_PATIENCE_S, RESULT_PATIENCE_S, with_database
+from .time_limits import BatchTimedOut, BatchTimeLimit, TimeLimits, limits_for
 
 log = logging.getLogger(__name__)
 QUALITY = QualityModel()  # the yardstick Q(s, K′), the same for every policy
@@ -74,12 +77,12 @@ def _items_for(rows: list[GenerationRequest]) -> list:
 def _grow_cache(rows: list[GenerationRequest], results: list, config: ServingConfig) -> None:
     """Store the latents each run captured (levels after its own K′) under its cache key, with each
     entry's provenance (its owner's tenant, the owner, the request). Called only after the engine call
-    returned for the whole batch, so a failed generation never adds an entry; a row that is no longer
-    `running` (cancelled, failed or expired meanwhile) adds none either. Nothing with the scope `off`."""
+    returned for the whole batch, so a failed generation never adds an entry; a row that ended meanwhile
+    (cancelled, failed or expired) adds none either. Nothing with the scope `off`."""
     if config.cache_scope == CacheScope.OFF:
         return
     still_running = set(
-        GenerationRequest.objects.filter(pk__in=[r.pk for r in rows], status=Status.RUNNING).values_list(
+        GenerationRequest.objects.filter(pk__in=[r.pk for r in rows], status__in=ACTIVE_STATES).values_list(
             "pk", flat=True
         )
     )
@@ -186,32 +189,60 @@ def _record_successes(rows: list[GenerationRequest], items: list, results: list,
         transitions.succeed(row.id, **fields)
 
 
+def _time_limits(rows: list[GenerationRequest], config: ServingConfig) -> TimeLimits:
+    sc = scheduler_config(config)
+    k_prime, batch = rows[0].k_served or 0, len(rows)
+    profile_s = sc.profile.latency(k_prime, batch) if k_prime in sc.levels else 0.0
+    slowest = (
+        BatchRecord.objects.filter(k_prime=k_prime, batch_size=batch)
+        .order_by("-id")
+        .values_list("service_seconds", flat=True)[:50]
+    )
+    scale = (rows[0].width * rows[0].height) / max(1, config.default_size**2) * rows[0].steps / config.default_steps
+    return limits_for(max([profile_s, *slowest]), settings.T2I_TASK_TIME_LIMIT_FLOOR_S, scale)
+
+
 @shared_task(name=GENERATE_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def generate(request_id: str) -> str:
     worker = runtime.worker_index()
-    claimed = claim_for_message(uuid.UUID(request_id), worker, settings.T2I_LEASE_SECONDS)
+    config = with_database(ServingConfig.current, CLAIM_PATIENCE_S, "read the serving configuration")
+    lease_s = recovery_for(config).lease_s
+    claimed = with_database(
+        lambda: claim_for_message(uuid.UUID(request_id), worker, lease_s), CLAIM_PATIENCE_S, "claim a batch"
+    )
     if not claimed:
         return "skipped: already claimed or finished"
-    config = ServingConfig.current()  # one read for the whole batch
     rows = _shed_hopeless(list(GenerationRequest.objects.filter(pk__in=claimed).order_by("created_at")), config)
     if not rows:
         return "shed: no claimed request could meet its deadline"
     claimed = [row.id for row in rows]
-    with LeaseKeeper(claimed, settings.T2I_LEASE_SECONDS):
+    limits = _time_limits(rows, config)
+    timed_out = (
+        f"Failed: the batch ran past its time limit of {{:.0f}} s (expected about {limits.soft_s / 4:.1f} s); "
+        "the worker was reset."
+    )
+    with LeaseKeeper(claimed, lease_s):
         try:
-            engine = runtime.engine()
-            items = _items_for(rows)
-            started = time.perf_counter()
-            results = engine.generate(items)
-            service_s = time.perf_counter() - started
+            with BatchTimeLimit(limits, on_hard=lambda: _fail_all(rows, timed_out.format(limits.hard_s))):
+                engine = runtime.engine()
+                items = _items_for(rows)
+                started = time.perf_counter()
+                results = engine.generate(items)
+                service_s = time.perf_counter() - started
+        except BatchTimedOut:
+            log.error("batch %s passed its soft time limit of %.0f s", claimed, limits.soft_s)
+            _fail_all(rows, timed_out.format(limits.soft_s))
+            return "failed: time limit"
         except Exception as exc:
             log.exception("generation failed for %s", claimed)
             _fail_all(rows, f"Generation failed: {type(exc).__name__}: {exc}")
             return "failed"
         # Grow the cache before reporting success: a client that resubmits a similar prompt
         # after seeing "succeeded" finds this one cached.
-        _grow_cache(rows, results, config)
-        _record_successes(rows, items, results, service_s)
+        with_database(lambda: _grow_cache(rows, results, config), RESULT_PATIENCE_S, "grow the cache")
+        with_database(
+            lambda: _record_successes(rows, items, results, service_s), RESULT_PATIENCE_S, "record the results"
+        )
     BatchRecord.objects.create(
         worker=worker,
         k_prime=max(item.start_level for item in items),
@@ -224,8 +255,12 @@ def generate(request_id: str) -> str:
 
 
 @worker_process_init.connect
-def _preload_engine(**kwargs) -> None:
-    """GPU workers load their engine right after the child starts, in a thread: Celery kills a
-    child whose init hook takes more than 4 s, and the first request should not wait for it."""
-    if os.environ.get("T2I_WORKER_INDEX") is not None and os.environ.get("T2I_PRELOAD_ENGINE", "1") == "1":
+def _start_gpu_child(**kwargs) -> None:
+    """In a GPU worker's child (the process that runs batches): start the heartbeat, and load the engine
+    in a thread (Celery kills a child whose init hook takes more than 4 s, and the first request should
+    not wait for it)."""
+    if os.environ.get("T2I_WORKER_INDEX") is None:
+        return
+    Heartbeat(runtime.worker_index()).start()
+    if os.environ.get("T2I_PRELOAD_ENGINE", "1") == "1":
         runtime.preload_in_background()

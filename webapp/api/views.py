@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+
 from django.http import FileResponse, Http404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
+from redis import RedisError
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -13,16 +16,31 @@ from webapp.ledger import transitions
 from webapp.ledger.models import GenerationRequest, Status
 from webapp.ledger.publishing import BrokerUnavailable
 from webapp.serving.probing import NearDuplicateLimit
-from webapp.serving.submission import InFlightCapReached, Submission, submit
+from webapp.serving.submission import InFlightCapReached, Overloaded, Submission, submit
 
 from .serializers import GenerationCreateSerializer, GenerationSerializer
 
+IN_FLIGHT_RETRY_AFTER_S = 5  # the cap frees up as soon as one of the user's requests ends
+log = logging.getLogger(__name__)
 
-class SubmitThrottle(UserRateThrottle):
+
+class SharedRateThrottle(UserRateThrottle):
+    """A per-user rate counted in the shared cache (Redis), so it holds across web processes. If that cache
+    is unreachable the request is let through: submit then answers 503 for the broker anyway."""
+
+    def allow_request(self, request, view) -> bool:
+        try:
+            return super().allow_request(request, view)
+        except RedisError:
+            log.warning("throttle cache unreachable; not throttling this request", exc_info=True)
+            return True
+
+
+class SubmitThrottle(SharedRateThrottle):
     scope = "submit"
 
 
-class ReadThrottle(UserRateThrottle):
+class ReadThrottle(SharedRateThrottle):
     scope = "read"
 
 
@@ -60,7 +78,17 @@ class GenerationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
         try:
             row, created = submit(request.user, Submission(**fields))
         except InFlightCapReached as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_429_TOO_MANY_REQUESTS)
+            return Response(
+                {"detail": str(exc)},
+                status=status.HTTP_429_TOO_MANY_REQUESTS,
+                headers={"Retry-After": str(IN_FLIGHT_RETRY_AFTER_S)},
+            )
+        except Overloaded as exc:
+            return Response(
+                {"detail": str(exc), "retry_after": exc.retry_after},
+                status=status.HTTP_503_SERVICE_UNAVAILABLE,
+                headers={"Retry-After": str(exc.retry_after)},
+            )
         except NearDuplicateLimit as exc:
             return Response(
                 {"detail": str(exc), "retry_after": exc.retry_after},

@@ -76,6 +76,7 @@ class ServingConfigAdmin(SingletonModelAdmin):
                     "default_size",
                     "allowed_sizes",
                     "max_in_flight",
+                    "admission",
                 ]
             },
         ),

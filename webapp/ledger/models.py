@@ -51,6 +51,15 @@ class CacheScope(models.TextChoices):
     OFF = "off", "off: no lookup and no insert"
 
 
+class AdmissionMode(models.TextChoices):
+    """What submit does with a request that cannot meet its deadline at the level it was routed to
+    (scheduler/admission.py: the same rule in the simulator)."""
+
+    QUEUE = "queue", "queue: accept it anyway (it will probably be late)"
+    DEGRADE = "degrade", "degrade: serve it at a faster (approximate) level if that makes it, else refuse"
+    SHED = "shed", "shed: refuse it at once with 503 and Retry-After"
+
+
 def default_cache_scope() -> str:
     """T2I_CACHE_SCOPE: the scope of a new configuration row, and of the existing one when the field was added."""
     return settings.T2I_CACHE_SCOPE
@@ -86,6 +95,9 @@ class GenerationRequest(models.Model):
     publish_count = models.PositiveIntegerField(default=0)
 
     created_at = models.DateTimeField(default=timezone.now, help_text="Arrival time.")
+    accepted_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the row was written (after embedding and routing); null for old rows."
+    )
     published_at = models.DateTimeField(null=True, blank=True)  # last time a message was sent
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -244,7 +256,18 @@ class ServingConfig(SingletonModel):
         help_text="Whose cache entries a request may resume from. A tenant is the user's Django group with the "
         "lowest id (the batch-users group aside), or the user alone. Applies to new requests at once.",
     )
+    admission = models.CharField(
+        "admission under overload",
+        max_length=16,
+        choices=AdmissionMode.choices,
+        default=AdmissionMode.DEGRADE,
+        help_text="When a new request's predicted finish is past its deadline even on the soonest-free worker.",
+    )
     updated_at = models.DateTimeField(auto_now=True)
+
+    # Checks other apps add (serving: "recovery from a crash beats expiry"), run by clean(); the ledger
+    # cannot import them, so they register themselves when their app is ready.
+    EXTRA_CHECKS: list = []
 
     class Meta:
         verbose_name = "serving configuration"
@@ -304,6 +327,8 @@ class ServingConfig(SingletonModel):
         if not self.min_steps <= self.default_steps <= self.max_steps:
             raise ValidationError({"default_steps": "Default steps must lie between min and max."})
         self._clean_scheduling()
+        for check in self.EXTRA_CHECKS:
+            check(self)
 
     def _clean_scheduling(self) -> None:
         try:

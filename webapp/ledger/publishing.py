@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import uuid
 
 import redis
@@ -38,6 +40,27 @@ def check_broker() -> None:
         broker().ping()
     except redis.RedisError as exc:
         raise BrokerUnavailable(str(exc)) from exc
+
+
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def waiting_request_ids(workers: range | list[int]) -> set[str]:
+    """Ids of the requests whose generate message is waiting in a GPU queue (Redis lists, one round trip).
+    A queued row that is not among them has lost its message (Redis restarted, a worker died holding
+    it) or is being claimed right now; the reconciler republishes the former after a grace period."""
+    pipe = broker().pipeline(transaction=False)
+    for worker in workers:
+        pipe.lrange(gpu_queue(worker), 0, -1)
+    waiting: set[str] = set()
+    for messages in pipe.execute():
+        for raw in messages:
+            try:
+                argsrepr = json.loads(raw).get("headers", {}).get("argsrepr", "")
+            except (ValueError, AttributeError):
+                continue
+            waiting.update(_UUID.findall(argsrepr))
+    return waiting
 
 
 def publish(request_id: uuid.UUID, worker: int) -> bool:

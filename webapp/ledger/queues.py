@@ -20,11 +20,17 @@ CONTROL_TASK = "ledger.control"  # the Resource Controller: refresh the plan
 
 CONTROL_QUEUE = "control"  # beat's tasks: one worker, never a GPU
 GPU_QUEUE_PREFIX = "gpu."
+ALIVE_KEY_PREFIX = "t2i:alive:"  # Redis key a GPU worker refreshes while it lives (workers/heartbeat.py)
 
 
 def gpu_queue(worker: int) -> str:
     """The queue GPU worker `worker` consumes: gpu.<index>."""
     return f"{GPU_QUEUE_PREFIX}{worker}"
+
+
+def alive_key(worker: int) -> str:
+    """The Redis key GPU worker `worker` keeps alive (with a TTL) while it can take work."""
+    return f"{ALIVE_KEY_PREFIX}{gpu_queue(worker)}"
 
 
 def worker_argv(queue: str, node_name: str, *, events: bool = True, log_level: str = "INFO") -> list[str]:

@@ -15,7 +15,7 @@ from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from .models import GenerationRequest, Priority, Status
+from .models import ACTIVE_STATES, GenerationRequest, Priority, Status
 
 # The fair order of one batch group's queued rows (see claim_batch). `turn` numbers each owner's rows
 # of one class oldest first; owners take turns, the one whose latest start is oldest (or who has never
@@ -118,8 +118,11 @@ def renew_lease(request_ids: Iterable[uuid.UUID], lease_seconds: float) -> int:
 
 
 def succeed(request_id: uuid.UUID, **fields) -> bool:
+    """End the row `succeeded` unless it is already terminal. From `queued` too: a worker that froze past
+    its lease finishes an image after the reconciler requeued the row; that image is kept, not thrown
+    away (a copy already running elsewhere then finds the row terminal)."""
     return bool(
-        GenerationRequest.objects.filter(pk=request_id, status=Status.RUNNING).update(
+        GenerationRequest.objects.filter(pk=request_id, status__in=ACTIVE_STATES).update(
             status=Status.SUCCEEDED, finished_at=timezone.now(), lease_until=None, error="", **fields
         )
     )
@@ -160,13 +163,16 @@ def requeue(request_id: uuid.UUID, reason: str) -> bool:
     )
 
 
-def expire_overdue(before, batch_before=None) -> int:
+def expire_overdue(before, batch_before=None, accepted_before=None) -> int:
     """Queued rows that arrived before `before` (batch rows: before `batch_before`, by default the
-    same) can no longer be useful: end them as expired."""
+    same) can no longer be useful: end them as expired. Rows accepted (written) after `accepted_before`
+    are spared: their arrival was long before their insert (a slow start), and they get one SLO."""
     batch_before = before if batch_before is None else batch_before
     overdue = Q(priority=Priority.BATCH, created_at__lt=batch_before) | (
         ~Q(priority=Priority.BATCH) & Q(created_at__lt=before)
     )
+    if accepted_before is not None:
+        overdue &= Q(accepted_at__isnull=True) | Q(accepted_at__lt=accepted_before)
     return GenerationRequest.objects.filter(overdue, status=Status.QUEUED).update(
         status=Status.EXPIRED, finished_at=timezone.now(), error="Expired: not started within twice the SLO."
     )

@@ -2,16 +2,41 @@
 
 from __future__ import annotations
 
+import logging
+
+import redis
 from django.conf import settings
 from django.db.models import Count, Min
 
 from scheduler.interface import ClusterView
 from scheduler.policies import Policy
 from webapp.ledger.models import GenerationRequest, Status
+from webapp.ledger.publishing import broker
+from webapp.ledger.queues import alive_key
+
+log = logging.getLogger(__name__)
 
 
-def cluster_view(policy: Policy, now: float) -> ClusterView:
-    """Per-worker queue length, running batch and expected backlog, from the ledger."""
+def live_workers() -> set[int]:
+    """GPU slots whose worker heartbeat is fresh (workers/heartbeat.py): one Redis round trip.
+    If Redis cannot be asked, every slot counts as live (nothing can be queued then anyway, and a
+    wrong "all dead" would stop routing)."""
+    n_workers = settings.T2I_WORKERS
+    try:
+        values = broker().mget([alive_key(i) for i in range(n_workers)])
+    except redis.RedisError:
+        log.warning("live_workers: Redis unreachable; counting every worker as live", exc_info=True)
+        return set(range(n_workers))
+    return {i for i, value in enumerate(values) if value is not None}
+
+
+DEAD_BACKLOG_S = 1e9  # a worker without a heartbeat looks like one that will never be free
+
+
+def cluster_view(policy: Policy, now: float, live: set[int] | None = None) -> ClusterView:
+    """Per-worker queue length, running batch and expected backlog, from the ledger. Workers not in
+    `live` (default: every worker) look busy with an endless backlog and a full queue, so every dispatch
+    rule of the core passes them over while any other worker can take the request."""
     n_workers = settings.T2I_WORKERS
     levels = list(policy.current.worker_levels[:n_workers])
     view = ClusterView.idle(levels + [0] * (n_workers - len(levels)))
@@ -38,4 +63,10 @@ def cluster_view(policy: Policy, now: float) -> ClusterView:
             view.running[worker] += row["n"]
             started = row["started"].timestamp() if row["started"] else now
             view.busy_until[worker] = max(view.busy_until[worker], started + profile.latency(k_prime, row["n"]))
+    if live is not None and live:  # nobody live (e.g. all restarting): route as if all were
+        for worker in range(n_workers):
+            if worker not in live:
+                view.queue_len[worker] += max(caps.values(), default=1)
+                view.running[worker] = max(1, view.running[worker])
+                view.busy_until[worker] = now + DEAD_BACKLOG_S
     return view

@@ -7,14 +7,17 @@ workers alike.
 
 from __future__ import annotations
 
+import dataclasses
 from functools import lru_cache
 from pathlib import Path
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 
 from scheduler.interface import SchedulerConfig
 from scheduler.predictor import Predictor
 from scheduler.profiles import LatencyProfile, load_profile
+from scheduler.recovery import RecoveryTimings, recovery_timings
 from webapp.ledger.models import ServingConfig
 
 
@@ -56,6 +59,7 @@ def scheduler_config(config: ServingConfig) -> SchedulerConfig:
         period_s=config.controller_period_s,
         util_target=config.util_target,
         load_threshold=config.load_threshold,
+        admission=config.admission,
         # Give the solver a cap so a hard solve ends in time; the controller still discards a slow one.
         plan_time_limit_s=max(0.1, settings.T2I_SLOW_SOLVE_FRACTION * config.controller_period_s),
     )
@@ -69,6 +73,7 @@ def config_key(config: ServingConfig) -> tuple:
         config.thresholds,
         config.slo_seconds,
         config.load_threshold,
+        config.admission,
         config.util_target,
         config.controller_period_s,
         config.default_steps,
@@ -76,3 +81,35 @@ def config_key(config: ServingConfig) -> tuple:
         profile_source(),
         settings.T2I_TIME_FACTOR,
     )
+
+
+def recovery_for(config: ServingConfig) -> RecoveryTimings:
+    """The recovery timings of scheduler/recovery.py for the interactive SLO and the longest batch the
+    batch caps allow at any level; T2I_LEASE_SECONDS / T2I_RECONCILE_SECONDS / T2I_REPUBLISH_AFTER_SECONDS
+    override single values (tests shorten them)."""
+    sc = scheduler_config(config)
+    caps = sc.batch_caps()
+    longest = max((sc.profile.latency(k, caps[k]) for k in sc.profile.levels if k in caps), default=0.0)
+    timings = recovery_timings(config.slo_seconds, longest)
+    overrides = {
+        "lease_s": settings.T2I_LEASE_SECONDS,
+        "reconcile_s": settings.T2I_RECONCILE_SECONDS,
+        "republish_s": settings.T2I_REPUBLISH_AFTER_SECONDS,
+    }
+    overrides = {name: value for name, value in overrides.items() if value is not None}
+    if "lease_s" in overrides:
+        overrides["heartbeat_s"] = overrides["lease_s"] / 3
+    return dataclasses.replace(timings, **overrides) if overrides else timings
+
+
+def check_recoverable(config: ServingConfig) -> None:
+    """ServingConfig.clean's check (registered in ServingAppConfig.ready): refuse an SLO for which a crashed
+    worker's requests could never be recovered before they expire."""
+    if config.slo_seconds is None or config.slo_seconds <= 0:
+        return  # the field's own validator says what is wrong
+    try:
+        problem = recovery_for(config).problem()
+    except (KeyError, ValueError):
+        return  # levels or profile invalid: _clean_scheduling reports it
+    if problem:
+        raise ValidationError({"slo_seconds": problem})

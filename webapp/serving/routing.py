@@ -14,13 +14,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from scheduler.admission import admit
 from scheduler.interface import RequestView
 from webapp.cache import store as cache_store
 from webapp.cache.keys import model_key_for
 from webapp.cache.tenants import lookup_tenants
 from webapp.ledger.models import CacheScope, ServingConfig
 
-from .cluster_state import cluster_view
+from .cluster_state import cluster_view, live_workers
 from .live_policy import live_policy
 from .replan import maybe_request_replan
 
@@ -41,6 +42,8 @@ class Routing:
     neighbor_prompt: str
     neighbor_same_owner: bool
     quality: float | None
+    refused: bool = False  # admission control: it cannot meet its deadline (scheduler/admission.py)
+    retry_after_s: float = 0.0
 
 
 def route_request(
@@ -76,20 +79,34 @@ def route_request(
         k_star=k_star,
         levels_available=levels_held,
     )
-    decision = policy.dispatch(request, cluster_view(policy, arrival), arrival)
+    cluster = cluster_view(policy, arrival, live_workers())
+    decision = policy.dispatch(request, cluster, arrival)
     maybe_request_replan(policy, arrival)
-    k_prime = decision.k_prime if neighbor else 0
+    verdict = admit(
+        policy.config.admission,
+        arrival,
+        deadline,
+        decision.worker_index,
+        decision.k_prime if neighbor else 0,
+        levels_held,
+        cluster,
+        policy.config.profile.latency,
+    )
+    k_prime = verdict.k_prime
+    batch_limit = 1 if verdict.degraded else max(1, decision.batch_size)
     quality = policy.quality(similarity, k_prime)
     return Routing(
-        worker=decision.worker_index,
+        worker=verdict.worker,
         k_prime=k_prime,
         k_star=k_star,
         plan_version=plan_version,
-        batch_limit=max(1, decision.batch_size),
-        redirected=decision.redirected,
+        batch_limit=batch_limit,
+        redirected=decision.redirected or verdict.degraded,
         similarity=similarity,
         neighbor_id=neighbor.pk if neighbor and k_prime > 0 else None,
         neighbor_prompt=neighbor.prompt if same_owner else "",
         neighbor_same_owner=same_owner,
         quality=None if quality is None or math.isnan(quality) else quality,
+        refused=not verdict.accept,
+        retry_after_s=verdict.retry_after_s,
     )

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 
-from django.conf import settings
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
+from webapp.ledger.models import ServingConfig
 from webapp.ledger.queues import CONTROL_QUEUE, CONTROL_TASK, RECONCILE_TASK, SWEEP_CACHE_TASK
+
+from .live_config import recovery_for
 
 RECONCILE_NAME = "Reconcile the request ledger"
 CONTROL_NAME = "Resource controller (plan refresh)"
@@ -37,15 +39,21 @@ def _ensure(name: str, task: str, period_s: float, expire_s: float | None = None
 
 def ensure_periodic_tasks() -> None:
     """Create the periodic tasks once (after migrate); never overwrite an operator's edits."""
-    _ensure(RECONCILE_NAME, RECONCILE_TASK, settings.T2I_RECONCILE_SECONDS)
+    _ensure(RECONCILE_NAME, RECONCILE_TASK, recovery_for(ServingConfig.current()).reconcile_s)
     _ensure(CONTROL_NAME, CONTROL_TASK, DEFAULT_CONTROL_PERIOD_S)
     _ensure(SWEEP_NAME, SWEEP_CACHE_TASK, SWEEP_PERIOD_S, expire_s=SWEEP_PERIOD_S - 100)
 
 
-def sync_controller_period(period_s: float) -> None:
-    """Called when the serving configuration is saved: beat re-reads the changed row."""
+def sync_periods(config: ServingConfig) -> None:
+    """Called when the serving configuration is saved: the controller's interval follows its period and
+    the reconciler's follows the SLO (scheduler/recovery.py); beat re-reads a changed row."""
+    _sync(CONTROL_NAME, config.controller_period_s)
+    _sync(RECONCILE_NAME, recovery_for(config).reconcile_s)
+
+
+def _sync(name: str, period_s: float) -> None:
     seconds = max(1, round(period_s))
-    for task in PeriodicTask.objects.filter(name=CONTROL_NAME):
+    for task in PeriodicTask.objects.filter(name=name):
         if task.interval is None or task.interval.every != seconds:
             task.interval = _interval(seconds)
             task.expire_seconds = max(1, seconds - 1)

@@ -2,8 +2,8 @@
 `ServingAppConfig.ready`).
 
 After `migrate`, the periodic tasks exist; after the admin saves the serving configuration, the
-controller's beat interval follows its period. Signals keep the ledger free of any import of
-serving code: the model saves, serving reacts.
+controller's beat interval follows its period and the reconciler's the SLO. Signals keep the ledger
+free of any import of serving code: the model saves, serving reacts.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from django.db.models.signals import post_migrate, post_save, pre_delete
 from webapp.cache import store as cache_store
 from webapp.ledger.models import ServingConfig
 
-from .schedules import ensure_periodic_tasks, sync_controller_period
+from .schedules import ensure_periodic_tasks, sync_periods
 
 
 def _on_serving_config_saved(sender, instance: ServingConfig, **kwargs) -> None:
-    sync_controller_period(instance.controller_period_s)
+    sync_periods(instance)
 
 
 def _on_migrated(sender, **kwargs) -> None:
@@ -34,7 +34,7 @@ def _on_user_deleted(sender, instance, **kwargs) -> None:
 
 def connect() -> None:
     # post_migrate is sent per app with models; serving has none, the ledger holds ServingConfig.
-    post_save.connect(_on_serving_config_saved, sender=ServingConfig, dispatch_uid="serving.sync_controller_period")
+    post_save.connect(_on_serving_config_saved, sender=ServingConfig, dispatch_uid="serving.sync_periods")
     post_migrate.connect(
         _on_migrated, sender=apps.get_app_config("ledger"), dispatch_uid="serving.ensure_periodic_tasks"
     )

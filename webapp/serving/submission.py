@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from scheduler.embeddings import embed_texts
@@ -39,6 +39,23 @@ class InFlightCapReached(Exception):
             "Wait for some to finish, or cancel queued ones."
         )
         self.cap = cap
+
+
+class Overloaded(Exception):
+    """Admission control refused the request: it could not finish by its deadline (scheduler/admission.py)."""
+
+    def __init__(self, retry_after_s: float, slo_s: float) -> None:
+        super().__init__(
+            f"The service is overloaded: this request could not finish within its {slo_s:g}-second deadline, so "
+            f"it was not accepted (nothing was stored). Retry in about {retry_after_s:.0f} s."
+        )
+        self.retry_after = max(1, round(retry_after_s))
+
+
+# Serialises one owner's submits while the in-flight cap is checked and the row is inserted, so concurrent
+# POSTs cannot all see "under the cap" (a transaction-scoped advisory lock: released at commit).
+_CAP_LOCK_SQL = "SELECT pg_advisory_xact_lock(%s, %s)"
+_CAP_LOCK_CLASS = 0x7432  # "t2": the first key of the pair, so other advisory locks never collide
 
 
 @dataclass
@@ -70,16 +87,14 @@ def existing_for_key(owner, key: str | None) -> GenerationRequest | None:
 
 def submit(owner, sub: Submission) -> tuple[GenerationRequest, bool]:
     """Create and queue a request; returns (row, created). A repeated idempotency key returns
-    the original row with created=False. Raises InFlightCapReached, NearDuplicateLimit or BrokerUnavailable."""
+    the original row with created=False. Raises InFlightCapReached, NearDuplicateLimit, Overloaded or
+    BrokerUnavailable. The cap holds under concurrency: the count and the insert share one owner lock."""
     original = existing_for_key(owner, sub.idempotency_key)
     if original is not None:
         return original, False
 
     config = ServingConfig.current()
-    if config.max_in_flight:
-        active = GenerationRequest.objects.filter(owner=owner, status__in=ACTIVE_STATES).count()
-        if active >= config.max_in_flight:
-            raise InFlightCapReached(config.max_in_flight)
+    _check_in_flight(owner, config)  # fail fast before the costly embedding; checked again under the lock
     check_broker()
 
     now = timezone.now()
@@ -105,6 +120,8 @@ def submit(owner, sub: Submission) -> tuple[GenerationRequest, bool]:
         height=height,
         steps=steps,
     )
+    if routing.refused:
+        raise Overloaded(routing.retry_after_s, config.slo_for(priority))
     row = GenerationRequest(
         id=request_id,
         created_at=now,
@@ -134,6 +151,11 @@ def submit(owner, sub: Submission) -> tuple[GenerationRequest, bool]:
     )
     try:
         with transaction.atomic():
+            if config.max_in_flight:
+                with connection.cursor() as cursor:
+                    cursor.execute(_CAP_LOCK_SQL, [_CAP_LOCK_CLASS, owner.pk])
+                _check_in_flight(owner, config)
+            row.accepted_at = timezone.now()
             row.save(force_insert=True)
             transaction.on_commit(lambda: publish(row.id, row.worker))
     except IntegrityError:
@@ -143,3 +165,10 @@ def submit(owner, sub: Submission) -> tuple[GenerationRequest, bool]:
             raise
         return original, False
     return row, True
+
+
+def _check_in_flight(owner, config: ServingConfig) -> None:
+    if config.max_in_flight:
+        active = GenerationRequest.objects.filter(owner=owner, status__in=ACTIVE_STATES).count()
+        if active >= config.max_in_flight:
+            raise InFlightCapReached(config.max_in_flight)

@@ -1,13 +1,19 @@
-"""Beat task of serving control (run on the control queue)."""
+"""Beat tasks of serving control (run on the control queue)."""
 
 from celery import shared_task
 
-from webapp.ledger.queues import CONTROL_TASK
+from webapp.ledger.queues import CONTROL_TASK, RECONCILE_TASK
 
 from .controller import run_controller
+from .recovery import reconcile_now
 
 
 @shared_task(name=CONTROL_TASK, ignore_result=True)
 def control_task() -> dict:
     row = run_controller()
     return {"plan": row.id, "status": row.status, "worker_levels": row.worker_levels}
+
+
+@shared_task(name=RECONCILE_TASK, ignore_result=True)
+def reconcile_task() -> dict:
+    return vars(reconcile_now())

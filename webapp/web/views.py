@@ -12,7 +12,7 @@ from webapp.api.serializers import GenerationCreateSerializer
 from webapp.ledger.models import GenerationRequest, Priority, ServingConfig, Status
 from webapp.ledger.publishing import BrokerUnavailable
 from webapp.serving.probing import NearDuplicateLimit
-from webapp.serving.submission import InFlightCapReached, Submission, submit
+from webapp.serving.submission import InFlightCapReached, Overloaded, Submission, submit
 
 GALLERY_PAGE_SIZE = 24
 
@@ -22,7 +22,7 @@ GALLERY_PAGE_SIZE = 24
 def home(request):
     config = ServingConfig.current()
     errors: dict = {}
-    limited = False
+    limited = overloaded = False
     values = request.POST if request.method == "POST" else {}
     if request.method == "POST":
         data = {k: v for k, v in request.POST.items() if v != "" and k != "csrfmiddlewaretoken"}
@@ -35,6 +35,8 @@ def home(request):
                 errors = {"form": [str(exc)]}
             except NearDuplicateLimit as exc:  # the probing limit: 429, as the API answers
                 errors, limited = {"form": [str(exc)]}, True
+            except Overloaded as exc:  # admission control: 503, as the API answers
+                errors, overloaded = {"form": [str(exc)]}, True
             except BrokerUnavailable:
                 errors = {
                     "form": ["The queue is unavailable right now; nothing was stored. Try again in a few seconds."]
@@ -42,7 +44,7 @@ def home(request):
         else:
             errors = {k: [str(m) for m in v] for k, v in form.errors.items()}
     recent = GenerationRequest.objects.filter(owner=request.user)[:5]
-    status_code = 429 if limited else 400 if errors else 200
+    status_code = 429 if limited else 503 if overloaded else 400 if errors else 200
     return render(
         request,
         "web/home.html",

@@ -199,3 +199,28 @@ def test_the_soft_time_limit_interrupts_a_batch_and_the_hard_one_is_disarmed():
         while True:
             time.sleep(0.01)
     assert called == []
+
+
+def test_a_frozen_worker_that_lost_its_lease_stops_its_batch_instead_of_generating_twice(user, db):
+    from workers.emulated_engine import EmulatedEngine
+    from workers.engine import GenItem
+    from workers.leases import LeaseKeeper, LeaseLost
+
+    row = make_request(user)
+    assert transitions.claim_batch(row.id, worker=9, lease_seconds=60)
+    keeper = LeaseKeeper([row.id], 60, worker=9)
+    keeper.renew_once()
+    assert not keeper.lost.is_set()
+    assert transitions.requeue(row.id, "lease expired")  # the reconciler gave up on the frozen worker
+    keeper.renew_once()
+    assert keeper.lost.is_set()
+    steps = []
+
+    def hook(i: int, n: int) -> None:
+        steps.append(i)
+        keeper.stop_if_lost(i, n)
+
+    engine = EmulatedEngine(load_profile("sdxl-a100"), time_factor=0.01)
+    with pytest.raises(LeaseLost):
+        engine.generate([GenItem(prompt="x", seed=1, steps=50)], on_step=hook)
+    assert steps == [0]

@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw
 
 from scheduler.profiles import LatencyProfile
 
-from .engine import DEFAULT_CACHE_LEVELS, GenItem, GenResult, GenTimings
+from .engine import DEFAULT_CACHE_LEVELS, GenItem, GenResult, GenTimings, StepHook
 
 LATENT_SHAPE = (1, 4, 8, 8)  # tiny stand-ins: only their presence and levels matter
 
@@ -49,7 +49,7 @@ class EmulatedEngine:
     def service_seconds(self, k_prime: int, batch_size: int) -> float:
         return self.profile.latency(k_prime, batch_size) * self.time_factor
 
-    def generate(self, items: list[GenItem]) -> list[GenResult]:
+    def generate(self, items: list[GenItem], on_step: StepHook | None = None) -> list[GenResult]:
         t_call = time.perf_counter()
         results: list[GenResult | None] = [None] * len(items)
         order = sorted(range(len(items)), key=lambda i: items[i].start_level)
@@ -57,7 +57,8 @@ class EmulatedEngine:
             members = list(members)
             t0 = time.perf_counter()
             if self.sleep:
-                time.sleep(self.service_seconds(k_prime, len(members)))
+                steps = max(items[i].steps for i in members)
+                _sleep_through_steps(self.service_seconds(k_prime, len(members)), k_prime, steps, on_step)
             spent = time.perf_counter() - t0
             for i in members:
                 item = items[i]
@@ -80,3 +81,17 @@ class EmulatedEngine:
         for r in results:
             r.timings.batch_s = batch_s
         return results  # type: ignore[return-value]
+
+
+def _sleep_through_steps(seconds: float, first: int, steps: int, on_step: StepHook | None) -> None:
+    """Sleep `seconds` as the steps first…steps−1 would take, calling `on_step` before each, like the real
+    loop (so progress and stopping behave the same). Sleeps to absolute times, so calls add no drift."""
+    if on_step is None or steps <= first:
+        time.sleep(seconds)
+        return
+    start, per_step = time.perf_counter(), seconds / (steps - first)
+    for j, i in enumerate(range(first, steps)):
+        on_step(i, steps)
+        delay = start + (j + 1) * per_step - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)

@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,9 @@ from PIL import Image  # noqa: E402
 from scheduler.cache_keys import RESUMABLE_SCHEDULERS  # noqa: E402
 
 DEFAULT_CACHE_LEVELS: tuple[int, ...] = (5, 10, 15, 20, 25)
+
+
+StepHook = Callable[[int, int], None]  # (step index, steps): called before each denoising step
 
 
 class UnsupportedSchedulerError(ValueError):
@@ -251,13 +255,15 @@ class ApproxCEngine:
         return (1, self.latent_channels, height // self.vae_scale, width // self.vae_scale)
 
     @torch.inference_mode()
-    def generate(self, items: list[GenItem]) -> list[GenResult]:
-        """Run every item from its start level to the end; results in the order of ``items``."""
+    def generate(self, items: list[GenItem], on_step: StepHook | None = None) -> list[GenResult]:
+        """Run every item from its start level to the end; results in the order of ``items``.
+        ``on_step(i, n)`` is called before denoising step i of n; an exception it raises ends the call
+        (the worker's way to stop a batch whose lease it lost)."""
         t_call = time.perf_counter()
         groups = self._group(items)
         results: list[GenResult | None] = [None] * len(items)
         for group in groups:
-            self._run_group(group, items, results)
+            self._run_group(group, items, results, on_step)
         batch_s = time.perf_counter() - t_call
         for r in results:
             r.timings.batch_s = batch_s
@@ -312,14 +318,16 @@ class ApproxCEngine:
 
     # -- one sub-batch ------------------------------------------------------------------------------------
 
-    def _run_group(self, group: _Group, items: list[GenItem], results: list[GenResult | None]) -> None:
+    def _run_group(
+        self, group: _Group, items: list[GenItem], results: list[GenResult | None], on_step: StepHook | None = None
+    ) -> None:
         members = [items[i] for i in group.indices]
         self._sync()
         t0 = time.perf_counter()
         cond = self._encode(members, group)
         self._sync()
         t1 = time.perf_counter()
-        final, captured = self._denoise(members, group, cond)
+        final, captured = self._denoise(members, group, cond, on_step)
         self._sync()
         t2 = time.perf_counter()
         # One image at a time: VAE decoding is compute-bound, so batching gains little, while decoding
@@ -396,7 +404,7 @@ class ApproxCEngine:
         return (noise * init_noise_sigma).to(self.device, self.dtype)
 
     def _denoise(
-        self, members: list[GenItem], group: _Group, cond: _Cond
+        self, members: list[GenItem], group: _Group, cond: _Cond, on_step: StepHook | None = None
     ) -> tuple[torch.Tensor, list[dict[int, torch.Tensor]]]:
         """The denoising loop. ``members`` are sorted by K′; item j joins at step index K′_j.
 
@@ -425,6 +433,8 @@ class ApproxCEngine:
         x: torch.Tensor | None = None
         n_active = 0
         for i in range(starts[0], n_steps):
+            if on_step is not None:
+                on_step(i, n_steps)
             # Late join: items whose start level is i enter the batch now. Conditioning is re-sliced only
             # here, not on every step.
             n_join = n_active

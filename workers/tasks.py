@@ -35,7 +35,7 @@ from webapp.serving.live_config import recovery_for, scheduler_config
 from . import runtime
 from .heartbeat import Heartbeat
 from .image_store import save_image
-from .leases import LeaseKeeper
+from .leases import LeaseKeeper, LeaseLost
 from .outages import CLAIM_PATIENCE_S, RESULT_PATIENCE_S, with_database
 from .time_limits import BatchTimedOut, BatchTimeLimit, TimeLimits, limits_for
 
@@ -221,14 +221,18 @@ def generate(request_id: str) -> str:
         f"Failed: the batch ran past its time limit of {{:.0f}} s (expected about {limits.soft_s / 4:.1f} s); "
         "the worker was reset."
     )
-    with LeaseKeeper(claimed, lease_s):
+    with LeaseKeeper(claimed, lease_s, worker) as keeper:
         try:
             with BatchTimeLimit(limits, on_hard=lambda: _fail_all(rows, timed_out.format(limits.hard_s))):
                 engine = runtime.engine()
                 items = _items_for(rows)
                 started = time.perf_counter()
-                results = engine.generate(items)
+                results = engine.generate(items, on_step=keeper.stop_if_lost)
                 service_s = time.perf_counter() - started
+            keeper.finishing = True
+        except LeaseLost as exc:  # handed to another worker while this one was frozen: not generated twice
+            log.warning("batch %s stopped: %s", claimed, exc)
+            return "stopped: lease lost"
         except BatchTimedOut:
             log.error("batch %s passed its soft time limit of %.0f s", claimed, limits.soft_s)
             _fail_all(rows, timed_out.format(limits.soft_s))

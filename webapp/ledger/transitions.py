@@ -111,10 +111,13 @@ def claim_batch(request_id: uuid.UUID, worker: int, lease_seconds: float) -> lis
     return ids
 
 
-def renew_lease(request_ids: Iterable[uuid.UUID], lease_seconds: float) -> int:
-    return GenerationRequest.objects.filter(pk__in=list(request_ids), status=Status.RUNNING).update(
-        lease_until=timezone.now() + timedelta(seconds=lease_seconds)
-    )
+def renew_lease(request_ids: Iterable[uuid.UUID], lease_seconds: float, worker: int | None = None) -> int:
+    """Extend the lease of those rows that are still running (on `worker`, if given); returns how many.
+    Fewer than asked means the reconciler took some back (the worker was presumed dead)."""
+    rows = GenerationRequest.objects.filter(pk__in=list(request_ids), status=Status.RUNNING)
+    if worker is not None:
+        rows = rows.filter(worker=worker)
+    return rows.update(lease_until=timezone.now() + timedelta(seconds=lease_seconds))
 
 
 def succeed(request_id: uuid.UUID, **fields) -> bool:

@@ -20,8 +20,11 @@ $(VENV)/.installed: requirements.txt requirements-nodeps.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -r requirements-nodeps.txt
 	touch $@
 
+# exec: the supervisor is make's own child, so make's SIGTERM reaches it (make forwards SIGTERM to its
+# children, not SIGINT); --stop-with-parent covers SIGINT to make and make's death (webapp/stack/parent_watch.py).
 run: venv
-	$(BIN)/python -m webapp.stack.run --workers $(WORKERS) --engine $(ENGINE) --profile "$(PROFILE)" --time-factor $(TIME_FACTOR)
+	exec $(BIN)/python -m webapp.stack.run --stop-with-parent --workers $(WORKERS) --engine $(ENGINE) \
+	  --profile "$(PROFILE)" --time-factor $(TIME_FACTOR)
 
 # Headless Chromium for the browser test (Debian package); the test skips, saying why, without it.
 browser:

@@ -4,6 +4,7 @@ from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
+from webapp.dashboard import health
 from webapp.web import views as web
 
 urlpatterns = [
@@ -25,6 +26,9 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="swagger-ui"),
     path("dashboard/", include("webapp.dashboard.urls")),
     path("metrics", include("webapp.dashboard.metrics_urls")),
+    # Probes for compose and load balancers: public, and they say only which check failed.
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
 ]
 
 # JSON under /api/, Django's small plain pages elsewhere; never a debug page (webapp/api/errors.py).

@@ -1,8 +1,8 @@
 """Keeping the lease of running rows alive while a long batch runs.
 
 A worker that dies stops renewing, its lease expires, and the reconciler takes the rows back. A worker
-that was only frozen (SIGSTOP, a long GC pause, a stalled disk) finds out at its next renewal: fewer rows
-are still running on it. Then `lost` is set and the batch stops at its next denoising step
+that was only frozen (SIGSTOP, a long GC pause, a stalled disk) finds out at its next renewal: none of
+its rows is still running on it. Then `lost` is set and the batch stops at its next denoising step
 (`stop_if_lost`), so the rows are not generated twice: the reconciler has handed them to another worker.
 """
 
@@ -39,12 +39,10 @@ class LeaseKeeper:
         except Exception:
             log.warning("could not renew lease", exc_info=True)
             return
-        if renewed < len(self.request_ids) and not self.finishing:
-            log.warning(
-                "lost %d of %d rows of this batch to the reconciler",
-                len(self.request_ids) - renewed,
-                len(self.request_ids),
-            )
+        # None of the batch is still running here: the reconciler requeued it (all rows share one lease)
+        # or every row was cancelled. Some rows ending early (one cancelled) do not stop the others.
+        if renewed == 0 and not self.finishing:
+            log.warning("none of the %d rows of this batch is still running on this worker", len(self.request_ids))
             self.lost.set()
 
     def stop_if_lost(self, step: int, steps: int) -> None:

@@ -24,6 +24,7 @@ from prometheus_client.registry import Collector
 from webapp.ledger.models import TERMINAL_STATES, AllocationPlan, ServingConfig
 
 from . import metrics_queries as mq
+from .process_metrics import ProcessCollector
 
 log = logging.getLogger(__name__)
 
@@ -216,6 +217,7 @@ class ServingCollector(Collector):
 
 REGISTRY = CollectorRegistry(auto_describe=False)
 REGISTRY.register(ServingCollector())
+REGISTRY.register(ProcessCollector())  # supervisor's processes and live GPU workers
 
 
 def _denied(request) -> HttpResponse | None:

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 from functools import wraps
 
+from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
+from webapp.ledger.models import ServingConfig
+from webapp.serving.cluster_state import live_workers
+from webapp.serving.live_config import recovery_for
+
 from . import metrics_queries as mq
+from .process_status import read_processes
 
 REFRESH_SECONDS = 5  # numbers
 CHART_REFRESH_SECONDS = 30  # images
@@ -109,6 +115,17 @@ def _level_rows(plan: dict | None) -> list[dict]:
     return out
 
 
+def process_tile() -> dict:
+    """The tile of processes: the supervisor's status file (make run only), live GPU workers, and the
+    recovery timings the current SLO gives (scheduler/recovery.py)."""
+    live = live_workers()
+    return {
+        "processes": read_processes(),
+        "gpu_workers": [{"worker": i, "live": i in live} for i in range(settings.T2I_WORKERS)],
+        "recovery": recovery_for(ServingConfig.current()),
+    }
+
+
 @require_GET
 @staff_required
 def dashboard(request):
@@ -138,6 +155,7 @@ def dashboard(request):
             "refresh_ms": REFRESH_SECONDS * 1000,
             "chart_refresh_ms": CHART_REFRESH_SECONDS * 1000,
             "chart_refresh_s": CHART_REFRESH_SECONDS,
+            **process_tile(),
         },
     )
 

@@ -3,7 +3,10 @@
 Starts embedded PostgreSQL and Redis (unless DATABASE_URL / REDIS_URL point elsewhere),
 migrates, builds the tiny model if no model is there, creates the demo user, then runs the
 web server (gunicorn), one Celery worker per GPU slot (queue gpu.<i>), a control worker,
-beat and Flower. Every child gets SIGTERM when this process exits, however it exits.
+beat and Flower. Every one of them, the two services included, is supervised: restarted with
+back-off when it exits, marked failed when it keeps crashing (supervisor.py). Every child gets a
+signal from the kernel when this process exits, however it exits; with --stop-with-parent (the
+Makefile) this process also stops when make is signalled (parent_watch.py).
 
 Secrets are generated on the first start and kept in the data directory, each in a 0600 file:
 `pg-password.txt` and `redis-password.txt` (the embedded services require them), `secret-key.txt`
@@ -15,7 +18,7 @@ command line, where `ps` would show them to every local user.
 from __future__ import annotations
 
 import argparse
-import ctypes
+import logging
 import os
 import secrets
 import signal
@@ -27,24 +30,38 @@ from pathlib import Path
 from scheduler.profiles import load_profile
 from webapp.ledger.queues import CONTROL_QUEUE, gpu_queue, worker_argv
 
-from .services import Postgres, Redis, new_secret, read_or_create_secret
+from .parent_watch import ParentWatch
+from .services import Postgres, Redis, new_secret, read_or_create_secret, set_parent_death_signal
+from .status_file import status_path
+from .supervisor import Program, Supervisor
 
 ROOT = Path(__file__).resolve().parents[2]
-PR_SET_PDEATHSIG = 1
+log = logging.getLogger("t2i.supervisor")
 
 
 def _die_with_parent() -> None:
     """Child pre-exec: the kernel sends SIGTERM if the supervisor dies, even by SIGKILL."""
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    set_parent_death_signal(signal.SIGTERM)
+
+
+def _log_to_console_and_file(log_dir: Path) -> None:
+    """Supervisor events (exits, restarts, failures) on the `make run` console and in supervisor.log."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
+    for handler in (logging.StreamHandler(sys.stdout), logging.FileHandler(log_dir / "supervisor.log")):
+        handler.setFormatter(fmt)
+        log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
 
 
 class Stack:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.data_dir = Path(os.environ.get("T2I_DATA_DIR", ROOT / ".data")).absolute()
-        self.services: list = []
-        self.children: list[tuple[str, subprocess.Popen]] = []
-        self.recipes: dict[str, tuple[list[str], dict[str, str]]] = {}
+        self.log_dir = self.data_dir / "logs"
+        self.supervisor = Supervisor(status_path(self.data_dir))
+        self.services: list[Postgres | Redis] = []  # the embedded ones we started (also supervised)
         self.env = dict(
             os.environ,
             HF_HUB_OFFLINE="1",
@@ -72,14 +89,22 @@ class Stack:
 
     # --- services -------------------------------------------------------------------
     def start_services(self) -> None:
+        """Start the embedded services, wait until they serve, then hand them to the supervisor."""
         if not os.environ.get("DATABASE_URL"):
             pg = Postgres(
                 self.data_dir / "pg",
                 int(os.environ.get("T2I_PG_PORT", 54329)),
                 password=self.secret("pg-password.txt"),
+                die_with_parent=True,
             )
-            pg.start()
             self.services.append(pg)
+            try:
+                pg.start()
+            finally:  # supervised (hence stopped at the end) even if it started but never became ready
+                if pg.proc is not None:
+                    self.supervisor.adopt(
+                        Program("postgres", pg.launch, signal.SIGINT, stop_last=True, log_path=pg.log_path), pg.proc
+                    )
             self.env["DATABASE_URL"] = pg.url
             print(f"PostgreSQL (pgvector) on 127.0.0.1:{pg.port}, data in {pg.data_dir}")
         if not os.environ.get("REDIS_URL"):
@@ -87,9 +112,17 @@ class Stack:
                 self.data_dir / "redis",
                 int(os.environ.get("T2I_REDIS_PORT", 63799)),
                 password=self.secret("redis-password.txt"),
+                die_with_parent=True,
             )
-            redis.start()
             self.services.append(redis)
+            try:
+                redis.start()
+            finally:
+                if redis.proc is not None:
+                    self.supervisor.adopt(
+                        Program("redis", redis.launch, stop_last=True, log_path=redis.data_dir / "redis.log"),
+                        redis.proc,
+                    )
             self.env["REDIS_URL"] = redis.url
             print(f"Redis on 127.0.0.1:{redis.port}, data in {redis.data_dir}")
 
@@ -114,20 +147,22 @@ class Stack:
 
     # --- processes ------------------------------------------------------------------
     def spawn(self, name: str, argv: list[str], **extra_env: str) -> None:
-        self.recipes[name] = (argv, extra_env)
-        log_dir = self.data_dir / "logs"
-        log_dir.mkdir(parents=True, exist_ok=True)
-        log = open(log_dir / f"{name}.log", "ab")  # noqa: SIM115 - the child writes to it for its whole life
-        proc = subprocess.Popen(
-            argv,
-            cwd=ROOT,
-            env={**self.env, **extra_env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
-        )
-        self.children.append((name, proc))
+        """Start `argv` under the supervisor, which restarts it the same way when it exits."""
+        log_path = self.log_dir / f"{name}.log"
+
+        def launch() -> subprocess.Popen:
+            with open(log_path, "ab") as out:  # the child keeps its own copy of the descriptor
+                return subprocess.Popen(
+                    argv,
+                    cwd=ROOT,
+                    env={**self.env, **extra_env},
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # its own group: stopping it reaches what it forks
+                    preexec_fn=_die_with_parent,
+                )
+
+        self.supervisor.start(Program(name, launch, log_path=log_path))
 
     def flower_auth(self) -> str:
         auth = os.environ.get("FLOWER_BASIC_AUTH")
@@ -173,39 +208,7 @@ class Stack:
         return auth
 
     def stop(self) -> None:
-        for _, proc in self.children:
-            if proc.poll() is None:
-                proc.terminate()
-        deadline = time.monotonic() + 20
-        for _, proc in self.children:
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        for service in reversed(self.services):
-            service.stop()
-
-    def watch(self) -> None:
-        """Restart any process that dies (as compose's `restart: unless-stopped` would): a
-        killed GPU worker comes back and the reconciler hands its lost request to it."""
-        restarts: dict[str, list[float]] = {}
-        while True:
-            for _i, (name, proc) in enumerate(list(self.children)):
-                if proc.poll() is None:
-                    continue
-                recent = [t for t in restarts.get(name, []) if time.monotonic() - t < 60]
-                if len(recent) >= 5:
-                    raise RuntimeError(
-                        f"{name} keeps exiting (last code {proc.returncode}); see "
-                        f"{self.data_dir / 'logs' / (name + '.log')}"
-                    )
-                restarts[name] = recent + [time.monotonic()]
-                print(f"{name} exited with {proc.returncode}; restarting it.", flush=True)
-                self.children.remove((name, proc))
-                argv, extra_env = self.recipes[name]
-                self.spawn(name, argv, **extra_env)
-            time.sleep(0.5)
+        self.supervisor.stop_all()
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -227,38 +230,62 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=int(os.environ.get("T2I_WEB_PORT", 8000)))
     p.add_argument("--flower-port", type=int, default=int(os.environ.get("T2I_FLOWER_PORT", 5555)))
     p.add_argument("--web-workers", type=int, default=2)
+    p.add_argument(
+        "--stop-with-parent",
+        action="store_true",
+        help="stop the stack when the parent process (make) is signalled or dies",
+    )
     return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    stack = Stack(args)
-
+def _stop_on(signals: tuple[int, ...]) -> None:
     def on_signal(signum, frame):
         raise KeyboardInterrupt
 
     # Explicit for SIGINT too: a shell that starts us in the background sets it to "ignore".
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    for sig in signals:
+        signal.signal(sig, on_signal)
+
+
+def _ignore(signals: tuple[int, ...]) -> None:
+    """While stopping: a second Ctrl-C must not interrupt the stop and leave processes behind."""
+    for sig in signals:
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def banner(args: argparse.Namespace, stack: Stack, seconds: float, flower_auth: str, login: str) -> str:
+    return (
+        f"\nStack up in {seconds:.1f} s "
+        f"({args.workers} GPU worker(s), engine={args.engine}).\n"
+        f"  Web:     http://{args.host}:{args.port}/  (health: /healthz, /readyz)\n"
+        f"  API:     http://{args.host}:{args.port}/api/v1/generations/  "
+        f"(docs: /api/docs/)\n"
+        f"  Admin:   http://{args.host}:{args.port}/admin/\n"
+        f"  Flower:  http://{args.host}:{args.flower_port}/  (basic auth {flower_auth})\n"
+        f"  Logs:    {stack.log_dir}\n"
+        f"  Status:  {stack.supervisor.status_path}\n"
+        f"  {login}\n"
+        f"Every process is restarted when it exits; one that keeps crashing is reported FAILED here.\n"
+        f"Press Ctrl-C to stop everything."
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    stop_signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    _stop_on(stop_signals)
+    parent = ParentWatch() if args.stop_with_parent else None
+    stack = Stack(args)
+    _log_to_console_and_file(stack.log_dir)
     started = time.monotonic()
     try:
         stack.start_services()
         login = stack.prepare()
         flower_auth = stack.start_processes()
-        print(
-            f"\nStack up in {time.monotonic() - started:.1f} s "
-            f"({args.workers} GPU worker(s), engine={args.engine}).\n"
-            f"  Web:     http://{args.host}:{args.port}/\n"
-            f"  API:     http://{args.host}:{args.port}/api/v1/generations/  "
-            f"(docs: /api/docs/)\n"
-            f"  Admin:   http://{args.host}:{args.port}/admin/\n"
-            f"  Flower:  http://{args.host}:{args.flower_port}/  (basic auth {flower_auth})\n"
-            f"  Logs:    {stack.data_dir / 'logs'}\n"
-            f"  {login}\n"
-            f"Press Ctrl-C to stop everything.",
-            flush=True,
-        )
-        stack.watch()
+        print(banner(args, stack, time.monotonic() - started, flower_auth, login), flush=True)
+        stack.supervisor.run(should_stop=parent.parent_is_stopping if parent else lambda: False)
+        print("\nmake was signalled; stopping…", flush=True)
+        return 0
     except KeyboardInterrupt:
         print("\nStopping…", flush=True)
         return 0
@@ -267,9 +294,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nError: {exc}\n{detail}", file=sys.stderr, flush=True)
         return 1
     finally:
+        _ignore(stop_signals)
         stack.stop()
         print("Stopped.", flush=True)
-    return 0
 
 
 if __name__ == "__main__":

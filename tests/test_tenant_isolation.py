@@ -340,7 +340,7 @@ def test_a_failed_generation_adds_no_entry_and_its_error_names_no_other_owners_p
     from workers import runtime, tasks
 
     class FailingEngine:
-        def generate(self, items):
+        def generate(self, items, on_step=None):
             raise RuntimeError(f"cannot encode {items[0].prompt!r} / {items[1].prompt!r}")
 
     monkeypatch.setenv("T2I_WORKER_INDEX", str(UNSERVED_SLOT))

@@ -52,7 +52,8 @@ def test_same_seed_same_image(user, gpu_workers, settings):
         publish(row.id, row.worker)
     rows = [wait_for_status(r.id, {Status.SUCCEEDED}, timeout=90) for r in twins]
     assert {r.worker for r in rows} == {0, 1}  # both processes, same pixels
-    data = [(Path(settings.MEDIA_ROOT) / r.image.name).read_bytes() for r in rows]
+    # Pixels, not file bytes: each PNG's `parameters` chunk names its own request id.
+    data = [Image.open(Path(settings.MEDIA_ROOT) / r.image.name).tobytes() for r in rows]
     assert data[0] == data[1]
 
 

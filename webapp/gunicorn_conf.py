@@ -9,6 +9,7 @@ service is JSON (README "Security and privacy"), so its error writer is replaced
 from __future__ import annotations
 
 import json
+import os
 
 from gunicorn import util
 
@@ -17,6 +18,22 @@ from gunicorn import util
 limit_request_field_size = 8190
 limit_request_line = 4094
 limit_request_fields = 100
+
+
+def default_workers(cores: int) -> int:
+    """One process per core: a process runs Python on one core at a time (the GIL), so fewer leave cores
+    idle and more only add memory (each holds its own prompt embedder). At least 2, so a restart or a slow
+    request never leaves nobody answering."""
+    return max(2, cores)
+
+
+# Threads per process: a submit spends most of its time waiting (PostgreSQL, Redis, the embedder's batch),
+# and 8 threads keep a core busy through those waits; they are also what the embedder batches together.
+DEFAULT_THREADS = 8
+
+# `-w` / `--threads` on the command line win over these; WEB_CONCURRENCY and T2I_WEB_THREADS set them here.
+workers = int(os.environ.get("WEB_CONCURRENCY") or default_workers(len(os.sched_getaffinity(0))))
+threads = int(os.environ.get("T2I_WEB_THREADS") or DEFAULT_THREADS)
 
 
 def write_json_error(sock, status_int: int, reason: str, mesg: str) -> None:

@@ -230,7 +230,8 @@ CELERY_TIMEZONE = "UTC"
 # --- REST framework ------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "knox.auth.TokenAuthentication",  # `Authorization: Token <secret>`; never calls authenticate(), so axes
+        # `Authorization: Token <secret>` (knox's, its lookups kept a few seconds); never calls authenticate(), so axes
+        "webapp.api.auth.CachedTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",  # does not see (or lock out) API token use
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -282,6 +283,9 @@ REST_KNOX = {
     "TOKEN_PREFIX": "t2i_",  # recognisable in logs and by secret scanners
     "AUTO_REFRESH": False,
 }
+# How long a web process remembers a token it looked up (webapp/api/auth.py); a token revoked through another
+# web process stops working within this. 0: ask the database on every request.
+T2I_TOKEN_CACHE_SECONDS = float(os.environ.get("T2I_TOKEN_CACHE_SECONDS", 2))
 # django-axes: AxesStandaloneBackend must come first (it refuses a locked-out login before the password is
 # checked). It only takes part in django.contrib.auth.authenticate() (login page, admin login); API tokens
 # and sessions authenticate without it.

@@ -10,6 +10,7 @@ from webapp.web import views as web
 urlpatterns = [
     path("", web.home, name="home"),
     path("requests/<uuid:pk>/", web.request_detail, name="request-detail"),
+    path("requests/<uuid:pk>/cancel/", web.request_cancel, name="request-cancel"),
     path("gallery/", web.gallery, name="gallery"),
     path("tokens/", web.tokens, name="tokens"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),

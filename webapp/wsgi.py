@@ -10,12 +10,31 @@ application = get_wsgi_application()
 
 def _warm_up() -> None:
     """Load the prompt embedder and tokenizer now, not inside the first user's request."""
-    from scheduler.embeddings import embed_texts
+    from scheduler.embedding_batcher import embed_prompt
     from webapp.serving.prompt_tokens import count_tokens
 
     count_tokens("warm up")
-    embed_texts(["warm up"])
+    embed_prompt("warm up")
 
 
-if os.environ.get("T2I_WARM_UP", "1") == "1":
+def _size_torch() -> None:
+    """Intra-op threads of this process's encoder (T2I_WEB_TORCH_THREADS, default 1): every web process has its
+    own embedder, so more would put processes × threads on the same cores, where OpenMP threads spin-waiting
+    on each other cost more than a small batch's parallelism gains (docs/submit_path.md)."""
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("T2I_WEB_TORCH_THREADS", "1")))
+
+
+_size_torch()
+
+
+# Before this process serves anything (gunicorn loads the application before its worker accepts): a request
+# arriving during a (re)start waits in the listen backlog and is timestamped once it can be served, instead
+# of being accepted with an arrival time it could never make up (a killed web tier restarting under load).
+# T2I_WARM_UP=background loads in a thread instead (faster start, first requests wait inside the app).
+_WARM_UP = os.environ.get("T2I_WARM_UP", "1")
+if _WARM_UP == "1":
+    _warm_up()
+elif _WARM_UP == "background":
     threading.Thread(target=_warm_up, name="warm-up", daemon=True).start()

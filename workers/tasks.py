@@ -15,6 +15,7 @@ import logging
 import os
 import time
 import uuid
+from pathlib import Path
 
 from celery import shared_task
 from celery.signals import worker_process_init
@@ -34,9 +35,10 @@ from webapp.serving.live_config import recovery_for, scheduler_config
 
 from . import runtime
 from .heartbeat import Heartbeat
-from .image_store import save_image
+from .image_store import ImageParameters, delete_image, save_image
 from .leases import LeaseKeeper, LeaseLost
 from .outages import CLAIM_PATIENCE_S, RESULT_PATIENCE_S, with_database
+from .progress import StepReporter
 from .time_limits import BatchTimedOut, BatchTimeLimit, TimeLimits, limits_for
 
 log = logging.getLogger(__name__)
@@ -170,12 +172,41 @@ def scrub_foreign_text(message: str, row: GenerationRequest, batch: list[Generat
     return message
 
 
-def _record_successes(rows: list[GenerationRequest], items: list, results: list, service_s: float) -> None:
-    """Save each image and end its row `succeeded` with the K′ it actually ran at."""
+def _image_parameters(row: GenerationRequest, k_prime: int, sampler: str) -> ImageParameters:
+    """The parameters written into the PNG (workers/image_store.py: AUTOMATIC1111's `parameters` chunk)."""
+    model = "emulated" if settings.T2I_ENGINE == "emulated" else Path(settings.T2I_MODEL_PATH).name
+    return ImageParameters(
+        request_id=row.id,
+        prompt=row.prompt,
+        negative_prompt=row.negative_prompt,
+        steps=row.steps,
+        sampler=sampler,
+        guidance_scale=row.guidance_scale,
+        seed=row.seed,
+        width=row.width,
+        height=row.height,
+        model=model,
+        k_served=k_prime,
+        k_star=row.k_star,
+    )
+
+
+def _record_successes(
+    rows: list[GenerationRequest], items: list, results: list, service_s: float, sampler: str
+) -> None:
+    """Save each image and end its row `succeeded` with the K′ it actually ran at. A row cancelled while its
+    batch ran gets no image: skipped here, or its files removed if it was cancelled during the save."""
     label = runtime.model_label(settings.T2I_MODEL_PATH)
+    active = set(
+        GenerationRequest.objects.filter(pk__in=[r.pk for r in rows], status__in=ACTIVE_STATES).values_list(
+            "pk", flat=True
+        )
+    )
     for row, item, result in zip(rows, items, results):
-        image_name, thumb_name = save_image(row.id, result.image)
+        if row.pk not in active:
+            continue
         k_prime = item.start_level
+        image_name, thumb_name = save_image(row.id, result.image, _image_parameters(row, k_prime, sampler))
         fields = dict(
             image=image_name,
             thumbnail=thumb_name,
@@ -186,7 +217,8 @@ def _record_successes(rows: list[GenerationRequest], items: list, results: list,
         )
         if k_prime != row.k_served:  # neighbour's level evicted since routing
             fields["quality"] = QUALITY.q(row.similarity, k_prime) if k_prime else 1.0
-        transitions.succeed(row.id, **fields)
+        if not transitions.succeed(row.id, **fields):
+            delete_image(image_name, thumb_name)
 
 
 def _time_limits(rows: list[GenerationRequest], config: ServingConfig) -> TimeLimits:
@@ -221,14 +253,16 @@ def generate(request_id: str) -> str:
         f"Failed: the batch ran past its time limit of {{:.0f}} s (expected about {limits.soft_s / 4:.1f} s); "
         "the worker was reset."
     )
-    with LeaseKeeper(claimed, lease_s, worker) as keeper:
+    # The step hook reports progress (a background thread writes it to Redis) and stops a lost batch.
+    with LeaseKeeper(claimed, lease_s, worker) as keeper, StepReporter(claimed, keeper.stop_if_lost) as reporter:
         try:
             with BatchTimeLimit(limits, on_hard=lambda: _fail_all(rows, timed_out.format(limits.hard_s))):
                 engine = runtime.engine()
                 items = _items_for(rows)
                 started = time.perf_counter()
-                results = engine.generate(items, on_step=keeper.stop_if_lost)
+                results = engine.generate(items, on_step=reporter)
                 service_s = time.perf_counter() - started
+                sampler = getattr(engine, "scheduler_name", settings.T2I_ENGINE)
             keeper.finishing = True
         except LeaseLost as exc:  # handed to another worker while this one was frozen: not generated twice
             log.warning("batch %s stopped: %s", claimed, exc)
@@ -245,7 +279,7 @@ def generate(request_id: str) -> str:
         # after seeing "succeeded" finds this one cached.
         with_database(lambda: _grow_cache(rows, results, config), RESULT_PATIENCE_S, "grow the cache")
         with_database(
-            lambda: _record_successes(rows, items, results, service_s), RESULT_PATIENCE_S, "record the results"
+            lambda: _record_successes(rows, items, results, service_s, sampler), RESULT_PATIENCE_S, "record the results"
         )
     BatchRecord.objects.create(
         worker=worker,

@@ -6,8 +6,11 @@ from django.conf import settings
 from django.urls import reverse
 from rest_framework import serializers
 
-from webapp.ledger.models import SEED_MAX, GenerationRequest, Priority, ServingConfig
+from webapp.ledger.models import SEED_MAX, GenerationRequest, Priority
+from webapp.serving.live_config import serving_config
 from webapp.serving.prompt_tokens import count_tokens
+
+from .progress_fields import LiveProgressFields
 
 
 class GenerationCreateSerializer(serializers.Serializer):
@@ -54,7 +57,7 @@ class GenerationCreateSerializer(serializers.Serializer):
         return value
 
     def validate(self, attrs: dict) -> dict:
-        config = ServingConfig.current()
+        config = serving_config()  # the process's copy: submit reads the same one, no second query
         sizes = config.allowed_size_list
         errors = {}
         for dim in ("width", "height"):
@@ -69,7 +72,7 @@ class GenerationCreateSerializer(serializers.Serializer):
         return attrs
 
 
-class GenerationSerializer(serializers.ModelSerializer):
+class GenerationSerializer(LiveProgressFields, serializers.ModelSerializer):
     url = serializers.SerializerMethodField()
     image_url = serializers.SerializerMethodField()
     thumbnail_url = serializers.SerializerMethodField()
@@ -126,6 +129,7 @@ class GenerationSerializer(serializers.ModelSerializer):
             "batch_size",
             "service_seconds",
             "quality",
+            *LiveProgressFields.FIELDS,
         ]
         read_only_fields = fields
 

@@ -18,6 +18,7 @@ from webapp.ledger.publishing import BrokerUnavailable
 from webapp.serving.probing import NearDuplicateLimit
 from webapp.serving.submission import InFlightCapReached, Overloaded, Submission, submit
 
+from .etags import body_etag, client_has
 from .serializers import GenerationCreateSerializer, GenerationSerializer
 
 IN_FLIGHT_RETRY_AFTER_S = 5  # the cap frees up as soon as one of the user's requests ends
@@ -69,6 +70,16 @@ class GenerationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
             )
         return super().list(request, *args, **kwargs)
 
+    @extend_schema(responses={200: GenerationSerializer, 304: None})
+    def retrieve(self, request, *args, **kwargs):
+        """One request's status. Its ETag is a digest of the answer, so a poller that sends it back as
+        If-None-Match gets an empty 304 until something it would see has changed."""
+        body = self.get_serializer(self.get_object()).data
+        etag = body_etag(body)
+        if client_has(request, etag):
+            return Response(status=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag})
+        return Response(body, headers={"ETag": etag})
+
     @extend_schema(request=GenerationCreateSerializer, responses={202: GenerationSerializer})
     def create(self, request):
         data = GenerationCreateSerializer(data=request.data)
@@ -110,14 +121,19 @@ class GenerationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
             headers["Idempotent-Replayed"] = "true"
         return Response(body, status=status.HTTP_202_ACCEPTED, headers=headers)
 
-    @extend_schema(request=None, responses={200: GenerationSerializer, 409: None})
+    @extend_schema(
+        request=None,
+        responses={200: GenerationSerializer, 409: None},
+        description="Cancel a queued or running request. A running one ends `cancelled` at once; its batch "
+        "goes on for the other requests in it, and no image or cache entry is kept for this one.",
+    )
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk=None):
         row = self.get_object()
         if not transitions.cancel(row.id):
             row.refresh_from_db()
             return Response(
-                {"detail": f"Only queued requests can be cancelled; this one is {row.status}."},
+                {"detail": f"Only queued or running requests can be cancelled; this one is {row.status}."},
                 status=status.HTTP_409_CONFLICT,
             )
         row.refresh_from_db()

@@ -63,18 +63,31 @@ def waiting_request_ids(workers: range | list[int]) -> set[str]:
     return waiting
 
 
-def publish(request_id: uuid.UUID, worker: int) -> bool:
+def publish(request_id: uuid.UUID, worker: int, recorded: bool = False) -> bool:
     """Send the generate message; record when. False (logged) if the broker is down: the
-    row stays queued and the reconciler republishes it."""
+    row stays queued and the reconciler republishes it. `recorded`: the row was inserted with this send
+    already counted (submit), so only a failure writes to it, taking the record back."""
     try:
         app.send_task(GENERATE_TASK, args=[str(request_id)], queue=gpu_queue(worker), retry=False)
     except Exception:  # kombu raises several connection error types
         log.warning(
             "Could not publish %s to %s; the reconciler will retry", request_id, gpu_queue(worker), exc_info=True
         )
+        if recorded:
+            _unrecord_publish(request_id)
         return False
-    transitions.mark_published(request_id)
+    if not recorded:
+        transitions.mark_published(request_id)
     return True
+
+
+def _unrecord_publish(request_id: uuid.UUID) -> None:
+    """A send counted at insert did not happen: the row looks never published again, as the reconciler
+    expects of one whose message was never sent (it republishes it after its grace period)."""
+    try:
+        GenerationRequest.objects.filter(pk=request_id, publish_count=1).update(published_at=None, publish_count=0)
+    except Exception:  # the database may be failing too; the reconciler still republishes it after republish_s
+        log.warning("Could not clear the publish time of %s", request_id, exc_info=True)
 
 
 def claim_for_message(request_id: uuid.UUID, worker: int, lease_seconds: float) -> list[uuid.UUID]:

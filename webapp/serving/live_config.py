@@ -8,17 +8,53 @@ workers alike.
 from __future__ import annotations
 
 import dataclasses
+import threading
+import time
 from functools import lru_cache
 from pathlib import Path
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.db import connection
+from django.db.models.signals import post_save
 
 from scheduler.interface import SchedulerConfig
 from scheduler.predictor import Predictor
 from scheduler.profiles import LatencyProfile, load_profile
 from scheduler.recovery import RecoveryTimings, recovery_timings
 from webapp.ledger.models import ServingConfig
+
+CONFIG_TTL_S = 1.0  # an admin's change reaches every process within this
+_config_lock = threading.Lock()
+_config_cache: tuple[float, ServingConfig] | None = None  # (monotonic time read, the row)
+
+
+def serving_config() -> ServingConfig:
+    """The one ServingConfig row as the submit path reads it: at most once per CONFIG_TTL_S per process, and
+    at once after a save in this process. Callers must not modify it (it is shared by the process's threads).
+
+    Inside a transaction it is read fresh and not kept: that read may see the transaction's own uncommitted
+    change, which must not outlive a rollback (tests run in one; the web's requests do not)."""
+    global _config_cache
+    if connection.in_atomic_block:
+        return ServingConfig.current()
+    cached = _config_cache
+    now = time.monotonic()
+    if cached is not None and now - cached[0] < CONFIG_TTL_S:
+        return cached[1]
+    with _config_lock:
+        row = ServingConfig.current()
+        _config_cache = (now, row)
+    return row
+
+
+def forget_serving_config(**_signal_kwargs) -> None:
+    """Drop this process's copy (on every save of the row, so this process sees the change at once)."""
+    global _config_cache
+    _config_cache = None
+
+
+post_save.connect(forget_serving_config, sender=ServingConfig, dispatch_uid="t2i-forget-serving-config")
 
 
 @lru_cache(maxsize=8)

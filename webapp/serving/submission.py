@@ -17,7 +17,7 @@ from datetime import timedelta
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from scheduler.embeddings import embed_texts
+from scheduler.embedding_batcher import embed_prompt
 from webapp.ledger.models import (
     ACTIVE_STATES,
     BATCH_USERS_GROUP,
@@ -28,6 +28,7 @@ from webapp.ledger.models import (
 )
 from webapp.ledger.publishing import check_broker, publish
 
+from .live_config import serving_config
 from .probing import check_near_duplicates
 from .routing import route_request
 
@@ -93,7 +94,7 @@ def submit(owner, sub: Submission) -> tuple[GenerationRequest, bool]:
     if original is not None:
         return original, False
 
-    config = ServingConfig.current()
+    config = serving_config()
     _check_in_flight(owner, config)  # fail fast before the costly embedding; checked again under the lock
     check_broker()
 
@@ -104,7 +105,7 @@ def submit(owner, sub: Submission) -> tuple[GenerationRequest, bool]:
     steps = sub.steps or config.default_steps
     priority = sub.priority or default_priority(owner)
     deadline = now + timedelta(seconds=config.slo_for(priority))  # the class's SLO
-    embedding = embed_texts([sub.prompt])[0]
+    embedding = embed_prompt(sub.prompt)  # batched with the process's concurrent submits
     # The probing limit (probing.py) before routing: a refused request must not count as an arrival for
     # the policy (demand trigger, similarity ranks, upgrade budget).
     check_near_duplicates(owner, sub.prompt, embedding, now)
@@ -155,9 +156,12 @@ def submit(owner, sub: Submission) -> tuple[GenerationRequest, bool]:
                 with connection.cursor() as cursor:
                     cursor.execute(_CAP_LOCK_SQL, [_CAP_LOCK_CLASS, owner.pk])
                 _check_in_flight(owner, config)
-            row.accepted_at = timezone.now()
+            # The message goes out right after the commit, so its send time is recorded in the insert
+            # instead of a second UPDATE; publish() clears it again if the send fails.
+            row.accepted_at = row.published_at = timezone.now()
+            row.publish_count = 1
             row.save(force_insert=True)
-            transaction.on_commit(lambda: publish(row.id, row.worker))
+            transaction.on_commit(lambda: publish(row.id, row.worker, recorded=True))
     except IntegrityError:
         # A concurrent POST with the same idempotency key won the race.
         original = existing_for_key(owner, sub.idempotency_key)

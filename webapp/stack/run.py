@@ -184,12 +184,10 @@ class Stack:
                 "python:webapp.gunicorn_conf",  # JSON for the errors gunicorn answers itself
                 "-b",
                 f"{a.host}:{a.port}",
-                "-w",
-                str(a.web_workers),
-                "--threads",
-                "4",
-                "--timeout",
-                "60",
+                # processes and threads: gunicorn_conf.py sizes them for the machine unless --web-workers is given
+                *(["-w", str(a.web_workers)] if a.web_workers else []),
+                "--timeout",  # also bounds a worker's start, which loads the embedder before serving (wsgi.py)
+                "120",
                 "--access-logfile",
                 "-",
             ],
@@ -229,7 +227,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=int(os.environ.get("T2I_WEB_PORT", 8000)))
     p.add_argument("--flower-port", type=int, default=int(os.environ.get("T2I_FLOWER_PORT", 5555)))
-    p.add_argument("--web-workers", type=int, default=2)
+    p.add_argument("--web-workers", type=int, default=None, help="gunicorn processes (default: one per core, >= 2)")
     p.add_argument(
         "--stop-with-parent",
         action="store_true",

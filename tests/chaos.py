@@ -86,7 +86,7 @@ class ChaosStack:
     def start(self, timeout: float = 300) -> None:
         self.log = open(self.data_dir / "stack.out", "ab")  # noqa: SIM115 - closed in stop()
         argv = [sys.executable, "-m", "webapp.stack.run", "--workers", str(self.workers), "--engine", "emulated"]
-        argv += ["--profile", PROFILE, "--time-factor", "1"]
+        argv += ["--profile", PROFILE, "--time-factor", "1", "--stop-with-parent"]  # never outlives the harness
         self.proc = subprocess.Popen(argv, cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -416,6 +416,10 @@ def format_row(row: dict) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
+def _exit_on_signal(signum, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scenarios", default=",".join(SCENARIOS), help=f"comma-separated, of {', '.join(SCENARIOS)}")
@@ -430,6 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
         p.error(f"unknown scenarios {unknown}; choose from {', '.join(SCENARIOS)}")
+    signal.signal(signal.SIGTERM, _exit_on_signal)  # so `finally` stops the stack
     data_dir = args.keep or Path(tempfile.mkdtemp(prefix="t2i-chaos-"))
     data_dir.mkdir(parents=True, exist_ok=True)
     stack = ChaosStack(args.workers, data_dir)

@@ -21,6 +21,10 @@ requests, best first. A lookup takes the first cached entry of each list. A list
 among its m can only hide candidates no more similar than its m-th; only when that bound beats the best
 hit found does the lookup fall back to one matrix-vector product over that list's (cached) range — rare,
 and skipped entirely when no request has been cached (e.g. under Clipper-HT).
+
+The lists come from `scheduler.neighbour_index`: exact by default; a synthesised stream longer than the
+prompt file passes its lineage lists (`lists=`, O(n · m) to build, approximate), and then a list with no
+cached entry counts as a miss, with no exact scan (`exhaustive` False).
 """
 
 from __future__ import annotations
@@ -29,43 +33,10 @@ import heapq
 
 import numpy as np
 
+from .neighbour_index import exact_lists
+from .topm import topm_rows  # noqa: F401 — re-exported: its historical home
+
 CACHE_SCOPES: tuple[str, ...] = ("shared", "tenant", "off")
-
-
-def topm_rows(
-    emb: np.ndarray, rows: range, cols_end, m: int, block: int = 512, col_start: int = 0, progress=None
-) -> tuple[np.ndarray, np.ndarray]:
-    """For each row i in `rows`: the m most similar columns j in [col_start, cols_end(i)), best first, equal
-    similarities by the lower j (index -1 / similarity -inf where there are fewer)."""
-    q = len(rows)
-    idx = np.full((q, m), -1, dtype=np.int64)
-    sim = np.full((q, m), -np.inf, dtype=np.float32)
-    for a in range(rows.start, rows.stop, block):
-        b = min(rows.stop, a + block)
-        ends = np.array([cols_end(i) for i in range(a, b)])
-        hi = int(ends.max(initial=col_start))
-        if hi <= col_start:
-            continue
-        s = emb[a:b] @ emb[col_start:hi].T
-        s[np.arange(col_start, hi)[None, :] >= ends[:, None]] = -np.inf
-        mm = min(m, hi - col_start)
-        width = hi - col_start
-        part = (
-            np.argpartition(s, width - mm, axis=1)[:, width - mm :]
-            if mm < width
-            else np.broadcast_to(np.arange(width), (b - a, width)).copy()
-        )
-        ps = np.take_along_axis(s, part, axis=1)
-        # Best first, equal similarities (duplicate prompts) by the lower index: the choice among exact
-        # duplicates then does not depend on argpartition's internal order (or on m).
-        order = np.lexsort((part, -ps), axis=1)
-        part = np.take_along_axis(part, order, axis=1)
-        ps = np.take_along_axis(ps, order, axis=1)
-        idx[a - rows.start : b - rows.start, :mm] = np.where(np.isfinite(ps), part + col_start, -1)
-        sim[a - rows.start : b - rows.start, :mm] = ps
-        if progress is not None:
-            progress.update(b - a)
-    return idx, sim
 
 
 class ApproxCache:
@@ -80,6 +51,7 @@ class ApproxCache:
         top_m: int = 96,
         resumed_levels: str = "above",
         progress=None,
+        lists=None,
     ) -> None:
         self.emb = np.ascontiguousarray(emb, dtype=np.float32)
         self.n = self.emb.shape[0]
@@ -100,13 +72,16 @@ class ApproxCache:
         self.evictions = 0
         self.fallbacks = 0
         self._avail = [tuple(self.levels[i:]) for i in range(len(self.levels) + 1)]
-        rows = range(query_start, self.n)
-        self.warm_idx, self.warm_sim = topm_rows(self.emb, rows, lambda i: query_start, top_m, progress=progress)
-        self.req_idx, self.req_sim = topm_rows(
-            self.emb, rows, lambda i: i, top_m, col_start=query_start, progress=progress
+        if lists is None:  # the exact candidate lists (scheduler.neighbour_index has the scalable kind)
+            lists = exact_lists(self.emb, query_start, top_m, progress=progress)
+        self.warm_idx, self.warm_sim, self.req_idx, self.req_sim = (
+            lists.warm_idx,
+            lists.warm_sim,
+            lists.req_idx,
+            lists.req_sim,
         )
-        self.warm_idx[self.warm_idx < 0] = self.n  # padding → the never-cached slot
-        self.req_idx[self.req_idx < 0] = self.n
+        # False for approximate lists: a list with no cached entry is taken as a miss, with no exact scan
+        self.exhaustive = lists.exhaustive
         self.cached_requests = 0  # entries from the replayed part of the stream currently held
         self.scope = "shared"
         self._tenant_s = np.full(self.n + 1, -1, dtype=np.int64)  # per position; warm: -1 (the operator's)
@@ -247,7 +222,7 @@ class ApproxCache:
             better = found & (cand_s > best_s)
             best_j[better], best_s[better] = cand_j[better], cand_s[better]
             bound = sim[:, -1].astype(np.float64)
-            scan = ~found & (hi > lo) & np.isfinite(bound) & (bound > best_s)
+            scan = ~found & (hi > lo) & np.isfinite(bound) & (bound > best_s) & self.exhaustive
             for r in np.flatnonzero(scan):  # exact scan, as in lookup(); rare
                 self.fallbacks += 1
                 j, sv = self._scan(int(rows[r] + W), int(lo[r]), int(hi[r]))
@@ -267,7 +242,7 @@ class ApproxCache:
 
     def _fallback(self, i: int, lo: int, hi: int, bound: float, best_j: int, best_s: float) -> tuple[int, float]:
         """Exact scan of [lo, hi) when the list had no cached entry and might hide a better one."""
-        if hi <= lo or not (bound > best_s) or not np.isfinite(bound):
+        if hi <= lo or not (bound > best_s) or not np.isfinite(bound) or not self.exhaustive:
             return best_j, best_s
         self.fallbacks += 1
         j, s = self._scan(i, lo, hi)

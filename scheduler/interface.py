@@ -121,6 +121,7 @@ class SchedulerConfig:
     shed_hopeless: bool = True  # prompt_aware's runner drops queued requests that can no longer meet their deadline
     shed_baselines: bool = False  # sensitivity: the baselines shed too
     admission: str = "queue"  # at arrival, for every policy: "queue", "degrade" or "shed" (scheduler/admission.py)
+    variant_quality: dict[str, float] | None = None  # proteus_models: quality per model variant (None: defaults)
 
     @property
     def levels(self) -> list[int]:
@@ -163,6 +164,7 @@ class SchedulerConfig:
             "shed_hopeless": self.shed_hopeless,
             "shed_baselines": self.shed_baselines,
             "admission": self.admission,
+            "variant_quality": self.variant_quality,
             "batch_caps": {str(k): v for k, v in self.batch_caps().items()},
             "thresholds": [list(t) for t in self.predictor.thresholds],
             "quality": self.quality.to_dict(),

@@ -11,6 +11,7 @@
 | proteus       | MILP, one prompt-agnostic class| level fractions that ignore K*,           | up to the plan cap  |
 |               | (mean Q per level)             | soonest-free worker at that level         | (adaptive)          |
 | oracle        | prompt_aware fed the true demand of the next period (simulator only)                       |
+| proteus_models| PROTEUS as published: a model variant per worker (MILP), load time on a switch; no cache   |
 
 Clipper's AIMD: per worker, after each batch, batch limit + 1 if the batch was full and took ≤ SLO, × 0.9
 (rounded down, ≥ 1) if it took longer than the SLO; never above the profile's largest batch.
@@ -30,9 +31,12 @@ from collections import deque
 from .demand import DemandEstimate
 from .dispatch import effective_level, route_and_batch, shortest_queue, soonest_free
 from .interface import ClusterView, Decision, RequestView, SchedulerConfig
+from .model_variants import VARIANTS, ordered, variant_profile, with_quality
 from .planner import Plan, fixed_plan, solve_plan
 
 POLICY_NAMES: tuple[str, ...] = ("prompt_aware", "clipper_ha", "clipper_ht", "nirvana", "proteus", "oracle")
+# Simulator-only extras, run on request (`--policies`): PROTEUS with real model variants (issue 14).
+SIM_POLICY_NAMES: tuple[str, ...] = (*POLICY_NAMES, "proteus_models")
 DEFAULT_POLICIES: tuple[str, ...] = POLICY_NAMES
 # The oracle plans with hindsight (the future's demand): a bound for the simulator, never live.
 LIVE_POLICY_NAMES: tuple[str, ...] = tuple(n for n in POLICY_NAMES if n != "oracle")
@@ -43,6 +47,7 @@ POLICY_LABELS: dict[str, str] = {
     "nirvana": "NIRVANA (own K*, no plan)",
     "proteus": "PROTEUS (prompt-agnostic MILP)",
     "oracle": "Oracle (hindsight bound, simulator only)",
+    "proteus_models": "PROTEUS as published (model variants, simulator only)",
 }
 
 
@@ -325,6 +330,64 @@ class Proteus(Policy):
         return Decision(w, kp, self.caps[k] if kp == k else 1, False)
 
 
+class ProteusModels(Policy):
+    """PROTEUS as published: each worker runs one model variant (scheduler.model_variants); the MILP picks
+    workers per variant for the total demand (one prompt-agnostic class, quality = the variant's); requests
+    go to a variant by the plan's fractions, soonest-free worker, adaptive batch up to its cap. No cache.
+    `k_prime` in its decisions is the variant index; the runner charges a worker the variant's load time
+    when the plan switches it (`serves_models`, `load_s`, `variant_quality_of`)."""
+
+    name = "proteus_models"
+    uses_controller = True
+    serves_models = True
+
+    def __init__(self, config: SchedulerConfig, seed: int = 0) -> None:
+        self.variants = ordered(with_quality(VARIANTS, config.variant_quality or {}))
+        self.variant_profile = variant_profile(self.variants)
+        self.load_s = [v.load_s for v in self.variants]
+        self.variant_quality_of = [v.quality for v in self.variants]
+        super().__init__(config, seed)
+        self.levels = list(self.variant_profile.levels)
+        self.caps = self.variant_profile.batch_caps(config.slo_s)
+        self.set_plan(self.initial_plan())
+
+    def initial_plan(self) -> Plan:
+        levels = list(range(len(self.variants)))
+        return fixed_plan(
+            levels, self.config.n_workers, 0, self.variant_profile.batch_caps(self.config.slo_s), self.name
+        )
+
+    def plan(self, now: float, demand: DemandEstimate | None) -> Plan:
+        if demand is None:
+            return self.current
+        c, levels = self.config, self.levels
+        total = DemandEstimate(
+            levels, [demand.total] + [0.0] * (len(levels) - 1), [self.variant_quality_of] * len(levels), now
+        )
+        p = solve_plan(
+            total,
+            c.n_workers,
+            self.variant_profile,
+            c.slo_s,
+            util_target=c.util_target,
+            headroom=c.headroom,
+            prompt_aware=False,
+            previous=self.current,
+            batch_caps=self.caps,
+            policy=self.name,
+            time_limit_s=c.plan_time_limit_s,
+            solver=c.solver,
+        )
+        self.set_plan(p)
+        return p
+
+    def dispatch(self, req: RequestView, cluster: ClusterView, now: float) -> Decision:
+        v = self.levels[bisect.bisect_right(self._cum[0], self.rng.random())]
+        ws = self.by_level.get(v) or list(range(len(cluster.queue_len)))
+        w, _ = soonest_free(ws, cluster, now)
+        return Decision(w, cluster.levels[w], self.caps[cluster.levels[w]], False)
+
+
 class Nirvana(Policy):
     """NIRVANA on every worker: each request at its own K*, shortest-queue routing, batch 1."""
 
@@ -382,6 +445,7 @@ _REGISTRY: dict[str, type[Policy]] = {
     "nirvana": Nirvana,
     "proteus": Proteus,
     "oracle": Oracle,
+    "proteus_models": ProteusModels,
 }
 
 
@@ -390,5 +454,5 @@ def make_policy(name: str, config: SchedulerConfig, seed: int = 0) -> Policy:
     try:
         cls = _REGISTRY[name]
     except KeyError:
-        raise ValueError(f"unknown policy {name!r}; choose from {', '.join(POLICY_NAMES)}") from None
+        raise ValueError(f"unknown policy {name!r}; choose from {', '.join(SIM_POLICY_NAMES)}") from None
     return cls(config, seed)

@@ -30,9 +30,12 @@ from .fairness import DEFAULT_TENANTS, FAIRNESS_COLUMNS, add_fairness_metrics, a
 from .hindsight import HINDSIGHT_NAMES, hindsight
 from .interface import SchedulerConfig
 from .metrics import format_table, time_series, write_results
+from .model_variants import parse_quality
+from .neighbour_index import LINEAGE_TOP_M, candidate_lists
 from .planner import SOLVERS
-from .policies import DEFAULT_POLICIES, POLICY_NAMES
+from .policies import DEFAULT_POLICIES, SIM_POLICY_NAMES
 from .profiles import DEFAULT_GAMMA, load_profile
+from .prompt_stream import extend_stream
 from .simulator import simulate
 from .traces import load_trace, peak_rate, scale_trace
 
@@ -41,7 +44,12 @@ def add_workload_arguments(p: argparse.ArgumentParser) -> None:
     """The workload options, shared with the live load generator (`manage.py loadgen`) so both
     replay the same stream from the same flags."""
     p.add_argument("--trace", nargs="+", required=True, help="trace file(s): arrival_ms,qos,slo_ms or seconds")
-    p.add_argument("--prompts", required=True, help="prompt file, one prompt per line, used in order")
+    p.add_argument(
+        "--prompts",
+        required=True,
+        help="prompt file, one prompt per line, used in order (the simulator synthesises the extra prompts of a "
+        "longer trace from the file's reuse structure: scheduler.prompt_stream)",
+    )
     p.add_argument("--warm", type=int, default=0, help="prompts from the front used to warm the cache")
     p.add_argument(
         "--peak-load",
@@ -81,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gamma", type=float, default=DEFAULT_GAMMA, help="non-skippable share of a run")
     p.add_argument("--levels", default="0,5,10,15,20,25", help="K levels")
     p.add_argument("--slo", type=float, default=None, help="SLO seconds (default 2 × L(0, 1))")
-    p.add_argument("--policies", default=",".join(DEFAULT_POLICIES), help=f"comma list of {POLICY_NAMES}")
+    p.add_argument("--policies", default=",".join(DEFAULT_POLICIES), help=f"comma list of {SIM_POLICY_NAMES}")
     p.add_argument("--out", default="results/sim", help="output folder")
     p.add_argument("--period", type=float, default=10.0, help="controller period (s)")
     p.add_argument("--util-target", type=float, default=0.85)
@@ -123,6 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="glpk",
         help="the controller's MILP solver: glpk (default) or highs (scipy.optimize.milp); same optima",
     )
+    p.add_argument(
+        "--variant-quality",
+        type=parse_quality,
+        default=None,
+        help="proteus_models: quality per model variant, e.g. sdxl=1,sdxl_lightning=0.9,sd15=0.85 (others: "
+        "scheduler.model_variants defaults)",
+    )
     return p
 
 
@@ -149,9 +164,11 @@ def main(argv: list[str] | None = None) -> int:
 def _policy_names(text: str) -> list[str] | None:
     """The comma list of policies, or None (after saying why) if one is unknown."""
     policies = [x.strip() for x in text.split(",") if x.strip()]
-    bad = [x for x in policies if x not in POLICY_NAMES and x not in HINDSIGHT_NAMES]
+    bad = [x for x in policies if x not in SIM_POLICY_NAMES and x not in HINDSIGHT_NAMES]
     if bad:
-        print(f"unknown policies {bad}; choose from {', '.join([*POLICY_NAMES, *HINDSIGHT_NAMES])}", file=sys.stderr)
+        print(
+            f"unknown policies {bad}; choose from {', '.join([*SIM_POLICY_NAMES, *HINDSIGHT_NAMES])}", file=sys.stderr
+        )
         return None
     return policies
 
@@ -179,6 +196,7 @@ def _scheduler_config(args: argparse.Namespace, profile) -> SchedulerConfig:
         demand_estimate=args.demand_estimate,
         trend_beta=args.trend_beta,
         solver=args.solver,
+        variant_quality=getattr(args, "variant_quality", None),
     )
 
 
@@ -190,14 +208,16 @@ def _scaled_arrivals(args: argparse.Namespace, cfg: SchedulerConfig) -> np.ndarr
     if n == 0:
         print("the scaled trace has no arrivals", file=sys.stderr)
         return None
-    if args.warm + n > n_prompts:
+    if args.warm >= n_prompts:
+        print(f"--warm {args.warm} leaves no prompt of {args.prompts} ({n_prompts} lines)", file=sys.stderr)
+        return None
+    if args.warm + n > n_prompts:  # longer than the file: the rest of the stream is synthesised
         print(
-            f"the trace needs {args.warm + n} prompts (--warm {args.warm} + {n} requests) but "
-            f"{args.prompts} has only {n_prompts}; lower --time-scale/--peak-load or --warm, or use a "
-            f"longer prompt file",
+            f"the trace needs {args.warm + n} prompts (--warm {args.warm} + {n} requests), {args.prompts} has "
+            f"{n_prompts}: the other {args.warm + n - n_prompts} are synthesised from the file's reuse structure "
+            f"(scheduler.prompt_stream, seed {args.seed}; lineage neighbour lists, scheduler.neighbour_index)",
             file=sys.stderr,
         )
-        return None
     return arrivals
 
 
@@ -219,15 +239,18 @@ def _print_workload(arrivals: np.ndarray, profile, cfg: SchedulerConfig, top: in
 def _embeddings_and_cache(args: argparse.Namespace, levels: tuple[int, ...], n_requests: int):
     """The prompt embeddings (cached on disk) and the simulated cache with its neighbour index."""
     started = time.perf_counter()
-    embeddings = embed_prompt_file(args.prompts, args.embed_cache, progress=True)[: args.warm + n_requests]
+    file_embeddings = embed_prompt_file(args.prompts, args.embed_cache, progress=True)
+    stream = extend_stream(file_embeddings, args.warm + n_requests, args.seed)
+    embeddings = stream.embeddings
     with tqdm(total=2 * n_requests, file=sys.stderr, unit="req", desc="neighbour index", leave=False) as ibar:
+        top_m = LINEAGE_TOP_M if stream.synthetic else 96
         cache = ApproxCache(
             embeddings,
             levels,
             args.cache_capacity,
             query_start=args.warm,
             resumed_levels=args.resumed_levels,
-            progress=ibar,
+            lists=candidate_lists(stream, args.warm, top_m, progress=ibar),
         )
     print(f"embeddings + neighbour index: {time.perf_counter() - started:.1f} s", file=sys.stderr)
     return embeddings, cache

@@ -35,7 +35,7 @@ from .metrics import summarize
 from .policies import Policy, make_policy
 from .profiles import LatencyProfile
 
-_COMPLETE, _CONTROL, _DROP = 0, 1, 2
+_COMPLETE, _CONTROL, _DROP, _READY = 0, 1, 2, 3
 
 
 @dataclass
@@ -165,6 +165,8 @@ class _Run:
     batch_cap_list: list[int]  # batch size the dispatcher asked for, per request
     cost_list: list[float]  # expected service seconds per request (L(K′, b) / b)
     state: list[int]  # _QUEUED, _TAKEN (running or done) or _DROPPED
+    ready_at: list[float]  # per worker: when it may start a batch (after loading a model variant)
+    serves_models: bool  # proteus_models: K′ is a model variant index, no cache, load time on a switch
 
 
 _QUEUED, _TAKEN, _DROPPED = 0, 1, 2
@@ -233,6 +235,8 @@ def _setup_run(
         batch_cap_list=[1] * n,
         cost_list=[0.0] * n,
         state=[_QUEUED] * n,
+        ready_at=[0.0] * n_workers,
+        serves_models=getattr(policy, "serves_models", False),
     )
     _record_plan(run, 0.0)
     if policy.uses_controller:
@@ -260,6 +264,7 @@ class _Handlers:
     arrival: Callable[[int, float], None]  # (request, time)
     complete: Callable[[int, float], None]  # (worker, time)
     drop: Callable[[int], None]  # (request)
+    ready: Callable[[int, float], None]  # (worker, time): its model variant is loaded
 
 
 def _event_handlers(run: _Run) -> _Handlers:
@@ -275,7 +280,9 @@ def _event_handlers(run: _Run) -> _Handlers:
     k_star, k_prime, quality, similarity = run.k_star, run.k_prime, run.quality, run.similarity
     worker, redirected = run.worker, run.redirected
     queue_len, queued_s, busy, busy_until = cluster.queue_len, cluster.queued_s, cluster.running, cluster.busy_until
-    latency = _memoised_latency(config.profile)
+    serves_models, ready_at = run.serves_models, run.ready_at
+    latency = _memoised_latency(policy.variant_profile if serves_models else config.profile)
+    variant_quality = getattr(policy, "variant_quality_of", None)
     heappush = heapq.heappush
     seq = 0  # tie-break for events at the same time: the order they were scheduled
 
@@ -300,6 +307,8 @@ def _event_handlers(run: _Run) -> _Handlers:
         """If worker w has queued work, start a batch: the head's K′ and the next queued of that K′, up to
         the head's batch size."""
         nonlocal seq
+        if ready_at[w] > t:  # still loading a model variant: the _READY event starts it
+            return
         queue = queues[w]
         while queue and (state[queue[0]] != _QUEUED or (sheds and hopeless(queue[0], t))):
             queue.popleft()
@@ -352,6 +361,9 @@ def _event_handlers(run: _Run) -> _Handlers:
             RequestView(r, t, deadline, sim if neighbour >= 0 else None, ks, available), cluster, t
         )
         w, kp, batch_cap = decision.worker_index, decision.k_prime, max(1, decision.batch_size)
+        if serves_models:  # kp is the worker's model variant: a full generation with that model, no cache
+            queue_model_request(r, t, w, kp, batch_cap, deadline)
+            return
         if kp and kp not in available:
             raise RuntimeError(f"{policy_name}: K′={kp} not cached for the neighbour (levels {available})")
         if admission_mode != QUEUE:
@@ -385,13 +397,34 @@ def _event_handlers(run: _Run) -> _Handlers:
         if replan_due is not None and replan_due(t):
             _control_tick(run, t, r + 1)
 
+    def queue_model_request(r: int, t: float, w: int, variant: int, batch_cap: int, deadline: float) -> None:
+        """proteus_models: request r joins worker w's queue at its model variant (quality: the variant's)."""
+        nonlocal seq
+        k_prime_list[r], batch_cap_list[r] = variant, batch_cap
+        quality[r] = variant_quality[variant]
+        worker[r] = w
+        cost = cost_list[r] = latency(variant, batch_cap) / batch_cap
+        queues[w].append(r)
+        queue_len[w] += 1
+        queued_s[w] += cost
+        seq += 1
+        heappush(heap, (deadline + (drop_after - slo), seq, _DROP, r))
+        if busy[w] == 0:
+            start_batch(w, t)
+
+    def on_ready(w: int, t: float) -> None:
+        """Worker w has loaded its new model variant: it starts on its queue."""
+        if busy[w] == 0:
+            start_batch(w, t)
+
     def on_complete(w: int, t: float) -> None:
         """Worker w's batch ends: its requests finish and enter the cache; the worker starts its next batch."""
         batch = running[w]
         service_s = t - start[batch[0]]
         for r in batch:
             finish[r] = t
-            cache.insert(warm + r, k_prime_list[r])
+            if not serves_models:
+                cache.insert(warm + r, k_prime_list[r])
         policy.on_batch_done(w, k_prime_list[batch[0]], len(batch), service_s)
         running[w] = []
         busy[w] = 0
@@ -406,13 +439,13 @@ def _event_handlers(run: _Run) -> _Handlers:
             queue_len[w] -= 1
             queued_s[w] = max(0.0, queued_s[w] - cost_list[r]) if queue_len[w] else 0.0
 
-    return _Handlers(on_arrival, on_complete, on_drop)
+    return _Handlers(on_arrival, on_complete, on_drop, on_ready)
 
 
 def _event_loop(run: _Run, handlers: _Handlers, progress) -> None:
     """Advance the virtual clock: whichever comes first of the next arrival and the next scheduled event
     (ties: the scheduled event), until every arrival is in and the heap is empty."""
-    on_arrival, on_complete, on_drop = handlers.arrival, handlers.complete, handlers.drop
+    on_arrival, on_complete, on_drop, on_ready = handlers.arrival, handlers.complete, handlers.drop, handlers.ready
     heap = run.heap
     heappop, heappush = heapq.heappop, heapq.heappush
     period = run.config.period_s
@@ -428,6 +461,8 @@ def _event_loop(run: _Run, handlers: _Handlers, progress) -> None:
                 on_complete(index, t)
             elif kind == _DROP:
                 on_drop(index)
+            elif kind == _READY:
+                on_ready(index, t)
             else:
                 _control_tick(run, t, next_arrival)
                 if next_arrival < n:
@@ -451,9 +486,29 @@ def _control_tick(run: _Run, t: float, next_arrival: int) -> None:
         estimate = run.estimator.roll(t)
     if config.backlog_aware:
         estimate = estimate.with_backlog(_queued_per_class(run), config.backlog_horizon_periods * config.period_s)
+    before = list(run.cluster.levels)
     policy.plan(t, estimate)
     run.cluster.levels[:] = policy.current.worker_levels
+    if run.serves_models:
+        _switch_models(run, before, t)
     _record_plan(run, t)
+
+
+def _switch_models(run: _Run, before: list[int], t: float) -> None:
+    """proteus_models: a worker whose variant changed loads it once its running batch ends, serving nothing
+    for the variant's load time; what it had queued waits and is then served by the new variant."""
+    policy, cluster = run.policy, run.cluster
+    for w, (old, new) in enumerate(zip(before, cluster.levels)):
+        if old == new:
+            continue
+        ready = max(t, cluster.busy_until[w], run.ready_at[w]) + policy.load_s[new]
+        run.ready_at[w] = ready
+        cluster.busy_until[w] = ready  # the dispatchers see the load as backlog
+        for r in run.queues[w]:
+            if run.state[r] == _QUEUED:
+                run.k_prime_list[r] = new
+                run.quality[r] = policy.variant_quality_of[new]
+        heapq.heappush(run.heap, (ready, -2, _READY, w))
 
 
 def _queued_per_class(run: _Run) -> list[int]:

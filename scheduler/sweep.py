@@ -78,7 +78,7 @@ from . import simulate as _simulate_cli
 from .cache_model import ApproxCache
 from .embeddings import embed_prompt_file
 from .metrics import _clean, _json_default
-from .policies import DEFAULT_POLICIES, POLICY_NAMES
+from .policies import DEFAULT_POLICIES, SIM_POLICY_NAMES
 from .profiles import load_profile
 from .simulate import _run_policies, _scheduler_config
 from .traces import load_trace_seeded, peak_rate, scale_trace
@@ -166,7 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--policies",
         default=",".join(DEFAULT_POLICIES + ((HINDSIGHT,) if _bounds() else ())),
-        help=f"comma list of {', '.join(POLICY_NAMES + _bounds())} (bounds: when scheduler.hindsight is importable)",
+        help=f"comma list of {', '.join(SIM_POLICY_NAMES + _bounds())} (bounds: when scheduler.hindsight is "
+        "importable)",
     )
     p.add_argument("--out", default="results/sweep", help="output folder (sweep.json)")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel processes")
@@ -236,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         "tenants": args.tenants,
     }
     results = run_units(units, shared, max(1, args.jobs))
-    for bound in (p for p in policies if p not in POLICY_NAMES):
+    for bound in (p for p in policies if p not in SIM_POLICY_NAMES):
         failed = [r.pop(bound)["error"] for r in results if "error" in r.get(bound, {})]
         if failed:
             notes.append(f"{bound} failed on {len(failed)} of {len(units)} units, dropped there: {failed[0]}")
@@ -283,12 +284,12 @@ def parse_trace_spec(text: str) -> TraceSpec:
 def _policy_list(text: str) -> tuple[list[str], list[str]]:
     """The policies to run (hindsight dropped with a note when it is not available)."""
     policies = [x.strip() for x in text.split(",") if x.strip()]
-    known = set(POLICY_NAMES) | set(SIMULATOR_BOUNDS) | {HINDSIGHT}
+    known = set(SIM_POLICY_NAMES) | set(SIMULATOR_BOUNDS) | {HINDSIGHT}
     bad = [x for x in policies if x not in known]
     if bad:
-        raise ValueError(f"unknown policies {bad}; choose from {', '.join(POLICY_NAMES + _bounds())}")
+        raise ValueError(f"unknown policies {bad}; choose from {', '.join(SIM_POLICY_NAMES + _bounds())}")
     notes = []
-    for name in [x for x in policies if x not in POLICY_NAMES and x not in _bounds()]:
+    for name in [x for x in policies if x not in SIM_POLICY_NAMES and x not in _bounds()]:
         policies.remove(name)
         notes.append(f"{name} skipped: {HINDSIGHT_MISSING or 'not available'}")
     if REFERENCE not in policies:
@@ -413,9 +414,9 @@ def _run_unit(item: tuple[int, Unit]) -> tuple[int, dict[str, dict]]:
         tenants=sh["tenants"],
     )
     config, arrivals = sh["config"], unit.arrivals
-    policies = [p for p in sh["policies"] if p in POLICY_NAMES]
+    policies = [p for p in sh["policies"] if p in SIM_POLICY_NAMES]
     _, results = _run_policies(policies, config, arrivals, embeddings, cache, ns, tuple(levels))
-    for bound in (p for p in sh["policies"] if p not in POLICY_NAMES):
+    for bound in (p for p in sh["policies"] if p not in SIM_POLICY_NAMES):
         try:  # another module's work in progress: a failure drops that column from this unit, with a note
             if bound in SIMULATOR_BOUNDS:
                 results.update(_run_policies([bound], config, arrivals, embeddings, cache, ns, tuple(levels))[1])

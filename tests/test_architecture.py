@@ -60,6 +60,7 @@ FRAMEWORKS = ("django", "rest_framework", "celery", "django_celery_beat", "pgvec
 LAZY_PROJECT_IMPORTS = {
     "webapp.serving.apps": "signals import models: only once the app registry is ready",
     "webapp.cache.bench_lookup": "starts its own PostgreSQL, then sets DATABASE_URL, then sets Django up",
+    "webapp.dashboard.bench_render": "starts its own PostgreSQL and Redis, then sets their URLs, then sets Django up",
     "workers.bench_progress": "starts its own Redis, then sets REDIS_URL, then sets Django up",
     "webapp.wsgi": "the warm-up runs after Django is set up",
     "webapp.dashboard.views": "charts import matplotlib: only when a chart is asked for",

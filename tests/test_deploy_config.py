@@ -54,7 +54,7 @@ def test_redis_is_append_only_and_services_have_health_checks():
 def test_every_environment_variable_is_a_setting():
     settings_src = (ROOT / "webapp" / "settings.py").read_text()
     known = set(re.findall(r'env_(?:int|float|bool|list|choice)\("([A-Z0-9_]+)"', settings_src))
-    known |= set(re.findall(r'os\.environ\.get\("([A-Z0-9_]+)"', settings_src))
+    known |= set(re.findall(r'os\.environ\.get\(\s*"([A-Z0-9_]+)"', settings_src))
     known |= {"T2I_WORKER_INDEX"}  # read by workers/runtime.py
     for name, svc in compose()["services"].items():
         for var in svc.get("environment") or {}:

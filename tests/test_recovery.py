@@ -226,3 +226,45 @@ def test_a_frozen_worker_that_lost_its_lease_stops_its_batch_instead_of_generati
     with pytest.raises(LeaseLost):
         engine.generate([GenItem(prompt="x", seed=1, steps=50)], on_step=hook)
     assert steps == [0]
+
+
+def test_requests_routed_at_the_same_moment_do_not_pile_onto_one_idle_worker(
+    user, empty_slots, transactional_db, settings
+):
+    """Routing reads the queues and inserts under one lock, so the second of two simultaneous requests sees the
+    first one's row and takes another idle worker (before, both chose the same one and the second waited a
+    whole batch: the main cause of expired requests at load 0.6 in tests/chaos.py)."""
+    from webapp.serving.submission import Submission, submit
+
+    settings.T2I_PROBE_LIMIT = 0
+    serving_config(policy="nirvana", max_in_flight=0)
+    r = broker()
+    slots = range(settings.T2I_WORKERS)
+    for slot in slots:
+        r.set(alive_key(slot), "x", px=120_000)  # every slot live, so the choice is by queue length
+    barrier = threading.Barrier(5)
+    workers: list = []  # request ids
+
+    def post(i: int) -> None:
+        try:
+            barrier.wait(timeout=60)
+            row, _ = submit(user, Submission(prompt=f"simultaneous request number {i} about {i * 7} cats", steps=20))
+            workers.append(row.id)
+        finally:
+            connection.close()
+
+    try:
+        threads = [threading.Thread(target=post, args=(i,)) for i in range(5)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    finally:
+        r.delete(*[alive_key(slot) for slot in slots if slot not in (0, 1)])
+        r.delete(*[gpu_queue(slot) for slot in slots if slot not in (0, 1)])
+    rows = list(GenerationRequest.objects.filter(pk__in=workers).order_by("accepted_at"))
+    assert len(rows) == 5
+    for i, later in enumerate(rows):
+        for earlier in rows[:i]:
+            if earlier.worker == later.worker:  # only if the earlier one had finished when the later was routed
+                assert earlier.finished_at is not None and earlier.finished_at <= later.accepted_at, (earlier, later)

@@ -175,10 +175,14 @@ def test_cli_end_to_end(tmp_path, monkeypatch, capsys):
     assert (out / "timeseries.png").stat().st_size > 1000
     printed = capsys.readouterr().out
     assert "prompt_aware" in printed and "SLO viol." in printed
-    # not enough prompts: says so and stops
+    # fewer prompts than requests: the rest of the stream is synthesised, and it says so
     rc = cli.main(["--trace", str(trace), "--prompts", str(prompts), "--warm", "590", "--out", str(out), "--no-plots"])
+    assert rc == 0
+    assert "synthesised" in capsys.readouterr().err
+    # a warm set that takes the whole file: says so and stops
+    rc = cli.main(["--trace", str(trace), "--prompts", str(prompts), "--warm", "600", "--out", str(out), "--no-plots"])
     assert rc == 2
-    assert "prompts" in capsys.readouterr().err
+    assert "--warm" in capsys.readouterr().err
 
 
 def test_lookup_many_matches_lookup():

@@ -2,8 +2,9 @@
 
 `make run` and the test suite set DATABASE_URL / REDIS_URL to their embedded services; a
 deployment (docker-compose.yml) sets them to real ones. DEBUG is off unless DEBUG=1 (development
-only), so SECRET_KEY must be set (`make run` generates one into .data/); T2I_HTTPS=1 (compose) turns on
-the settings for serving behind a TLS proxy.
+only), so SECRET_KEY must be set (`make run` generates one into .data/, read from there when unset);
+T2I_HTTPS=1 (compose) turns on the settings for serving behind a TLS proxy. Commands run by hand next to
+`make run` find its ports in .data/run/connection.json and its secrets in .data/ (STACK_CONNECTION).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+
+from webapp.stack.connection_file import read_connection
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("T2I_DATA_DIR", BASE_DIR / ".data"))
@@ -57,19 +60,34 @@ def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 
-def local_secret(name: str) -> str:
-    """URL-quoted secret that `make run` keeps in the data directory (its embedded services' passwords),
-    so a `manage.py` command run by hand next to it connects without DATABASE_URL / REDIS_URL; '' if none."""
+def data_file_secret(name: str) -> str:
+    """A secret that `make run` keeps in the data directory (0600), so a `manage.py` command run by hand next
+    to it needs no DATABASE_URL / REDIS_URL / SECRET_KEY; '' if none."""
     try:
-        return quote((DATA_DIR / name).read_text().strip(), safe="")
+        return (DATA_DIR / name).read_text().strip()
     except OSError:
         return ""
+
+
+def local_secret(name: str) -> str:
+    """The same, URL-quoted (the embedded services' passwords go into URLs)."""
+    return quote(data_file_secret(name), safe="")
+
+
+# The ports and URLs the last `make run` on this data directory chose (webapp/stack/connection_file.py), so
+# commands run by hand find a stack started on other ports. The environment always wins.
+STACK_CONNECTION = read_connection(DATA_DIR)
+
+
+def stack_port(env_name: str, key: str, default: int) -> int:
+    """A port: the environment's, else the running stack's, else the default."""
+    return env_int(env_name, int(STACK_CONNECTION.get(key) or default))
 
 
 # --- Security (README "Security and privacy") ------------------------------------------
 # DEBUG is opt-in, for development only: its error pages show code, settings and request data.
 DEBUG = env_bool("DEBUG", False)
-SECRET_KEY = os.environ.get("SECRET_KEY", "")
+SECRET_KEY = os.environ.get("SECRET_KEY") or data_file_secret("secret-key.txt")  # make run's, if it made one
 if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off (DEBUG=1 for development).")
@@ -77,7 +95,12 @@ if not SECRET_KEY:
 elif not DEBUG and SECRET_KEY.startswith("change-me"):
     raise ImproperlyConfigured("SECRET_KEY is still the placeholder from .env.example; generate a real one.")
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver")
-CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "http://127.0.0.1:8000,http://localhost:8000")
+T2I_WEB_PORT = stack_port("T2I_WEB_PORT", "web_port", 8000)
+# Where the web server answers: loadgen's default --url.
+T2I_WEB_URL = os.environ.get("T2I_WEB_URL") or STACK_CONNECTION.get("web_url") or f"http://127.0.0.1:{T2I_WEB_PORT}"
+CSRF_TRUSTED_ORIGINS = env_list(
+    "CSRF_TRUSTED_ORIGINS", f"http://127.0.0.1:{T2I_WEB_PORT},http://localhost:{T2I_WEB_PORT}"
+)
 # Served over HTTPS by a TLS-terminating proxy (compose sets T2I_HTTPS=1): trust the proxy's
 # X-Forwarded-Proto (it must set it, overwriting any the client sent), redirect plain HTTP, send cookies
 # over HTTPS only, and HSTS. Off for `make run`, which serves plain HTTP on 127.0.0.1.
@@ -177,7 +200,11 @@ TEMPLATES = [
 
 DATABASES = {
     "default": dj_database_url.parse(
-        os.environ.get("DATABASE_URL", f"postgres://postgres:{local_secret('pg-password.txt')}@127.0.0.1:54329/t2i"),
+        os.environ.get(
+            "DATABASE_URL",
+            f"postgres://postgres:{local_secret('pg-password.txt')}@127.0.0.1:"
+            f"{stack_port('T2I_PG_PORT', 'pg_port', 54329)}/t2i",
+        ),
         conn_max_age=env_int("DB_CONN_MAX_AGE", 60),
         conn_health_checks=True,
     )
@@ -207,7 +234,10 @@ LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
 
 # --- Celery (one app: webapp.celery) -------------------------------------------------
-REDIS_URL = os.environ.get("REDIS_URL", f"redis://:{local_secret('redis-password.txt')}@127.0.0.1:63799/0")
+REDIS_URL = os.environ.get(
+    "REDIS_URL",
+    f"redis://:{local_secret('redis-password.txt')}@127.0.0.1:{stack_port('T2I_REDIS_PORT', 'redis_port', 63799)}/0",
+)
 CELERY_BROKER_URL = REDIS_URL
 CELERY_RESULT_BACKEND = None  # the Postgres ledger is the source of truth, not Celery results
 CELERY_TASK_IGNORE_RESULT = True
@@ -237,7 +267,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 20,
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "webapp.api.openapi.ErrorDocumentingAutoSchema",  # every error code, documented
     "DEFAULT_THROTTLE_RATES": {
         "submit": os.environ.get("T2I_SUBMIT_RATE", "600/min"),
         "read": os.environ.get("T2I_READ_RATE", "6000/min"),

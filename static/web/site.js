@@ -9,6 +9,12 @@
     el.textContent = el.classList.contains("date")
       ? when.toLocaleString() : when.toLocaleTimeString();
   }
+  // Buttons that destroy something ask first (data-confirm); without JavaScript they act at once.
+  for (const button of document.querySelectorAll("button[data-confirm]")) {
+    button.addEventListener("click", (event) => {
+      if (!window.confirm(button.dataset.confirm)) event.preventDefault();
+    });
+  }
   const toggle = document.getElementById("menu-toggle");
   if (toggle) {
     toggle.addEventListener("click", () => {

@@ -16,15 +16,14 @@ from collections.abc import Iterator
 
 from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from webapp.ledger.models import GenerationRequest
-
+from .gallery import owned_rows
+from .openapi import errors
 from .serializers import GenerationSerializer
 from .views import ReadThrottle
 
@@ -33,6 +32,17 @@ STREAM_S = 30.0
 RETRY_MS = 1000
 MAX_STREAMS = 2  # per web process; gunicorn runs 4 threads in each
 STREAM_SLOTS = threading.BoundedSemaphore(MAX_STREAMS)
+
+
+# One server-sent event as the document describes it: its `data` is the request's JSON, as `GET …/{id}/` returns it.
+SSE_EVENT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "data": {"type": "string", "description": "The request as `GET …/{id}/` returns it (JSON)."},
+        "event": {"type": "string", "enum": ["message"]},
+    },
+    "required": ["data"],
+}
 
 
 class _SlotStream:
@@ -59,7 +69,7 @@ def request_events(request, pk) -> Iterator[bytes]:
     yield f"retry: {RETRY_MS}\n\n".encode()
     ends = time.monotonic() + STREAM_S
     while True:
-        row = GenerationRequest.objects.filter(pk=pk, owner=request.user).first()
+        row = owned_rows(request.user).filter(pk=pk).first()
         if row is None:  # removed meanwhile
             return
         body = GenerationSerializer(row, context={"request": request, "live": True}).data
@@ -78,13 +88,13 @@ class GenerationEventsView(APIView):
         return super().perform_content_negotiation(request, force=True)
 
     @extend_schema(
-        responses={(200, "text/event-stream"): OpenApiTypes.STR, 404: None, 503: None},
+        responses={(200, "text/event-stream"): SSE_EVENT_SCHEMA, **errors(503)},
         description="Server-sent events: each `data:` line is the request as `GET …/{id}/` returns it, about "
         f"twice a second, until it is terminal or {STREAM_S:g} s passed (then reconnect; EventSource does). "
         "503 with Retry-After when this process serves its maximum of streams: poll instead.",
     )
     def get(self, request, pk):
-        row = get_object_or_404(GenerationRequest, pk=pk, owner=request.user)
+        row = get_object_or_404(owned_rows(request.user), pk=pk)
         if not STREAM_SLOTS.acquire(blocking=False):
             return Response(
                 {"detail": "Too many live streams on this server right now; poll GET …/{id}/ instead."},

@@ -33,6 +33,11 @@ def reuse_summary(row: GenerationRequest) -> str:
     return f"{'Reused' if done else 'Reuses'} {k} of {total} steps from {source or 'a similar earlier prompt'}{best}."
 
 
+# Schema types of the method fields: most are null while unknown, and the document must say so.
+NULLABLE_INT = serializers.IntegerField(allow_null=True)
+NULLABLE_FLOAT = serializers.FloatField(allow_null=True)
+
+
 class LiveProgressFields(serializers.Serializer):
     FIELDS = (
         "progress",
@@ -74,24 +79,24 @@ class LiveProgressFields(serializers.Serializer):
             cache[obj.pk] = live_progress(obj) if live else row_progress(obj)
         return cache[obj.pk]
 
-    @extend_schema_field(OpenApiTypes.FLOAT)
+    @extend_schema_field(NULLABLE_FLOAT)
     def get_progress(self, obj: GenerationRequest) -> float | None:
         value = self._live(obj).progress
         return None if value is None else round(value, 4)
 
-    @extend_schema_field(OpenApiTypes.INT)
+    @extend_schema_field(NULLABLE_INT)
     def get_step(self, obj: GenerationRequest) -> int | None:
         return self._live(obj).step
 
-    @extend_schema_field(OpenApiTypes.INT)
+    @extend_schema_field(NULLABLE_INT)
     def get_steps_to_run(self, obj: GenerationRequest) -> int | None:
         return self._live(obj).steps_to_run
 
-    @extend_schema_field(OpenApiTypes.INT)
+    @extend_schema_field(NULLABLE_INT)
     def get_queue_position(self, obj: GenerationRequest) -> int | None:
         return self._live(obj).queue_position
 
-    @extend_schema_field(OpenApiTypes.FLOAT)
+    @extend_schema_field(NULLABLE_FLOAT)
     def get_eta_seconds(self, obj: GenerationRequest) -> float | None:
         value = self._live(obj).eta_seconds
         return None if value is None else round(value, 2)
@@ -101,14 +106,14 @@ class LiveProgressFields(serializers.Serializer):
         end = obj.started_at or obj.finished_at or timezone.now()
         return round(max(0.0, (end - obj.created_at).total_seconds()), 3)
 
-    @extend_schema_field(OpenApiTypes.FLOAT)
+    @extend_schema_field(NULLABLE_FLOAT)
     def get_generating_seconds(self, obj: GenerationRequest) -> float | None:
         if obj.started_at is None:
             return None
         end = obj.finished_at or timezone.now()
         return round(max(0.0, (end - obj.started_at).total_seconds()), 3)
 
-    @extend_schema_field(OpenApiTypes.FLOAT)
+    @extend_schema_field(NULLABLE_FLOAT)
     def get_late_by_seconds(self, obj: GenerationRequest) -> float | None:
         if obj.status == Status.CANCELLED:
             return None

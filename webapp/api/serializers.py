@@ -12,14 +12,17 @@ from webapp.serving.prompt_tokens import count_tokens
 
 from .progress_fields import LiveProgressFields
 
+# The operator edits what is allowed (admin: Serving configuration), so the schema cannot list it.
+_CONFIGURED = "Omitted: the configured default. The allowed {} are the operator's; a 400 lists them."
+
 
 class GenerationCreateSerializer(serializers.Serializer):
     prompt = serializers.CharField(max_length=2000, trim_whitespace=True, allow_blank=True)
     negative_prompt = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
     seed = serializers.IntegerField(required=False, allow_null=True, help_text=f"0 to {SEED_MAX}; random when omitted.")
-    width = serializers.IntegerField(required=False, allow_null=True)
-    height = serializers.IntegerField(required=False, allow_null=True)
-    steps = serializers.IntegerField(required=False, allow_null=True)
+    width = serializers.IntegerField(required=False, allow_null=True, help_text=_CONFIGURED.format("sizes"))
+    height = serializers.IntegerField(required=False, allow_null=True, help_text=_CONFIGURED.format("sizes"))
+    steps = serializers.IntegerField(required=False, allow_null=True, help_text=_CONFIGURED.format("step range"))
     guidance_scale = serializers.FloatField(required=False, default=7.5, min_value=0.0, max_value=30.0)
     idempotency_key = serializers.CharField(
         required=False, allow_null=True, max_length=128, help_text="Or the Idempotency-Key header."
@@ -76,8 +79,8 @@ class GenerationSerializer(LiveProgressFields, serializers.ModelSerializer):
     url = serializers.SerializerMethodField()
     image_url = serializers.SerializerMethodField()
     thumbnail_url = serializers.SerializerMethodField()
-    queue_wait_seconds = serializers.FloatField(read_only=True)
-    latency_seconds = serializers.FloatField(read_only=True)
+    queue_wait_seconds = serializers.FloatField(read_only=True, allow_null=True)
+    latency_seconds = serializers.FloatField(read_only=True, allow_null=True)
     on_time = serializers.BooleanField(read_only=True, allow_null=True)
     cache_neighbor_prompt = serializers.CharField(
         source="neighbour_text",
@@ -129,6 +132,7 @@ class GenerationSerializer(LiveProgressFields, serializers.ModelSerializer):
             "batch_size",
             "service_seconds",
             "quality",
+            "favourite",
             *LiveProgressFields.FIELDS,
         ]
         read_only_fields = fields

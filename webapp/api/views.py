@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 
 from django.http import FileResponse, Http404
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from redis import RedisError
-from rest_framework import mixins, status, viewsets
+from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.throttling import UserRateThrottle
@@ -16,9 +17,11 @@ from webapp.ledger import transitions
 from webapp.ledger.models import GenerationRequest, Status
 from webapp.ledger.publishing import BrokerUnavailable
 from webapp.serving.probing import NearDuplicateLimit
-from webapp.serving.submission import InFlightCapReached, Overloaded, Submission, submit
+from webapp.serving.submission import IdempotencyKeyReused, InFlightCapReached, Overloaded, Submission, submit
 
 from .etags import body_etag, client_has
+from .gallery import InvalidFilter, delete_requests, owned_rows, parse_filter, set_favourite
+from .openapi import errors, example
 from .serializers import GenerationCreateSerializer, GenerationSerializer
 
 IN_FLIGHT_RETRY_AFTER_S = 5  # the cap frees up as soon as one of the user's requests ends
@@ -45,32 +48,74 @@ class ReadThrottle(SharedRateThrottle):
     scope = "read"
 
 
-class GenerationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class FavouriteSerializer(serializers.Serializer):
+    favourite = serializers.BooleanField(help_text="true: starred; false: not.")
+
+
+class GenerationViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet
+):
     serializer_class = GenerationSerializer
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # schema generation (and `check --deploy`): no user
             return GenerationRequest.objects.none()
-        rows = GenerationRequest.objects.filter(owner=self.request.user)
-        wanted = self.request.query_params.get("status")
-        if wanted:
-            rows = rows.filter(status=wanted)
-        return rows
+        return owned_rows(self.request.user)  # never another user's, never a deleted one
 
     def get_throttles(self):
         return [SubmitThrottle()] if self.action == "create" else [ReadThrottle()]
 
-    @extend_schema(parameters=[OpenApiParameter("status", enum=Status.values)])
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("status", enum=Status.values),
+            OpenApiParameter(
+                "q", description='Search the prompts: words (stemmed), "a phrase", -without, or a part of a word.'
+            ),
+            OpenApiParameter("since", OpenApiTypes.DATE, description="Created on or after this day (UTC)."),
+            OpenApiParameter("until", OpenApiTypes.DATE, description="Created on or before this day (UTC)."),
+            OpenApiParameter("favourites", bool, description="Only starred requests."),
+        ]
+    )
     def list(self, request, *args, **kwargs):
-        wanted = request.query_params.get("status")
-        if wanted and wanted not in Status.values:
-            return Response(
-                {"detail": f"Unknown status {wanted!r}; use one of {Status.values}."},
-                status=status.HTTP_400_BAD_REQUEST,
-            )
-        return super().list(request, *args, **kwargs)
+        """Your requests, newest first, 20 a page; filtered by status, prompt text, day and star."""
+        try:
+            wanted = parse_filter(request.query_params)
+        except InvalidFilter as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
+        rows = self.paginate_queryset(wanted.apply(self.get_queryset()))
+        return self.get_paginated_response(self.get_serializer(rows, many=True).data)
 
-    @extend_schema(responses={200: GenerationSerializer, 304: None})
+    @extend_schema(
+        responses={204: None},
+        description="Delete one of your requests (a queued or running one is cancelled first): it is gone for "
+        "you (404 afterwards), its prompt and image are erased and cache entries made from it purged. The row "
+        "stays, marked deleted, for the operator's SLO history.",
+    )
+    def destroy(self, request, pk=None):
+        row = self.get_object()
+        delete_requests(request.user, [row.pk])
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(request=FavouriteSerializer, responses={200: GenerationSerializer})
+    @action(detail=True, methods=["post"])
+    def favourite(self, request, pk=None):
+        """Star (`{"favourite": true}`) or unstar one of your requests."""
+        row = self.get_object()
+        data = FavouriteSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        set_favourite(request.user, row.pk, data.validated_data["favourite"])
+        row.refresh_from_db()
+        return Response(GenerationSerializer(row, context={"request": request}).data)
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "If-None-Match", OpenApiTypes.STR, OpenApiParameter.HEADER, description="An ETag of an earlier answer."
+            ),
+            OpenApiParameter("ETag", OpenApiTypes.STR, OpenApiParameter.HEADER, response=[200, 304]),
+        ],
+        responses={200: GenerationSerializer, 304: OpenApiResponse(description="Unchanged since that ETag.")},
+    )
     def retrieve(self, request, *args, **kwargs):
         """One request's status. Its ETag is a digest of the answer, so a poller that sends it back as
         If-None-Match gets an empty 304 until something it would see has changed."""
@@ -80,7 +125,48 @@ class GenerationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
             return Response(status=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag})
         return Response(body, headers={"ETag": etag})
 
-    @extend_schema(request=GenerationCreateSerializer, responses={202: GenerationSerializer})
+    @extend_schema(
+        request=GenerationCreateSerializer,
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key",
+                OpenApiTypes.STR,
+                OpenApiParameter.HEADER,
+                description="Per user: a repeat with the same body returns the original request (202, "
+                "Idempotent-Replayed: true) instead of a new one; with a different body it is a 422. "
+                "The body's `idempotency_key` does the same.",
+            ),
+            OpenApiParameter(
+                "Location", OpenApiTypes.URI, OpenApiParameter.HEADER, response=[202], description="The request's URL."
+            ),
+            OpenApiParameter(
+                "Idempotent-Replayed",
+                OpenApiTypes.STR,
+                OpenApiParameter.HEADER,
+                response=[202],
+                enum=["true"],
+                description="Present when this is the original request of a repeated Idempotency-Key.",
+            ),
+        ],
+        responses={202: GenerationSerializer, **errors(422)},
+        examples=[
+            example("A prompt and a seed", {"prompt": "a red fox in the snow", "seed": 7}, request_only=True),
+            example(
+                "Every field",
+                {
+                    "prompt": "a lighthouse at dusk, oil painting",
+                    "negative_prompt": "blurry",
+                    "seed": 42,
+                    "guidance_scale": 7.5,
+                    "priority": "interactive",
+                    "idempotency_key": "my-request-1",
+                },
+                request_only=True,
+                description="Width, height and steps are left out: the server uses the configured defaults. "
+                "Allowed values are set by the operator; a 400 names them.",
+            ),
+        ],
+    )
     def create(self, request):
         data = GenerationCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -88,6 +174,8 @@ class GenerationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
         fields["idempotency_key"] = fields.get("idempotency_key") or request.headers.get("Idempotency-Key") or None
         try:
             row, created = submit(request.user, Submission(**fields))
+        except IdempotencyKeyReused as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_422_UNPROCESSABLE_ENTITY)
         except InFlightCapReached as exc:
             return Response(
                 {"detail": str(exc)},
@@ -123,7 +211,7 @@ class GenerationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
 
     @extend_schema(
         request=None,
-        responses={200: GenerationSerializer, 409: None},
+        responses={200: GenerationSerializer, **errors(409)},
         description="Cancel a queued or running request. A running one ends `cancelled` at once; its batch "
         "goes on for the other requests in it, and no image or cache entry is kept for this one.",
     )

@@ -133,6 +133,11 @@ class GenerationRequest(models.Model):
     service_seconds = models.FloatField(null=True, blank=True)
     quality = models.FloatField(null=True, blank=True, help_text="Expected quality Q(s, K').")
 
+    # The owner's gallery (issue 12): a star, and deletion. A deleted row stays for the SLO history (status and
+    # times), but is gone for its owner (every owner view filters it out), with its prompt text and files erased.
+    favourite = models.BooleanField(default=False)
+    deleted_at = models.DateTimeField(null=True, blank=True, help_text="Deleted by its owner: hidden, text erased.")
+
     class Meta:
         ordering = ["-created_at"]
         indexes = [

@@ -50,7 +50,11 @@ def add_live_arguments(parser, out_default: str) -> None:
         help="judge on-time against arrival + SLO (profile seconds); default: each row's own "
         "deadline, i.e. the admin's SLO",
     )
-    parser.add_argument("--url", default="http://127.0.0.1:8000", help="base URL of the web server")
+    parser.add_argument(
+        "--url",
+        default=settings.T2I_WEB_URL,
+        help="base URL of the web server (default: the running `make run`'s, from its connection file)",
+    )
     parser.add_argument(
         "--token",
         default=None,

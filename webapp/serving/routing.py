@@ -46,6 +46,22 @@ class Routing:
     retry_after_s: float = 0.0
 
 
+def find_neighbour(
+    config: ServingConfig, owner, prompt: str, embedding: np.ndarray, *, steps: int, width: int, height: int
+) -> tuple | None:
+    """(nearest cache entry this owner may reuse, its similarity), or None: the pgvector part of routing."""
+    if config.cache_scope == CacheScope.OFF:
+        return None
+    return cache_store.nearest(
+        cache_store.query_vector(prompt, embedding),
+        model_key_for(steps, width, height),
+        lookup_tenants(config.cache_scope, owner),
+    )
+
+
+_LOOK_UP = object()
+
+
 def route_request(
     *,
     config: ServingConfig,
@@ -58,14 +74,11 @@ def route_request(
     width: int,
     height: int,
     steps: int,
+    found=_LOOK_UP,
 ) -> Routing:
-    found = None
-    if config.cache_scope != CacheScope.OFF:
-        found = cache_store.nearest(
-            cache_store.query_vector(prompt, embedding),
-            model_key_for(steps, width, height),
-            lookup_tenants(config.cache_scope, owner),
-        )
+    """The routing decision; `found` is find_neighbour's answer when the caller looked it up already."""
+    if found is _LOOK_UP:
+        found = find_neighbour(config, owner, prompt, embedding, steps=steps, width=width, height=height)
     neighbor, similarity = found if found else (None, None)
     same_owner = neighbor is not None and neighbor.creator_id is not None and neighbor.creator_id == owner.pk
     levels_held = tuple(sorted(neighbor.levels)) if neighbor else ()

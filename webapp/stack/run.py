@@ -12,7 +12,8 @@ Secrets are generated on the first start and kept in the data directory, each in
 `pg-password.txt` and `redis-password.txt` (the embedded services require them), `secret-key.txt`
 (Django's SECRET_KEY, unless the environment sets one) and `flower-login.txt`. Children get them
 through their environment (DATABASE_URL, REDIS_URL, SECRET_KEY, FLOWER_BASIC_AUTH), never on a
-command line, where `ps` would show them to every local user.
+command line, where `ps` would show them to every local user. The ports and URLs it chose go to
+`run/connection.json` (no secret; connection_file.py), where `manage.py` run by hand finds them.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pathlib import Path
 from scheduler.profiles import load_profile
 from webapp.ledger.queues import CONTROL_QUEUE, gpu_queue, worker_argv
 
+from .connection_file import write_connection
 from .parent_watch import ParentWatch
 from .services import Postgres, Redis, new_secret, read_or_create_secret, set_parent_death_signal
 from .status_file import status_path
@@ -62,6 +64,7 @@ class Stack:
         self.log_dir = self.data_dir / "logs"
         self.supervisor = Supervisor(status_path(self.data_dir))
         self.services: list[Postgres | Redis] = []  # the embedded ones we started (also supervised)
+        self.ports: dict[str, int] = {}  # of the embedded services: written to the connection file
         self.env = dict(
             os.environ,
             HF_HUB_OFFLINE="1",
@@ -106,6 +109,7 @@ class Stack:
                         Program("postgres", pg.launch, signal.SIGINT, stop_last=True, log_path=pg.log_path), pg.proc
                     )
             self.env["DATABASE_URL"] = pg.url
+            self.ports["pg_port"] = pg.port
             print(f"PostgreSQL (pgvector) on 127.0.0.1:{pg.port}, data in {pg.data_dir}")
         if not os.environ.get("REDIS_URL"):
             redis = Redis(
@@ -124,6 +128,7 @@ class Stack:
                         redis.proc,
                     )
             self.env["REDIS_URL"] = redis.url
+            self.ports["redis_port"] = redis.port
             print(f"Redis on 127.0.0.1:{redis.port}, data in {redis.data_dir}")
 
     def manage(self, *argv: str) -> str:
@@ -205,6 +210,20 @@ class Stack:
         )
         return auth
 
+    def write_connection_file(self) -> Path:
+        """Ports and URLs this run chose, for commands run by hand next to it (connection_file.py; no secret)."""
+        a = self.args
+        return write_connection(
+            self.data_dir,
+            {
+                "web_url": f"http://{a.host}:{a.port}",
+                "web_port": a.port,
+                "flower_url": f"http://{a.host}:{a.flower_port}",
+                "flower_port": a.flower_port,
+                **self.ports,
+            },
+        )
+
     def stop(self) -> None:
         self.supervisor.stop_all()
 
@@ -278,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         stack.start_services()
+        stack.write_connection_file()
         login = stack.prepare()
         flower_auth = stack.start_processes()
         print(banner(args, stack, time.monotonic() - started, flower_auth, login), flush=True)

@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import secrets
+from urllib.parse import urlencode
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods, require_POST
 
 from webapp.api import tokens as api_tokens
+from webapp.api.gallery import (
+    GalleryFilter,
+    InvalidFilter,
+    delete_requests,
+    neighbours,
+    owned_rows,
+    parse_filter,
+    set_favourite,
+)
 from webapp.api.serializers import GenerationCreateSerializer
 from webapp.ledger import transitions
 from webapp.ledger.models import SEED_MAX, GenerationRequest, Priority, ServingConfig, Status
@@ -56,7 +68,7 @@ def home(request):
                 errors["form"].append(f"{len(made)} of the images asked for were submitted before this.")
         else:
             errors = {k: [str(m) for m in v] for k, v in form.errors.items()}
-    recent = GenerationRequest.objects.filter(owner=request.user)[:RECENT_ROWS]
+    recent = owned_rows(request.user)[:RECENT_ROWS]
     status_code = 429 if limited else 503 if overloaded else 400 if errors else 200
     return render(
         request,
@@ -94,7 +106,7 @@ def form_values_from(request) -> dict:
     """ "Edit" on a request page opens the form pre-filled with that request's parameters (`?from=<id>`, the
     user's own requests only; anything else gives the empty form)."""
     try:
-        source = GenerationRequest.objects.filter(owner=request.user, pk=request.GET.get("from", "")).first()
+        source = owned_rows(request.user).filter(pk=request.GET.get("from", "")).first()
     except ValidationError:  # not a UUID
         source = None
     if source is None:
@@ -104,32 +116,94 @@ def form_values_from(request) -> dict:
 
 @login_required
 def request_detail(request, pk):
-    row = get_object_or_404(GenerationRequest, pk=pk, owner=request.user)
+    row = get_object_or_404(owned_rows(request.user), pk=pk)
     rerun = {name: getattr(row, name) for name in RERUN_FIELDS}
+    # ← → walk the gallery as it was filtered when this page was opened from it (the query string carries it).
+    wanted = lenient_filter(request.GET, default_status="")
+    newer, older = neighbours(request.user, row, wanted)
+    query = urlencode(wanted.as_query())
     return render(
         request,
         "web/request_detail.html",
-        {"row": row, "rerun": rerun, "vary": {k: v for k, v in rerun.items() if k != "seed"}},
+        {
+            "row": row,
+            "rerun": rerun,
+            "vary": {k: v for k, v in rerun.items() if k != "seed"},
+            "newer": newer,
+            "older": older,
+            "walk_query": f"?{query}" if query else "",
+        },
     )
+
+
+def back_to(request, fallback: str) -> str:
+    """The form's `next` if it is a page of this site, else `fallback`."""
+    target = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
+        return fallback
+    return target
 
 
 @login_required
 @require_POST
 def request_cancel(request, pk):
     """The page's and the recent list's Cancel button (queued or running; the API's rule). Back to `next`."""
-    row = get_object_or_404(GenerationRequest, pk=pk, owner=request.user)
+    row = get_object_or_404(owned_rows(request.user), pk=pk)
     transitions.cancel(row.id)
-    target = request.POST.get("next", "")
-    if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
-        target = row.get_absolute_url()
-    return redirect(target)
+    return redirect(back_to(request, row.get_absolute_url()))
+
+
+@login_required
+@require_POST
+def request_favourite(request, pk):
+    """Star or unstar (`favourite` = 1 or 0) one of your requests; back to `next`."""
+    row = get_object_or_404(owned_rows(request.user), pk=pk)
+    set_favourite(request.user, row.pk, request.POST.get("favourite") == "1")
+    return redirect(back_to(request, row.get_absolute_url()))
+
+
+@login_required
+@require_POST
+def gallery_delete(request):
+    """Delete the requests ticked in the gallery (or the one a request page's Delete button names): your own
+    only; anyone else's id is ignored. See webapp/api/gallery.py for what deleting erases."""
+    deleted = delete_requests(request.user, request.POST.getlist("ids"))
+    messages.success(request, f"Deleted {deleted} request{'s' if deleted != 1 else ''}.")
+    return redirect(back_to(request, reverse("gallery")))
+
+
+def lenient_filter(params, default_status: str) -> GalleryFilter:
+    """The filter a page's query string asks for; a malformed one shows everything instead of an error."""
+    try:
+        return parse_filter(params, default_status)
+    except InvalidFilter:
+        return GalleryFilter(status=default_status)
 
 
 @login_required
 def gallery(request):
-    rows = GenerationRequest.objects.filter(owner=request.user, status=Status.SUCCEEDED)
+    """Your images, newest first: search the prompts, filter by status, day and star; tick to delete."""
+    error = ""
+    try:
+        wanted = parse_filter(request.GET, default_status=Status.SUCCEEDED)
+    except InvalidFilter as exc:
+        error, wanted = str(exc), GalleryFilter(status=Status.SUCCEEDED)
+    rows = wanted.apply(owned_rows(request.user))
     page = Paginator(rows, GALLERY_PAGE_SIZE).get_page(request.GET.get("page"))
-    return render(request, "web/gallery.html", {"page": page})
+    query = urlencode(wanted.as_query() | ({"status": "any"} if not wanted.status else {}))
+    return render(
+        request,
+        "web/gallery.html",
+        {
+            "page": page,
+            "wanted": wanted,
+            "error": error,
+            "statuses": Status.values,
+            "query": query,
+            "here": request.get_full_path(),
+        },
+        status=400 if error else 200,
+    )
 
 
 @login_required

@@ -322,3 +322,16 @@ def test_a_claimed_request_that_can_no_longer_make_its_deadline_is_shed(user, em
     serving_config(policy="clipper_ht")
     again = make_request(user, prompt="late too", status=Status.RUNNING, deadline=now + timedelta(seconds=0.5))
     assert [r.id for r in _shed_hopeless([again], ServingConfig.current())] == [again.id]
+
+
+def test_a_late_retry_is_served_late_not_shed(user, embedded_services):
+    """A row whose first worker crashed (attempts 2) was made late by the system: it runs, late, instead of
+    being shed."""
+    from workers.tasks import _shed_hopeless
+
+    serving_config(policy="prompt_aware")
+    now = timezone.now()
+    retry = make_request(user, prompt="retry", status=Status.RUNNING, attempts=2, deadline=now + timedelta(seconds=0.5))
+    assert [r.id for r in _shed_hopeless([retry], ServingConfig.current())] == [retry.id]
+    retry.refresh_from_db()
+    assert retry.status == Status.RUNNING

@@ -114,7 +114,9 @@ def _shed_hopeless(rows: list[GenerationRequest], config: ServingConfig) -> list
     """The overload rule the simulator runs (scheduler.dispatch.is_hopeless), for policies that shed: rows
     that would end after their deadline even if their batch started now end `expired`; the rest run.
     Service time: the profile's L(K′, b) for this batch, or the fastest batch of that size recently measured
-    at that K′ if faster (a profile that overstates this GPU must not shed work that would have made it)."""
+    at that K′ if faster (a profile that overstates this GPU must not shed work that would have made it).
+    A retry (its first worker crashed or froze) is never shed: the system made it late, so it is served
+    late rather than dropped (the simulator has no crashes, so the rule there is unchanged)."""
     sc = scheduler_config(config)
     if not sheds_hopeless(config.policy, sc):
         return rows
@@ -127,7 +129,7 @@ def _shed_hopeless(rows: list[GenerationRequest], config: ServingConfig) -> list
             profile_s = sc.profile.latency(k_prime, len(rows)) if k_prime in sc.levels else 0.0
             service_by_level[k_prime] = _min_service_s(profile_s, k_prime, len(rows))
         service_s = service_by_level[k_prime]
-        if is_hopeless(now, row.deadline.timestamp(), service_s):
+        if row.attempts <= 1 and is_hopeless(now, row.deadline.timestamp(), service_s):
             transitions.shed(
                 row.id,
                 f"Shed: with {service_s:.1f} s of work left it could no longer finish by its "

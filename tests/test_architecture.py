@@ -36,7 +36,7 @@ ENGINE_FILES = {
     "workers.demo.adherence",
     "workers.demo.build",
     "workers.demo.marker",
-    "workers.demo.curve_plot",
+    "workers.demo.figures",
 }
 WIRING = {
     "webapp",

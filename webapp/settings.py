@@ -337,7 +337,15 @@ AXES_VERBOSE = False  # no start-up banner in every process's log
 # Defaults for the admin-editable ServingConfig row (created on first use).
 T2I_WORKERS = env_int("T2I_WORKERS", 2)  # GPU slots; worker i consumes queue gpu.<i>
 T2I_ENGINE = env_choice("T2I_ENGINE", "diffusers", ("diffusers", "emulated"))
-T2I_MODEL_PATH = Path(os.environ.get("T2I_MODEL_PATH", DATA_DIR / "models" / "tiny-sd"))
+# The model the workers load: T2I_MODEL_PATH, else the trained demo model kept in the repository (18 MB;
+# `manage.py build_demo_model --out workers/demo/pretrained` reproduces it), else the tiny random model that
+# `make run` builds (tests point T2I_MODEL_PATH at that one).
+DEMO_MODEL_PATH = BASE_DIR / "workers" / "demo" / "pretrained"
+_DEMO_MODEL_PRESENT = (DEMO_MODEL_PATH / "model_index.json").is_file()
+T2I_MODEL_PATH = Path(
+    os.environ.get("T2I_MODEL_PATH") or (DEMO_MODEL_PATH if _DEMO_MODEL_PRESENT else DATA_DIR / "models" / "tiny-sd")
+)
+T2I_DEMO_MARKER = T2I_MODEL_PATH / "demo_model.json"  # written by build_demo_model (workers/demo/marker.py)
 T2I_DEVICE = os.environ.get("T2I_DEVICE", "")  # "" = cuda if available else cpu
 if not re.fullmatch(r"|cpu|mps|cuda(:\d+)?", T2I_DEVICE):
     raise ImproperlyConfigured(f"T2I_DEVICE must be empty, cpu, mps, cuda or cuda:<index>, not {T2I_DEVICE!r}")
@@ -347,8 +355,9 @@ T2I_SCHEDULER = env_choice("T2I_SCHEDULER", "", ("", "ddim", "euler"))
 T2I_SLO_SECONDS = env_float("T2I_SLO_SECONDS", 30.0)
 T2I_BATCH_SLO_SECONDS = env_float("T2I_BATCH_SLO_SECONDS", 10 * T2I_SLO_SECONDS)  # SLO of the `batch` class
 T2I_DEFAULT_STEPS = env_int("T2I_DEFAULT_STEPS", 50)
-T2I_DEFAULT_SIZE = env_int("T2I_DEFAULT_SIZE", 64)
-T2I_ALLOWED_SIZES = os.environ.get("T2I_ALLOWED_SIZES", "64,128,256,512,768,1024")
+# The demo model draws 32 × 32 images; the others are built for 64 × 64 and up.
+T2I_DEFAULT_SIZE = env_int("T2I_DEFAULT_SIZE", 32 if T2I_DEMO_MARKER.is_file() else 64)
+T2I_ALLOWED_SIZES = os.environ.get("T2I_ALLOWED_SIZES", "32,64,128,256,512,768,1024")
 T2I_MAX_IN_FLIGHT = env_int("T2I_MAX_IN_FLIGHT", 20)
 T2I_MAX_ATTEMPTS = env_int("T2I_MAX_ATTEMPTS", 3)
 # Recovery timings (lease, heartbeat, reconcile period, republish delay) are derived from the SLO

@@ -15,6 +15,7 @@ from django.conf import settings
 from webapp.ledger.models import ServingConfig
 from webapp.serving.live_config import scheduler_config
 
+from .demo.marker import is_demo_model
 from .tiny_model import is_tiny_random_model
 
 _lock = threading.Lock()
@@ -30,6 +31,8 @@ def model_label(model_path: Path) -> str:
         return "emulated (no diffusion run)"
     if is_tiny_random_model(model_path):
         return "tiny random model (noise-like by design)"
+    if is_demo_model(model_path):
+        return "demo model (trained offline on coloured shapes; knows only their words)"
     return Path(model_path).name
 
 

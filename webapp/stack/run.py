@@ -38,6 +38,7 @@ from .status_file import status_path
 from .supervisor import Program, Supervisor
 
 ROOT = Path(__file__).resolve().parents[2]
+DEMO_MODEL = ROOT / "workers" / "demo" / "pretrained"  # settings.DEMO_MODEL_PATH: the default model
 log = logging.getLogger("t2i.supervisor")
 
 
@@ -143,7 +144,10 @@ class Stack:
         if self.args.profile and not os.environ.get("T2I_SLO_SECONDS_KEEP"):
             self.manage("configure_serving", "--slo", self.env["T2I_SLO_SECONDS"])
         if self.args.engine == "diffusers" and not os.environ.get("T2I_MODEL_PATH"):
-            print(self.manage("build_tiny_model").strip())
+            if (DEMO_MODEL / "model_index.json").is_file():
+                print(f"Model: the trained demo model in {DEMO_MODEL.relative_to(ROOT)} (docs/demo_model.md).")
+            else:  # a clone without the demo weights: the tiny random model, built in a second
+                print(self.manage("build_tiny_model").strip())
         return (
             self.manage("ensure_demo_user").strip()
             + "\n  "

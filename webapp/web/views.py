@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 from urllib.parse import urlencode
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
@@ -80,9 +82,20 @@ def home(request):
             "recent": recent,
             "priorities": Priority.choices,
             "status_code": status_code,
+            "demo": demo_model_facts(),
         },
         status=status_code,
     )
+
+
+def demo_model_facts() -> dict | None:
+    """What the form tells users about the trained demo model (the words it knows, example prompts), from the
+    marker file `build_demo_model` writes beside it; None when another model is served."""
+    try:
+        marker = json.loads(settings.T2I_DEMO_MARKER.read_text())
+    except (OSError, ValueError):
+        return None
+    return {"words": marker.get("words", []), "examples": marker.get("example_prompts", [])[:6]}
 
 
 def images_wanted(raw: str | None) -> int:

@@ -26,7 +26,6 @@ import os
 import random
 import re
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -41,7 +40,7 @@ from datetime import UTC
 from pathlib import Path
 
 from scheduler.profiles import load_profile
-from webapp.stack.services import free_port
+from webapp.loadgen.bench_stack import BenchStack
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILE = "sdxl-a100"
@@ -60,69 +59,12 @@ COLUMNS = (
 
 
 # --- the stack under test ---------------------------------------------------------------------------------
-class ChaosStack:
-    """`python -m webapp.stack.run` in a temporary data directory, on free ports."""
+class ChaosStack(BenchStack):
+    """The benchmark's throw-away stack (webapp/loadgen/bench_stack.py) with the SDXL profile at time factor 1,
+    kept in `data_dir`, and the means to break its processes."""
 
     def __init__(self, workers: int, data_dir: Path) -> None:
-        self.workers = workers
-        self.data_dir = data_dir
-        self.web_port = free_port()
-        self.env = dict(
-            os.environ,
-            T2I_DATA_DIR=str(data_dir),
-            T2I_WEB_PORT=str(self.web_port),
-            T2I_FLOWER_PORT=str(free_port()),
-            T2I_PG_PORT=str(free_port()),
-            T2I_REDIS_PORT=str(free_port()),
-            HF_HUB_OFFLINE="1",
-            PYTHONUNBUFFERED="1",
-        )
-        for name in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "T2I_LEASE_SECONDS", "T2I_RECONCILE_SECONDS"):
-            self.env.pop(name, None)
-        self.env.pop("T2I_REPUBLISH_AFTER_SECONDS", None)
-        self.proc: subprocess.Popen | None = None
-        self.token = ""
-
-    def start(self, timeout: float = 300) -> None:
-        self.log = open(self.data_dir / "stack.out", "ab")  # noqa: SIM115 - closed in stop()
-        argv = [sys.executable, "-m", "webapp.stack.run", "--workers", str(self.workers), "--engine", "emulated"]
-        argv += ["--profile", PROFILE, "--time-factor", "1", "--stop-with-parent"]  # never outlives the harness
-        self.proc = subprocess.Popen(argv, cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if "Stack up" in self.output():
-                break
-            if self.proc.poll() is not None:
-                raise RuntimeError("the stack did not start:\n" + self.output()[-3000:])
-            time.sleep(0.5)
-        else:
-            raise RuntimeError("the stack did not start in time:\n" + self.output()[-3000:])
-        self.token = (self.data_dir / "demo-token.txt").read_text().strip()
-        self.wait_ready(timeout=120)
-
-    def output(self) -> str:
-        path = self.data_dir / "stack.out"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def wait_ready(self, timeout: float) -> None:
-        """Until /readyz says 200 (database, broker, a live worker, the embedder)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}/readyz", timeout=5) as r:
-                    if r.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.5)
-        raise RuntimeError("the stack never became ready:\n" + self.output()[-2000:])
-
-    def processes(self) -> dict[str, dict]:
-        path = self.data_dir / "run" / "processes.json"
-        return json.loads(path.read_text())["processes"]
-
-    def pid(self, name: str) -> int:
-        return int(self.processes()[name]["pid"])
+        super().__init__(ROOT, workers, time_factor=1.0, admission="degrade", profile=PROFILE, data_dir=data_dir)
 
     def signal_group(self, name: str, sig: int) -> None:
         """Signal a supervised process with everything it forked (a Celery worker's pool child too)."""
@@ -131,16 +73,6 @@ class ChaosStack:
             os.killpg(pid, sig)
         except (ProcessLookupError, PermissionError):
             os.kill(pid, sig)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
 
 
 # --- load ---------------------------------------------------------------------------------------------
@@ -174,7 +106,7 @@ def submit_stream(stack: ChaosStack, rate: float, duration_s: float, seed: int, 
     """Poisson arrivals at `rate` for `duration_s`, each POST in its own thread so a slow answer does not
     delay the next arrival."""
     rng = random.Random(seed)
-    url = f"http://127.0.0.1:{stack.web_port}/api/v1/generations/"
+    url = f"{stack.url}/api/v1/generations/"
     threads = []
 
     def post(i: int) -> None:
@@ -393,7 +325,7 @@ def run_scenario(stack: ChaosStack, scenario: Scenario, load: float, duration_s:
         fault.join(120)
     slo = 2 * load_profile(PROFILE).latency(0, 1)
     _wait_terminal(sub.accepted, timeout_s=EXPIRY_SLO_MULTIPLE * slo + 60)
-    stack.wait_ready(timeout=120)  # the next scenario starts from a healthy stack
+    stack.wait_ready(120)  # the next scenario starts from a healthy stack
     return outcome_row(scenario.name, sub, window_start)
 
 

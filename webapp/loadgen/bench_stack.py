@@ -23,6 +23,7 @@ from pathlib import Path
 
 from webapp.stack.services import free_port
 
+RECOVERY_OVERRIDES = ("T2I_LEASE_SECONDS", "T2I_RECONCILE_SECONDS", "T2I_REPUBLISH_AFTER_SECONDS")
 _CONFIGURE = (
     "from webapp.ledger.models import ServingConfig as S; c = S.current(); c.max_in_flight = 0; "
     "c.admission = {admission!r}; c.save()"
@@ -30,12 +31,23 @@ _CONFIGURE = (
 
 
 class BenchStack:
-    """`python -m webapp.stack.run` of the checkout at `root`, in a temporary data directory."""
+    """`python -m webapp.stack.run` of the checkout at `root`, in a temporary data directory (or `data_dir`,
+    kept after stop()). Also the stack the fault-injection suite breaks (tests/chaos.py)."""
 
-    def __init__(self, root: Path, workers: int, time_factor: float, admission: str) -> None:
+    def __init__(
+        self,
+        root: Path,
+        workers: int,
+        time_factor: float,
+        admission: str,
+        profile: str = "",
+        data_dir: Path | None = None,
+    ) -> None:
         self.root = root.resolve()
-        self.workers, self.time_factor, self.admission = workers, time_factor, admission
-        self.data_dir = Path(tempfile.mkdtemp(prefix="t2i-bench-"))
+        self.workers, self.time_factor, self.admission, self.profile = workers, time_factor, admission, profile
+        self.keep = data_dir is not None
+        self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="t2i-bench-"))
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir.chmod(0o755)  # the PostgreSQL service user must reach it
         self.web_port = free_port()
         self.env = dict(
@@ -50,7 +62,8 @@ class BenchStack:
             HF_HUB_OFFLINE="1",
             PYTHONUNBUFFERED="1",
         )
-        for name in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "DJANGO_SETTINGS_MODULE"):
+        # The stack's own services and secrets, and the default recovery timings (not a caller's overrides).
+        for name in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "DJANGO_SETTINGS_MODULE", *RECOVERY_OVERRIDES):
             self.env.pop(name, None)
         self.proc: subprocess.Popen | None = None
         self.token = ""
@@ -62,7 +75,9 @@ class BenchStack:
     def start(self, timeout_s: float = 300) -> None:
         self.log = open(self.data_dir / "stack.out", "ab")  # noqa: SIM115 - closed in stop()
         argv = [sys.executable, "-m", "webapp.stack.run", "--workers", str(self.workers), "--engine", "emulated"]
-        argv += ["--time-factor", str(self.time_factor)]
+        argv += ["--time-factor", str(self.time_factor), "--stop-with-parent"]  # never outlives its caller
+        if self.profile:
+            argv += ["--profile", self.profile]
         self.proc = subprocess.Popen(argv, cwd=self.root, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout_s
         while "Stack up" not in self.output():
@@ -71,16 +86,23 @@ class BenchStack:
             time.sleep(0.5)
         self.token = (self.data_dir / "demo-token.txt").read_text().strip()
         self._configure()
-        self._wait_ready(deadline)
+        self.wait_ready(max(1.0, deadline - time.monotonic()))
 
     def output(self) -> str:
         path = self.data_dir / "stack.out"
         return path.read_text(errors="replace") if path.exists() else ""
 
+    def processes(self) -> dict[str, dict]:
+        """The supervisor's status file: each process's state and pid."""
+        return json.loads((self.data_dir / "run" / "processes.json").read_text())["processes"]
+
+    def pid(self, name: str) -> int | None:
+        processes = self.processes()
+        return int(processes[name]["pid"]) if processes.get(name, {}).get("pid") else None
+
     def web_pid(self) -> int | None:
-        """gunicorn's master, from the supervisor's status file."""
-        processes = json.loads((self.data_dir / "run" / "processes.json").read_text())["processes"]
-        return int(processes["web"]["pid"]) if "web" in processes else None
+        """gunicorn's master."""
+        return self.pid("web")
 
     def _configure(self) -> None:
         env = dict(self.env, DJANGO_SETTINGS_MODULE="webapp.settings")
@@ -98,8 +120,9 @@ class BenchStack:
             [sys.executable, "manage.py", "shell", "-c", code], cwd=self.root, env=env, check=True, capture_output=True
         )
 
-    def _wait_ready(self, deadline: float) -> None:
+    def wait_ready(self, timeout_s: float) -> None:
         """Until /readyz answers 200 several times in a row (every gunicorn process loads its embedder)."""
+        deadline = time.monotonic() + timeout_s
         in_a_row = 0
         while in_a_row < 5:
             try:
@@ -120,4 +143,5 @@ class BenchStack:
                 self.proc.kill()
                 self.proc.wait()
         self.log.close()
-        shutil.rmtree(self.data_dir, ignore_errors=True)
+        if not self.keep:
+            shutil.rmtree(self.data_dir, ignore_errors=True)

@@ -33,6 +33,7 @@ from .dispatch import effective_level, route_and_batch, shortest_queue, soonest_
 from .interface import ClusterView, Decision, RequestView, SchedulerConfig
 from .model_variants import VARIANTS, ordered, variant_profile, with_quality
 from .planner import Plan, fixed_plan, solve_plan
+from .profiles import LatencyProfile
 
 POLICY_NAMES: tuple[str, ...] = ("prompt_aware", "clipper_ha", "clipper_ht", "nirvana", "proteus", "oracle")
 # Simulator-only extras, run on request (`--policies`): PROTEUS with real model variants (issue 14).
@@ -82,15 +83,16 @@ class Policy:
         """Called every period by the controller. Fixed-level policies keep their plan."""
         return self.current
 
-    def _solve(self, demand: DemandEstimate | None, prompt_aware: bool) -> Plan:
-        """The controller's MILP (shared settings for every policy that has one)."""
+    def _solve(self, demand: DemandEstimate | None, prompt_aware: bool, profile: LatencyProfile | None = None) -> Plan:
+        """The controller's MILP (shared settings for every policy that has one); `profile`: the latency table
+        it plans with, by default the configuration's (proteus_models passes its variants' table)."""
         if demand is None:
             return self.current
         c = self.config
         p = solve_plan(
             demand,
             c.n_workers,
-            c.profile,
+            profile or c.profile,
             c.slo_s,
             util_target=c.util_target,
             headroom=c.headroom,
@@ -360,26 +362,11 @@ class ProteusModels(Policy):
     def plan(self, now: float, demand: DemandEstimate | None) -> Plan:
         if demand is None:
             return self.current
-        c, levels = self.config, self.levels
+        levels = self.levels
         total = DemandEstimate(
             levels, [demand.total] + [0.0] * (len(levels) - 1), [self.variant_quality_of] * len(levels), now
         )
-        p = solve_plan(
-            total,
-            c.n_workers,
-            self.variant_profile,
-            c.slo_s,
-            util_target=c.util_target,
-            headroom=c.headroom,
-            prompt_aware=False,
-            previous=self.current,
-            batch_caps=self.caps,
-            policy=self.name,
-            time_limit_s=c.plan_time_limit_s,
-            solver=c.solver,
-        )
-        self.set_plan(p)
-        return p
+        return self._solve(total, prompt_aware=False, profile=self.variant_profile)
 
     def dispatch(self, req: RequestView, cluster: ClusterView, now: float) -> Decision:
         v = self.levels[bisect.bisect_right(self._cum[0], self.rng.random())]

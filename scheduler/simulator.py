@@ -342,9 +342,21 @@ def _event_handlers(run: _Run) -> _Handlers:
         seq += 1
         heappush(heap, (t + service_s, seq, _COMPLETE, w))
 
+    def enqueue(r: int, t: float, w: int, cost: float, deadline: float) -> None:
+        """Request r joins worker w's queue (expected cost per request `cost`); its drop is scheduled at 2 × SLO;
+        an idle worker starts at once."""
+        nonlocal seq
+        cost_list[r] = cost
+        queues[w].append(r)
+        queue_len[w] += 1
+        queued_s[w] += cost
+        seq += 1
+        heappush(heap, (deadline + (drop_after - slo), seq, _DROP, r))
+        if busy[w] == 0:
+            start_batch(w, t)
+
     def on_arrival(r: int, t: float) -> None:
         """Request r arrives: neighbour and K*, demand observed, dispatched, queued, its drop scheduled."""
-        nonlocal seq
         neighbour, sim = cache.lookup(warm + r)
         if neighbour >= 0:
             available = cache.available(neighbour)
@@ -385,32 +397,16 @@ def _event_handlers(run: _Run) -> _Handlers:
         redirected[r] = decision.redirected
         if kp:
             cache.hit(neighbour, kp)
-        cost = latency(kp, batch_cap) / batch_cap
-        cost_list[r] = cost
-        queues[w].append(r)
-        queue_len[w] += 1
-        queued_s[w] += cost
-        seq += 1
-        heappush(heap, (deadline + (drop_after - slo), seq, _DROP, r))
-        if busy[w] == 0:
-            start_batch(w, t)
+        enqueue(r, t, w, latency(kp, batch_cap) / batch_cap, deadline)
         if replan_due is not None and replan_due(t):
             _control_tick(run, t, r + 1)
 
     def queue_model_request(r: int, t: float, w: int, variant: int, batch_cap: int, deadline: float) -> None:
         """proteus_models: request r joins worker w's queue at its model variant (quality: the variant's)."""
-        nonlocal seq
         k_prime_list[r], batch_cap_list[r] = variant, batch_cap
         quality[r] = variant_quality[variant]
         worker[r] = w
-        cost = cost_list[r] = latency(variant, batch_cap) / batch_cap
-        queues[w].append(r)
-        queue_len[w] += 1
-        queued_s[w] += cost
-        seq += 1
-        heappush(heap, (deadline + (drop_after - slo), seq, _DROP, r))
-        if busy[w] == 0:
-            start_batch(w, t)
+        enqueue(r, t, w, latency(variant, batch_cap) / batch_cap, deadline)
 
     def on_ready(w: int, t: float) -> None:
         """Worker w has loaded its new model variant: it starts on its queue."""

@@ -13,7 +13,7 @@ Python only receives a handful of rows. Definitions, over a window [now − W, n
   - SLO violation ratio = (decided − on time) / decided, where on time = succeeded with
     finished_at ≤ deadline. Violations are late successes, failures, expirations and overdue rows;
   - per-K′ mix = share of arrivals at each served level `k_served` (rows with a K′ only);
-  - cache hit rate = share of arrivals with a cache neighbour and K* > 0;
+  - cache match rate = share of arrivals with a cache neighbour and K* > 0 (loadgen's "hit rate" is served at K′ > 0);
   - redirect rate = share of arrivals the dispatcher redirected.
 * Completion metrics use the requests that **finished** in the window (`finished_at`):
   - on-time throughput = requests that succeeded by their deadline and finished in the window / W;

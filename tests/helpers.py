@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from datetime import timedelta
 
@@ -10,6 +11,17 @@ from django.utils import timezone
 from webapp.cache.models import CacheConfig
 from webapp.ledger.models import GenerationRequest, ServingConfig
 
+# The browser tests' Chromium (Debian's, installed by `make browser`) and its headless flags.
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 UNSERVED_SLOT = 9  # no test worker consumes gpu.9: a row routed there is never picked up by accident
 
 

@@ -11,31 +11,17 @@ from datetime import timedelta
 from pathlib import Path
 
 import axe_playwright_python
-import pytest
 from django.utils import timezone
 from PIL import Image
 
 from tests.helpers import make_request
-from tests.test_request_experience_browser import ARGS, CHROMIUM, log_in, pytestmark, shots  # noqa: F401
+from tests.test_request_experience_browser import log_in, pytestmark, shots  # noqa: F401
 from webapp.ledger.models import GenerationRequest, Status
 from workers.image_store import save_image
 
 AXE_JS = (Path(axe_playwright_python.__file__).parent / "axe.min.js").read_text()
 AXE_RUN = "axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}})"
 SERIOUS = {"serious", "critical"}
-
-
-@pytest.fixture
-def browser():
-    import os
-
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield browser
-        browser.close()
 
 
 def finished(owner, prompt: str, age_minutes: int) -> GenerationRequest:

@@ -7,26 +7,15 @@ keep them, e.g. for the docs)."""
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from tests.helpers import serving_config
+from tests.helpers import CHROMIUM, serving_config
 from webapp.ledger.models import GenerationRequest, Status
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 # Records every text the progress line shows, so the test can tell that it moved (not only where it ended).
 RECORD_PROGRESS = """
 window.__progress = [];
@@ -43,17 +32,6 @@ pytestmark = [
     pytest.mark.django_db(transaction=True),  # the live server's thread and real worker processes read rows
     pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium not installed (make browser)"),
 ]
-
-
-@pytest.fixture
-def browser():
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

@@ -4,11 +4,10 @@ real headless-Chromium run through the whole path."""
 from __future__ import annotations
 
 import os
-import shutil
 
 import pytest
 
-from tests.helpers import make_request
+from tests.helpers import CHROMIUM, CHROMIUM_ARGS, make_request
 from webapp.ledger.models import GenerationRequest, Status
 
 pytestmark = pytest.mark.django_db  # plain: rolled back; the browser test below overrides it
@@ -74,9 +73,6 @@ def test_gallery_lists_only_own_succeeded_images_newest_first(client, user, othe
     assert "tiny random model" in html
 
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-
-
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)  # the live server's thread and a real worker process read these rows
 @pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium not installed (make browser)")
@@ -87,15 +83,7 @@ def test_browser_login_submit_and_see_image(live_server, user, gpu_workers, tmp_
     with sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path=CHROMIUM,
-            args=[
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
+            args=CHROMIUM_ARGS,
         )
         page = browser.new_page()
         page.goto(f"{live_server.url}/")

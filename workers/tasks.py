@@ -140,12 +140,18 @@ def _shed_hopeless(rows: list[GenerationRequest], config: ServingConfig) -> list
     return keep
 
 
-def _min_service_s(profile_s: float, k_prime: int, batch_size: int) -> float:
-    measured = (
+def _recent_service_s(k_prime: int, batch_size: int) -> list[float]:
+    """Service times of the last 50 batches of this K′ and size (what shedding and the time limits compare
+    with the profile's L(K′, b))."""
+    return list(
         BatchRecord.objects.filter(k_prime=k_prime, batch_size=batch_size)
         .order_by("-id")
         .values_list("service_seconds", flat=True)[:50]
     )
+
+
+def _min_service_s(profile_s: float, k_prime: int, batch_size: int) -> float:
+    measured = _recent_service_s(k_prime, batch_size)
     return min([profile_s, *measured]) if profile_s else min(measured, default=0.0)
 
 
@@ -227,11 +233,7 @@ def _time_limits(rows: list[GenerationRequest], config: ServingConfig) -> TimeLi
     sc = scheduler_config(config)
     k_prime, batch = rows[0].k_served or 0, len(rows)
     profile_s = sc.profile.latency(k_prime, batch) if k_prime in sc.levels else 0.0
-    slowest = (
-        BatchRecord.objects.filter(k_prime=k_prime, batch_size=batch)
-        .order_by("-id")
-        .values_list("service_seconds", flat=True)[:50]
-    )
+    slowest = _recent_service_s(k_prime, batch)
     scale = (rows[0].width * rows[0].height) / max(1, config.default_size**2) * rows[0].steps / config.default_steps
     return limits_for(max([profile_s, *slowest]), settings.T2I_TASK_TIME_LIMIT_FLOOR_S, scale)
 

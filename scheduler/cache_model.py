@@ -30,6 +30,7 @@ cached entry counts as a miss, with no exact scan (`exhaustive` False).
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable
 
 import numpy as np
 
@@ -58,6 +59,7 @@ class ApproxCache:
         self.levels = tuple(lv for lv in levels if lv > 0)  # cache levels (0 is "no latent")
         self.capacity = max(1, int(capacity))
         self.query_start = query_start
+        self.similarity_map: Callable[[np.ndarray], np.ndarray] | None = None
         if resumed_levels not in ("above", "all"):
             raise ValueError("resumed_levels must be 'above' or 'all'")
         self.resumed_levels = resumed_levels  # "all": optimistic ablation, see module docstring
@@ -157,6 +159,11 @@ class ApproxCache:
             self.score[j] += k
             heapq.heappush(self._heap, (self.score[j], self._born[j], j))
 
+    def set_similarity_map(self, fn: Callable[[np.ndarray], np.ndarray] | None) -> None:
+        """A monotone map applied to every similarity a lookup returns (`scheduler.similarity_calibration`);
+        neighbours are unchanged since the map keeps their order. None: the embedder's own similarities."""
+        self.similarity_map = fn
+
     def warm(self, count: int) -> None:
         for j in range(count):
             self.insert(j, 0)
@@ -191,6 +198,8 @@ class ApproxCache:
                 best_j, best_s = self._fallback(i, W, i, float(self.req_sim[row, -1]), best_j, best_s)
         if best_j < 0:
             return -1, float("nan")
+        if self.similarity_map is not None:
+            return best_j, float(self.similarity_map(best_s))
         return best_j, best_s
 
     def lookup_many(self, first: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
@@ -229,6 +238,8 @@ class ApproxCache:
                 if j >= 0 and sv > best_s[r]:
                     best_j[r], best_s[r] = j, sv
         best_s[best_j < 0] = np.nan
+        if self.similarity_map is not None:
+            best_s = self.similarity_map(best_s)
         return best_j, best_s
 
     def _scan(self, i: int, lo: int, hi: int) -> tuple[int, float]:

@@ -12,6 +12,7 @@
 |               | (mean Q per level)             | soonest-free worker at that level         | (adaptive)          |
 | oracle        | prompt_aware fed the true demand of the next period (simulator only)                       |
 | proteus_models| PROTEUS as published: a model variant per worker (MILP), load time on a switch; no cache   |
+| argus_oda     | prompt_aware's workers per level, but the route by Argus's greedy aligner (scheduler.oda)   |
 
 Clipper's AIMD: per worker, after each batch, batch limit + 1 if the batch was full and took ≤ SLO, × 0.9
 (rounded down, ≥ 1) if it took longer than the SLO; never above the profile's largest batch.
@@ -32,12 +33,13 @@ from .demand import DemandEstimate
 from .dispatch import effective_level, route_and_batch, shortest_queue, soonest_free
 from .interface import ClusterView, Decision, RequestView, SchedulerConfig
 from .model_variants import VARIANTS, ordered, variant_profile, with_quality
+from .oda import aligned_plan
 from .planner import Plan, fixed_plan, solve_plan
 from .profiles import LatencyProfile
 
 POLICY_NAMES: tuple[str, ...] = ("prompt_aware", "clipper_ha", "clipper_ht", "nirvana", "proteus", "oracle")
 # Simulator-only extras, run on request (`--policies`): PROTEUS with real model variants (issue 14).
-SIM_POLICY_NAMES: tuple[str, ...] = (*POLICY_NAMES, "proteus_models")
+SIM_POLICY_NAMES: tuple[str, ...] = (*POLICY_NAMES, "proteus_models", "argus_oda")
 DEFAULT_POLICIES: tuple[str, ...] = POLICY_NAMES
 # The oracle plans with hindsight (the future's demand): a bound for the simulator, never live.
 LIVE_POLICY_NAMES: tuple[str, ...] = tuple(n for n in POLICY_NAMES if n != "oracle")
@@ -49,14 +51,18 @@ POLICY_LABELS: dict[str, str] = {
     "proteus": "PROTEUS (prompt-agnostic MILP)",
     "oracle": "Oracle (hindsight bound, simulator only)",
     "proteus_models": "PROTEUS as published (model variants, simulator only)",
+    "argus_oda": "prompt_aware with Argus's greedy route (ODA) instead of the MILP's (simulator only)",
 }
+
+
+PROMPT_AWARE_FAMILY = ("prompt_aware", "oracle", "argus_oda")  # prompt_aware and its bound and ablation
 
 
 def sheds_hopeless(policy_name: str, config: SchedulerConfig) -> bool:
     """Whether a policy's runner (the simulator, the live workers) drops queued requests that can no longer
     meet their deadline: prompt_aware's overload lever (and the oracle's, which is prompt_aware with
     hindsight); the baselines only with the `shed_baselines` sensitivity setting."""
-    return config.shed_hopeless if policy_name in ("prompt_aware", "oracle") else config.shed_baselines
+    return config.shed_hopeless if policy_name in PROMPT_AWARE_FAMILY else config.shed_baselines
 
 
 class Policy:
@@ -312,6 +318,21 @@ class Oracle(PromptAware):
     wants_future_demand = True
 
 
+class ArgusOda(PromptAware):
+    """Ablation of the route plan: prompt_aware's controller chooses the workers per level, then Argus's
+    ordered distribution aligner (`scheduler.oda`) routes the classes over them instead of the MILP's flows.
+    Every other lever (similarity ranks, upgrades, event re-plans, shedding) is prompt_aware's."""
+
+    name = "argus_oda"
+
+    def plan(self, now: float, demand: DemandEstimate | None) -> Plan:
+        solved = super().plan(now, demand)
+        if demand is None:  # nothing new was solved
+            return solved
+        self.set_plan(aligned_plan(solved, demand, self.config.headroom, self.config.util_target))
+        return self.current
+
+
 class Proteus(Policy):
     """PROTEUS over the same levels: prompt-agnostic MILP, fractions ignore K*, adaptive batching."""
 
@@ -433,6 +454,7 @@ _REGISTRY: dict[str, type[Policy]] = {
     "proteus": Proteus,
     "oracle": Oracle,
     "proteus_models": ProteusModels,
+    "argus_oda": ArgusOda,
 }
 
 

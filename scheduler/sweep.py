@@ -33,11 +33,13 @@ What a seed s changes (the same s gives the same workload to every policy: the c
 4. the policies' own random choices (`simulate(..., seed=s)`).
 Seeds are `--first-seed` … `--first-seed + --seeds − 1`.
 
-Capping. The simulator needs one prompt per request. When a workload has more arrivals than
-`min(--max-requests, prompt lines − warm)`, the sweep keeps that many *consecutive* arrivals centred on
-the busiest 10-s window (clipped to the trace's ends; shifted to start at 0) and says so in the table and
-in sweep.json (the simulator-scale issue will lift this). A capped workload's prompt offset is 0 when the
-file has no spare lines.
+Prompts beyond the file. A workload with more arrivals than the file has prompts after its warm set
+replays the file from its first line and then a synthesised continuation (`scheduler.prompt_stream`,
+seeded by the seed: the file's own nearest-predecessor similarities and reuse lags), with the lineage
+neighbour lists of `scheduler.neighbour_index`, as `python -m scheduler.simulate` does; the notes say
+which workloads. `--max-requests N` still caps a workload to N *consecutive* arrivals centred on the
+busiest 10-s window (clipped to the trace's ends; shifted to start at 0), and says so in the table and
+in sweep.json.
 
 Statistics: per workload, policy and metric (every number of `SimResult.summary`, `k_prime_mix` flattened)
 the mean over seeds and the 95 % CI half-width (Student t, n − 1 d.o.f.); and the paired per-seed
@@ -78,8 +80,10 @@ from . import simulate as _simulate_cli
 from .cache_model import ApproxCache
 from .embeddings import embed_prompt_file
 from .metrics import _clean, _json_default
+from .neighbour_index import LINEAGE_TOP_M, candidate_lists
 from .policies import DEFAULT_POLICIES, SIM_POLICY_NAMES
 from .profiles import load_profile
+from .prompt_stream import extend_stream
 from .simulate import _run_policies, _scheduler_config
 from .traces import load_trace_seeded, peak_rate, scale_trace
 
@@ -162,7 +166,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=10, help="seeds per workload")
     p.add_argument("--first-seed", type=int, default=0)
     p.add_argument("--jitter", type=float, default=1.0, help="arrival jitter, ± this many mean gaps (0: none)")
-    p.add_argument("--max-requests", type=int, default=None, help="cap per workload; none: what the prompts allow")
+    p.add_argument(
+        "--max-requests",
+        type=int,
+        default=None,
+        help="cap per workload (consecutive arrivals around the peak); none: every arrival, prompts beyond the "
+        "file synthesised",
+    )
     p.add_argument(
         "--policies",
         default=",".join(DEFAULT_POLICIES + ((HINDSIGHT,) if _bounds() else ())),
@@ -339,24 +349,23 @@ def build_units(
     capacity: float,
     n_prompts: int,
 ) -> tuple[list[Unit], list[str]]:
-    """Every (trace, time scale, load, seed) with its arrivals and prompt window; notes on capped workloads."""
-    limit = n_prompts - args.warm
-    if args.max_requests is not None:
-        limit = min(limit, args.max_requests)
-    if limit <= 0:
-        raise SystemExit(f"sweep: {n_prompts} prompts leave no request after --warm {args.warm}")
+    """Every (trace, time scale, load, seed) with its arrivals and prompt window; notes on capped workloads
+    and on those whose prompts run past the file (synthesised)."""
+    limit = args.max_requests
+    if n_prompts - args.warm <= 0 or (limit is not None and limit <= 0):
+        raise SystemExit(f"sweep: {n_prompts} prompts and --warm {args.warm} leave no request")
     units, notes = [], []
     for spec in specs:
         bases: dict[int, np.ndarray] = {}
         for scale in scales:
             for load in loads:
-                capped = []
+                capped, synthesised = [], []
                 for seed in seeds:
                     if seed not in bases:
                         bases[seed] = load_trace_seeded(list(spec.paths), seed)
                     scaled = scale_trace(bases[seed], scale, load, capacity, PEAK_WINDOW_S)
                     jittered = jitter_arrivals(scaled, args.jitter, np.random.default_rng([seed, _JITTER_STREAM]))
-                    arrivals = cap_window(jittered, limit)
+                    arrivals = jittered if limit is None else cap_window(jittered, limit)
                     if arrivals.size == 0:
                         raise SystemExit(f"sweep: {spec.name} at load {load} × {scale} has no arrivals")
                     u = float(np.random.default_rng([seed, _OFFSET_STREAM]).random())
@@ -374,13 +383,24 @@ def build_units(
                     )
                     if units[-1].capped:
                         capped.append(units[-1].uncapped)
+                    if args.warm + arrivals.size > n_prompts:
+                        synthesised.append(args.warm + arrivals.size - n_prompts)
                 if capped:
-                    had = f"{min(capped)}" if min(capped) == max(capped) else f"{min(capped)}–{max(capped)}"
                     notes.append(
                         f"{spec.name} load {load:g} x{scale:g}: capped to {limit} consecutive requests centred on "
-                        f"the peak (the workload has {had}; the prompts allow {n_prompts - args.warm})"
+                        f"the peak (the workload has {_span(capped)})"
+                    )
+                if synthesised:
+                    notes.append(
+                        f"{spec.name} load {load:g} x{scale:g}: {_span(synthesised)} prompts synthesised past the "
+                        f"file's {n_prompts} (scheduler.prompt_stream; lineage neighbour lists)"
                     )
     return units, notes
+
+
+def _span(values: list[int]) -> str:
+    """'n' or 'lo–hi' of a list of counts."""
+    return f"{min(values)}" if min(values) == max(values) else f"{min(values)}–{max(values)}"
 
 
 # ------------------------------------------------------------------------------------------- running
@@ -403,8 +423,10 @@ def _run_unit(item: tuple[int, Unit]) -> tuple[int, dict[str, dict]]:
     sh = _SHARED
     warm, levels = sh["warm"], sh["levels"]
     n = unit.arrivals.size
-    embeddings = sh["embeddings"][unit.offset : unit.offset + warm + n]
-    cache = ApproxCache(embeddings, levels, sh["cache_capacity"], query_start=warm, resumed_levels=sh["resumed_levels"])
+    embeddings, lists = _prompt_window(sh["embeddings"], unit.offset, warm, n, unit.seed)
+    cache = ApproxCache(
+        embeddings, levels, sh["cache_capacity"], query_start=warm, resumed_levels=sh["resumed_levels"], lists=lists
+    )
     ns = argparse.Namespace(
         warm=warm,
         cache_capacity=sh["cache_capacity"],
@@ -426,6 +448,15 @@ def _run_unit(item: tuple[int, Unit]) -> tuple[int, dict[str, dict]]:
         except Exception as exc:
             results[bound] = {"error": f"{type(exc).__name__}: {exc}"}
     return index, {p: results[p] for p in sh["policies"]}
+
+
+def _prompt_window(file_embeddings: np.ndarray, offset: int, warm: int, n: int, seed: int):
+    """(embeddings, neighbour lists) of a unit: the file's window (exact lists, built by the cache), or, when
+    the file is too short, the file followed by a synthesised continuation with its lineage lists."""
+    if offset + warm + n <= len(file_embeddings):
+        return file_embeddings[offset : offset + warm + n], None
+    stream = extend_stream(file_embeddings, warm + n, seed)
+    return stream.embeddings, candidate_lists(stream, warm, LINEAGE_TOP_M)
 
 
 def run_units(units: list[Unit], shared: dict, jobs: int) -> list[dict[str, dict]]:

@@ -138,11 +138,26 @@ def test_a_long_workload_is_capped_around_its_peak(tmp_path):
     assert np.allclose(np.diff(out), np.diff(t)[250:349])  # the middle of the dense stretch
     assert sweep.cap_window(t, 10_000) is t
     spec = sweep.TraceSpec("tw", (str(write_proteus(tmp_path / "p.txt")),))  # 125 requests at load 1 × 2
-    units, notes = units_for([spec], [0], n_prompts=150, warm=50)  # the prompts allow 100
-    assert units[0].arrivals.size == 100 and units[0].uncapped == 125 and units[0].offset == 0
+    units, notes = units_for([spec], [0], n_prompts=150, warm=50, max_requests=100)
+    assert units[0].arrivals.size == 100 and units[0].uncapped == 125
     assert notes and "capped to 100" in notes[0]
-    units, _ = units_for([spec], [0, 1, 2], max_requests=100)  # a cap by flag leaves the prompts spare
+    units, _ = units_for([spec], [0, 1, 2], max_requests=100)  # the prompts have spare lines: windows move
     assert all(u.arrivals.size == 100 for u in units) and len({u.offset for u in units}) > 1
+
+
+def test_a_workload_longer_than_the_prompt_file_replays_a_synthesised_continuation(tmp_path):
+    spec = sweep.TraceSpec("tw", (str(write_proteus(tmp_path / "p.txt")),))  # 125 requests at load 1 × 2
+    units, notes = units_for([spec], [0], n_prompts=150, warm=50)  # the file has prompts for 100 of them
+    assert units[0].arrivals.size == 125 and not units[0].capped and units[0].offset == 0
+    assert notes and "25 prompts synthesised" in notes[0]
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("".join(f"prompt {i % 40}, variant {i}\n" for i in range(150)))
+    emb = fake_embed_file(prompts)
+    window, lists = sweep._prompt_window(emb, 0, 50, 125, seed=0)
+    assert window.shape[0] == 175 and lists is not None  # the file, then 25 synthesised prompts
+    np.testing.assert_array_equal(window[:150], emb)
+    short, none = sweep._prompt_window(emb, 10, 50, 60, seed=0)
+    assert none is None and np.array_equal(short, emb[10:120])  # fits: the file's own window, exact lists
 
 
 def test_a_unit_runs_the_simulator_cli_helpers(tmp_path):

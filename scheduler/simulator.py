@@ -292,9 +292,10 @@ def _event_handlers(run: _Run) -> _Handlers:
     arrival_times = run.arrivals
 
     def hopeless(r: int, t: float) -> bool:
-        """Shed (drop, a violation) a queued request that would miss its deadline even if it started now:
+        """Shed (drop, a violation) a queued request that would miss its deadline even if it started now,
+        alone (L(K′, 1): it may well run alone, so the plan's batch cap would shed work that could make it):
         running it would only take a worker from requests that can still make theirs."""
-        if not is_hopeless(t, arrival_times[r] + slo, latency(k_prime_list[r], batch_cap_list[r])):
+        if not is_hopeless(t, arrival_times[r] + slo, latency(k_prime_list[r], 1)):
             return False
         state[r] = _DROPPED
         dropped[r] = True

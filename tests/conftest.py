@@ -61,6 +61,33 @@ def embedded_services():
 
 
 @pytest.fixture(scope="session")
+def loopback_s3():
+    """An S3-compatible server (moto's standalone one) on a free loopback port for the whole run."""
+    from webapp.cache.loopback_s3 import LoopbackS3
+
+    server = LoopbackS3("t2i-test", log_path=Path(os.environ["T2I_TEST_RUN_DIR"]) / "moto-s3.log").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_storage(loopback_s3, settings, monkeypatch):
+    """This process keeps images and latents in the loopback bucket, under a prefix of this test's own."""
+    import uuid
+
+    from webapp.settings import s3_storages
+
+    env = loopback_s3.storage_env(prefix=f"t-{uuid.uuid4().hex[:12]}")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, env[name])
+    settings.T2I_STORAGE = "s3"
+    settings.STORAGES = s3_storages(
+        env["T2I_S3_BUCKET"], env["T2I_S3_PREFIX"], env["T2I_S3_ENDPOINT_URL"], env["T2I_S3_REGION"]
+    )
+    return env
+
+
+@pytest.fixture(scope="session")
 def django_db_modify_db_settings(embedded_services):
     """pytest-django creates the test database after this: the server must be up by then."""
     return None
@@ -153,9 +180,10 @@ def start_worker(worker_env):
     log_dir = Path(os.environ["T2I_TEST_RUN_DIR"]) / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
 
-    def start(index: int, queue: str | None = None) -> WorkerProcess:
+    def start(index: int, queue: str | None = None, env: dict[str, str] | None = None) -> WorkerProcess:
+        """`env`: variables to set on top of worker_env (another "host": its own media, storage)."""
         queue = queue or gpu_queue(index)
-        worker = WorkerProcess(queue, index, worker_env, log_dir / f"{queue}-{len(started)}.log")
+        worker = WorkerProcess(queue, index, {**worker_env, **(env or {})}, log_dir / f"{queue}-{len(started)}.log")
         started.append(worker)
         return worker.start()
 

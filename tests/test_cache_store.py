@@ -13,6 +13,7 @@ from django.db import DataError, connection, transaction
 from tests.helpers import cache_config, serving_config
 from webapp.cache import store as cache_store
 from webapp.cache.keys import model_key_for
+from webapp.cache.latent_storage import LatentLRU, latent_store, shared_lru
 from webapp.cache.models import CacheConfig, CacheEntry, CacheLevel
 from webapp.ledger.models import ServingConfig
 from webapp.serving.live_config import scheduler_config
@@ -381,3 +382,74 @@ def test_model_key_names_the_scheduler_the_engine_runs(tiny_model_path, settings
     settings.T2I_SCHEDULER = "euler"
     swapped = model_key_for(50, 64, 64)
     assert "|ddim|" in folder and "|euler|" in swapped and folder != swapped
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Object storage (webapp/cache/latent_storage.py): the same store with its latents in an S3 bucket
+# ----------------------------------------------------------------------------------------------------------
+
+
+def bucket_keys() -> dict[str, float]:
+    """Latent keys in the configured latents storage (here: the bucket under this test's prefix)."""
+    return dict(latent_store().listing())
+
+
+def test_latents_in_s3_insert_read_evict_purge_and_sweep(embedded_services, s3_storage, loopback_s3):
+    """With T2I_STORAGE=s3 every latent blob is a key in the bucket (none on the local disk); reads are GETs of
+    those keys, and eviction, purge and the orphan sweep delete them through the same interface."""
+    store = latent_store()
+    assert store.s3 and store.storage.location.endswith("/latent-cache")
+    v = unit(np.ones(384))
+    lat = {k: latent(k) for k in LEVELS}
+    entry_id = cache_store.insert("a castle in s3", lat, "key", v)
+    named = set(CacheLevel.objects.values_list("file", flat=True))
+    assert len(named) == 5 and set(bucket_keys()) == named
+    assert files_on_disk() == set()  # nothing under T2I_CACHE_DIR
+    raw = loopback_s3.client().list_objects_v2(Bucket=s3_storage["T2I_S3_BUCKET"], Prefix=s3_storage["T2I_S3_PREFIX"])
+    assert {o["Key"] for o in raw["Contents"]} == {f"{s3_storage['T2I_S3_PREFIX']}/latent-cache/{n}" for n in named}
+
+    shared_lru().clear()  # a cold worker: the read below is a GET from the bucket
+    level, tensor = cache_store.start_latent(entry_id, 20)
+    assert level == 20 and torch.equal(tensor, lat[20])
+    assert shared_lru().get((store.ident, CacheLevel.objects.get(entry_id=entry_id, level=20).file)) is not None
+
+    CacheLevel.objects.filter(entry_id=entry_id, level=25).update(score=-1)
+    victim = CacheLevel.objects.get(entry_id=entry_id, level=25).file
+    assert cache_store.evict_to_budget(cache_store.used_bytes() - 1) == 1
+    assert victim not in bucket_keys() and len(bucket_keys()) == 4
+
+    store.write("stray/left-by-a-crash.safetensors", b"x")
+    assert cache_store.sweep_orphan_files(older_than_s=3600) == 0  # too young: could be an insert
+    assert cache_store.sweep_orphan_files(older_than_s=0) == 1
+    assert set(bucket_keys()) == set(CacheLevel.objects.values_list("file", flat=True))
+
+    assert cache_store.purge() == (1, 4)
+    assert bucket_keys() == {}
+    assert cache_store.start_latent(entry_id, 20) is None
+
+
+@pytest.mark.django_db  # plain: no rows
+def test_a_latent_the_storage_cannot_serve_means_a_resume_from_zero(settings, tmp_path, caplog):
+    """Missing key: None. A storage that fails to answer: None too (logged), so the request runs from K = 0
+    instead of failing; a resume is an optimisation."""
+    assert cache_store._read_latent("no/such/key.safetensors") is None
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_bytes(b"")
+    settings.T2I_CACHE_DIR = blocker  # reading <file>/key fails with NotADirectoryError, not "missing"
+    assert cache_store._read_latent("ab/key.safetensors") is None
+    assert "could not be read" in caplog.text
+
+
+def test_latent_lru_keeps_recent_blobs_under_its_byte_bound():
+    lru = LatentLRU(max_bytes=10)
+    lru.put(("s", "a"), b"aaaa")
+    lru.put(("s", "b"), b"bbbb")
+    assert lru.get(("s", "a")) == b"aaaa"  # a is now the most recent
+    lru.put(("s", "c"), b"cccc")  # 12 bytes > 10: the least recent (b) leaves
+    assert lru.get(("s", "b")) is None and lru.get(("s", "c")) == b"cccc" and lru.nbytes == 8
+    lru.put(("s", "huge"), b"x" * 11)  # larger than the whole LRU: not kept, nothing else dropped
+    assert lru.get(("s", "huge")) is None and len(lru) == 2
+    assert lru.get(("other store", "a")) is None  # keys of another storage never match
+    off = LatentLRU(max_bytes=0)
+    off.put(("s", "a"), b"a")
+    assert off.get(("s", "a")) is None

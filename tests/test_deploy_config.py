@@ -21,6 +21,17 @@ def compose() -> dict:
     return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 
 
+def substitute(value: object, env: dict[str, str] | None = None) -> str:
+    """Compose's variable substitution: ${VAR}, ${VAR:?message} from `env`; ${VAR:-default} when unset."""
+    env = env or {}
+
+    def one(m: re.Match) -> str:
+        name, op, arg = m.group(1), m.group(2) or "", m.group(3) or ""
+        return env[name] if name in env else (arg if op == ":-" else env[name])
+
+    return re.sub(r"\$\{(\w+)(?:(:?[-?])([^}]*))?\}", one, str(value))
+
+
 def test_each_gpu_worker_consumes_its_own_queue_with_a_device():
     services = compose()["services"]
     gpu = {name: s for name, s in services.items() if name.startswith("worker-gpu-")}
@@ -34,7 +45,8 @@ def test_each_gpu_worker_consumes_its_own_queue_with_a_device():
         assert command[command.index("--prefetch-multiplier") + 1] == "1"
         devices = svc["deploy"]["resources"]["reservations"]["devices"][0]
         assert devices["device_ids"] == [index] and "gpu" in devices["capabilities"]
-    assert int(services["web"]["environment"]["T2I_WORKERS"]) == len(gpu)
+    # By default, one slot per local GPU service; remote workers raise T2I_WORKERS in .env.
+    assert int(substitute(services["web"]["environment"]["T2I_WORKERS"])) == len(gpu)
 
 
 def test_exactly_one_beat_and_flower_behind_auth():
@@ -56,9 +68,10 @@ def test_every_environment_variable_is_a_setting():
     known = set(re.findall(r'env_(?:int|float|bool|list|choice)\("([A-Z0-9_]+)"', settings_src))
     known |= set(re.findall(r'os\.environ\.get\(\s*"([A-Z0-9_]+)"', settings_src))
     known |= {"T2I_WORKER_INDEX"}  # read by workers/runtime.py
+    known |= {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}  # read by boto3 (django-storages' S3 backend)
     for name, svc in compose()["services"].items():
         for var in svc.get("environment") or {}:
-            if name in ("db",):
+            if name in ("db", "redis", "minio", "minio-bucket"):  # the images' own variables
                 continue
             assert var in known, f"{name}: {var} is not read by the settings"
 
@@ -72,8 +85,7 @@ def compose_settings_env() -> dict[str, str]:
             name, _, value = line.partition("=")
             env[name.strip()] = secrets.token_urlsafe(50) if value.startswith("change-me") else value.strip()
     for name, value in compose()["x-app"]["environment"].items():
-        # ${VAR:?message} → the .env value, as compose substitutes it
-        env[name] = re.sub(r"\$\{(\w+)(?::?\?[^}]*)?\}", lambda m: env[m.group(1)], str(value))
+        env[name] = substitute(value, env)  # ${VAR:?message} → the .env value, as compose substitutes it
     return env
 
 
@@ -114,3 +126,42 @@ def test_web_processes_use_the_gunicorn_settings_with_json_errors():
     assert "python:webapp.gunicorn_conf" in compose()["services"]["web"]["command"]
     assert "python:webapp.gunicorn_conf" in (ROOT / "Dockerfile").read_text()
     assert "python:webapp.gunicorn_conf" in (ROOT / "webapp" / "stack" / "run.py").read_text()
+
+
+def test_images_and_latents_go_to_the_minio_bucket():
+    """The app keeps images and latents in MinIO (docs/storage.md), whose bucket exists before any app starts."""
+    services = compose()["services"]
+    env = compose_settings_env()
+    assert env["T2I_STORAGE"] == "s3" and env["T2I_S3_ENDPOINT_URL"] == "http://minio:9000"
+    assert env["AWS_ACCESS_KEY_ID"] and env["AWS_SECRET_ACCESS_KEY"]  # from .env (S3_ACCESS_KEY, S3_SECRET_KEY)
+    minio = services["minio"]
+    assert "healthcheck" in minio and minio["image"].startswith("minio/minio:RELEASE.")
+    assert minio["environment"]["MINIO_ROOT_PASSWORD"] == compose()["x-app"]["environment"]["AWS_SECRET_ACCESS_KEY"]
+    bucket = services["minio-bucket"]
+    assert f"mb --ignore-existing t2i/{env['T2I_S3_BUCKET']}" in " ".join(bucket["entrypoint"])
+    assert compose()["x-app"]["depends_on"]["minio-bucket"] == {"condition": "service_completed_successfully"}
+    assert "media" not in compose()["volumes"]  # no volume shared for images: they are in the bucket
+
+
+def test_services_remote_workers_reach_listen_on_the_published_address_and_redis_has_a_password():
+    services = compose()["services"]
+    for name, port in (("db", 5432), ("redis", 6379), ("minio", 9000)):
+        assert f"${{T2I_PUBLISH_ADDR:-127.0.0.1}}:{port}:{port}" in services[name]["ports"], name
+    assert "--requirepass" in services["redis"]["command"]
+    assert compose_settings_env()["REDIS_URL"].startswith("redis://:")  # the password in the URL
+
+
+def test_remote_worker_profile_needs_only_the_shared_services():
+    """worker-remote runs on another machine: not started by a plain `up`, depending on no local service,
+    sharing no volume but its own model copy, consuming gpu.<T2I_WORKER_INDEX> with the one worker command."""
+    remote = compose()["services"]["worker-remote"]
+    assert remote["profiles"] == ["remote-worker"] and "depends_on" not in remote
+    assert remote["volumes"] == ["models:/models"]
+    assert remote["environment"]["T2I_STORAGE"] == "s3" and remote["env_file"] == ".env"
+    shell, flag, line = remote["command"]
+    assert (shell, flag) == ("sh", "-c") and line.startswith("exec ")
+    argv = re.sub(r"\$\$\{T2I_WORKER_INDEX(?::\?[^}]*)?\}", "2", line).split()[1:]
+    assert argv[0] == "celery" and argv[1:] == worker_argv(gpu_queue(2), "gpu2@%h")[3:]
+    assert (
+        "healthcheck" in remote and "gpu" in remote["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"]
+    )

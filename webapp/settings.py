@@ -394,9 +394,8 @@ T2I_PROBE_HISTORY = env_int("T2I_PROBE_HISTORY", 50)  # most recent requests in 
 
 # --- Approximate cache (webapp.cache.store; DESIGN §2, §6) ---------------------------
 # Default for the admin-editable CacheConfig row (created on first use); the similarity -> K*
-# thresholds are ServingConfig.thresholds. Latent blobs live in files
-# under T2I_CACHE_DIR (under MEDIA_ROOT so compose's shared media volume reaches every worker), never in
-# Postgres rows.
+# thresholds are ServingConfig.thresholds. Latent blobs live in the latents storage (the storage section
+# below): files under T2I_CACHE_DIR, or keys in the S3 bucket every worker reaches; never in Postgres rows.
 T2I_CACHE_LEVELS = tuple(sorted({int(k) for k in env_list("T2I_CACHE_LEVELS", "5,10,15,20,25")}))
 T2I_CACHE_BYTE_BUDGET = env_int("T2I_CACHE_BYTE_BUDGET", 2 * 1024**3)  # bytes of latent files
 T2I_CACHE_DIR = Path(os.environ.get("T2I_CACHE_DIR", MEDIA_ROOT / "latent-cache"))
@@ -407,6 +406,70 @@ T2I_CACHE_SCOPE = env_choice("T2I_CACHE_SCOPE", "shared", ("shared", "tenant", "
 # Prompt embedder the cache compares: "minilm" (packaged MiniLM, default) or "clip" (the model's own
 # CLIP text encoder, workers/clip_embeddings.py). MiniLM embeddings are stored either way.
 T2I_EMBEDDER = env_choice("T2I_EMBEDDER", "minilm", ("minilm", "clip"))
+
+# --- Storage of images and latents (docs/storage.md; webapp/cache/latent_storage.py) ----------------------
+# Rows name files by storage key, never by host path. "local" (default): images and thumbnails under
+# MEDIA_ROOT, latents under T2I_CACHE_DIR; also right for a shared mount (NFS/EFS) at the same path on every
+# host. "s3": one S3-compatible bucket (AWS S3, MinIO) through django-storages, so GPU workers on other hosts
+# share the latent cache and the web tier serves their images: s3://T2I_S3_BUCKET/T2I_S3_PREFIX/ holds
+# images/, thumbs/ and latent-cache/, the same layout as MEDIA_ROOT (`aws s3 sync` moves a local store).
+# Credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or the host's IAM role), read by boto3.
+T2I_STORAGE = env_choice("T2I_STORAGE", "local", ("local", "s3"))
+T2I_LATENT_LRU_BYTES = env_int("T2I_LATENT_LRU_BYTES", 32 * 1024**2)  # per worker process; 0 turns it off
+_FILESYSTEM_STORAGE = "django.core.files.storage.FileSystemStorage"
+_S3_STORAGE = "storages.backends.s3.S3Storage"
+_STATIC_STORAGE = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}
+
+
+def s3_storages(bucket: str, prefix: str = "", endpoint_url: str | None = None, region: str | None = None) -> dict:
+    """STORAGES for one S3-compatible bucket: images under <prefix>/, latents under <prefix>/latent-cache/."""
+    from botocore.config import Config
+
+    options = {
+        "bucket_name": bucket,
+        "endpoint_url": endpoint_url,
+        "region_name": region,
+        "file_overwrite": True,  # keys are unique (uuids): no existence check before each write
+        "default_acl": None,  # private objects: images reach users only through the owner-checked view
+        # A storage outage must not hang a worker for minutes: short connects, few retries. Path-style
+        # addressing for a custom endpoint (MinIO, loopback), which has no per-bucket DNS names.
+        "client_config": Config(
+            connect_timeout=env_float("T2I_S3_CONNECT_TIMEOUT", 3.0),
+            read_timeout=env_float("T2I_S3_READ_TIMEOUT", 20.0),
+            retries={"max_attempts": 3, "mode": "standard"},
+            s3={"addressing_style": "path" if endpoint_url else "auto"},
+        ),
+    }
+    prefix = prefix.strip().strip("/")
+    return {
+        "default": {"BACKEND": _S3_STORAGE, "OPTIONS": {**options, "location": prefix}},
+        "latents": {
+            "BACKEND": _S3_STORAGE,
+            "OPTIONS": {**options, "location": "/".join(filter(None, (prefix, "latent-cache")))},
+        },
+        "staticfiles": _STATIC_STORAGE,
+    }
+
+
+if T2I_STORAGE == "s3":
+    T2I_S3_BUCKET = os.environ.get("T2I_S3_BUCKET", "").strip()
+    if not T2I_S3_BUCKET:
+        raise ImproperlyConfigured("T2I_STORAGE=s3 needs T2I_S3_BUCKET (the bucket for images and latents)")
+    STORAGES = s3_storages(
+        T2I_S3_BUCKET,
+        os.environ.get("T2I_S3_PREFIX", ""),
+        os.environ.get("T2I_S3_ENDPOINT_URL", "").strip() or None,  # MinIO etc.; unset: AWS itself
+        os.environ.get("T2I_S3_REGION", "").strip() or None,
+    )
+else:
+    STORAGES = {
+        "default": {"BACKEND": _FILESYSTEM_STORAGE},  # MEDIA_ROOT
+        "latents": {
+            "BACKEND": _FILESYSTEM_STORAGE,
+            "OPTIONS": {"location": str(T2I_CACHE_DIR), "allow_overwrite": True},
+        },
+        "staticfiles": _STATIC_STORAGE,
+    }
 
 LOG_LEVEL = env_choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
 LOGGING = {

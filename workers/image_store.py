@@ -1,4 +1,8 @@
-"""Saving generated images (PNG plus a small thumbnail) to Django's media storage.
+"""Saving generated images (PNG plus a small thumbnail) to Django's default storage.
+
+That storage is MEDIA_ROOT or, with T2I_STORAGE=s3, the bucket every machine shares (docs/storage.md): the rows
+keep the names returned here (``images/<id>.png``, ``thumbs/<id>.png``), which are storage keys, not host paths,
+so the web tier serves an image whichever machine's worker saved it.
 
 Every full-size PNG carries its generation parameters in a `parameters` text chunk, in the layout
 AUTOMATIC1111 writes and A1111-compatible tools (its PNG Info tab, ComfyUI loaders, image browsers) read:

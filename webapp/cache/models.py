@@ -1,9 +1,9 @@
 """The approximate cache's index (DESIGN §2, §6): one row per cached prompt, one row per cached level.
 
-Latent blobs are files under ``settings.T2I_CACHE_DIR`` (see :mod:`webapp.cache.store`); rows only
-name them. All writes that change which levels exist (insert, evict, purge) go through
-:mod:`webapp.cache.store`, which serialises them with an advisory lock and removes files only after
-the row change has committed.
+Latent blobs live in the latents storage — files under ``settings.T2I_CACHE_DIR`` or keys in an S3 bucket
+(:mod:`webapp.cache.latent_storage`, docs/storage.md); rows only name them, by storage key, never by host
+path. All writes that change which levels exist (insert, evict, purge) go through :mod:`webapp.cache.store`,
+which serialises them with an advisory lock and removes blobs only after the row change has committed.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from .clip_embedder import CLIP_DIM
 
 
 class CacheEntry(models.Model):
-    """A cached prompt: its embedding (HNSW cosine index) and the levels whose latents are on disk.
+    """A cached prompt: its embedding (HNSW cosine index) and the levels whose latents are stored.
 
     ``levels``, ``hits``, ``score`` and ``bytes`` summarise the entry's :class:`CacheLevel` rows so a
     lookup reads one row: ``levels`` is kept equal to the set of its level rows, ``bytes`` to their sum,
@@ -46,7 +46,7 @@ class CacheEntry(models.Model):
     )
     hits = models.PositiveIntegerField(default=0)
     score = models.BigIntegerField(default=0, help_text="LCBFU score: Σ K over hits.")
-    bytes = models.BigIntegerField(default=0, help_text="Size of its latent files on disk.")
+    bytes = models.BigIntegerField(default=0, help_text="Size of its stored latents (bytes).")
     created_at = models.DateTimeField(auto_now_add=True)
     last_hit_at = models.DateTimeField(null=True, blank=True)
 
@@ -119,7 +119,12 @@ class CacheLevel(models.Model):
     hits = models.PositiveIntegerField(default=0)
     score = models.BigIntegerField(default=0)
     nbytes = models.BigIntegerField()
-    file = models.CharField(max_length=300, unique=True, help_text="Path relative to T2I_CACHE_DIR.")
+    file = models.CharField(
+        max_length=300,
+        unique=True,
+        help_text="Storage key of the latent: a path relative to T2I_CACHE_DIR, or under the bucket's "
+        "latent-cache/ prefix (T2I_STORAGE=s3). Never a host path.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(help_text="Creation or last hit: tie-break among equal scores.")
 

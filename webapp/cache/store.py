@@ -2,7 +2,9 @@
 
 DESIGN §2, §6; NIRVANA (NSDI'24). Rows (:class:`~webapp.cache.models.CacheEntry` per prompt,
 :class:`~webapp.cache.models.CacheLevel` per stored latent) are the index; each latent is one safetensors
-file under ``settings.T2I_CACHE_DIR``, never a Postgres value.
+blob in the latents storage — a directory (``settings.T2I_CACHE_DIR``) or an S3 bucket shared by workers on
+several hosts (:mod:`webapp.cache.latent_storage`, docs/storage.md) — named by its storage key, never a
+Postgres value and never a host path.
 
 Public API (the submit path and the worker call only these):
 
@@ -25,22 +27,22 @@ Consistency between rows and files, with several worker processes:
 
 * every writer of levels (insert, evict, purge) holds one transaction-scoped advisory lock, so the
   byte total and the eviction order are computed without races; hits need no lock (single UPDATEs);
-* files are written (temp file + rename) *before* the rows that name them commit; if the transaction
-  fails they are removed;
+* files are written under fresh keys *before* the rows that name them commit (so a reader never sees a
+  half-written one); if the transaction fails they are removed;
 * files of evicted/purged levels are removed only *after* the deleting transaction commits
   (``transaction.on_commit``), so a row never names a missing file except while a reader races an
   eviction — :func:`start_latent` then returns None;
 * a process killed between those steps can leave unnamed files: :func:`sweep_orphan_files` removes
-  those older than an hour (run it from beat or by hand).
+  those older than an hour (run it from beat or by hand);
+* every read, write, deletion and listing goes through :mod:`webapp.cache.latent_storage`: a worker never
+  assumes it wrote what it reads, so any worker on any host can resume from any entry.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import hashlib
 import logging
-import os
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -57,6 +59,7 @@ from django.utils import timezone
 from scheduler.embeddings import embed_texts
 
 from .clip_embedder import CLIP_DIM, clip_text_embeddings
+from .latent_storage import latent_store, storage_errors
 from .models import EMBED_DIM, CacheConfig, CacheEntry, CacheLevel
 from .tenants import UNKNOWN_TENANT
 
@@ -198,6 +201,7 @@ def nearest(embedding: Any, model_key: str, tenants: Sequence[str] | None = None
 
 
 def cache_dir() -> Path:
+    """The local latents directory (T2I_STORAGE=local); with S3 the keys live in the bucket instead."""
     return Path(settings.T2I_CACHE_DIR)
 
 
@@ -251,12 +255,16 @@ def start_latent(entry_id: int, max_level: int) -> tuple[int, torch.Tensor] | No
 
 
 def _read_latent(name: str) -> torch.Tensor | None:
-    from safetensors.torch import load_file
+    """The latent stored under key ``name`` (one GET on S3, or this process's LRU), or None when it is gone —
+    or when the storage cannot answer: a resume is an optimisation, so the request then runs from K = 0."""
+    from safetensors.torch import load
 
     try:
-        return load_file(str(cache_dir() / name))["latent"]
-    except FileNotFoundError:
+        data = latent_store().read(name)
+    except storage_errors():
+        log.warning("latent %s could not be read; serving without it", name, exc_info=True)
         return None
+    return None if data is None else load(data)["latent"]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -282,22 +290,15 @@ def prompt_sha(prompt: str) -> str:
 
 
 def _write_latent(tensor: torch.Tensor, name: str) -> int:
-    """Write one latent atomically (temp file + rename); returns its size in bytes."""
-    from safetensors.torch import save_file
+    """Store one latent under key ``name`` (a new key: readers see it only once a committed row names it);
+    returns its size in bytes."""
+    from safetensors.torch import save
 
-    path = cache_dir() / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({"latent": tensor.detach().to("cpu").contiguous()}, str(tmp))
-    os.replace(tmp, path)
-    return path.stat().st_size
+    return latent_store().write(name, save({"latent": tensor.detach().to("cpu").contiguous()}))
 
 
 def _remove_files(names: Iterable[str]) -> None:
-    root = cache_dir()
-    for name in names:
-        with contextlib.suppress(FileNotFoundError):
-            (root / name).unlink()
+    latent_store().delete(names)
 
 
 @dataclass(frozen=True)
@@ -597,28 +598,21 @@ def purge_created_by(user_id: int) -> tuple[int, int]:
 
 
 def sweep_orphan_files(older_than_s: float = 3600.0) -> int:
-    """Delete latent files that no committed row names (left by a process killed mid-insert or
-    mid-eviction) and stale temp files. Files younger than ``older_than_s`` are spared: an insert in
-    progress writes its files before its rows commit. Returns the number removed."""
-    root = cache_dir()
-    if not root.exists():
-        return 0
-    named = set(CacheLevel.objects.values_list("file", flat=True))
+    """Delete latent blobs that no committed row names (left by a process killed mid-insert or
+    mid-eviction, or temp files of older versions), listing the latents storage (a directory walk, or the
+    bucket's keys under its prefix). Blobs younger than ``older_than_s`` are spared: an insert in progress
+    writes its blobs before its rows commit. Returns the number removed."""
+    store = latent_store()
     cutoff = time.time() - older_than_s
-    removed = 0
-    for path in root.rglob("*"):
-        if not path.is_file():
-            continue
-        rel = path.relative_to(root).as_posix()
-        if rel in named:
-            continue
-        try:
-            if path.stat().st_mtime < cutoff:
-                path.unlink()
-                removed += 1
-        except FileNotFoundError:
-            pass
-    return removed
+    old = [name for name, modified in store.listing() if modified < cutoff]
+    if not old:
+        return 0
+    named: set[str] = set()
+    for at in range(0, len(old), 10_000):  # bounded query size, however many blobs are listed
+        named.update(CacheLevel.objects.filter(file__in=old[at : at + 10_000]).values_list("file", flat=True))
+    orphans = [name for name in old if name not in named]
+    store.delete(orphans)
+    return len(orphans)
 
 
 def stats() -> dict[str, int]:

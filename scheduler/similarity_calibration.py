@@ -61,14 +61,19 @@ def quantile_map(
     return transform
 
 
+FIT_ROWS = 6000  # a longer stream is fitted on its first rows: a synthesised continuation has their statistics
+
+
 def calibration(name: str, embeddings: np.ndarray, warm: int = 0) -> Callable[[np.ndarray], np.ndarray] | None:
     """The similarity map `name` for a stream (rows = unit embeddings in arrival order), or None for "none".
-    Fitted on the nearest-predecessor similarities of the requests (rows from `warm` on)."""
+    Fitted on the nearest-predecessor similarities of the requests (rows from `warm` on; at most the first
+    FIT_ROWS rows, exact search being quadratic)."""
     if name == "none":
         return None
     if name != "argus":
         raise ValueError(f"unknown similarity calibration {name!r}; choose from {', '.join(CALIBRATIONS)}")
-    sims, _ = nearest_predecessors(np.asarray(embeddings, dtype=np.float32))  # sims[i - 1]: prompt i's
+    rows = np.asarray(embeddings[: max(FIT_ROWS, warm + 2)], dtype=np.float32)
+    sims, _ = nearest_predecessors(rows)  # sims[i - 1]: prompt i's
     return quantile_map(sims[max(warm - 1, 0) :], ARGUS_K_STAR_MIX)
 
 

@@ -36,6 +36,8 @@ from .planner import SOLVERS
 from .policies import DEFAULT_POLICIES, SIM_POLICY_NAMES
 from .profiles import DEFAULT_GAMMA, load_profile
 from .prompt_stream import extend_stream
+from .quality import QualityModel, quality_from_spec
+from .similarity_calibration import CALIBRATIONS, calibration
 from .simulator import simulate
 from .traces import load_trace, peak_rate, scale_trace
 
@@ -138,7 +140,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="proteus_models: quality per model variant, e.g. sdxl=1,sdxl_lightning=0.9,sd15=0.85 (others: "
         "scheduler.model_variants defaults)",
     )
+    p.add_argument(
+        "--quality",
+        type=_quality_option,
+        default="default",
+        help="the quality model Q(s, K′): 'default' (the yardstick of scheduler/quality.py) or 'measured:FILE', "
+        "a table written by `python -m workers.demo.measure_quality` (docs/quality.md)",
+    )
+    p.add_argument(
+        "--similarity-calibration",
+        choices=CALIBRATIONS,
+        default="none",
+        help="map the embedder's similarities onto another K* mix before K* and Q are read: 'argus' = the Argus "
+        "paper's logged lookups (scheduler/similarity_calibration.py); neighbours are unchanged",
+    )
     return p
+
+
+def _quality_option(text: str) -> QualityModel:
+    """argparse type of --quality: a bad spec or file is a usage error with the reason, not a traceback."""
+    try:
+        return quality_from_spec(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -197,6 +221,7 @@ def _scheduler_config(args: argparse.Namespace, profile) -> SchedulerConfig:
         trend_beta=args.trend_beta,
         solver=args.solver,
         variant_quality=getattr(args, "variant_quality", None),
+        quality=getattr(args, "quality", None) or QualityModel(),
     )
 
 
@@ -252,6 +277,7 @@ def _embeddings_and_cache(args: argparse.Namespace, levels: tuple[int, ...], n_r
             resumed_levels=args.resumed_levels,
             lists=candidate_lists(stream, args.warm, top_m, progress=ibar),
         )
+    cache.set_similarity_map(calibration(args.similarity_calibration, embeddings, args.warm))
     print(f"embeddings + neighbour index: {time.perf_counter() - started:.1f} s", file=sys.stderr)
     return embeddings, cache
 

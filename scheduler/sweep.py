@@ -84,6 +84,7 @@ from .neighbour_index import LINEAGE_TOP_M, candidate_lists
 from .policies import DEFAULT_POLICIES, SIM_POLICY_NAMES
 from .profiles import load_profile
 from .prompt_stream import extend_stream
+from .similarity_calibration import calibration
 from .simulate import _run_policies, _scheduler_config
 from .traces import load_trace_seeded, peak_rate, scale_trace
 
@@ -245,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         "window": args.window,
         "cache_scope": args.cache_scope,
         "tenants": args.tenants,
+        "similarity_calibration": args.similarity_calibration,
     }
     results = run_units(units, shared, max(1, args.jobs))
     for bound in (p for p in policies if p not in SIM_POLICY_NAMES):
@@ -427,6 +429,7 @@ def _run_unit(item: tuple[int, Unit]) -> tuple[int, dict[str, dict]]:
     cache = ApproxCache(
         embeddings, levels, sh["cache_capacity"], query_start=warm, resumed_levels=sh["resumed_levels"], lists=lists
     )
+    cache.set_similarity_map(calibration(sh.get("similarity_calibration", "none"), embeddings, warm))
     ns = argparse.Namespace(
         warm=warm,
         cache_capacity=sh["cache_capacity"],
@@ -757,6 +760,9 @@ def _print_report(args, cfg, profile, policies, seeds, notes, workloads, goals, 
         f"{args.util_target} · seeds {seeds[0]}–{seeds[-1]} · jitter ±{args.jitter:g} gap · warm {args.warm} · "
         f"{n_cells} cells in {wall_s:.0f} s ({args.jobs} jobs)"
     )
+    quality = cfg.quality.source or "default"
+    if quality != "default" or args.similarity_calibration != "none":
+        print(f"quality model: {quality} · similarity calibration: {args.similarity_calibration}")
     for note in notes:
         print(f"note: {note}")
     print("mean ± 95 % CI over seeds; Δ = paired per-seed difference policy − prompt_aware; peak = realised load")
@@ -782,6 +788,7 @@ def _config_doc(args, specs, policies, seeds, compressed, cfg, notes, wall_s, n_
         "capacity_rps_top_level": cfg.top_level_capacity(),
         "cache_capacity": args.cache_capacity,
         "resumed_levels": args.resumed_levels,
+        "similarity_calibration": args.similarity_calibration,
         "window_s": args.window,
         "jobs": args.jobs,
         "wall_s": wall_s,

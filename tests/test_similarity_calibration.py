@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
+from scheduler import sweep
 from scheduler.cache_model import ApproxCache
 from scheduler.prompt_stream import nearest_predecessors
+from scheduler.quality import QualityModel, quality_from_spec
 from scheduler.similarity_calibration import ARGUS_K_STAR_MIX, calibration, k_star_mix, quantile_map
-from tests.sim_helpers import clustered_stream
+from tests.sim_helpers import clustered_stream, fake_embed_file
+from tests.test_scheduler_sweep import write_proteus
 
 
 def test_the_map_sends_the_observed_similarities_onto_the_target_mix():
@@ -46,3 +51,33 @@ def test_the_calibrated_cache_keeps_neighbours_and_reports_calibrated_similariti
     # The stream's own nearest-predecessor similarities, mapped, have Argus's mix.
     np.testing.assert_allclose(k_star_mix(fn(sims[warm - 1 :])), ARGUS_K_STAR_MIX, atol=0.01)
     assert np.isfinite(s_many).all()
+
+
+def test_the_argus_yardstick_is_one_value_per_level_whatever_the_similarity():
+    q = quality_from_spec("argus")
+    for s in (0.3, 0.7, 0.99):
+        assert q.q(s, 0) == 1.0 and q.q(s, 5) == pytest.approx(0.97046) and q.q(s, 25) == pytest.approx(0.9152)
+    assert quality_from_spec("nirvana").q(0.9, 25) == QualityModel().q(0.9, 25)
+    with pytest.raises(ValueError, match="argus"):
+        quality_from_spec("clip")
+
+
+def test_sweep_runs_with_the_argus_yardstick_and_calibration(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sweep, "embed_prompt_file", fake_embed_file)
+    write_proteus(tmp_path / "t.txt", n=300, seed=1)
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("".join(f"prompt {i % 60}, take {i}\n" for i in range(400)))
+    out = tmp_path / "out"
+    argv = ["--traces", f"tw={tmp_path}/t.txt", "--prompts", str(prompts), "--warm", "50", "--loads", "1.0"]
+    argv += ["--time-scales", "2", "--seeds", "2", "--workers", "4", "--policies", "prompt_aware,proteus"]
+    argv += ["--jobs", "1", "--max-requests", "150"]
+    assert sweep.main(argv + ["--out", str(out / "plain")]) == 0
+    harder = ["--quality", "argus", "--similarity-calibration", "argus"]
+    assert sweep.main(argv + ["--out", str(out / "argus"), *harder]) == 0
+    assert "quality model: argus · similarity calibration: argus" in capsys.readouterr().out
+    plain, argus = (json.loads((out / d / "sweep.json").read_text()) for d in ("plain", "argus"))
+    assert argus["config"]["similarity_calibration"] == "argus"
+    assert argus["config"]["scheduler"]["quality"]["source"] == "argus"
+    served = argus["workloads"]["tw load 1 x2"]["policies"]["prompt_aware"]["effective_quality"]["mean"]
+    assert 0.9152 - 1e-9 <= served <= 1.0  # every served Q is one of Argus's per-level values
+    assert served != plain["workloads"]["tw load 1 x2"]["policies"]["prompt_aware"]["effective_quality"]["mean"]

@@ -37,6 +37,8 @@ ENGINE_FILES = {
     "workers.demo.build",
     "workers.demo.marker",
     "workers.demo.figures",
+    "workers.demo.measure_quality",
+    "workers.demo.live_scoring",
 }
 WIRING = {
     "webapp",

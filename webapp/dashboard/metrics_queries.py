@@ -18,6 +18,8 @@ Python only receives a handful of rows. Definitions, over a window [now − W, n
 * Completion metrics use the requests that **finished** in the window (`finished_at`):
   - on-time throughput = requests that succeeded by their deadline and finished in the window / W;
   - effective quality = mean `quality` of requests served (succeeded) in the window;
+  - measured adherence (demo model only) = share of the served requests with a `measured_adherence` whose
+    image the scorer read all four attributes back from, next to the mean `quality` of those same requests;
   - latency p50/p95/p99, mean queue wait and mean service time of those requests.
   To stay on the `created_at` index, completion metrics scan rows created at most
   `scan_lookback(W, SLO)` before the window start (≥ 1 h and ≥ 4 × SLO; the reconciler expires
@@ -135,6 +137,9 @@ def window_summary(w: Window) -> dict[str, Any]:
           count(*) FILTER (WHERE {_FINISHED} AND {_ON_TIME}) AS on_time_finished,
           count(*) FILTER (WHERE {_SERVED}) AS served,
           avg(r.quality) FILTER (WHERE {_SERVED}) AS effective_quality,
+          count(r.measured_adherence) FILTER (WHERE {_SERVED}) AS adherence_scored,
+          avg((r.measured_adherence = 1)::int) FILTER (WHERE {_SERVED}) AS measured_adherence,
+          avg(r.quality) FILTER (WHERE {_SERVED} AND r.measured_adherence IS NOT NULL) AS scored_quality,
           avg(extract(epoch FROM (r.started_at - r.created_at))) FILTER (WHERE {_SERVED})
             AS mean_queue_wait,
           avg(r.service_seconds) FILTER (WHERE {_SERVED}) AS mean_service,
@@ -161,6 +166,7 @@ def window_summary(w: Window) -> dict[str, Any]:
             "redirects",
             "on_time_finished",
             "served",
+            "adherence_scored",
         )
     }
     out["violations"] = out["decided"] - out["on_time"]
@@ -168,6 +174,10 @@ def window_summary(w: Window) -> dict[str, Any]:
     out["arrival_rate"] = out["arrivals"] / w.seconds
     out["on_time_throughput"] = out["on_time_finished"] / w.seconds
     out["effective_quality"] = _float(row["effective_quality"])
+    # Demo model only (issue 15): the share of served images its scorer reads all four attributes back from,
+    # and the yardstick's Q for those same images (avg() ignores the rows without a score).
+    out["measured_adherence"] = _float(row["measured_adherence"])
+    out["scored_quality"] = _float(row["scored_quality"])
     out["cache_hit_rate"] = _ratio(out["cache_hits"], out["arrivals"])
     out["redirect_rate"] = _ratio(out["redirects"], out["arrivals"])
     out["mean_queue_wait"] = _float(row["mean_queue_wait"])

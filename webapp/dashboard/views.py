@@ -42,6 +42,14 @@ CARDS = [
     ("on_time_throughput", "On-time throughput", "rate", "finished by their deadline, per second"),
     ("violation_ratio", "SLO violation ratio", "pct", "(decided − on time) / decided arrivals"),
     ("effective_quality", "Effective quality", "q", "mean Q of requests served"),
+    # Issue 15: with the demo model the scorer measures what the yardstick only estimates.
+    (
+        "measured_adherence",
+        "Measured adherence (demo model)",
+        "pct",
+        "served images whose 4 attributes the scorer reads back",
+    ),
+    ("scored_quality", "Yardstick Q, same images", "q", "the yardstick's estimate for those images"),
     # Not the simulator's and loadgen's "hit rate" (served requests that ran at K′ > 0): this counts arrivals
     # that *could* resume (K* > 0), before the policy picks K′ (docs/dashboard.md).
     ("cache_hit_rate", "Cache match rate", "pct", "arrivals with a neighbour and K* > 0 (could resume)"),
@@ -65,6 +73,7 @@ COUNTS = [
     "cancelled",
     "served",
     "on_time_finished",
+    "adherence_scored",
 ]
 
 

@@ -132,6 +132,12 @@ class GenerationRequest(models.Model):
     batch_size = models.PositiveSmallIntegerField(null=True, blank=True)
     service_seconds = models.FloatField(null=True, blank=True)
     quality = models.FloatField(null=True, blank=True, help_text="Expected quality Q(s, K').")
+    # Issue 15: with the demo model, the share of the prompt's four attributes (colour, shape, position,
+    # background) that the model's scorer reads back from the served image (1.0: all four, i.e. it adheres).
+    # Null for other models and for prompts the demo world's grammar does not parse.
+    measured_adherence = models.FloatField(
+        null=True, blank=True, help_text="Demo model: share of the prompt's 4 attributes the scorer reads back."
+    )
 
     # The owner's gallery (issue 12): a star, and deletion. A deleted row stays for the SLO history (status and
     # times), but is gone for its owner (every owner view filters it out), with its prompt text and files erased.

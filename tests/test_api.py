@@ -65,7 +65,7 @@ def test_malformed_json_is_400(api, embedded_services):
 def test_idempotency_key_returns_the_original(api, embedded_services):
     first = api.post(URL, {"prompt": "same", "seed": 1}, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
     again = api.post(URL, {"prompt": "same", "seed": 1}, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
-    in_body = api.post(URL, {"prompt": "same", "idempotency_key": "k-1"}, format="json")
+    in_body = api.post(URL, {"prompt": "same", "seed": 1, "idempotency_key": "k-1"}, format="json")
     assert first.status_code == again.status_code == 202
     assert first.json()["id"] == again.json()["id"] == in_body.json()["id"]
     assert again["Idempotent-Replayed"] == "true"

@@ -131,4 +131,40 @@ def test_every_page_fits_a_phone_and_has_no_serious_accessibility_violation(
             problems.append(f"{path} at 390 px is wider than the viewport")
         problems += [f"{path}: {v}" for v in serious_violations(page)]
     page.context.close()
-    assert problems == []
+    assert problems == [], "\n".join(problems)
+
+
+def test_admin_pages_fit_a_phone_and_have_no_serious_accessibility_violation(live_server, user, browser):
+    """The Django admin an operator opens on a phone: the requests' change list and change form, and the serving
+    configuration (SLOs, the manual K layout) with the plan history, at 390 px and at 1280 px, under axe-core."""
+    from webapp.ledger.models import AllocationPlan, PlanRecordStatus, ServingConfig
+
+    done = finished(user, "a lighthouse at dusk", 3)
+    make_request(user, prompt="waiting in line")
+    config = ServingConfig.current()
+    AllocationPlan.objects.create(
+        policy=config.policy, status=PlanRecordStatus.OK, worker_levels=[0, 10], expected_quality=0.9
+    )
+    user.is_staff = user.is_superuser = True
+    user.save()
+    pages = (
+        "/admin/",
+        "/admin/ledger/generationrequest/",
+        "/admin/ledger/generationrequest/?status__exact=succeeded&q=light",
+        f"/admin/ledger/generationrequest/{done.id}/change/",
+        "/admin/ledger/servingconfig/",
+        f"/admin/ledger/servingconfig/{config.pk}/change/",
+        "/admin/ledger/allocationplan/",
+    )
+    problems = []
+    for width, height in ((390, 844), (1280, 900)):
+        page = browser.new_page(viewport={"width": width, "height": height})
+        log_in(page, live_server.url)
+        for path in pages:
+            response = page.goto(f"{live_server.url}{path}")
+            assert response.status == 200, path
+            if not fits(page):
+                problems.append(f"{path} at {width} px is wider than the viewport")
+            problems += [f"{path} at {width} px: {v}" for v in serious_violations(page)]
+        page.context.close()
+    assert problems == [], "\n".join(problems)

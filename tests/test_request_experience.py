@@ -6,6 +6,7 @@ tests wait for conditions."""
 
 from __future__ import annotations
 
+import io
 import re
 import time
 from datetime import timedelta
@@ -143,37 +144,62 @@ def test_cancel_works_for_queued_and_running_rows_only(api, user):
 
 
 @pytest.mark.django_db(transaction=True)  # a real worker process reads these rows
-def test_cancelling_a_running_row_keeps_the_rest_of_its_batch(api, user, gpu_workers, settings):
-    """Two rows in one batch on worker 0: cancel one while it runs. It ends `cancelled` with no image and no
-    cache entry; the other finishes, and its PNG carries its parameters. Progress moved meanwhile."""
+def test_cancelling_a_running_row_drops_it_from_its_batch_and_the_rest_go_on(api, client, user, gpu_workers, settings):
+    """Three rows in one batch on worker 0 (800 steps: long enough to cancel mid-run on a fast machine): cancel
+    the middle one while it runs. The engine drops it from the batch's tensors at a later step (the worker's log
+    says so); it ends `cancelled` with no image and no cache entry; the other two finish, and their PNGs carry
+    their parameters. Progress moved meanwhile, and the running rows had a live preview."""
     from webapp.cache.models import CacheEntry
     from webapp.ledger.publishing import publish
 
-    keep, drop = (
-        make_request(user, prompt=p, seed=3, steps=400, worker=0, batch_limit=2) for p in ("keep me", "drop me")
+    first, drop, last = (
+        make_request(user, prompt=p, seed=3, steps=800, worker=0, batch_limit=3)
+        for p in ("keep me", "drop me", "keep me too")
     )
-    publish(keep.id, 0)
+    log_path = gpu_workers[0].log_path
+    log_before = log_path.stat().st_size
+    publish(first.id, 0)
     wait_for_status(drop.id, {Status.RUNNING}, timeout=90)
     wait_until(lambda: (api.get(f"{URL}{drop.id}/").json()["progress"] or 0) > 0, 90, "progress above 0")
     resp = api.post(f"{URL}{drop.id}/cancel/")
     assert resp.status_code == 200 and resp.json()["status"] == "cancelled"
+    # The live preview of a running row: the worker's PNG of its current latent (64 × 64 image → 8 × 8 latent).
+    client.force_login(user)
+    preview = wait_until(lambda: _preview_of(client, first.id), 90, "a live preview")
+    assert Image.open(io.BytesIO(preview)).size == (8, 8)
 
-    keep = wait_for_status(keep.id, {Status.SUCCEEDED, Status.FAILED}, timeout=240)
-    assert keep.status == Status.SUCCEEDED, keep.error
-    assert keep.batch_size == 2  # they ran as one batch
+    kept = [wait_for_status(r.id, {Status.SUCCEEDED, Status.FAILED}, timeout=240) for r in (first, last)]
+    assert [r.status for r in kept] == [Status.SUCCEEDED] * 2, [r.error for r in kept]
+    assert all(r.batch_size == 3 for r in kept)  # they ran as one batch
+
+    def worker_log() -> str:
+        with log_path.open("rb") as log:
+            log.seek(log_before)
+            return log.read().decode(errors="replace")
+
+    # The worker logs the drop after recording the others' successes: wait for the line.
+    said = f"cancelled while their batch ran, dropped from it, nothing written: {drop.id}"
+    text = wait_until(lambda: said in worker_log() and worker_log(), 60, "the worker's log of the drop")
+    assert "dropping 1 of 3 items before step" in text  # the engine took it out of the running batch
     drop.refresh_from_db()
     assert drop.status == Status.CANCELLED and not drop.image
     assert not list((Path(settings.MEDIA_ROOT) / "images").glob(f"{drop.id}*"))
     assert not CacheEntry.objects.filter(source_request_id=drop.id).exists()
-    assert CacheEntry.objects.filter(source_request_id=keep.id).exists()
+    assert all(CacheEntry.objects.filter(source_request_id=r.id).exists() for r in kept)
 
-    text = Image.open(Path(settings.MEDIA_ROOT) / keep.image.name).text["parameters"]
-    prompt, last = text.split("\n")
-    fields = dict(A1111_PARAM.findall(last))
-    assert prompt == "keep me"
-    assert fields["Steps"] == "400" and fields["Seed"] == "3" and fields["Size"] == "64x64"
-    assert fields["Sampler"] in ("DDIM", "Euler") and fields["CFG scale"] == "7.5"
-    assert fields["Served K"] == "0" and fields["Request id"] == str(keep.id) and fields["Model"]
+    for row in kept:
+        text = Image.open(Path(settings.MEDIA_ROOT) / row.image.name).text["parameters"]
+        prompt, last_line = text.split("\n")
+        fields = dict(A1111_PARAM.findall(last_line))
+        assert prompt == row.prompt
+        assert fields["Steps"] == "800" and fields["Seed"] == "3" and fields["Size"] == "64x64"
+        assert fields["Sampler"] in ("DDIM", "Euler") and fields["CFG scale"] == "7.5"
+        assert fields["Served K"] == "0" and fields["Request id"] == str(row.id) and fields["Model"]
+
+
+def _preview_of(client, request_id) -> bytes | None:
+    resp = client.get(f"/requests/{request_id}/preview.png")
+    return resp.content if resp.status_code == 200 else None
 
 
 @pytest.mark.django_db(transaction=True)  # a real worker process reads these rows
@@ -290,3 +316,122 @@ def test_png_parameters_follow_the_a1111_layout_and_survive_any_prompt(settings,
     }
     image_name, _ = save_image(rid, Image.new("RGB", (8, 8)), params)
     assert Image.open(tmp_path / image_name).text["parameters"] == text
+
+
+# --- idempotency: the original body's digest --------------------------------------------------------------
+
+
+def test_a_retry_that_leaves_out_a_field_the_original_stated_is_a_422(api, embedded_services):
+    """The row alone cannot tell "seed 1 stated" from "seed left out, the server drew 1": the original body's
+    digest (webapp/api/idempotency.py) can."""
+    from webapp.ledger.models import GenerationRequest
+
+    first = api.post(URL, {"prompt": "a fox ", "seed": 1, "steps": 20}, format="json", HTTP_IDEMPOTENCY_KEY="d-1")
+    assert first.status_code == 202
+    for body, field in (
+        ({"prompt": "a fox", "steps": 20}, "seed"),  # seed left out: the server would draw a random one
+        ({"prompt": "a fox", "seed": 1}, "steps"),  # steps left out, the default is 20 as well
+        ({"prompt": "a fox", "seed": 1, "steps": 20, "priority": "interactive"}, "priority"),  # stated only now
+    ):
+        resp = api.post(URL, body, format="json", HTTP_IDEMPOTENCY_KEY="d-1")
+        assert resp.status_code == 422, body
+        assert "d-1" in resp.json()["detail"] and f"{field} (stated in one body" in resp.json()["detail"]
+    # The same body, normalized as the serializer does (trailing space, key in the body instead): the original.
+    for body, header in (
+        ({"prompt": "a fox", "seed": 1, "steps": 20}, {"HTTP_IDEMPOTENCY_KEY": "d-1"}),
+        ({"prompt": "a fox ", "seed": 1, "steps": 20, "idempotency_key": "d-1", "negative_prompt": ""}, {}),
+    ):
+        same = api.post(URL, body, format="json", **header)
+        assert same.status_code == 202 and same["Idempotent-Replayed"] == "true"
+        assert same.json()["id"] == first.json()["id"]
+    assert GenerationRequest.objects.count() == 1
+
+
+def test_without_a_stored_digest_a_replay_is_compared_field_by_field(api, embedded_services):
+    """A digest past its day (or lost with Redis) leaves the row's own comparison, as before."""
+    from webapp.api.idempotency import KEY_PREFIX
+    from webapp.ledger.publishing import broker
+
+    first = api.post(URL, {"prompt": "a wolf", "seed": 5}, format="json", HTTP_IDEMPOTENCY_KEY="d-2").json()
+    assert broker().delete(f"{KEY_PREFIX}{first['id']}") == 1
+    resp = api.post(URL, {"prompt": "a wolf"}, format="json", HTTP_IDEMPOTENCY_KEY="d-2")
+    assert resp.status_code == 202 and resp.json()["id"] == first["id"]
+    resp = api.post(URL, {"prompt": "a wolf", "seed": 6}, format="json", HTTP_IDEMPOTENCY_KEY="d-2")
+    assert resp.status_code == 422 and "seed" in resp.json()["detail"]
+
+
+# --- live preview -----------------------------------------------------------------------------------------
+
+
+def test_the_reporter_previews_the_latent_at_most_once_per_interval(user, embedded_services):
+    """The latent hook copies only when the reporter's thread asks for a preview; the thread writes one PNG per row
+    (the rows the engine still runs, by position) with the engine's latent → RGB."""
+    import torch
+
+    from webapp.ledger.progress import read_preview
+    from workers.progress import StepReporter
+
+    rows = [make_request(user, prompt=p) for p in ("one", "two", "three")]
+    to_rgb = lambda z: ((z[:, :3].permute(0, 2, 3, 1) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)  # noqa: E731
+    latent = torch.zeros(2, 4, 6, 5)
+    with StepReporter([r.id for r in rows], ended=None) as reporter:
+        reporter.to_rgb, reporter.preview_interval_s = to_rgb, 3600
+        for i in range(200):
+            reporter(i, 200)
+            reporter.preview(i + 1, latent, [0, 2, 1])  # rows 0 and 2 are in the latent batch, in that order
+        wait_until(lambda: reporter.previews == 1, 30, "one preview written")
+        for i in range(200, 400):
+            reporter(i, 400)
+            reporter.preview(i + 1, latent, [0, 2])
+        reporter.flush()
+    assert reporter.previews == 1  # one an interval (an hour here), however many steps
+    for row, expected in zip(rows, (True, False, True)):
+        png = read_preview(row.id)
+        assert (png is not None) == expected
+        if expected:
+            assert Image.open(io.BytesIO(png)).size == (5, 6) and Image.open(io.BytesIO(png)).getpixel((0, 0)) == (
+                128,
+                128,
+                128,
+            )
+
+
+def test_the_preview_page_is_owner_only_and_only_while_running(client, user, other_user, embedded_services):
+    from webapp.ledger.progress import write_previews
+
+    running = make_request(user, status=Status.RUNNING, started_at=timezone.now())
+    done = make_request(user, status=Status.SUCCEEDED, finished_at=timezone.now())
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (10, 20, 30)).save(buffer, format="PNG")
+    write_previews({running.id: buffer.getvalue(), done.id: buffer.getvalue()})
+    assert client.get(f"/requests/{running.id}/preview.png").status_code == 302  # to the login page
+    client.force_login(other_user)
+    assert client.get(f"/requests/{running.id}/preview.png").status_code == 404
+    client.force_login(user)
+    resp = client.get(f"/requests/{running.id}/preview.png")
+    assert resp.status_code == 200 and resp["Content-Type"] == "image/png" and resp["Cache-Control"] == "no-store"
+    assert Image.open(io.BytesIO(resp.content)).getpixel((0, 0)) == (10, 20, 30)
+    assert client.get(f"/requests/{done.id}/preview.png").status_code == 404  # not running: no preview
+    page = client.get(f"/requests/{running.id}/").content.decode()
+    assert f'data-src="/requests/{running.id}/preview.png"' in page and 'id="preview-box"' in page
+
+
+def test_the_engine_previews_its_latent_cheaply(tmp_path):
+    """ApproxCEngine.latent_rgb: the linear approximation, one pixel per latent cell, uint8; the latent hook sees
+    the batch's latent after each step with the rows' positions."""
+    import torch
+
+    from workers.engine import ApproxCEngine, GenItem, load_pipeline
+    from workers.tiny_model import build_tiny_pipeline
+
+    engine = ApproxCEngine(load_pipeline(build_tiny_pipeline(tmp_path / "sd", "sd", "ddim"), device="cpu"))
+    seen = []
+    engine.generate(
+        [GenItem("a", seed=1, steps=4), GenItem("b", seed=2, steps=4)],
+        on_latent=lambda level, x, positions: seen.append((level, tuple(x.shape), list(positions))),
+    )
+    assert seen == [(level, (2, 4, 8, 8), [0, 1]) for level in range(1, 5)]
+    rgb = engine.latent_rgb(torch.zeros(2, 4, 8, 8))
+    assert tuple(rgb.shape) == (2, 8, 8, 3) and str(rgb.dtype) == "torch.uint8" and int(rgb[0, 0, 0, 0]) == 128
+    for channels in (8, 2):  # the demo model's 8-channel latent, and a narrower one: still an RGB picture
+        assert tuple(engine.latent_rgb(torch.zeros(1, channels, 4, 5)).shape) == (1, 4, 5, 3)

@@ -19,10 +19,13 @@ from webapp.ledger.models import GenerationRequest, Status
 # Records every text the progress line shows, so the test can tell that it moved (not only where it ended).
 RECORD_PROGRESS = """
 window.__progress = [];
+window.__previews = [];
 document.addEventListener("DOMContentLoaded", () => {
   const el = document.getElementById("progress-text");
   if (el) new MutationObserver(() => window.__progress.push(el.textContent))
     .observe(el, {childList: true, characterData: true, subtree: true});
+  const preview = document.getElementById("preview");  // the live preview: each one that loads
+  if (preview) preview.addEventListener("load", () => window.__previews.push(preview.naturalWidth));
 });
 """
 STEPS = 300  # long enough on the tiny CPU model to watch it run and to cancel it while it runs
@@ -73,10 +76,12 @@ def test_progress_download_rerun_and_cancel_while_running(live_server, user, gpu
     first_url = page.url
 
     wait_js(page, "window.__progress.some(t => /^step [1-9]\\d* of /.test(t))", 120)
+    wait_js(page, "window.__previews.length > 0", 60)  # the live preview of the latent (8 × 8 for 64 × 64)
     page.screenshot(path=str(shots / "request-running.png"), full_page=True)
     page.wait_for_selector("#image", timeout=180_000)
     assert page.text_content("#status") == "succeeded"
     assert page.evaluate("document.getElementById('progress').value") == 1
+    assert page.evaluate("window.__previews").count(8) >= 1 and page.is_hidden("#preview-box")  # gone once done
     assert page.text_content("#timeliness") in ("on time",) or page.text_content("#timeliness").startswith("late by")
     assert "Ran all 300 steps" in page.text_content("#reuse")
     page.screenshot(path=str(shots / "request-finished.png"), full_page=True)

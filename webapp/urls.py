@@ -6,12 +6,14 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 
 from webapp.dashboard import health
 from webapp.web import views as web
+from webapp.web.preview import request_preview
 
 urlpatterns = [
     path("", web.home, name="home"),
     path("requests/<uuid:pk>/", web.request_detail, name="request-detail"),
     path("requests/<uuid:pk>/cancel/", web.request_cancel, name="request-cancel"),
     path("requests/<uuid:pk>/favourite/", web.request_favourite, name="request-favourite"),
+    path("requests/<uuid:pk>/preview.png", request_preview, name="request-preview"),
     path("gallery/", web.gallery, name="gallery"),
     path("gallery/delete/", web.gallery_delete, name="gallery-delete"),
     path("tokens/", web.tokens, name="tokens"),

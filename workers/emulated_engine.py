@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw
 
 from scheduler.profiles import LatencyProfile
 
-from .engine import DEFAULT_CACHE_LEVELS, GenItem, GenResult, GenTimings, StepHook
+from .engine import DEFAULT_CACHE_LEVELS, GenItem, GenResult, GenTimings, LatentHook, StepHook
 
 LATENT_SHAPE = (1, 4, 8, 8)  # tiny stand-ins: only their presence and levels matter
 
@@ -49,7 +49,12 @@ class EmulatedEngine:
     def service_seconds(self, k_prime: int, batch_size: int) -> float:
         return self.profile.latency(k_prime, batch_size) * self.time_factor
 
-    def generate(self, items: list[GenItem], on_step: StepHook | None = None) -> list[GenResult]:
+    def generate(
+        self, items: list[GenItem], on_step: StepHook | None = None, on_latent: LatentHook | None = None
+    ) -> list[GenResult | None]:
+        """As ApproxCEngine.generate: items whose positions `on_step` returns are dropped from their batch
+        (result None), and the rest of the batch then takes the profile's time for the smaller batch. There is no
+        latent to preview: `on_latent` is never called."""
         t_call = time.perf_counter()
         results: list[GenResult | None] = [None] * len(items)
         order = sorted(range(len(items)), key=lambda i: items[i].start_level)
@@ -58,7 +63,7 @@ class EmulatedEngine:
             t0 = time.perf_counter()
             if self.sleep:
                 steps = max(items[i].steps for i in members)
-                _sleep_through_steps(self.service_seconds(k_prime, len(members)), k_prime, steps, on_step)
+                members = self._sleep_through_steps(k_prime, members, steps, on_step)
             spent = time.perf_counter() - t0
             for i in members:
                 item = items[i]
@@ -79,19 +84,29 @@ class EmulatedEngine:
                 )
         batch_s = time.perf_counter() - t_call
         for r in results:
-            r.timings.batch_s = batch_s
-        return results  # type: ignore[return-value]
+            if r is not None:
+                r.timings.batch_s = batch_s
+        return results
 
-
-def _sleep_through_steps(seconds: float, first: int, steps: int, on_step: StepHook | None) -> None:
-    """Sleep `seconds` as the steps first…steps−1 would take, calling `on_step` before each, like the real
-    loop (so progress and stopping behave the same). Sleeps to absolute times, so calls add no drift."""
-    if on_step is None or steps <= first:
-        time.sleep(seconds)
-        return
-    start, per_step = time.perf_counter(), seconds / (steps - first)
-    for j, i in enumerate(range(first, steps)):
-        on_step(i, steps)
-        delay = start + (j + 1) * per_step - time.perf_counter()
-        if delay > 0:
-            time.sleep(delay)
+    def _sleep_through_steps(self, first: int, members: list[int], steps: int, on_step: StepHook | None) -> list[int]:
+        """Sleep L(K′, b) as the steps first…steps−1 would take, calling `on_step` before each, like the real
+        loop (so progress, stopping and dropping behave the same). Sleeps to absolute times, so calls add no
+        drift. Returns the members not dropped; after a drop the remaining steps go at the smaller batch's pace."""
+        if on_step is None or steps <= first:
+            time.sleep(self.service_seconds(first, len(members)))
+            return members
+        per_step = self.service_seconds(first, len(members)) / (steps - first)
+        due, handled = time.perf_counter(), None
+        for i in range(first, steps):
+            drop = on_step(i, steps)
+            if drop and drop is not handled:
+                handled = drop
+                members = [m for m in members if m not in drop]
+                if not members:
+                    return members
+                per_step = self.service_seconds(first, len(members)) / (steps - first)
+            due += per_step
+            delay = due - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+        return members

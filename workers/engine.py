@@ -30,9 +30,10 @@ Choices (see docs/engine.md for the reasoning):
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,26 @@ from scheduler.cache_keys import RESUMABLE_SCHEDULERS  # noqa: E402
 DEFAULT_CACHE_LEVELS: tuple[int, ...] = (5, 10, 15, 20, 25)
 
 
-StepHook = Callable[[int, int], None]  # (step index, steps): called before each denoising step
+# (step index, steps): called before each denoising step. It may return the positions (in the list given to
+# `generate`) of items to drop from the batch — requests cancelled while it runs. Return the *same* object
+# until the set changes: the loop compares identities, so an unchanged answer costs nothing per step.
+StepHook = Callable[[int, int], "Collection[int] | None"]
+# (level, latent batch, positions): called after each denoising step with the batch's current latent, whose
+# rows are the items at positions[: len(latent)]. For a live preview; it must only keep a reference or copy.
+LatentHook = Callable[[int, torch.Tensor, list[int]], None]
+
+log = logging.getLogger(__name__)
+
+# Latent channels → RGB: the linear approximation ComfyUI's and A1111's cheap previews use (a 4 × 3 matrix
+# and, for SDXL, a bias), a few µs instead of a VAE decode. Rough colours and shapes, one pixel per latent cell.
+LATENT_RGB_SD = (
+    ((0.3512, 0.2297, 0.3227), (0.3250, 0.4974, 0.2350), (-0.2829, 0.1762, 0.2721), (-0.2120, -0.2616, -0.7177)),
+    (0.0, 0.0, 0.0),
+)
+LATENT_RGB_SDXL = (
+    ((0.3651, 0.4232, 0.4341), (-0.2533, -0.0042, 0.1068), (0.1076, 0.1111, -0.0362), (-0.3165, -0.2492, -0.2188)),
+    (0.1084, -0.0175, -0.0011),
+)
 
 
 class UnsupportedSchedulerError(ValueError):
@@ -207,6 +227,14 @@ class _Cond:
     pooled_uncond: torch.Tensor | None = None
     time_ids: torch.Tensor | None = None  # SDXL only, one row
 
+    def select(self, rows: torch.Tensor) -> _Cond:
+        """The conditioning of the items at ``rows`` (a LongTensor of member indices), in that order."""
+
+        def take(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.index_select(0, rows)
+
+        return _Cond(take(self.cond), take(self.uncond), take(self.pooled), take(self.pooled_uncond), self.time_ids)
+
     def unet_kwargs(self, n: int) -> dict[str, Any]:
         """UNet keyword arguments for the first ``n`` (active) items."""
         cfg = self.uncond is not None
@@ -255,19 +283,36 @@ class ApproxCEngine:
         return (1, self.latent_channels, height // self.vae_scale, width // self.vae_scale)
 
     @torch.inference_mode()
-    def generate(self, items: list[GenItem], on_step: StepHook | None = None) -> list[GenResult]:
+    def latent_rgb(self, latent: torch.Tensor) -> torch.Tensor:
+        """A live preview of a (b, C, h, w) latent: uint8 RGB (b, h, w, 3) on the CPU by the linear approximation
+        (no VAE). A latent that is not SD/SDXL's 4 channels (the demo model's 8) shows its first three, rescaled."""
+        z = latent.detach().float().cpu()
+        if z.shape[1] == 4:
+            weights, bias = LATENT_RGB_SDXL if self.is_sdxl else LATENT_RGB_SD
+            rgb = torch.einsum("bchw,cr->bhwr", z, torch.tensor(weights)) + torch.tensor(bias)
+        else:
+            rgb = z[:, [c % z.shape[1] for c in range(3)]].permute(0, 2, 3, 1) / 2
+        return ((rgb + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+
+    @torch.inference_mode()
+    def generate(
+        self, items: list[GenItem], on_step: StepHook | None = None, on_latent: LatentHook | None = None
+    ) -> list[GenResult | None]:
         """Run every item from its start level to the end; results in the order of ``items``.
         ``on_step(i, n)`` is called before denoising step i of n; an exception it raises ends the call
-        (the worker's way to stop a batch whose lease it lost)."""
+        (the worker's way to stop a batch whose lease it lost). Items whose positions it returns are
+        dropped from the batch there (their rows and conditioning leave the tensors; the others go on)
+        and their result is None; without drops every result is a GenResult."""
         t_call = time.perf_counter()
         groups = self._group(items)
         results: list[GenResult | None] = [None] * len(items)
         for group in groups:
-            self._run_group(group, items, results, on_step)
+            self._run_group(group, items, results, on_step, on_latent)
         batch_s = time.perf_counter() - t_call
         for r in results:
-            r.timings.batch_s = batch_s
-        return results  # type: ignore[return-value]
+            if r is not None:
+                r.timings.batch_s = batch_s
+        return results
 
     @torch.inference_mode()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
@@ -319,7 +364,12 @@ class ApproxCEngine:
     # -- one sub-batch ------------------------------------------------------------------------------------
 
     def _run_group(
-        self, group: _Group, items: list[GenItem], results: list[GenResult | None], on_step: StepHook | None = None
+        self,
+        group: _Group,
+        items: list[GenItem],
+        results: list[GenResult | None],
+        on_step: StepHook | None = None,
+        on_latent: LatentHook | None = None,
     ) -> None:
         members = [items[i] for i in group.indices]
         self._sync()
@@ -327,14 +377,15 @@ class ApproxCEngine:
         cond = self._encode(members, group)
         self._sync()
         t1 = time.perf_counter()
-        final, captured = self._denoise(members, group, cond, on_step)
+        final, captured, kept = self._denoise(members, group, cond, on_step, on_latent)
         self._sync()
         t2 = time.perf_counter()
         # One image at a time: VAE decoding is compute-bound, so batching gains little, while decoding
         # separately keeps memory flat at large sizes and makes each image independent of its batch.
-        pixels = [self.decode(final[j : j + 1]) for j in range(len(members))]
+        pixels = [self.decode(final[j : j + 1]) for j in range(len(kept))]
         t3 = time.perf_counter()
-        for j, (i, item) in enumerate(zip(group.indices, members)):
+        for j, m in enumerate(kept):  # the members not dropped, in order; a dropped one's result stays None
+            i, item = group.indices[m], members[m]
             timings = GenTimings(
                 encode_s=t1 - t0,
                 denoise_s=t2 - t1,
@@ -403,25 +454,35 @@ class ApproxCEngine:
         # a cached latent is already on the scheduler's scale for its level.
         return (noise * init_noise_sigma).to(self.device, self.dtype)
 
-    def _denoise(
-        self, members: list[GenItem], group: _Group, cond: _Cond, on_step: StepHook | None = None
-    ) -> tuple[torch.Tensor, list[dict[int, torch.Tensor]]]:
-        """The denoising loop. ``members`` are sorted by K′; item j joins at step index K′_j.
-
-        Returns the final latents (in ``members`` order) and each item's captured levels.
-        """
-        pipe, n_steps = self.pipe, group.steps
-        # A fresh scheduler per sub-batch: its step index is state, and the pipeline's shared instance
-        # must not carry one batch's position into the next.
-        scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
+    def _scheduler(self, n_steps: int, begin: int) -> Any:
+        """A fresh scheduler whose first step is step index ``begin``. Fresh per sub-batch: its step index is
+        state, and the pipeline's shared instance must not carry one batch's position into the next."""
+        scheduler = type(self.pipe.scheduler).from_config(self.pipe.scheduler.config)
         scheduler.set_timesteps(n_steps, device=self.device)
-        timesteps = scheduler.timesteps
-        step_values = timesteps.tolist()  # python scalars for the scheduler: no device sync per step
-        starts = [m.start_level for m in members]
         # Euler tracks its position in the sigma table; start it at the first active step index rather
         # than letting it search the timestep (which is ambiguous when starting mid-schedule).
         if hasattr(scheduler, "set_begin_index"):
-            scheduler.set_begin_index(starts[0])
+            scheduler.set_begin_index(begin)
+        return scheduler
+
+    def _denoise(
+        self,
+        members: list[GenItem],
+        group: _Group,
+        cond: _Cond,
+        on_step: StepHook | None = None,
+        on_latent: LatentHook | None = None,
+    ) -> tuple[torch.Tensor | None, list[dict[int, torch.Tensor]], list[int]]:
+        """The denoising loop. ``members`` are sorted by K′; item j joins at step index K′_j.
+
+        Returns the final latents and captured levels of the members that were not dropped, and those
+        members' indices (in ``members`` order; all of them unless ``on_step`` dropped some).
+        """
+        pipe, n_steps = self.pipe, group.steps
+        starts = [m.start_level for m in members]
+        scheduler = self._scheduler(n_steps, starts[0])
+        timesteps = scheduler.timesteps
+        step_values = timesteps.tolist()  # python scalars for the scheduler: no device sync per step
         init_sigma = float(scheduler.init_noise_sigma)
         pending = [self._initial_latent(m, group, init_sigma) for m in members]
         guidance = torch.tensor([m.guidance_scale for m in members], device=self.device, dtype=self.dtype).view(
@@ -429,16 +490,43 @@ class ApproxCEngine:
         )
         capture = {k for k in self.cache_levels if k < n_steps}
         captured: list[dict[int, torch.Tensor]] = [{} for _ in members]
+        kept = list(range(len(members)))  # member index of each row of x / cond / guidance
+        positions = [group.indices[j] for j in kept]  # the same rows' positions in the caller's list
+        handled: Collection[int] | None = None  # the last drop set acted on (compared by identity)
 
         x: torch.Tensor | None = None
         n_active = 0
-        for i in range(starts[0], n_steps):
+        i = starts[0]
+        while i < n_steps:
             if on_step is not None:
-                on_step(i, n_steps)
+                drop = on_step(i, n_steps)
+                if drop and drop is not handled:
+                    handled = drop
+                    stay = [r for r, p in enumerate(positions) if p not in drop]
+                    if len(stay) < len(kept):
+                        log.info(
+                            "dropping %d of %d items before step %d of %d", len(kept) - len(stay), len(kept), i, n_steps
+                        )
+                        rows = torch.tensor(stay, device=self.device, dtype=torch.long)
+                        active_stay = [r for r in stay if r < n_active]
+                        x = x.index_select(0, rows[: len(active_stay)]) if active_stay else None
+                        n_active = len(active_stay)
+                        cond, guidance = cond.select(rows), guidance.index_select(0, rows)
+                        kept, positions = [kept[r] for r in stay], [positions[r] for r in stay]
+                        starts, pending = [starts[r] for r in stay], [pending[r] for r in stay]
+                        captured = [captured[r] for r in stay]
+                        if not kept:  # every item of the sub-batch was dropped: stop now
+                            return None, [], []
+                        if n_active:
+                            unet_kwargs, g = cond.unet_kwargs(n_active), guidance[:n_active]
+                        elif starts[0] > i:  # nothing running until the next late joiner: skip ahead
+                            i = starts[0]
+                            scheduler = self._scheduler(n_steps, i)
+                            continue
             # Late join: items whose start level is i enter the batch now. Conditioning is re-sliced only
             # here, not on every step.
             n_join = n_active
-            while n_join < len(members) and starts[n_join] <= i:
+            while n_join < len(kept) and starts[n_join] <= i:
                 n_join += 1
             if n_join != n_active:
                 x = torch.cat(([x] if x is not None else []) + pending[n_active:n_join])
@@ -461,7 +549,10 @@ class ApproxCEngine:
                     # Items that joined at this very level would only copy their own start latent.
                     if starts[j] < level and (starts[j] == 0 or self.capture_after_resume):
                         captured[j][level] = x[j : j + 1].to("cpu", copy=True)
-        return x, captured
+            if on_latent is not None:
+                on_latent(level, x, positions)
+            i += 1
+        return x, captured, kept
 
     def _sync(self) -> None:
         if self.device.type == "cuda":

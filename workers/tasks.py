@@ -91,7 +91,7 @@ def _grow_cache(rows: list[GenerationRequest], results: list, config: ServingCon
     tenants: dict[int, str] = {}
     by_key: dict[str, tuple[list, list, list, list]] = {}
     for row, result in zip(rows, results):
-        if result.latents and row.pk in still_running:
+        if result is not None and result.latents and row.pk in still_running:  # None: dropped (cancelled)
             if row.owner_id not in tenants:
                 tenants[row.owner_id] = tenant_for(row.owner)
             prompts, latents, vectors, origins = by_key.setdefault(
@@ -210,8 +210,9 @@ def _record_successes(
             "pk", flat=True
         )
     )
-    for row, item, result in zip(rows, items, results):
-        if row.pk not in active:
+    scores = _adherence_scores(rows, results)
+    for row, item, result, score in zip(rows, items, results, scores):
+        if row.pk not in active or result is None:  # None: the engine dropped it from the batch (it ended)
             continue
         k_prime = item.start_level
         image_name, thumb_name = save_image(row.id, result.image, _image_parameters(row, k_prime, sampler))
@@ -222,11 +223,28 @@ def _record_successes(
             k_served=k_prime,
             batch_size=len(rows),
             service_seconds=service_s,
+            measured_adherence=score,
         )
         if k_prime != row.k_served:  # neighbour's level evicted since routing
             fields["quality"] = QUALITY.q(row.similarity, k_prime) if k_prime else 1.0
         if not transitions.succeed(row.id, **fields):
             delete_image(image_name, thumb_name)
+
+
+def _adherence_scores(rows: list[GenerationRequest], results: list) -> list[float | None]:
+    """With the demo model, the share of each prompt's attributes its scorer reads back from the image
+    (issue 15; workers/demo/live_scoring.py); None for other models and prompts outside its grammar.
+    Never fails a batch: the images are made whatever the scorer does."""
+    if settings.T2I_ENGINE == "emulated":
+        return [None] * len(rows)
+    from .demo.live_scoring import adherence_scores  # torch: GPU workers only
+
+    try:
+        images = [None if r is None else r.image for r in results]
+        return adherence_scores(settings.T2I_MODEL_PATH, [row.prompt for row in rows], images)
+    except Exception:
+        log.exception("could not score the batch's images with the demo model's scorer")
+        return [None] * len(rows)
 
 
 def _time_limits(rows: list[GenerationRequest], config: ServingConfig) -> TimeLimits:
@@ -263,8 +281,10 @@ def generate(request_id: str) -> str:
             with BatchTimeLimit(limits, on_hard=lambda: _fail_all(rows, timed_out.format(limits.hard_s))):
                 engine = runtime.engine()
                 items = _items_for(rows)
+                reporter.to_rgb = getattr(engine, "latent_rgb", None)  # live previews, where the engine has latents
+                previews = {"on_latent": reporter.preview} if reporter.to_rgb else {}
                 started = time.perf_counter()
-                results = engine.generate(items, on_step=reporter)
+                results = engine.generate(items, on_step=reporter, **previews)
                 service_s = time.perf_counter() - started
                 sampler = getattr(engine, "scheduler_name", settings.T2I_ENGINE)
             keeper.finishing = True
@@ -285,6 +305,10 @@ def generate(request_id: str) -> str:
         with_database(
             lambda: _record_successes(rows, items, results, service_s, sampler), RESULT_PATIENCE_S, "record the results"
         )
+    dropped = [row.id for row, result in zip(rows, results) if result is None]
+    if dropped:  # its time is not that of a batch of len(rows): no BatchRecord, which shedding and limits read
+        log.info("cancelled while their batch ran, dropped from it, nothing written: %s", " ".join(map(str, dropped)))
+        return f"done: batch of {len(rows)}, {len(dropped)} dropped (cancelled)"
     BatchRecord.objects.create(
         worker=worker,
         k_prime=max(item.start_level for item in items),

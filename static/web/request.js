@@ -60,7 +60,21 @@
       $("result").appendChild(img);
     }
     $("actions").hidden = data.status !== "succeeded";
+    showPreview(data);
     if (isTerminal) done = true;
+  }
+
+  // Live preview while running: the worker's PNG of the current latent (about one a second), reloaded when the
+  // step moves; hidden until one has loaded, and once the request is no longer running.
+  let previewStep = null;
+  const preview = $("preview");
+  preview.addEventListener("load", () => { if (!done) $("preview-box").hidden = false; });
+  function showPreview(data) {
+    if (data.status !== "running") { $("preview-box").hidden = true; return; }
+    if (data.step && data.step !== previewStep) {
+      previewStep = data.step;
+      preview.src = preview.dataset.src + "?step=" + data.step;
+    }
   }
 
   async function poll() {

@@ -132,6 +132,7 @@ class GenerationSerializer(LiveProgressFields, serializers.ModelSerializer):
             "batch_size",
             "service_seconds",
             "quality",
+            "measured_adherence",  # demo model only (issue 15); rows are the owner's own (owned_rows)
             "favourite",
             *LiveProgressFields.FIELDS,
         ]

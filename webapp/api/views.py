@@ -13,6 +13,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.throttling import UserRateThrottle
 
+from webapp.cache.latent_storage import storage_errors
 from webapp.ledger import transitions
 from webapp.ledger.models import GenerationRequest, Status
 from webapp.ledger.publishing import BrokerUnavailable
@@ -21,6 +22,7 @@ from webapp.serving.submission import IdempotencyKeyReused, InFlightCapReached, 
 
 from .etags import body_etag, client_has
 from .gallery import InvalidFilter, delete_requests, owned_rows, parse_filter, set_favourite
+from .idempotency import settle_key
 from .openapi import errors, example
 from .serializers import GenerationCreateSerializer, GenerationSerializer
 
@@ -133,7 +135,8 @@ class GenerationViewSet(
                 OpenApiTypes.STR,
                 OpenApiParameter.HEADER,
                 description="Per user: a repeat with the same body returns the original request (202, "
-                "Idempotent-Replayed: true) instead of a new one; with a different body it is a 422. "
+                "Idempotent-Replayed: true) instead of a new one; with a different body (another value, or a "
+                "field stated in one body and left out of the other) it is a 422. "
                 "The body's `idempotency_key` does the same.",
             ),
             OpenApiParameter(
@@ -174,6 +177,7 @@ class GenerationViewSet(
         fields["idempotency_key"] = fields.get("idempotency_key") or request.headers.get("Idempotency-Key") or None
         try:
             row, created = submit(request.user, Submission(**fields))
+            settle_key(row, created, fields)  # a replay's body must digest like the original's
         except IdempotencyKeyReused as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_422_UNPROCESSABLE_ENTITY)
         except InFlightCapReached as exc:
@@ -234,4 +238,18 @@ class GenerationViewSet(
         file = row.thumbnail if request.query_params.get("thumbnail") else row.image
         if row.status != Status.SUCCEEDED or not file:
             raise Http404("This request has no image (yet).")
-        return FileResponse(file.open("rb"), content_type="image/png", filename=f"{row.id}.png")
+        # Streamed from the storage (local MEDIA_ROOT or the S3 bucket any worker wrote it to), never a
+        # redirect to a pre-signed URL: the owner check above stays the only way in (docs/storage.md).
+        try:
+            handle = file.storage.open(file.name, "rb")
+            handle.seek(0)  # S3 fetches the object here, so a failure is answered below, not mid-stream
+        except FileNotFoundError:
+            raise Http404("This request's image file is missing from storage.") from None
+        except storage_errors():
+            log.warning("image %s could not be read from storage", file.name, exc_info=True)
+            return Response(
+                {"detail": "The image storage is unavailable; retry shortly."},
+                status=status.HTTP_503_SERVICE_UNAVAILABLE,
+                headers={"Retry-After": "5"},
+            )
+        return FileResponse(handle, content_type="image/png", filename=f"{row.id}.png")

@@ -17,11 +17,13 @@ from dataclasses import dataclass
 
 import redis
 
+from .models import ACTIVE_STATES, GenerationRequest
 from .publishing import broker
 
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "t2i:progress:"
+PREVIEW_PREFIX = "t2i:preview:"  # a small PNG of the request's current latent (workers/progress.py)
 TTL_S = 300  # outlives any batch's last report by far; a stale key is ignored once the row is no longer running
 
 
@@ -45,6 +47,33 @@ def write_steps(request_ids: Iterable[uuid.UUID | str], step: int, steps: int, a
     for request_id in request_ids:
         pipe.set(progress_key(request_id), value, ex=TTL_S)
     pipe.execute()
+
+
+def write_previews(pngs: dict[uuid.UUID, bytes]) -> None:
+    """Replace each request's live preview, in one round trip. Raises RedisError."""
+    pipe = broker().pipeline(transaction=False)
+    for request_id, png in pngs.items():
+        pipe.set(f"{PREVIEW_PREFIX}{request_id}", png, ex=TTL_S)
+    pipe.execute()
+
+
+def read_preview(request_id: uuid.UUID | str) -> bytes | None:
+    """The request's latest live preview (PNG bytes), or None (none yet, expired, Redis unreachable)."""
+    try:
+        return broker().get(f"{PREVIEW_PREFIX}{request_id}")
+    except redis.RedisError:
+        log.warning("could not read the preview of %s", request_id, exc_info=True)
+        return None
+
+
+def ended_rows(request_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+    """The rows of a running batch that are no longer active (cancelled, or deleted by their owner): the
+    worker drops them from the batch. Requeued rows stay active: losing a lease is the lease keeper's."""
+    return set(
+        GenerationRequest.objects.filter(pk__in=request_ids)
+        .exclude(status__in=ACTIVE_STATES)
+        .values_list("pk", flat=True)
+    )
 
 
 def read_step(request_id: uuid.UUID | str) -> StepSnapshot | None:

@@ -150,9 +150,10 @@ def shed(request_id: uuid.UUID, reason: str) -> bool:
 
 
 def cancel(request_id: uuid.UUID) -> bool:
-    """End a queued or running row `cancelled`. A running row's batch goes on for its other rows; the worker
-    writes no image and no cache entry for this one (it records only rows still active), and its lease
-    keeper stops the batch at the next step once none of the batch's rows is still running."""
+    """End a queued or running row `cancelled`. A running row's batch goes on for its other rows: the worker's
+    progress reporter sees the row has ended (it polls the batch's states, at most every 0.5 s) and the
+    engine drops it from the batch between steps (workers/engine.py); nothing is written for it (no image,
+    no cache entry), and a batch whose rows have all ended stops."""
     return bool(
         GenerationRequest.objects.filter(pk=request_id, status__in=ACTIVE_STATES).update(
             status=Status.CANCELLED, finished_at=timezone.now(), lease_until=None

@@ -22,7 +22,6 @@ from webapp.serving.submission import IdempotencyKeyReused, InFlightCapReached, 
 
 from .etags import body_etag, client_has
 from .gallery import InvalidFilter, delete_requests, owned_rows, parse_filter, set_favourite
-from .idempotency import settle_key
 from .openapi import errors, example
 from .serializers import GenerationCreateSerializer, GenerationSerializer
 
@@ -177,7 +176,6 @@ class GenerationViewSet(
         fields["idempotency_key"] = fields.get("idempotency_key") or request.headers.get("Idempotency-Key") or None
         try:
             row, created = submit(request.user, Submission(**fields))
-            settle_key(row, created, fields)  # a replay's body must digest like the original's
         except IdempotencyKeyReused as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_422_UNPROCESSABLE_ENTITY)
         except InFlightCapReached as exc:

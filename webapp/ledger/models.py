@@ -73,6 +73,10 @@ class GenerationRequest(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="generations")
     idempotency_key = models.CharField(max_length=128, null=True, blank=True)
+    # With an idempotency key: which server-filled fields (seed, width, height, steps, priority) the body
+    # stated, comma-separated ("" for none), so a retry that leaves one out (or states one the original left
+    # to the server) is told apart (webapp/serving/submission.replay_of). Null: no key, or an older row.
+    stated_fields = models.CharField(max_length=64, null=True, blank=True, editable=False)
 
     prompt = models.TextField()
     negative_prompt = models.TextField(blank=True, default="")

@@ -105,14 +105,31 @@ _STATED_FIELDS = ("prompt", "negative_prompt", "guidance_scale")
 _SERVER_FILLED_FIELDS = ("seed", "width", "height", "steps", "priority")
 
 
+def stated_fields(sub: Submission) -> str:
+    """The server-filled fields `sub` states, as stored on the row (`GenerationRequest.stated_fields`)."""
+    return ",".join(name for name in _SERVER_FILLED_FIELDS if getattr(sub, name) is not None)
+
+
 def replay_of(original: GenerationRequest, sub: Submission) -> GenerationRequest:
-    """The original row if `sub` asks for the same request; else IdempotencyKeyReused naming what differs."""
+    """The original row if `sub` asks for the same request; else IdempotencyKeyReused naming what differs:
+    a value, or a server-filled field stated in one body and left out of the other (by the row's record of
+    what its body stated; a row from before that record compares values only)."""
     differing = [name for name in _STATED_FIELDS if getattr(sub, name) != getattr(original, name)]
     differing += [
         name
         for name in _SERVER_FILLED_FIELDS
         if getattr(sub, name) is not None and getattr(sub, name) != getattr(original, name)
     ]
+    if original.stated_fields is not None and not differing:
+        then, now = (
+            set(filter(None, original.stated_fields.split(","))),
+            set(filter(None, stated_fields(sub).split(","))),
+        )
+        differing = [
+            f"{name} (stated in one body, left out of the other)"
+            for name in _SERVER_FILLED_FIELDS
+            if name in then ^ now
+        ]
     if differing:
         raise IdempotencyKeyReused(sub.idempotency_key or "", differing)
     return original
@@ -189,6 +206,7 @@ def _new_row(request_id, now, owner, sub: Submission, width, height, steps, dead
         created_at=now,
         owner=owner,
         idempotency_key=sub.idempotency_key or None,
+        stated_fields=stated_fields(sub) if sub.idempotency_key else None,
         prompt=sub.prompt,
         negative_prompt=sub.negative_prompt,
         seed=sub.seed if sub.seed is not None else secrets.randbelow(SEED_MAX + 1),

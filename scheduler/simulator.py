@@ -291,11 +291,11 @@ def _event_handlers(run: _Run) -> _Handlers:
     replan_due = getattr(policy, "replan_due", None)
     arrival_times = run.arrivals
 
-    def hopeless(r: int, t: float) -> bool:
-        """Shed (drop, a violation) a queued request that would miss its deadline even if it started now,
-        alone (L(K′, 1): it may well run alone, so the plan's batch cap would shed work that could make it):
-        running it would only take a worker from requests that can still make theirs."""
-        if not is_hopeless(t, arrival_times[r] + slo, latency(k_prime_list[r], 1)):
+    def hopeless(r: int, t: float, service_s: float) -> bool:
+        """Shed (drop, a violation) a queued request that would miss its deadline even if it started now in
+        a batch taking `service_s`: running it would only take a worker from requests that can still make
+        theirs."""
+        if not is_hopeless(t, arrival_times[r] + slo, service_s):
             return False
         state[r] = _DROPPED
         dropped[r] = True
@@ -304,30 +304,45 @@ def _event_handlers(run: _Run) -> _Handlers:
         queued_s[w] = max(0.0, queued_s[w] - cost_list[r]) if queue_len[w] else 0.0
         return True
 
+    def batch_size(queue: deque, level: int, cap: int) -> int:
+        """How many queued requests a batch at `level` would take now (≤ cap)."""
+        n = 0
+        for r in queue:
+            if state[r] == _QUEUED and k_prime_list[r] == level:
+                n += 1
+                if n >= cap:
+                    break
+        return n
+
     def start_batch(w: int, t: float) -> None:
         """If worker w has queued work, start a batch: the head's K′ and the next queued of that K′, up to
-        the head's batch size."""
+        the head's batch size. Shedding judges each request by the batch it would run in now, L(K′, b) of
+        the batch being formed (as the live worker judges its claimed batch): a request waiting alone runs
+        alone, so the plan's batch cap would shed work that can still make it."""
         nonlocal seq
         if ready_at[w] > t:  # still loading a model variant: the _READY event starts it
             return
         queue = queues[w]
-        while queue and (state[queue[0]] != _QUEUED or (sheds and hopeless(queue[0], t))):
-            queue.popleft()
-        if not queue:
-            return
-        head = queue[0]
-        level = k_prime_list[head]
-        batch_cap = batch_cap_list[head]
         taken: list[int] = []
-        keep: deque = deque()
-        for r in queue:
-            if state[r] != _QUEUED or (sheds and hopeless(r, t)):
-                continue
-            if len(taken) < batch_cap and k_prime_list[r] == level:
-                taken.append(r)
-            else:
-                keep.append(r)
-        queues[w] = keep
+        while not taken:
+            while queue and state[queue[0]] != _QUEUED:
+                queue.popleft()
+            if not queue:
+                return
+            head = queue[0]
+            level = k_prime_list[head]
+            batch_cap = batch_cap_list[head]
+            service_s = latency(level, batch_size(queue, level, batch_cap)) if sheds else 0.0
+            keep: deque = deque()
+            for r in queue:
+                if state[r] != _QUEUED:
+                    continue
+                if k_prime_list[r] == level and len(taken) < batch_cap:
+                    if not (sheds and hopeless(r, t, service_s)):
+                        taken.append(r)
+                elif not (sheds and hopeless(r, t, latency(k_prime_list[r], 1))):
+                    keep.append(r)
+            queues[w] = queue = keep
         service_s = latency(level, len(taken))
         taken_cost = 0.0
         for r in taken:

@@ -234,3 +234,16 @@ def browser():
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield browser
         browser.close()
+
+
+@pytest.fixture
+def nirvana_policy(embedded_services):
+    """NIRVANA serves every request at its own K*: plain ApproxC, no plan to wait for."""
+    from tests.helpers import serving_config
+    from webapp.serving import controller, live_policy
+
+    live_policy.live_policy.reset()
+    controller.reset_controller_state()
+    serving_config(policy="nirvana")
+    yield
+    live_policy.live_policy.reset()

@@ -5,24 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers import serving_config, wait_for_status
+from tests.helpers import wait_for_status
 from webapp.cache.models import CacheEntry
 from webapp.ledger.models import BatchRecord, GenerationRequest, Status
-from webapp.serving import controller, live_policy
 
 pytestmark = pytest.mark.django_db(transaction=True)  # real worker processes read these rows
 
 URL = "/api/v1/generations/"
-
-
-@pytest.fixture
-def nirvana_policy(embedded_services):
-    """NIRVANA serves every request at its own K*: the plain ApproxC behaviour."""
-    live_policy.live_policy.reset()
-    controller.reset_controller_state()
-    serving_config(policy="nirvana")
-    yield
-    live_policy.live_policy.reset()
 
 
 def served(api, prompt: str, seed: int = 3) -> GenerationRequest:

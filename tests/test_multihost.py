@@ -21,13 +21,12 @@ from django.utils import timezone
 from PIL import Image
 from rest_framework.test import APIClient
 
-from tests.helpers import make_request, serving_config, wait_for_status
+from tests.helpers import make_request, wait_for_status
 from webapp.cache import store as cache_store
 from webapp.cache.latent_storage import latent_store
 from webapp.cache.models import CacheEntry, CacheLevel
 from webapp.ledger.models import BatchRecord, GenerationRequest, ServingConfig, Status
 from webapp.ledger.publishing import publish
-from webapp.serving import controller, live_policy
 from webapp.serving.routing import route_request
 
 pytestmark = pytest.mark.django_db(transaction=True)  # real worker processes read these rows
@@ -81,16 +80,6 @@ def routed_to(owner, prompt: str, slot: int, seed: int) -> GenerationRequest:
     )
     publish(row.id, slot)
     return row
-
-
-@pytest.fixture
-def nirvana_policy(embedded_services):
-    """NIRVANA serves every request at its own K*: plain ApproxC, no plan to wait for."""
-    live_policy.live_policy.reset()
-    controller.reset_controller_state()
-    serving_config(policy="nirvana")
-    yield
-    live_policy.live_policy.reset()
 
 
 def test_a_latent_cached_on_host_a_is_resumed_on_host_b_and_both_images_download(

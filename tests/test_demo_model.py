@@ -8,6 +8,7 @@ adherence is checked on the committed model (skipped when it is absent).
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -17,11 +18,14 @@ import torch
 from workers.demo import marker, scorer
 from workers.demo.adherence import evaluation_captions, measure_adherence
 from workers.demo.build import build_config, build_demo_model
-from workers.demo.training import train_vae
+from workers.demo.training import lr_factor, train_vae
 from workers.demo.world import WORLD_VERSION, Attributes, make_dataset
 from workers.engine import ApproxCEngine, GenItem, load_pipeline
 
-PRETRAINED = Path(__file__).resolve().parents[1] / "workers" / "demo" / "pretrained"
+# DEMO_PRETRAINED=FOLDER runs the committed-model checks on a candidate folder before it replaces the committed one.
+PRETRAINED = Path(
+    os.environ.get("DEMO_PRETRAINED") or Path(__file__).resolve().parents[1] / "workers" / "demo" / "pretrained"
+)
 
 # One intra-op torch thread for this module (tests/conftest.py explains why).
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -96,6 +100,16 @@ def test_micro_scorer_reads_renders_and_reloads(micro):
     data = make_dataset(64, seed=99)
     assert np.array_equal(loaded.predict_indices(data.images), loaded.predict_indices(list(map(_pil, data.images))))
     assert loaded.accuracy(data.images, data.labels)["all"] >= 0.9
+
+
+def test_lr_schedules_warm_up_then_cosine_or_hold_and_decay():
+    assert lr_factor(0, 1000, 100) == pytest.approx(0.01) and lr_factor(99, 1000, 100) == pytest.approx(1.0)
+    assert lr_factor(999, 1000, 100) == pytest.approx(0.05, abs=1e-4)  # cosine ends at 5 % of the peak
+    wsd = [lr_factor(s, 1000, 100, "wsd", decay_fraction=0.2, final=0.0) for s in range(1000)]
+    assert wsd[100:800] == [1.0] * 700  # held at the peak until the last 20 %
+    assert all(a > b for a, b in zip(wsd[800:], wsd[801:])) and wsd[-1] == pytest.approx(0.0)
+    with pytest.raises(ValueError):
+        lr_factor(500, 1000, 100, "step")
 
 
 def test_rule_check_reads_renders():

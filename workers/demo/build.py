@@ -46,10 +46,56 @@ class BuildConfig:
     eval_steps: int = 50
 
 
+_SCORER = ScorerConfig(steps=300, train_images=340 * 12)
+
+# The 15-minute recipe (`fast`; issue 15, part 2; docs/demo_model.md): the shape keeps learning only while the learning
+# rate is high, so the rate is held at its peak (warm-up–stable–decay) and decays linearly to 0 over the
+# last 15 % only, with a shorter EMA (0.998) than a long cosine run wants. 1900 UNet steps + the 1000-step
+# VAE phase fit 15 CPU-minutes at one torch thread (14.0 measured). One checkpoint on 256 captions in between
+# (checkpoints cost wall time, not training time, and do not change the weights); the final one is on 512.
+_WSD_1750 = BuildConfig(
+    training=TrainingConfig(
+        name="wsd-1750",
+        unet_steps=1750,
+        lr_schedule="wsd",
+        decay_fraction=0.15,
+        final_lr_factor=0.0,
+        ema_decay=0.998,
+        checkpoints=(1050,),
+    ),
+    scorer=_SCORER,
+    curve_captions=256,
+)
+
+_WSD_1900 = replace(
+    _WSD_1750, training=replace(_WSD_1750.training, name="wsd-1900", unet_steps=1900, checkpoints=(1050,))
+)
+
 CONFIGS: dict[str, BuildConfig] = {
+    # The committed, served model (workers/demo/pretrained): 3000-step cosine, EMA 0.999, 96.7 % after
+    # 19.7 CPU-min. Kept as the default so that the command reproduces the folder the workers load.
     "default": BuildConfig(
         training=TrainingConfig(name="default", unet_steps=3000, checkpoints=(750, 1500, 2250)),
-        scorer=ScorerConfig(steps=300, train_images=340 * 12),
+        scorer=_SCORER,
+    ),
+    # The 15-minute recipe (issue 15's target): 88.7 % after 14.0 CPU-min.
+    "fast": _WSD_1900,
+    # The documented runs (docs/demo_model.md, "Reaching 80 % inside 15 minutes"); `fast` ran as
+    # `--config wsd-1900`: the same weights, no checkpoint in between.
+    "wsd-1900": BuildConfig(training=replace(_WSD_1900.training, checkpoints=()), scorer=_SCORER),
+    "wsd-1750": _WSD_1750,  # 83.6 % in 13.5 CPU-min
+    "wsd": BuildConfig(  # 2100 steps, decay over the last 20 %: 94.3 % but 16.8 CPU-min
+        training=TrainingConfig(
+            name="wsd",
+            unet_steps=2100,
+            lr_schedule="wsd",
+            decay_fraction=0.2,
+            final_lr_factor=0.0,
+            ema_decay=0.998,
+            checkpoints=(1050, 1680),
+        ),
+        scorer=_SCORER,
+        curve_captions=256,
     ),
     # Seconds, for tests: same code path, tiny networks, a few steps. Its images are not meant to adhere.
     "micro": BuildConfig(

@@ -26,6 +26,18 @@ SERIES = (("all", "all four", "k"), ("colour", "colour", "tab:red"), ("shape", "
 SERIES += (("position", "position", "tab:green"), ("background", "background", "tab:gray"))
 
 
+def save_figure(fig, out: Path | str) -> Path:
+    """Lay out, write (making the folder) and close a matplotlib figure; its path."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
 def plot_adherence_curve(model_folder: Path | str, out: Path | str) -> Path:
     import matplotlib
 
@@ -45,19 +57,16 @@ def plot_adherence_curve(model_folder: Path | str, out: Path | str) -> Path:
     ax.set_ylabel("adherence, % of captions")
     ax.set_ylim(0, 102)
     threads = info.get("torch_threads", "?")
+    captions = "/".join(str(p["captions"]) for p in curve)  # checkpoints may use fewer captions than the end
     ax.set_title(
-        f"Demo model: adherence over {curve[-1]['captions']} captions at K=0, {info['steps']} DDIM steps, "
-        f"guidance {info['guidance_scale']} (torch threads: {threads}; position under background)"
+        f"Demo model ({info['training'].get('name', '?')}): adherence at K=0, {info['steps']} DDIM steps, "
+        f"guidance {info['guidance_scale']}, torch threads {threads}\n"
+        f"captions per point: {captions}; position hidden under background"
     )
     ax.title.set_fontsize(9)
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 def sample_grid(model_folder: Path | str, out: Path | str, guidance: tuple[float, ...] = SAMPLE_GUIDANCE) -> Path:

@@ -47,6 +47,7 @@ from tqdm import tqdm
 
 from scheduler.embeddings import embed_texts
 from scheduler.quality import QualityModel
+from workers.demo.figures import save_figure
 from workers.demo.marker import scorer_folder
 from workers.demo.prompt_stream import RELATIONS, NeighbourPair, neighbour_pairs
 from workers.demo.scorer import load_scorer
@@ -398,12 +399,7 @@ def plot(doc: dict, out: str | Path) -> Path:
     for ax in (left, right):
         ax.grid(alpha=0.3)
         ax.set_xticks(levels)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 def measure(

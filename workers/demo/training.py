@@ -65,6 +65,12 @@ class TrainingConfig:
     batch: int = 128
     lr: float = 1e-3
     warmup_steps: int = 200
+    # "cosine": cosine from the peak to ``final_lr_factor`` × peak over the whole run. "wsd" (warm-up–stable–
+    # decay): the peak held until the last ``decay_fraction`` of the run, then a linear decay to
+    # ``final_lr_factor`` × peak — the shape keeps learning only while the rate is high (docs/demo_model.md).
+    lr_schedule: str = "cosine"
+    decay_fraction: float = 0.2
+    final_lr_factor: float = 0.05
     weight_decay: float = 1e-2
     ema_decay: float = 0.999
     caption_dropout: float = 0.1
@@ -197,12 +203,22 @@ class EMA:
             ema_p.lerp_(p.detach(), 1.0 - decay)
 
 
-def lr_factor(step: int, total: int, warmup: int) -> float:
-    """Linear warm-up, then cosine decay to 5 % of the peak."""
+def lr_factor(
+    step: int, total: int, warmup: int, schedule: str = "cosine", decay_fraction: float = 0.2, final: float = 0.05
+) -> float:
+    """The learning rate at ``step`` as a fraction of the peak: linear warm-up, then either a cosine decay
+    to ``final`` over the rest of the run, or (``"wsd"``) the peak held and a linear decay to ``final``
+    over the last ``decay_fraction`` of the run."""
     if step < warmup:
         return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
+    if schedule == "cosine":
+        progress = (step - warmup) / max(1, total - warmup)
+        return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * progress))
+    if schedule == "wsd":
+        decay_steps = max(1, round(decay_fraction * total))
+        into_decay = step - (total - decay_steps)
+        return 1.0 if into_decay < 0 else 1.0 - (1 - final) * min(1.0, (into_decay + 1) / decay_steps)
+    raise ValueError(f"unknown lr_schedule {schedule!r} (cosine or wsd)")
 
 
 class DiffusionTrainer:
@@ -253,7 +269,14 @@ class DiffusionTrainer:
         """One optimisation step; returns the loss."""
         cfg = self.cfg
         for group in self.opt.param_groups:
-            group["lr"] = cfg.lr * lr_factor(self.step_count, cfg.unet_steps, cfg.warmup_steps)
+            group["lr"] = cfg.lr * lr_factor(
+                self.step_count,
+                cfg.unet_steps,
+                cfg.warmup_steps,
+                cfg.lr_schedule,
+                cfg.decay_fraction,
+                cfg.final_lr_factor,
+            )
         x0, ids, cell_weight = self._batch()
         noise = torch.randn(x0.shape, generator=self.gen)
         t = torch.randint(0, self.scheduler.config.num_train_timesteps, (x0.shape[0],), generator=self.gen)

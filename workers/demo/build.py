@@ -84,18 +84,9 @@ CONFIGS: dict[str, BuildConfig] = {
     # `--config wsd-1900`: the same weights, no checkpoint in between.
     "wsd-1900": BuildConfig(training=replace(_WSD_1900.training, checkpoints=()), scorer=_SCORER),
     "wsd-1750": _WSD_1750,  # 83.6 % in 13.5 CPU-min
-    "wsd": BuildConfig(  # 2100 steps, decay over the last 20 %: 94.3 % but 16.8 CPU-min
-        training=TrainingConfig(
-            name="wsd",
-            unet_steps=2100,
-            lr_schedule="wsd",
-            decay_fraction=0.2,
-            final_lr_factor=0.0,
-            ema_decay=0.998,
-            checkpoints=(1050, 1680),
-        ),
-        scorer=_SCORER,
-        curve_captions=256,
+    "wsd": replace(  # 2100 steps, decay over the last 20 %: 94.3 % but 16.8 CPU-min
+        _WSD_1750,
+        training=replace(_WSD_1750.training, name="wsd", unet_steps=2100, decay_fraction=0.2, checkpoints=(1050, 1680)),
     ),
     # Seconds, for tests: same code path, tiny networks, a few steps. Its images are not meant to adhere.
     "micro": BuildConfig(

@@ -44,18 +44,20 @@ def quantile_map(
     obs = np.sort(np.asarray(observed, dtype=float)[np.isfinite(observed)])
     if obs.size < 2:
         raise ValueError("calibration needs at least two observed similarities")
-    lo = edges.copy()
+    lo, hi = edges[:-1].copy(), edges[1:]
     lo[0] = min(float(obs[0]), edges[1])
-    # Target quantile function: piecewise linear through (cumulative share, bin edge).
-    cum = np.concatenate([[0.0], np.cumsum(mix / mix.sum())])
-    keep = np.concatenate([[True], np.diff(cum) > 0])  # empty bins add no knot (np.interp needs ascending x)
-    knots_u, knots_s = cum[keep], lo[keep]
+    shares = mix / mix.sum()
+    cum = np.concatenate([[0.0], np.cumsum(shares)])
     ranks = (np.arange(obs.size) + 0.5) / obs.size
 
     def transform(s: np.ndarray) -> np.ndarray:
         s = np.asarray(s, dtype=float)
         u = np.interp(s, obs, ranks, left=0.0, right=1.0)
-        out = np.interp(u, knots_u, knots_s)
+        # The target bin at quantile u (an empty bin is never chosen: its upper cum equals its lower one),
+        # then the same position inside it.
+        b = np.clip(np.searchsorted(cum, u, side="right") - 1, 0, shares.size - 1)
+        inside = np.clip((u - cum[b]) / np.maximum(shares[b], 1e-12), 0.0, 1.0)
+        out = lo[b] + inside * (hi[b] - lo[b])
         return np.where(np.isfinite(s), out, np.nan)
 
     return transform

@@ -26,6 +26,12 @@ def test_the_map_sends_the_observed_similarities_onto_the_target_mix():
     assert np.isnan(fn(np.array([np.nan]))).all()  # no neighbour stays no neighbour
 
 
+def test_an_empty_target_bin_receives_nothing():
+    observed = np.linspace(0.2, 0.99, 2000)
+    mix = (0.5, 0.0, 0.0, 0.0, 0.0, 0.5)  # misses and K* = 25 only
+    np.testing.assert_allclose(k_star_mix(quantile_map(observed, mix)(observed)), mix, atol=0.002)
+
+
 def test_bad_mixes_are_errors():
     with pytest.raises(ValueError, match="one per K\\* bin"):
         quantile_map(np.linspace(0, 1, 10), [0.5, 0.5])

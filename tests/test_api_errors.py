@@ -9,13 +9,14 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 
 import pytest
 from django.test import Client, override_settings
 
 from webapp.ledger.models import GenerationRequest
-from webapp.stack.services import free_port, port_open
+from webapp.stack.services import free_port
 
 pytestmark = pytest.mark.django_db
 
@@ -120,6 +121,15 @@ def _raw_http(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
     return int(lines[0].split()[1]), headers, body
 
 
+def _answers(port: int) -> bool:
+    """Whether the server's worker answers /healthz (the liveness probe) yet."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as resp:
+            return resp.status == 200
+    except OSError:  # refused, reset, timed out, or an HTTP error status (urllib's errors are OSErrors)
+        return False
+
+
 @pytest.fixture
 def gunicorn_server(embedded_services):
     """The web process as `make run` and compose start it (gunicorn with webapp/gunicorn_conf.py)."""
@@ -131,10 +141,12 @@ def gunicorn_server(embedded_services):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 60
-    while not port_open(port):
+    # The master binds the port before its worker has loaded the app (the embedder first, seconds on a busy
+    # machine), and only a loaded worker answers: wait for an answer, not for the port.
+    deadline = time.monotonic() + 180
+    while not _answers(port):
         assert server.poll() is None and time.monotonic() < deadline, "gunicorn did not start"
-        time.sleep(0.1)
+        time.sleep(0.2)
     yield port
     server.terminate()
     server.wait(10)

@@ -50,6 +50,26 @@ def fits(page) -> bool:
     return wide[0] <= wide[1]
 
 
+def page_problems(page, base: str, path: str, code: int, where: str) -> list[str]:
+    """Open `path` (it must answer `code`): wider than the viewport, and axe-core's serious violations."""
+    response = page.goto(f"{base}{path}")
+    assert response.status == code, path
+    problems = [] if fits(page) else [f"{path} at {where} is wider than the viewport"]
+    return problems + [f"{path} at {where}: {v}" for v in serious_violations(page)]
+
+
+def problems_logged_in(browser, base: str, pages: dict[str, int]) -> list[str]:
+    """`page_problems` of every page, logged in, on a phone (390 × 844) and on a laptop (1280 × 900)."""
+    problems = []
+    for width, height in ((390, 844), (1280, 900)):
+        page = browser.new_page(viewport={"width": width, "height": height})
+        log_in(page, base)
+        for path, code in pages.items():
+            problems += page_problems(page, base, path, code, f"{width} px")
+        page.context.close()
+    return problems
+
+
 def test_gallery_search_favourite_delete_and_keyboard_walk(live_server, user, browser, shots):  # noqa: F811
     rows = [finished(user, prompt, age) for prompt, age in (("fox one", 30), ("a cat", 20), ("fox two", 10))]
     fox_one, _, fox_two = rows
@@ -106,17 +126,7 @@ def test_every_page_fits_a_phone_and_has_no_serious_accessibility_violation(
         theirs.get_absolute_url(): 404,  # styled, and says nothing of whose it is
         "/no-such-page/": 404,
     }
-    problems = []
-    for width, height in ((390, 844), (1280, 900)):
-        page = browser.new_page(viewport={"width": width, "height": height})
-        log_in(page, live_server.url)
-        for path, code in pages.items():
-            response = page.goto(f"{live_server.url}{path}")
-            assert response.status == code, path
-            if not fits(page):
-                problems.append(f"{path} at {width} px is wider than the viewport")
-            problems += [f"{path} at {width} px: {v}" for v in serious_violations(page)]
-        page.context.close()
+    problems = problems_logged_in(browser, live_server.url, pages)
     # Someone who is not staff: the dashboard is the styled 403. And the login page, logged out.
     page = browser.new_page(viewport={"width": 390, "height": 844})
     for path, code in (("/accounts/login/", 200), ("/dashboard/", 403)):
@@ -125,11 +135,7 @@ def test_every_page_fits_a_phone_and_has_no_serious_accessibility_violation(
             page.fill("#id_password", "pw-bob-123")
             page.click("button[type=submit]")
             page.wait_for_url(f"{live_server.url}/")
-        response = page.goto(f"{live_server.url}{path}")
-        assert response.status == code, path
-        if not fits(page):
-            problems.append(f"{path} at 390 px is wider than the viewport")
-        problems += [f"{path}: {v}" for v in serious_violations(page)]
+        problems += page_problems(page, live_server.url, path, code, "390 px")
     page.context.close()
     assert problems == [], "\n".join(problems)
 
@@ -156,15 +162,5 @@ def test_admin_pages_fit_a_phone_and_have_no_serious_accessibility_violation(liv
         f"/admin/ledger/servingconfig/{config.pk}/change/",
         "/admin/ledger/allocationplan/",
     )
-    problems = []
-    for width, height in ((390, 844), (1280, 900)):
-        page = browser.new_page(viewport={"width": width, "height": height})
-        log_in(page, live_server.url)
-        for path in pages:
-            response = page.goto(f"{live_server.url}{path}")
-            assert response.status == 200, path
-            if not fits(page):
-                problems.append(f"{path} at {width} px is wider than the viewport")
-            problems += [f"{path} at {width} px: {v}" for v in serious_violations(page)]
-        page.context.close()
+    problems = problems_logged_in(browser, live_server.url, dict.fromkeys(pages, 200))
     assert problems == [], "\n".join(problems)

@@ -122,6 +122,8 @@ class SchedulerConfig:
     shed_baselines: bool = False  # sensitivity: the baselines shed too
     admission: str = "queue"  # at arrival, for every policy: "queue", "degrade" or "shed" (scheduler/admission.py)
     variant_quality: dict[str, float] | None = None  # proteus_models: quality per model variant (None: defaults)
+    # proteus_models: its variants' latencies and load times × this (live emulated workers sleep L × time factor)
+    variant_time_factor: float = 1.0
 
     @property
     def levels(self) -> list[int]:

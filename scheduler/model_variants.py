@@ -69,6 +69,23 @@ def ordered(variants: tuple[ModelVariant, ...]) -> tuple[ModelVariant, ...]:
     return tuple(sorted(variants, key=lambda v: -v.quality))
 
 
+def scaled(variants: tuple[ModelVariant, ...], factor: float) -> tuple[ModelVariant, ...]:
+    """The variants in the wall-clock seconds of emulated workers that sleep L × `factor`: batch latencies and
+    load times × factor (the live system's T2I_TIME_FACTOR; 1 = as measured)."""
+    if factor == 1.0:
+        return variants
+    return tuple(
+        ModelVariant(v.name, {b: ms * factor for b, ms in v.batch_ms.items()}, v.quality, v.load_s * factor)
+        for v in variants
+    )
+
+
+def configured(quality: dict[str, float] | None = None, time_factor: float = 1.0) -> tuple[ModelVariant, ...]:
+    """The variants a deployment runs, best first: the defaults with `quality` overrides, in its time scale.
+    ProteusModels (the controller and the dispatcher) and the live workers build them the same way."""
+    return ordered(scaled(with_quality(VARIANTS, quality or {}), time_factor))
+
+
 def variant_profile(variants: tuple[ModelVariant, ...]) -> LatencyProfile:
     """A latency profile over variant indices (0 = the best), on the batch sizes every variant measured."""
     sizes = sorted(set.intersection(*(set(v.batch_ms) for v in variants)))
@@ -76,3 +93,31 @@ def variant_profile(variants: tuple[ModelVariant, ...]) -> LatencyProfile:
     return LatencyProfile(
         levels=tuple(range(len(variants))), batch_sizes=tuple(sizes), table_s=table, name="model-variants"
     )
+
+
+def held_variant_profile(profile: LatencyProfile, index: int, name: str) -> LatencyProfile:
+    """Variant `index`'s row of `variant_profile` as a one-level profile (level 0: a full generation with that
+    model): what an emulated worker holding the variant sleeps, the same L(v, b) the controller planned with."""
+    return LatencyProfile(levels=(0,), batch_sizes=profile.batch_sizes, table_s={0: profile.table_s[index]}, name=name)
+
+
+@dataclass
+class VariantSlot:
+    """The model one live worker holds (its bookkeeping; the simulator keeps the same per worker as
+    `ready_at`). A worker starts holding variant 0, the initial plan's (every worker on the best model, loaded
+    before serving starts, as in the simulator); a switch holds the new variant once its load time has passed,
+    counted from when the previous load ends (a switch during a load waits for it)."""
+
+    held: int = 0
+    ready_at: float = 0.0  # clock time (the caller's clock) at which the held variant is loaded
+
+    def switch_to(self, target: int, load_s: float, now: float) -> bool:
+        """Start loading `target` unless it is held already; True when that is a switch."""
+        if target == self.held:
+            return False
+        self.held, self.ready_at = target, max(now, self.ready_at) + load_s
+        return True
+
+    def wait_s(self, now: float) -> float:
+        """Seconds until the held variant is loaded (0: it serves now)."""
+        return max(0.0, self.ready_at - now)

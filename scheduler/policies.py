@@ -11,7 +11,8 @@
 | proteus       | MILP, one prompt-agnostic class| level fractions that ignore K*,           | up to the plan cap  |
 |               | (mean Q per level)             | soonest-free worker at that level         | (adaptive)          |
 | oracle        | prompt_aware fed the true demand of the next period (simulator only)                       |
-| proteus_models| PROTEUS as published: a model variant per worker (MILP), load time on a switch; no cache   |
+| proteus_models| PROTEUS as published: a model variant per worker (MILP), load time on a switch; no cache;  |
+|               | live with emulated workers only (docs/baselines.md)                                        |
 | argus_oda     | prompt_aware's workers per level, but the route by Argus's greedy aligner (scheduler.oda)   |
 
 Clipper's AIMD: per worker, after each batch, batch limit + 1 if the batch was full and took ≤ SLO, × 0.9
@@ -26,23 +27,27 @@ the runner's job (the simulator and the live workers ask `sheds_hopeless`).
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import random
 from collections import deque
 
 from .demand import DemandEstimate
 from .dispatch import effective_level, route_and_batch, shortest_queue, soonest_free
 from .interface import ClusterView, Decision, RequestView, SchedulerConfig
-from .model_variants import VARIANTS, ordered, variant_profile, with_quality
+from .model_variants import configured, variant_profile
 from .oda import aligned_plan
 from .planner import Plan, fixed_plan, solve_plan
 from .profiles import LatencyProfile
 
 POLICY_NAMES: tuple[str, ...] = ("prompt_aware", "clipper_ha", "clipper_ht", "nirvana", "proteus", "oracle")
-# Simulator-only extras, run on request (`--policies`): PROTEUS with real model variants (issue 14).
+# Extras, run on request (`--policies`): PROTEUS with real model variants (issue 14), Argus's route.
 SIM_POLICY_NAMES: tuple[str, ...] = (*POLICY_NAMES, "proteus_models", "argus_oda")
 DEFAULT_POLICIES: tuple[str, ...] = POLICY_NAMES
 # The oracle plans with hindsight (the future's demand): a bound for the simulator, never live.
-LIVE_POLICY_NAMES: tuple[str, ...] = tuple(n for n in POLICY_NAMES if n != "oracle")
+# proteus_models runs live too, with emulated workers (ServingConfig refuses it with a real engine).
+LIVE_POLICY_NAMES: tuple[str, ...] = (*(n for n in POLICY_NAMES if n != "oracle"), "proteus_models")
+# Policies whose K′ is a model variant index (scheduler.model_variants): no approximate cache, load on a switch.
+MODEL_VARIANT_POLICIES: tuple[str, ...] = ("proteus_models",)
 POLICY_LABELS: dict[str, str] = {
     "prompt_aware": "Prompt-aware (the paper)",
     "clipper_ha": "Clipper-HA (all K=0)",
@@ -50,7 +55,7 @@ POLICY_LABELS: dict[str, str] = {
     "nirvana": "NIRVANA (own K*, no plan)",
     "proteus": "PROTEUS (prompt-agnostic MILP)",
     "oracle": "Oracle (hindsight bound, simulator only)",
-    "proteus_models": "PROTEUS as published (model variants, simulator only)",
+    "proteus_models": "PROTEUS as published (model variants; live: emulated workers only)",
     "argus_oda": "prompt_aware with Argus's greedy route (ODA) instead of the MILP's (simulator only)",
 }
 
@@ -358,27 +363,22 @@ class ProteusModels(Policy):
     workers per variant for the total demand (one prompt-agnostic class, quality = the variant's); requests
     go to a variant by the plan's fractions, soonest-free worker, adaptive batch up to its cap. No cache.
     `k_prime` in its decisions is the variant index; the runner charges a worker the variant's load time
-    when the plan switches it (`serves_models`, `load_s`, `variant_quality_of`)."""
+    when the plan switches it (`serves_models`, `load_s`, `variant_quality_of`).
+
+    Its `config` is the given one with the variants' latency profile (levels = variant indices), so whatever
+    reads `policy.config.profile` and `policy.caps` (the live cluster view, admission) sees the variants;
+    `config.variant_time_factor` scales them to the live emulated workers' clock."""
 
     name = "proteus_models"
     uses_controller = True
     serves_models = True
 
     def __init__(self, config: SchedulerConfig, seed: int = 0) -> None:
-        self.variants = ordered(with_quality(VARIANTS, config.variant_quality or {}))
+        self.variants = configured(config.variant_quality, config.variant_time_factor)
         self.variant_profile = variant_profile(self.variants)
         self.load_s = [v.load_s for v in self.variants]
         self.variant_quality_of = [v.quality for v in self.variants]
-        super().__init__(config, seed)
-        self.levels = list(self.variant_profile.levels)
-        self.caps = self.variant_profile.batch_caps(config.slo_s)
-        self.set_plan(self.initial_plan())
-
-    def initial_plan(self) -> Plan:
-        levels = list(range(len(self.variants)))
-        return fixed_plan(
-            levels, self.config.n_workers, 0, self.variant_profile.batch_caps(self.config.slo_s), self.name
-        )
+        super().__init__(dataclasses.replace(config, profile=self.variant_profile), seed)
 
     def plan(self, now: float, demand: DemandEstimate | None) -> Plan:
         if demand is None:
@@ -394,6 +394,10 @@ class ProteusModels(Policy):
         ws = self.by_level.get(v) or list(range(len(cluster.queue_len)))
         w, _ = soonest_free(ws, cluster, now)
         return Decision(w, cluster.levels[w], self.caps[cluster.levels[w]], False)
+
+    def quality(self, s: float | None, k: int) -> float:
+        """A request served by variant k has that variant's quality, whatever its prompt."""
+        return self.variant_quality_of[k]
 
 
 class Nirvana(Policy):

@@ -5,6 +5,11 @@ everything else stays real (database, queues, embeddings, cache lookup and growt
 batching). Images are placeholders clearly labelled "emulated"; captured latents are small
 zero tensors, so the cache index grows exactly as it would (its quality is the yardstick
 Q(s, K′), not these pixels).
+
+For proteus_models a worker holds one model variant at a time: its engine is an EmulatedEngine over that
+variant's one-level profile (`scheduler.model_variants.held_variant_profile`), with no cache levels (it
+captures nothing) and the variant's name on its placeholders; the load time on a switch is slept by the
+worker task before it claims (workers/tasks.py), not here.
 """
 
 from __future__ import annotations
@@ -22,11 +27,11 @@ from .engine import DEFAULT_CACHE_LEVELS, GenItem, GenResult, GenTimings, Latent
 LATENT_SHAPE = (1, 4, 8, 8)  # tiny stand-ins: only their presence and levels matter
 
 
-def placeholder_image(width: int, height: int, k_prime: int) -> Image.Image:
+def placeholder_image(width: int, height: int, k_prime: int, label: str | None = None) -> Image.Image:
     image = Image.new("RGB", (width, height), (225, 228, 235))
     draw = ImageDraw.Draw(image)
     draw.rectangle([0, 0, width - 1, height - 1], outline=(120, 120, 140))
-    draw.text((4, 4), f"emulated\nK'={k_prime}", fill=(40, 40, 60))
+    draw.text((4, 4), "emulated\n" + (label or f"K'={k_prime}"), fill=(40, 40, 60))
     return image
 
 
@@ -39,8 +44,10 @@ class EmulatedEngine:
         time_factor: float = 1.0,
         cache_levels: tuple[int, ...] = DEFAULT_CACHE_LEVELS,
         sleep: bool = True,
+        label: str | None = None,
     ) -> None:
         self.profile = profile
+        self.label = label  # what placeholders say instead of K′ (a model variant's name)
         self.time_factor = time_factor
         self.cache_levels = tuple(sorted(cache_levels))
         self.sleep = sleep
@@ -69,7 +76,7 @@ class EmulatedEngine:
                 item = items[i]
                 latents = {k: torch.zeros(LATENT_SHAPE) for k in self.cache_levels if k_prime < k < item.steps}
                 results[i] = GenResult(
-                    image=placeholder_image(item.width or 64, item.height or 64, k_prime),
+                    image=placeholder_image(item.width or 64, item.height or 64, k_prime, self.label),
                     latents=latents,
                     final_latent=torch.zeros(LATENT_SHAPE),
                     start_level=k_prime,

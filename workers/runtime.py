@@ -2,6 +2,9 @@
 
 The pipeline is loaded on the first task, not in a worker start-up hook (Celery kills a
 child whose init takes longer than 4 s), and then kept for the life of the process.
+
+proteus_models: the model variant this process holds (`variant_slot`, kept in step with the plan by
+workers/tasks.py) and the emulated engine of a variant (`variant_engine`).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from pathlib import Path
 
 from django.conf import settings
 
+from scheduler.model_variants import ModelVariant, VariantSlot, held_variant_profile, variant_profile
 from webapp.ledger.models import ServingConfig
 from webapp.serving.live_config import scheduler_config
 
@@ -79,6 +83,30 @@ def emulated_engine(sleep: bool = True):
     # The scheduler's profile is already in wall-clock seconds (time factor applied).
     profile = scheduler_config(ServingConfig.current()).profile
     return EmulatedEngine(profile, time_factor=1.0, cache_levels=settings.T2I_CACHE_LEVELS, sleep=sleep)
+
+
+_variant_slot = VariantSlot()
+
+
+def variant_slot() -> VariantSlot:
+    """The model variant this worker process holds (proteus_models); it starts with variant 0, the initial
+    plan's. One per process: a replaced process starts again from variant 0."""
+    return _variant_slot
+
+
+def variant_engine(variants: tuple[ModelVariant, ...], index: int):
+    """The emulated engine of a worker holding `variants[index]` (already in wall-clock seconds): it sleeps
+    that variant's L(v, b), the table the controller planned with, and captures no cache latents."""
+    from .emulated_engine import EmulatedEngine  # torch
+
+    variant = variants[index]
+    profile = held_variant_profile(variant_profile(variants), index, variant.name)
+    return EmulatedEngine(profile, time_factor=1.0, cache_levels=(), label=variant.name)
+
+
+def variant_label(variant: ModelVariant) -> str:
+    """The request's `model_label` when a model variant served it (the API answer shows it)."""
+    return f"emulated {variant.name} (model variant, quality {variant.quality:g}; no diffusion run)"
 
 
 def _share_cpu_cores() -> None:

@@ -7,22 +7,33 @@ records the batch's service time. If the batch passed the message's own row over
 new message (`publishing.claim_for_message`). A message for a row that is already claimed or
 terminal (a duplicate, a redelivery after a crash, a row that joined an earlier batch) does
 nothing.
+
+proteus_models (PROTEUS as published): before it claims, a worker follows the stored plan's model variant
+for its slot (`_hold_planned_variant`): on a switch it loads the new variant (the emulated engine sleeps the
+variant's load time × time factor, serving nothing) and relabels the rows queued for it to that variant, as
+the simulator does; it then serves each batch with the variant it holds (its latency table, no cache) and
+records the variant's index (k_served), quality and name (model_label; BatchRecord.model_variant, with the
+seconds spent loading). A worker with a real engine holds one model: it fails such rows with the reason
+(ServingConfig.clean already refuses the policy unless T2I_ENGINE=emulated).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
 import uuid
 from pathlib import Path
+from typing import NamedTuple
 
 from celery import shared_task
 from celery.signals import worker_process_init
 from django.conf import settings
 
 from scheduler.dispatch import is_hopeless
-from scheduler.policies import sheds_hopeless
+from scheduler.model_variants import ModelVariant, configured
+from scheduler.policies import MODEL_VARIANT_POLICIES, sheds_hopeless
 from scheduler.quality import QualityModel
 from webapp.cache import store as cache_store
 from webapp.cache.keys import model_key_for
@@ -32,6 +43,7 @@ from webapp.ledger.models import ACTIVE_STATES, BatchRecord, CacheScope, Generat
 from webapp.ledger.publishing import claim_for_message
 from webapp.ledger.queues import GENERATE_TASK
 from webapp.serving.live_config import recovery_for, scheduler_config
+from webapp.serving.live_policy import adoptable_plan
 
 from . import runtime
 from .heartbeat import Heartbeat
@@ -199,12 +211,76 @@ def _image_parameters(row: GenerationRequest, k_prime: int, sampler: str) -> Ima
     )
 
 
+class HeldVariant(NamedTuple):
+    """proteus_models: the model variant a batch runs with, and the seconds spent loading it just before."""
+
+    index: int
+    variants: tuple[ModelVariant, ...]
+    loaded_s: float
+
+    @property
+    def model(self) -> ModelVariant:
+        return self.variants[self.index]
+
+
+def _planned_variant(worker: int, config: ServingConfig, n_variants: int) -> int | None:
+    """The variant the stored plan assigns this worker; None without a usable plan for this cluster."""
+    plan = adoptable_plan(config.policy, settings.T2I_WORKERS)
+    if plan is None or worker >= len(plan.worker_levels) or not 0 <= plan.worker_levels[worker] < n_variants:
+        return None
+    return plan.worker_levels[worker]
+
+
+def _hold_planned_variant(worker: int, config: ServingConfig) -> HeldVariant:
+    """Follow the plan's model variant for this worker before claiming (see the module docstring). Returns the
+    variant held now and the seconds this call spent loading it (0 without a switch)."""
+    sc = scheduler_config(config)
+    variants = configured(sc.variant_quality, sc.variant_time_factor)
+    slot = runtime.variant_slot()
+    target = with_database(lambda: _planned_variant(worker, config, len(variants)), CLAIM_PATIENCE_S, "read the plan")
+    started = time.monotonic()
+    if target is not None and slot.switch_to(target, variants[target].load_s, started):
+        new = variants[target]
+        log.info("worker %d: loads model variant %s (%.2f s), serves nothing meanwhile", worker, new.name, new.load_s)
+        with_database(
+            lambda: GenerationRequest.objects.filter(worker=worker, status=Status.QUEUED).update(
+                k_served=target, quality=new.quality
+            ),
+            CLAIM_PATIENCE_S,
+            "relabel the queued rows",
+        )
+    waited = slot.wait_s(time.monotonic())
+    if not waited:
+        return HeldVariant(slot.held, variants, 0.0)
+    time.sleep(waited)  # the emulated load: this worker serves nothing meanwhile
+    return HeldVariant(slot.held, variants, time.monotonic() - started)
+
+
+def _refuse_model_variants(request_id: str, worker: int, lease_s: float, policy: str) -> str:
+    """A real engine holds one model: rows routed by a model-variant policy fail with the reason, never served
+    by that one model under another variant's name."""
+    reason = (
+        f"Failed: the policy {policy} switches workers between model variants, which only emulated workers can "
+        f"do (T2I_ENGINE=emulated); this worker's engine ({settings.T2I_ENGINE}) holds one model."
+    )
+    log.error("worker %d: %s", worker, reason)
+    claimed = claim_for_message(uuid.UUID(request_id), worker, lease_s)
+    _fail_all(list(GenerationRequest.objects.filter(pk__in=claimed)), reason)
+    return "failed: model variants need the emulated engine"
+
+
 def _record_successes(
-    rows: list[GenerationRequest], items: list, results: list, service_s: float, sampler: str
+    rows: list[GenerationRequest],
+    items: list,
+    results: list,
+    service_s: float,
+    sampler: str,
+    held: HeldVariant | None = None,
 ) -> None:
-    """Save each image and end its row `succeeded` with the K′ it actually ran at. A row cancelled while its
-    batch ran gets no image: skipped here, or its files removed if it was cancelled during the save."""
-    label = runtime.model_label(settings.T2I_MODEL_PATH)
+    """Save each image and end its row `succeeded` with the K′ it actually ran at (for proteus_models: the
+    variant that served it, its quality and name). A row cancelled while its batch ran gets no image: skipped
+    here, or its files removed if it was cancelled during the save."""
+    label = runtime.model_label(settings.T2I_MODEL_PATH) if held is None else runtime.variant_label(held.model)
     active = set(
         GenerationRequest.objects.filter(pk__in=[r.pk for r in rows], status__in=ACTIVE_STATES).values_list(
             "pk", flat=True
@@ -215,7 +291,10 @@ def _record_successes(
         if row.pk not in active or result is None:  # None: the engine dropped it from the batch (it ended)
             continue
         k_prime = item.start_level
-        image_name, thumb_name = save_image(row.id, result.image, _image_parameters(row, k_prime, sampler))
+        params = _image_parameters(row, k_prime, sampler)
+        if held is not None:
+            k_prime, params = held.index, dataclasses.replace(params, model=held.model.name, k_served=held.index)
+        image_name, thumb_name = save_image(row.id, result.image, params)
         fields = dict(
             image=image_name,
             thumbnail=thumb_name,
@@ -225,7 +304,9 @@ def _record_successes(
             service_seconds=service_s,
             measured_adherence=score,
         )
-        if k_prime != row.k_served:  # neighbour's level evicted since routing
+        if held is not None:  # the variant held when the batch ran (the plan may have switched it)
+            fields["quality"] = held.model.quality
+        elif k_prime != row.k_served:  # neighbour's level evicted since routing
             fields["quality"] = QUALITY.q(row.similarity, k_prime) if k_prime else 1.0
         if not transitions.succeed(row.id, **fields):
             delete_image(image_name, thumb_name)
@@ -247,10 +328,12 @@ def _adherence_scores(rows: list[GenerationRequest], results: list) -> list[floa
         return [None] * len(rows)
 
 
-def _time_limits(rows: list[GenerationRequest], config: ServingConfig) -> TimeLimits:
+def _time_limits(rows: list[GenerationRequest], config: ServingConfig, profile_s: float | None = None) -> TimeLimits:
+    """`profile_s`: the expected service time when the K′ profile does not give it (a model variant's)."""
     sc = scheduler_config(config)
     k_prime, batch = rows[0].k_served or 0, len(rows)
-    profile_s = sc.profile.latency(k_prime, batch) if k_prime in sc.levels else 0.0
+    if profile_s is None:
+        profile_s = sc.profile.latency(k_prime, batch) if k_prime in sc.levels else 0.0
     slowest = _recent_service_s(k_prime, batch)
     scale = (rows[0].width * rows[0].height) / max(1, config.default_size**2) * rows[0].steps / config.default_steps
     return limits_for(max([profile_s, *slowest]), settings.T2I_TASK_TIME_LIMIT_FLOOR_S, scale)
@@ -261,6 +344,11 @@ def generate(request_id: str) -> str:
     worker = runtime.worker_index()
     config = with_database(ServingConfig.current, CLAIM_PATIENCE_S, "read the serving configuration")
     lease_s = recovery_for(config).lease_s
+    held = None
+    if config.policy in MODEL_VARIANT_POLICIES:
+        if settings.T2I_ENGINE != "emulated":
+            return _refuse_model_variants(request_id, worker, lease_s, config.policy)
+        held = _hold_planned_variant(worker, config)
     claimed = with_database(
         lambda: claim_for_message(uuid.UUID(request_id), worker, lease_s), CLAIM_PATIENCE_S, "claim a batch"
     )
@@ -270,7 +358,8 @@ def generate(request_id: str) -> str:
     if not rows:
         return "shed: no claimed request could meet its deadline"
     claimed = [row.id for row in rows]
-    limits = _time_limits(rows, config)
+    engine = runtime.engine() if held is None else runtime.variant_engine(held.variants, held.index)
+    limits = _time_limits(rows, config, None if held is None else engine.service_seconds(0, len(rows)))
     timed_out = (
         f"Failed: the batch ran past its time limit of {{:.0f}} s (expected about {limits.soft_s / 4:.1f} s); "
         "the worker was reset."
@@ -279,8 +368,7 @@ def generate(request_id: str) -> str:
     with LeaseKeeper(claimed, lease_s, worker) as keeper, StepReporter(claimed, keeper.stop_if_lost) as reporter:
         try:
             with BatchTimeLimit(limits, on_hard=lambda: _fail_all(rows, timed_out.format(limits.hard_s))):
-                engine = runtime.engine()
-                items = _items_for(rows)
+                items = _items_for(rows)  # a model-variant row has no cache neighbour: a full generation
                 reporter.to_rgb = getattr(engine, "latent_rgb", None)  # live previews, where the engine has latents
                 previews = {"on_latent": reporter.preview} if reporter.to_rgb else {}
                 started = time.perf_counter()
@@ -301,9 +389,12 @@ def generate(request_id: str) -> str:
             return "failed"
         # Grow the cache before reporting success: a client that resubmits a similar prompt
         # after seeing "succeeded" finds this one cached.
-        with_database(lambda: _grow_cache(rows, results, config), RESULT_PATIENCE_S, "grow the cache")
+        if held is None:  # model variants fill no approximate cache
+            with_database(lambda: _grow_cache(rows, results, config), RESULT_PATIENCE_S, "grow the cache")
         with_database(
-            lambda: _record_successes(rows, items, results, service_s, sampler), RESULT_PATIENCE_S, "record the results"
+            lambda: _record_successes(rows, items, results, service_s, sampler, held),
+            RESULT_PATIENCE_S,
+            "record the results",
         )
     dropped = [row.id for row, result in zip(rows, results) if result is None]
     if dropped:  # its time is not that of a batch of len(rows): no BatchRecord, which shedding and limits read
@@ -311,11 +402,13 @@ def generate(request_id: str) -> str:
         return f"done: batch of {len(rows)}, {len(dropped)} dropped (cancelled)"
     BatchRecord.objects.create(
         worker=worker,
-        k_prime=max(item.start_level for item in items),
+        k_prime=max(item.start_level for item in items) if held is None else held.index,
         batch_size=len(rows),
         service_seconds=service_s,
         engine=settings.T2I_ENGINE,
         plan_version=rows[0].plan_version,
+        model_variant="" if held is None else held.model.name,
+        load_seconds=None if held is None else held.loaded_s,
     )
     return f"done: batch of {len(rows)}"
 

@@ -13,7 +13,7 @@ from django.urls import reverse
 from django.utils import timezone
 from pgvector.django import VectorField
 
-from scheduler.policies import LIVE_POLICY_NAMES, POLICY_LABELS
+from scheduler.policies import LIVE_POLICY_NAMES, MODEL_VARIANT_POLICIES, POLICY_LABELS
 from webapp.singleton import SingletonModel
 
 SEED_MAX = 2**32 - 1  # torch.Generator.manual_seed accepts any 64-bit value; keep it portable
@@ -342,6 +342,7 @@ class ServingConfig(SingletonModel):
         if not self.min_steps <= self.default_steps <= self.max_steps:
             raise ValidationError({"default_steps": "Default steps must lie between min and max."})
         self._clean_scheduling()
+        self._clean_model_variants()
         for check in self.EXTRA_CHECKS:
             check(self)
 
@@ -391,6 +392,28 @@ class ServingConfig(SingletonModel):
                         f"cluster has {settings.T2I_WORKERS}."
                     }
                 )
+
+    def _clean_model_variants(self) -> None:
+        """proteus_models switches workers between model variants (SDXL, SD 1.5, SD-Turbo, …): only emulated
+        workers can (they sleep each variant's latency and load time); a real engine holds one model, so the
+        policy is refused here rather than served by that one model under other names."""
+        if self.policy not in MODEL_VARIANT_POLICIES:
+            return
+        if settings.T2I_ENGINE != "emulated":
+            raise ValidationError(
+                {
+                    "policy": f"{self.policy} switches workers between model variants, which only emulated "
+                    f"workers can do (T2I_ENGINE=emulated); this deployment's engine ({settings.T2I_ENGINE}) "
+                    "holds one model. Choose another policy."
+                }
+            )
+        if self.manual_layout.strip():
+            raise ValidationError(
+                {
+                    "manual_layout": f"A manual layout pins K′ levels; {self.policy} chooses a model variant "
+                    "per worker by its MILP. Clear the layout to use it."
+                }
+            )
 
     @classmethod
     def initial_values(cls) -> dict:
@@ -457,3 +480,9 @@ class BatchRecord(models.Model):
     service_seconds = models.FloatField()
     engine = models.CharField(max_length=32)
     plan_version = models.PositiveIntegerField(null=True, blank=True)
+    # proteus_models: the model variant that ran the batch (k_prime is its index) and the seconds the worker
+    # spent loading it just before (the plan had switched it; it served nothing meanwhile). Blank/null otherwise.
+    model_variant = models.CharField(max_length=32, blank=True, default="")
+    load_seconds = models.FloatField(
+        null=True, blank=True, help_text="Seconds spent loading the model variant before this batch."
+    )

@@ -26,7 +26,7 @@ from django.db.models import Count
 from scheduler.demand import DemandEstimate, DemandEstimator, estimator_for
 from scheduler.interface import SchedulerConfig
 from scheduler.planner import Plan, PlanStatus
-from scheduler.policies import Policy, make_policy
+from scheduler.policies import MODEL_VARIANT_POLICIES, Policy, make_policy
 from webapp.ledger.models import AllocationPlan, GenerationRequest, PlanRecordStatus, ServingConfig, Status
 
 from .live_config import config_key, scheduler_config
@@ -79,7 +79,8 @@ def run_controller(now: datetime | None = None) -> AllocationPlan:
         _rebuild_if_config_changed(state, config, sc, now)
         estimate, inputs = _estimate_demand(state, sc, now)
         inputs["manual_layout"] = config.layout_list
-        if config.layout_list is not None:
+        # A manual layout pins K′ levels; ServingConfig.clean refuses one for a model-variant policy.
+        if config.layout_list is not None and config.policy not in MODEL_VARIANT_POLICIES:
             plan = manual_plan(config.layout_list, sc, config.policy)
             state.policy.set_plan(plan)
             return _record(config.policy, PlanRecordStatus.MANUAL, "Manual K layout from the admin.", plan, inputs)

@@ -96,6 +96,7 @@ def scheduler_config(config: ServingConfig) -> SchedulerConfig:
         util_target=config.util_target,
         load_threshold=config.load_threshold,
         admission=config.admission,
+        variant_time_factor=time_factor,  # proteus_models: its variants on the emulated workers' clock
         # Give the solver a cap so a hard solve ends in time; the controller still discards a slow one.
         plan_time_limit_s=max(0.1, settings.T2I_SLOW_SOLVE_FRACTION * config.controller_period_s),
     )

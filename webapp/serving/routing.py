@@ -5,6 +5,9 @@ neighbour among the entries the cache scope lets this owner reuse (ServingConfig
 its tenant's, or none), lets the active policy's predictor decide K* (the one K* rule, NIRVANA's thresholds
 capped at the levels held), and asks the policy (scheduler/, the same objects the simulator runs) for a
 worker, K′ and batch limit given the live queues. A request with no neighbour runs at K′ = 0.
+
+proteus_models (PROTEUS as published) has no cache: no lookup, K′ is the model variant of the worker it
+chose, the quality that variant's, and no admission rule (as in the simulator: it queues).
 """
 
 from __future__ import annotations
@@ -14,8 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from scheduler.admission import admit
+from scheduler.admission import Admission, admit
 from scheduler.interface import RequestView
+from scheduler.policies import MODEL_VARIANT_POLICIES
 from webapp.cache import store as cache_store
 from webapp.cache.keys import model_key_for
 from webapp.cache.tenants import lookup_tenants
@@ -50,7 +54,7 @@ def find_neighbour(
     config: ServingConfig, owner, prompt: str, embedding: np.ndarray, *, steps: int, width: int, height: int
 ) -> tuple | None:
     """(nearest cache entry this owner may reuse, its similarity), or None: the pgvector part of routing."""
-    if config.cache_scope == CacheScope.OFF:
+    if config.cache_scope == CacheScope.OFF or config.policy in MODEL_VARIANT_POLICIES:
         return None
     return cache_store.nearest(
         cache_store.query_vector(prompt, embedding),
@@ -77,7 +81,9 @@ def route_request(
     found=_LOOK_UP,
 ) -> Routing:
     """The routing decision; `found` is find_neighbour's answer when the caller looked it up already."""
-    if found is _LOOK_UP:
+    if config.policy in MODEL_VARIANT_POLICIES:
+        found = None  # model variants: no approximate cache
+    elif found is _LOOK_UP:
         found = find_neighbour(config, owner, prompt, embedding, steps=steps, width=width, height=height)
     neighbor, similarity = found if found else (None, None)
     same_owner = neighbor is not None and neighbor.creator_id is not None and neighbor.creator_id == owner.pk
@@ -95,16 +101,19 @@ def route_request(
     cluster = cluster_view(policy, arrival, live_workers())
     decision = policy.dispatch(request, cluster, arrival)
     maybe_request_replan(policy, arrival)
-    verdict = admit(
-        policy.config.admission,
-        arrival,
-        deadline,
-        decision.worker_index,
-        decision.k_prime if neighbor else 0,
-        levels_held,
-        cluster,
-        policy.config.profile.latency,
-    )
+    if getattr(policy, "serves_models", False):  # K′: the chosen worker's model variant
+        verdict = Admission(True, decision.worker_index, decision.k_prime)
+    else:
+        verdict = admit(
+            policy.config.admission,
+            arrival,
+            deadline,
+            decision.worker_index,
+            decision.k_prime if neighbor else 0,
+            levels_held,
+            cluster,
+            policy.config.profile.latency,
+        )
     k_prime = verdict.k_prime
     batch_limit = 1 if verdict.degraded else max(1, decision.batch_size)
     quality = policy.quality(similarity, k_prime)

@@ -4,8 +4,10 @@
 turns them into a rate. The estimate is **fast up, slow down**: max(last window's rate, EWMA), with the
 EWMA weight `alpha` on the newest window. A rising burst is planned for at once (the lesson of the
 prototype: a slow EWMA multiplied SLO violations 5–25×); a fading one is forgotten gradually so a short lull
-does not strip capacity. It also keeps, per class, the mean expected quality at each level from the
-similarities actually seen, which is what the planner trades off.
+does not strip capacity. That max is taken per class, so class noise inflates the total it plans for; mode
+"total" takes it on the total rate instead and splits it by a slowly moving class mix (an explored option:
+docs/results.md, "Light load"; not the default). It also keeps, per class, the mean expected quality at
+each level from the similarities actually seen, which is what the planner trades off.
 
 `DemandEstimate.with_backlog` adds the requests already queued (per class) as extra rate to drain within a
 horizon (default two controller periods): an estimate made during a burst otherwise ignores the queue the
@@ -74,7 +76,8 @@ def default_class_quality(levels: list[int] | tuple[int, ...], qm: QualityModel)
     return qm.q_matrix(s, list(levels))
 
 
-ESTIMATE_MODES: tuple[str, ...] = ("max", "last", "ewma")
+MIX_DECAY = 0.8  # per window: the mix remembers ~5 windows (50 s at the default period)
+ESTIMATE_MODES: tuple[str, ...] = ("max", "last", "ewma", "total")
 
 
 @dataclass
@@ -83,7 +86,7 @@ class DemandEstimator:
     quality_model: QualityModel = field(default_factory=QualityModel)
     alpha: float = 0.5
     start: float = 0.0
-    mode: str = "max"  # the estimate: "max" (of the last window and the EWMA), "last" window, or "ewma"
+    mode: str = "max"  # "max" (of the last window and the EWMA, per class), "last" window, "ewma" or "total"
     trend_beta: float = 0.0  # Holt's trend smoothing (0: the EWMA alone)
     horizon_s: float = 0.0  # with a trend: plan for the rate this far ahead (a rising trend only)
     min_window_s: float = 0.0  # a shorter window (an event-triggered re-plan) borrows from the one before
@@ -111,6 +114,8 @@ class DemandEstimator:
         self._previous: tuple[np.ndarray, float] = (np.zeros(n), 0.0)
         self._pc = [0] * n  # per-window counts, plain lists (observe is per request)
         self._pq = [[0.0] * n for _ in range(n)]
+        self._mix = np.full(n, 1.0 / n)  # the class mix, remembered longer than the rate (mode "total")
+        self._mix_weight = 0.0
 
     def observe(self, k_star: int, q_row: np.ndarray | None = None) -> None:
         """Record one arrival of class k_star; q_row = its Q at each level (optional)."""
@@ -140,6 +145,7 @@ class DemandEstimator:
         else:
             self._ewma = self.alpha * rate + (1.0 - self.alpha) * self._ewma
         self._last = rate
+        self._update_mix(self._counts)
         # Per-class quality: running mean weighted by counts, decayed like the EWMA.
         has = self._counts > 0
         if has.any():
@@ -158,6 +164,16 @@ class DemandEstimator:
         self._window_start = now
         return self.estimate(now)
 
+    def _update_mix(self, counts: np.ndarray) -> None:
+        """The share of each class, a count-weighted mean whose memory decays by MIX_DECAY per window: the
+        mix moves slowly while the rate can jump, and a handful of arrivals does not redraw it."""
+        n = float(counts.sum())
+        if n <= 0:
+            return
+        old = MIX_DECAY * self._mix_weight
+        self._mix = (old * self._mix + counts) / (old + n)
+        self._mix_weight = old + n
+
     def _window_rate(self, counts: np.ndarray, span: float) -> np.ndarray:
         """Arrivals per second over the window just closed; a window shorter than `min_window_s` (a re-plan
         between periods) is topped up with the matching share of the previous window, so a handful of
@@ -174,6 +190,8 @@ class DemandEstimator:
         ahead = self._ewma + np.maximum(self._trend, 0.0) * self.horizon_s if self.trend_beta > 0 else self._ewma
         if self.mode == "last":
             rates = self._last
+        elif self.mode == "total":  # fast up, slow down on the total; the long-memory mix splits it
+            rates = max(float(ahead.sum()), float(self._last.sum())) * self._mix
         elif self.mode == "ewma":
             rates = ahead
         else:

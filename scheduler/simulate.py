@@ -116,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--demand-estimate",
         choices=ESTIMATE_MODES,
         default="max",
-        help="what every controller plans for: max(last window, EWMA), the last window, or the EWMA",
+        help="what every controller plans for: max(last window, EWMA) per class, the last window, the EWMA, or "
+        "total (that max on the total rate, split by a slowly moving class mix)",
     )
     p.add_argument("--trend-beta", type=float, default=0.0, help="Holt's trend on the demand (0: off)")
     p.add_argument(

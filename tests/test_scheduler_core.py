@@ -91,6 +91,22 @@ def test_demand_estimator_fast_up_slow_down():
     assert np.array(e3.quality).shape == (6, 6)
 
 
+def test_demand_estimate_total_mode_plans_the_total_not_the_sum_of_class_maxima():
+    """Two classes whose counts swap between windows: per class, max(last, EWMA) plans more than ever
+    arrived; mode "total" plans the total that arrived, split by the long-memory mix."""
+    per_class, total = DemandEstimator(LEVELS, alpha=0.5), DemandEstimator(LEVELS, alpha=0.5, mode="total")
+    for t, (a, b) in enumerate([(30, 10), (10, 30), (30, 10)], start=1):
+        for est in (per_class, total):
+            for k, n in ((0, a), (25, b)):
+                for _ in range(n):
+                    est.observe(k)
+            est.roll(10.0 * t)
+    planned_max, planned_total = per_class.estimate(30.0), total.estimate(30.0)
+    assert planned_max.total == pytest.approx(4.5)  # 40 arrivals per 10 s, planned as 3.0 + 1.5
+    assert planned_total.total == pytest.approx(4.0)
+    assert planned_total.rates[0] > planned_total.rates[-1] > 0  # mix: class 0 had 70 of 120
+
+
 def test_trace_loading_and_scaling(tmp_path):
     a = tmp_path / "a.txt"
     a.write_text("1000,1,300\n3000,1,300\n2000,1,300\n")

@@ -177,3 +177,94 @@ def test_status_get_of_a_finished_request_is_one_query(api, user):
 def test_someone_elses_request_is_still_a_404(api, other_user):
     row = make_request(other_user)
     assert api.get(f"/api/v1/generations/{row.id}/").status_code == 404
+
+
+# --- responses built without rebuilding the serializer's fields -----------------------------------------
+@pytest.mark.django_db
+@pytest.mark.parametrize("live", [False, True])
+def test_the_response_body_is_exactly_what_drf_builds_from_its_own_fields(user, live, monkeypatch):
+    import types
+
+    from rest_framework import serializers as drf
+    from rest_framework.test import APIRequestFactory
+
+    from webapp.api.serializers import GenerationSerializer
+
+    now = timezone.now()
+    rows = [
+        make_request(user),
+        make_request(user, worker=0, priority="batch", idempotency_key="k1", negative_prompt="blurry"),
+        make_request(user, status=Status.RUNNING, worker=1, started_at=now, k_star=10, k_served=5, similarity=0.8),
+        make_request(
+            user,
+            status=Status.SUCCEEDED,
+            started_at=now,
+            finished_at=now + timedelta(seconds=3),
+            image="images/x.png",
+            thumbnail="thumbs/x.png",
+            cache_neighbor_id=3,
+            cache_neighbor_prompt="mine",
+            cache_neighbor_same_owner=True,
+            similarity=0.9,
+            quality=0.97,
+            measured_adherence=0.31,
+            favourite=True,
+        ),
+        make_request(user, status=Status.FAILED, error="boom", finished_at=now, attempts=2),
+        make_request(user, status=Status.CANCELLED, finished_at=now),
+    ]
+    # The clock stands still, so the times since creation and the ETAs are equal in both bodies.
+    frozen = timezone.now()
+    monkeypatch.setattr("webapp.api.progress_fields.timezone", types.SimpleNamespace(now=lambda: frozen))
+    monkeypatch.setattr("webapp.serving.request_progress.time", types.SimpleNamespace(time=frozen.timestamp))
+    request = APIRequestFactory().get("/api/v1/generations/")
+    for row in rows:
+        fast = GenerationSerializer(row, context={"request": request, "live": live})
+        drf_own = GenerationSerializer(row, context={"request": request, "live": live})
+        expected = drf.ModelSerializer.to_representation(drf_own, row)  # DRF's loop over freshly built fields
+        assert fast.data == expected
+        assert list(fast.data) == list(expected)  # the same keys in the same order
+    many = GenerationSerializer(rows, many=True, context={"request": request, "live": live}).data
+    assert [dict(body) for body in many] == [
+        drf.ModelSerializer.to_representation(GenerationSerializer(r, context={"request": request, "live": live}), r)
+        for r in rows
+    ]
+
+
+# --- one Redis call per throttle check -----------------------------------------------------------------
+@pytest.mark.django_db
+def test_the_read_rate_is_per_user_and_its_retry_after_is_drfs(api, user, other_user, embedded_services, monkeypatch):
+    from django.core.cache import cache
+
+    from webapp.api.throttling import ReadThrottle
+
+    cache.clear()
+    monkeypatch.setattr(ReadThrottle, "THROTTLE_RATES", {"read": "3/min"})
+    answers = [api.get("/api/v1/generations/").status_code for _ in range(4)]
+    assert answers == [200, 200, 200, 429]
+    refused = api.get("/api/v1/generations/")
+    # DRF's formula: what is left of the oldest request's minute over the one request that will be allowed.
+    assert refused.status_code == 429 and 55 <= int(refused["Retry-After"]) <= 60
+    assert "Expected available in" in refused.json()["detail"]
+    assert _client(AuthToken.objects.create(user=other_user)[1]).get("/api/v1/generations/").status_code == 200
+
+
+# --- the default priority, remembered with the token ----------------------------------------------------
+@pytest.mark.django_db
+def test_the_default_priority_is_remembered_and_a_group_change_applies_at_once(
+    api, user, embedded_services, django_capture_on_commit_callbacks
+):
+    from django.contrib.auth.models import Group
+
+    from webapp.ledger.models import BATCH_USERS_GROUP
+
+    def submit(prompt: str):
+        with django_capture_on_commit_callbacks(execute=True):
+            return api.post("/api/v1/generations/", {"prompt": prompt}, format="json")
+
+    assert submit("a lighthouse at dusk").data["priority"] == "interactive"
+    with CaptureQueriesContext(connection) as queries:
+        assert submit("a lighthouse at dawn").data["priority"] == "interactive"
+    assert not any("auth_group" in q["sql"] for q in queries.captured_queries)  # remembered
+    user.groups.add(Group.objects.get_or_create(name=BATCH_USERS_GROUP)[0])
+    assert submit("a lighthouse at noon").data["priority"] == "batch"

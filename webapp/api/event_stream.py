@@ -25,7 +25,7 @@ from rest_framework.views import APIView
 from .gallery import owned_rows
 from .openapi import errors
 from .serializers import GenerationSerializer
-from .views import ReadThrottle
+from .throttling import ReadThrottle
 
 TICK_S = 0.5
 STREAM_S = 30.0

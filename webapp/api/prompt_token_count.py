@@ -14,7 +14,7 @@ from rest_framework.views import APIView
 
 from webapp.serving.prompt_tokens import count_tokens
 
-from .views import ReadThrottle
+from .throttling import ReadThrottle
 
 
 class PromptTextSerializer(serializers.Serializer):

@@ -7,11 +7,9 @@ import logging
 from django.http import FileResponse, Http404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from redis import RedisError
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
-from rest_framework.throttling import UserRateThrottle
 
 from webapp.cache.latent_storage import storage_errors
 from webapp.ledger import transitions
@@ -24,29 +22,10 @@ from .etags import body_etag, client_has
 from .gallery import InvalidFilter, delete_requests, owned_rows, parse_filter, set_favourite
 from .openapi import errors, example
 from .serializers import GenerationCreateSerializer, GenerationSerializer
+from .throttling import ReadThrottle, SubmitThrottle
 
 IN_FLIGHT_RETRY_AFTER_S = 5  # the cap frees up as soon as one of the user's requests ends
 log = logging.getLogger(__name__)
-
-
-class SharedRateThrottle(UserRateThrottle):
-    """A per-user rate counted in the shared cache (Redis), so it holds across web processes. If that cache
-    is unreachable the request is let through: submit then answers 503 for the broker anyway."""
-
-    def allow_request(self, request, view) -> bool:
-        try:
-            return super().allow_request(request, view)
-        except RedisError:
-            log.warning("throttle cache unreachable; not throttling this request", exc_info=True)
-            return True
-
-
-class SubmitThrottle(SharedRateThrottle):
-    scope = "submit"
-
-
-class ReadThrottle(SharedRateThrottle):
-    scope = "read"
 
 
 class FavouriteSerializer(serializers.Serializer):
@@ -61,7 +40,8 @@ class GenerationViewSet(
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # schema generation (and `check --deploy`): no user
             return GenerationRequest.objects.none()
-        return owned_rows(self.request.user)  # never another user's, never a deleted one
+        # Never another user's, never a deleted one; not the 384-float embedding, which no answer shows.
+        return owned_rows(self.request.user).defer("embedding")
 
     def get_throttles(self):
         return [SubmitThrottle()] if self.action == "create" else [ReadThrottle()]

@@ -8,8 +8,11 @@ thread, a different prompt per request):
 * load: C clients POST back to back for a fixed time: accepted/s, POST latency percentiles, the answers
   by status, the CPU the web processes used per accepted request (from /proc), and how busy the whole
   machine was meanwhile;
-* reads: C clients GET the status of the requests accepted under load for a fixed time: GET/s, and the
-  POST → worker start of those rows (under load: it includes their queue wait).
+* reads: C clients GET the status of the requests accepted under load for a fixed time: GET/s, the web
+  processes' CPU per GET, and the POST → worker start of those rows (under load: it includes their queue wait).
+
+The client is Python threads on the same machine: its own CPU in each phase is reported (in % of one core), since on
+a small machine it competes with the stack it measures.
 """
 
 from __future__ import annotations
@@ -211,6 +214,9 @@ class Results:
     read_seconds: float = 0.0
     read_latency: list[float] = field(default_factory=list)
     read_codes: Counter = field(default_factory=Counter)
+    read_web_cpu_s: float = 0.0
+    client_cpu_load_s: float = 0.0  # this benchmark's own CPU (its client threads) in each phase
+    client_cpu_read_s: float = 0.0
     load_start: dict[str, float] = field(default_factory=dict)  # id → created_at → started_at
 
     @property
@@ -232,10 +238,13 @@ class Results:
             "not accepted": sum(n for code, n in self.load_codes.items() if code != 202),
             "web CPU per accepted (ms)": self.web_cpu_s / accepted * ms,
             "machine busy (%)": 100 * self.machine_busy_s / max(self.machine_total_s, 1e-9),
+            "client CPU, load (% core)": 100 * self.client_cpu_load_s / max(self.load_seconds, 1e-9),
             "load POST→start p50 (ms)": percentile(load_start, 50) * ms,
             "load POST→start p99 (ms)": percentile(load_start, 99) * ms,
             "status GET/s": self.read_codes.get(200, 0) / max(self.read_seconds, 1e-9),
             "status GET p99 (ms)": percentile(self.read_latency, 99) * ms,
+            "web CPU per GET (ms)": self.read_web_cpu_s / max(1, self.read_codes.get(200, 0)) * ms,
+            "client CPU, reads (% core)": 100 * self.client_cpu_read_s / max(self.read_seconds, 1e-9),
         }
 
 
@@ -294,15 +303,19 @@ def load_phase(
                     results.accepted_ids.append(body["id"])
 
     pids = process_tree(web_root) if web_root else []
-    cpu0, (busy0, total0) = cpu_seconds(pids), machine_busy()
+    cpu0, (busy0, total0), client0 = cpu_seconds(pids), machine_busy(), time.process_time()
     results.load_seconds = _run_clients(n_clients, duration_s, work)
     results.web_cpu_s = cpu_seconds(pids) - cpu0
+    results.client_cpu_load_s = time.process_time() - client0
     busy1, total1 = machine_busy()
     results.machine_busy_s, results.machine_total_s = busy1 - busy0, total1 - total0
 
 
-def read_phase(base_url: str, token: str, n_clients: int, duration_s: float, results: Results) -> None:
-    """C clients GET the status of random accepted requests; the rows' timestamps are kept."""
+def read_phase(
+    base_url: str, token: str, n_clients: int, duration_s: float, results: Results, web_root: int | None = None
+) -> None:
+    """C clients GET the status of random accepted requests; the rows' timestamps are kept, and the CPU the
+    web processes and this client used."""
     if not results.accepted_ids:
         return
     lock = threading.Lock()
@@ -322,4 +335,8 @@ def read_phase(base_url: str, token: str, n_clients: int, duration_s: float, res
                 if delay is not None:
                     results.load_start[request_id] = delay
 
+    pids = process_tree(web_root) if web_root else []
+    cpu0, client0 = cpu_seconds(pids), time.process_time()
     results.read_seconds = _run_clients(n_clients, duration_s, work)
+    results.read_web_cpu_s = cpu_seconds(pids) - cpu0
+    results.client_cpu_read_s = time.process_time() - client0

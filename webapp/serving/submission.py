@@ -86,10 +86,17 @@ class Submission:
 
 def default_priority(owner) -> str:
     """A user's class when a request does not name one: `batch` for members of the Django group
-    `batch-users` (created by migration; add users to it in the admin), `interactive` otherwise."""
-    if owner.groups.filter(name=BATCH_USERS_GROUP).exists():
-        return Priority.BATCH
-    return Priority.INTERACTIVE
+    `batch-users` (created by migration; add users to it in the admin), `interactive` otherwise.
+    Kept in the user's `remembered_facts` when the API's cached token lookup gave it one (webapp/api/auth.py:
+    forgotten with that lookup, at once when a user or a group changes in this process)."""
+    remembered = getattr(owner, "remembered_facts", None)
+    if remembered is not None and "default_priority" in remembered:
+        return remembered["default_priority"]
+    batch = owner.groups.filter(name=BATCH_USERS_GROUP).exists()
+    priority = Priority.BATCH if batch else Priority.INTERACTIVE
+    if remembered is not None:
+        remembered["default_priority"] = priority
+    return priority
 
 
 def existing_for_key(owner, key: str | None) -> GenerationRequest | None:

@@ -6,7 +6,8 @@
     python manage.py bench_submit --url http://127.0.0.1:8000 --token $TOKEN
 
 Prints one column per stack: POST → worker start on an idle stack, accepted/s and POST latency under
-load, the web processes' CPU per accepted request, how busy the machine was, status GETs per second.
+load, the web processes' CPU per accepted request and per GET, how busy the machine was and how much of it
+this client took, status GETs per second.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ class Command(BaseCommand):
         self.stderr.write(f"  load: {opts['clients']} clients for {opts['duration']:g} s")
         load_phase(url, token, opts["clients"], opts["duration"], web_pid, results, salt)
         self.stderr.write(f"  reads: {opts['clients']} clients for {opts['read_duration']:g} s")
-        read_phase(url, token, opts["clients"], opts["read_duration"], results)
+        read_phase(url, token, opts["clients"], opts["read_duration"], results, web_pid)
         return results
 
 

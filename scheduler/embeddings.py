@@ -36,6 +36,12 @@ def _model():
     return _MODEL
 
 
+def sentence_model():
+    """The packaged sentence-transformers model itself (tokenizer and transformer), loaded once per process:
+    what scheduler.onnx_embedder exports."""
+    return _model()
+
+
 def is_loaded() -> bool:
     """Whether this process has loaded the model already (cheap: no loading, no lock). The web
     process's readiness check (`/readyz`) waits for its start-up warm-up to get here."""

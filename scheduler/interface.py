@@ -118,6 +118,7 @@ class SchedulerConfig:
     event_replan: bool = True  # re-solve between periods when arrivals depart from the plan's demand ...
     replan_threshold: float = 0.3  # ... by more than this fraction ...
     replan_min_gap_s: float = 2.0  # ... with at least this long between solves
+    pressure_replan: bool = False  # ... or when a request's plan level has a queue it cannot drain by the deadline
     shed_hopeless: bool = True  # prompt_aware's runner drops queued requests that can no longer meet their deadline
     shed_baselines: bool = False  # sensitivity: the baselines shed too
     admission: str = "queue"  # at arrival, for every policy: "queue", "degrade" or "shed" (scheduler/admission.py)
@@ -163,6 +164,7 @@ class SchedulerConfig:
             "event_replan": self.event_replan,
             "replan_threshold": self.replan_threshold,
             "replan_min_gap_s": self.replan_min_gap_s,
+            "pressure_replan": self.pressure_replan,
             "shed_hopeless": self.shed_hopeless,
             "shed_baselines": self.shed_baselines,
             "admission": self.admission,

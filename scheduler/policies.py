@@ -197,13 +197,14 @@ class PromptAware(Policy):
 
     def __init__(self, config: SchedulerConfig, seed: int = 0) -> None:
         self._planned_at, self._arrivals_since_plan = 0.0, 0  # for the event trigger; set_plan reads them
+        self._pressure = False  # since the last solve, a plan level's queue could not make a deadline
         super().__init__(config, seed)
         self.ranks = SimilarityRanks(len(self.levels))
         self._all_workers = list(range(config.n_workers))
         self._budget_s, self._budget_t = 0.0, 0.0  # spare worker-seconds for upgrades, and when counted
 
     def plan(self, now: float, demand: DemandEstimate | None) -> Plan:
-        self._planned_at, self._arrivals_since_plan = now, 0
+        self._planned_at, self._arrivals_since_plan, self._pressure = now, 0, False
         return self._solve(demand, prompt_aware=True)
 
     def set_plan(self, plan: Plan) -> None:
@@ -212,12 +213,14 @@ class PromptAware(Policy):
         spare = len(plan.worker_levels) - sum(u * n for u, n in zip(plan.utilisation, plan.workers_per_level))
         self._spare = max(0.0, spare) if plan.served_rate >= plan.demand_rate * (1.0 - 1e-6) else 0.0
         if plan.time > self._planned_at:  # adopted from storage (live)
-            self._planned_at, self._arrivals_since_plan = plan.time, 0
+            self._planned_at, self._arrivals_since_plan, self._pressure = plan.time, 0, False
 
     def replan_due(self, now: float, arrivals: int | None = None) -> bool:
         """Event trigger: the arrival rate since the last solve departs from the plan's demand by more than
         `replan_threshold` (a burst the period has not seen yet, or a lull that frees capacity for quality),
-        and `replan_min_gap_s` has passed. The runner then re-solves at once; the period stays a floor.
+        and `replan_min_gap_s` has passed; with `pressure_replan`, also when a request since the last solve found
+        its plan level's queue too long to meet its deadline. The runner then re-solves at once; the period
+        stays a floor.
         `arrivals` since the plan: counted here from dispatch unless the runner knows better (the live
         system counts the ledger's rows, since each web process sees only its share)."""
         if not self.config.event_replan:
@@ -225,6 +228,8 @@ class PromptAware(Policy):
         elapsed = now - self._planned_at
         if elapsed < self.config.replan_min_gap_s:
             return False
+        if self._pressure and self.config.pressure_replan:
+            return True
         planned = self.current.demand_rate
         observed = (self._arrivals_since_plan if arrivals is None else arrivals) / elapsed
         if self._planned_at <= 0.0:  # before the first solve only a burst counts: a lull has nothing to free
@@ -278,6 +283,7 @@ class PromptAware(Policy):
         w, b, backlog = route_and_batch(ws, cluster, now, self.caps[k] if kp == k else 1, self.config.load_threshold)
         if now + backlog + self.lat1[kp] <= req.deadline or not self.config.deadline_redirect:
             return Decision(w, kp, b, False)
+        self._pressure = True  # the plan's level has more queued than it can drain in time
         return self._redirect(req, cluster, now, k, w, kp, b, backlog)
 
     def _loss_key(self, req: RequestView, lv: int) -> tuple[float, int]:

@@ -104,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-similarity-rank", action="store_true", help="ablation: sample the K→K′ fractions at random")
     p.add_argument("--no-upgrade", action="store_true", help="ablation: never serve better than the plan's level")
     p.add_argument("--no-event-replan", action="store_true", help="ablation: re-plan only every --period")
+    p.add_argument(
+        "--pressure-replan",
+        action="store_true",
+        help="also re-plan early when a request's plan level cannot drain its queue by the deadline",
+    )
     p.add_argument("--no-shed", action="store_true", help="ablation: keep requests that can no longer make it")
     p.add_argument("--shed-baselines", action="store_true", help="sensitivity: the baselines shed too")
     p.add_argument(
@@ -215,6 +220,7 @@ def _scheduler_config(args: argparse.Namespace, profile) -> SchedulerConfig:
         similarity_ranked=not args.no_similarity_rank,
         light_load_upgrade=not args.no_upgrade,
         event_replan=not args.no_event_replan,
+        pressure_replan=args.pressure_replan,
         shed_hopeless=not args.no_shed,
         shed_baselines=args.shed_baselines,
         admission=args.admission,

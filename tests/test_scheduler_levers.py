@@ -13,7 +13,7 @@ from scheduler.simulator import simulate
 from tests.sim_helpers import ALL, LEVELS, SLO, cfg
 
 
-def plan(worker_levels, route_row, utilisation=None, served=1.0, demand=1.0):
+def plan(worker_levels, route_row, utilisation=None, served=1.0, demand=1.0, time=0.0):
     """A plan whose every K* class is routed by `route_row` (fractions over LEVELS)."""
     return Plan(
         levels=LEVELS,
@@ -24,7 +24,7 @@ def plan(worker_levels, route_row, utilisation=None, served=1.0, demand=1.0):
         utilisation=utilisation if utilisation is not None else [1.0] * len(LEVELS),
         served_rate=served,
         demand_rate=demand,
-        time=0.0,
+        time=time,
     )
 
 
@@ -94,6 +94,23 @@ def test_event_trigger_fires_when_arrivals_depart_from_the_plan():
     assert not pa.replan_due(1.5)  # too soon after the last solve
     assert pa.replan_due(3.5)
     assert not make_policy("prompt_aware", cfg(event_replan=False)).replan_due(3.5)
+
+
+def test_queue_pressure_trigger_fires_when_the_plan_level_cannot_make_a_deadline():
+    """Arrivals exactly on plan, but the plan's level has a queue longer than the SLO: with
+    pressure_replan the trigger fires after the minimum gap; without it, it does not."""
+    for pressure in (True, False):
+        pa = make_policy("prompt_aware", cfg(replan_min_gap_s=2.0, pressure_replan=pressure))
+        pa.set_plan(plan([25] * 4, [0, 0, 0, 0, 0, 1.0], demand=1.0))
+        pa._planned_at = 0.0
+        for i in range(3):  # on plan: 3 arrivals in 3 s, every worker busy for 2 × SLO
+            pa.dispatch(RequestView(i, float(i), i + SLO, 0.97, 25, ALL), busy_cluster(backlog=2 * SLO), float(i))
+        assert not pa.replan_due(1.5)  # the minimum gap holds either way
+        assert pa.replan_due(3.0) is pressure
+        pa.set_plan(plan([25] * 4, [0, 0, 0, 0, 0, 1.0], demand=1.0, time=3.0))  # a new plan clears it ...
+        for i in range(3, 6):  # ... and on-plan arrivals to idle workers raise nothing
+            pa.dispatch(RequestView(i, float(i), i + SLO, 0.97, 25, ALL), ClusterView.idle([25] * 4), float(i))
+        assert not pa.replan_due(6.0)
 
 
 def test_hopeless_rule():

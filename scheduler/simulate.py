@@ -103,6 +103,18 @@ def build_parser() -> argparse.ArgumentParser:
     # prompt_aware's levers (issue 13), each off for an ablation; the baselines' shedding for a sensitivity run
     p.add_argument("--no-similarity-rank", action="store_true", help="ablation: sample the K→K′ fractions at random")
     p.add_argument("--no-upgrade", action="store_true", help="ablation: never serve better than the plan's level")
+    p.add_argument(
+        "--upgrade-budget",
+        type=_non_negative,
+        default=SchedulerConfig.upgrade_budget_slo,
+        help="upgrades: spare worker-seconds banked, in SLOs' worth",
+    )
+    p.add_argument(
+        "--upgrade-margin",
+        type=_non_negative,
+        default=SchedulerConfig.upgrade_margin,
+        help="upgrades: must still finish this many SLOs before the deadline",
+    )
     p.add_argument("--no-event-replan", action="store_true", help="ablation: re-plan only every --period")
     p.add_argument(
         "--pressure-replan",
@@ -171,6 +183,14 @@ def _quality_option(text: str) -> QualityModel:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
+def _non_negative(text: str) -> float:
+    """argparse type of a quantity that cannot be negative (a budget, a margin)."""
+    value = float(text)
+    if not value >= 0.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be a number ≥ 0, got {text!r}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     policies = _policy_names(args.policies)
@@ -219,6 +239,8 @@ def _scheduler_config(args: argparse.Namespace, profile) -> SchedulerConfig:
         backlog_aware=not args.no_backlog,
         similarity_ranked=not args.no_similarity_rank,
         light_load_upgrade=not args.no_upgrade,
+        upgrade_budget_slo=args.upgrade_budget,
+        upgrade_margin=args.upgrade_margin,
         event_replan=not args.no_event_replan,
         pressure_replan=args.pressure_replan,
         shed_hopeless=not args.no_shed,

@@ -144,3 +144,24 @@ def test_event_replanning_solves_between_periods():
     off = simulate("prompt_aware", cfg(n=8, event_replan=False), arrivals, emb, warm=10)
     off_period = [p["time"] for p in on.plans if p["time"] % 10.0]
     assert off_period and not [p["time"] for p in off.plans if p["time"] % 10.0]
+
+
+def test_upgrade_and_replan_flags_reach_the_config_and_bad_values_are_usage_errors(capsys):
+    from scheduler import simulate as cli
+    from scheduler import sweep
+
+    args = sweep.build_parser().parse_args(
+        ["--traces", "t.txt", "--prompts", "p.txt", "--upgrade-budget", "8", "--upgrade-margin", "0.1"]
+        + ["--pressure-replan"]
+    )
+    config = cli._scheduler_config(args, cli.load_profile("sdxl-a100"))
+    assert (config.upgrade_budget_slo, config.upgrade_margin, config.pressure_replan) == (8.0, 0.1, True)
+    defaults = cli._scheduler_config(
+        cli.build_parser().parse_args(["--trace", "t.txt", "--prompts", "p.txt"]),
+        cli.load_profile("sdxl-a100"),
+    )
+    assert (defaults.upgrade_budget_slo, defaults.upgrade_margin, defaults.pressure_replan) == (2.0, 0.3, False)
+    for bad in ("-1", "nan", "lots"):
+        with pytest.raises(SystemExit) as exc:
+            cli.build_parser().parse_args(["--trace", "t", "--prompts", "p", "--upgrade-budget", bad])
+        assert exc.value.code == 2 and "--upgrade-budget" in capsys.readouterr().err

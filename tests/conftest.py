@@ -247,3 +247,38 @@ def nirvana_policy(embedded_services):
     serving_config(policy="nirvana")
     yield
     live_policy.live_policy.reset()
+
+
+def _is_deadlock(exc: BaseException | None) -> bool:
+    import psycopg
+
+    while exc is not None:
+        if isinstance(exc, psycopg.errors.DeadlockDetected):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _flush_survives_a_writing_worker():
+    """Worker processes live for the whole run, so one may still be writing a row (finishing a batch a test
+    left behind) while a transactional test's teardown flushes the database. TRUNCATE and the worker's UPDATE
+    can then wait on each other, and PostgreSQL breaks the cycle by failing one ("deadlock detected"); a
+    failed flush would leave the test's rows for the next test. The flush is retried: by then the worker's
+    transaction has ended, and its later writes find no row."""
+    from django.test import TransactionTestCase
+
+    original = TransactionTestCase._fixture_teardown
+
+    def fixture_teardown(self):
+        for attempt in range(1, 6):
+            try:
+                return original(self)
+            except Exception as exc:
+                if attempt == 5 or not _is_deadlock(exc):
+                    raise
+                time.sleep(0.2 * attempt)
+
+    TransactionTestCase._fixture_teardown = fixture_teardown
+    yield
+    TransactionTestCase._fixture_teardown = original

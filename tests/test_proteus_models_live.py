@@ -48,10 +48,14 @@ def emulated(settings):
 
 @pytest.fixture(scope="module")
 def variant_workers(start_worker):
-    """Emulated worker processes on SLOTS (they run until the session ends; no other test uses these slots)."""
+    """Emulated worker processes on SLOTS, stopped when this module ends: alive, they would serve rows that
+    later tests route to any live slot, writing while those tests' teardown flushes the database."""
     env = {"T2I_ENGINE": "emulated", "T2I_TIME_FACTOR": str(FACTOR), "T2I_WORKERS": str(N_WORKERS)}
     with ThreadPoolExecutor(len(SLOTS)) as pool:
-        return list(pool.map(lambda slot: start_worker(slot, env=env), SLOTS))
+        workers = list(pool.map(lambda slot: start_worker(slot, env=env), SLOTS))
+    yield workers
+    for worker in workers:
+        worker.stop()
 
 
 def until(condition, timeout: float = 30):

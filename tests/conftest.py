@@ -234,6 +234,11 @@ def browser():
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield browser
         browser.close()
+        # The test's own ORM calls ran beside Playwright's event loop, which gives them a connection of their
+        # own that pytest-django does not close: left open, it kept the test database from being dropped.
+        from django.db import connections
+
+        connections.close_all()
 
 
 @pytest.fixture

@@ -59,8 +59,11 @@ def embed_texts(texts: list[str], batch_size: int = 64) -> np.ndarray:
         normalize_embeddings=True,
         show_progress_bar=False,
     )
-    emb = np.asarray(emb, dtype=np.float32)
-    # Re-normalise defensively (zero-length prompts would otherwise give NaN downstream).
+    return unit_rows(np.asarray(emb, dtype=np.float32))
+
+
+def unit_rows(emb: np.ndarray) -> np.ndarray:
+    """Rows scaled to length 1, float32; an all-zero row stays zero (it would otherwise give NaN downstream)."""
     norms = np.linalg.norm(emb, axis=1, keepdims=True)
     norms[norms == 0] = 1.0
     return (emb / norms).astype(np.float32)

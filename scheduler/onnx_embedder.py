@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .embeddings import EMBED_DIM, embed_texts, sentence_model
+from .embeddings import EMBED_DIM, embed_texts, sentence_model, unit_rows
 
 log = logging.getLogger(__name__)
 
@@ -106,10 +106,7 @@ class OnnxMiniLM:
         feed = {name: tokens[name].astype(np.int64) for name in INPUTS}
         hidden = self.session.run(None, feed)[0]
         mask = tokens["attention_mask"][..., None].astype(np.float32)
-        pooled = (hidden * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
-        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
-        norms[norms == 0] = 1.0
-        return (pooled / norms).astype(np.float32)
+        return unit_rows((hidden * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None))
 
 
 def onnx_minilm(threads: int = 1) -> OnnxMiniLM:
@@ -119,6 +116,21 @@ def onnx_minilm(threads: int = 1) -> OnnxMiniLM:
     if not path.exists():
         export_minilm(model, path)
     return OnnxMiniLM(model, path, threads)
+
+
+def live_threads() -> int:
+    """Intra-op threads of a web process's encoder (T2I_WEB_TORCH_THREADS, default 1): every web process has its
+    own embedder, so more would put processes × threads on the same cores, where OpenMP threads spin-waiting
+    on each other cost more than a small batch's parallelism gains (docs/submit_path.md)."""
+    return int(os.environ.get("T2I_WEB_TORCH_THREADS", "1"))
+
+
+def size_live_torch() -> None:
+    """Give this process's torch (the encoder when ONNX Runtime cannot run, and any other torch use) `live_threads()`
+    intra-op threads."""
+    import torch
+
+    torch.set_num_threads(live_threads())
 
 
 def live_embedder() -> Callable[[list[str]], np.ndarray]:
@@ -136,7 +148,7 @@ def _choose_live_embedder() -> Callable[[list[str]], np.ndarray]:
     if os.environ.get("T2I_EMBEDDER", "onnx") == "torch":
         return embed_texts
     try:
-        return onnx_minilm(int(os.environ.get("T2I_WEB_TORCH_THREADS", "1")))
+        return onnx_minilm(live_threads())
     except Exception as exc:  # a missing package or a failed export: torch still gives the same embeddings
         log.warning("prompt embedder: ONNX Runtime unavailable (%s); using torch", exc)
         return embed_texts

@@ -18,12 +18,10 @@ def _warm_up() -> None:
 
 
 def _size_torch() -> None:
-    """Intra-op threads of this process's encoder (T2I_WEB_TORCH_THREADS, default 1): every web process has its
-    own embedder, so more would put processes × threads on the same cores, where OpenMP threads spin-waiting
-    on each other cost more than a small batch's parallelism gains (docs/submit_path.md)."""
-    import torch
+    """Intra-op threads of this process's encoder (scheduler/onnx_embedder.py says why one by default)."""
+    from scheduler.onnx_embedder import size_live_torch
 
-    torch.set_num_threads(int(os.environ.get("T2I_WEB_TORCH_THREADS", "1")))
+    size_live_torch()
 
 
 _size_torch()

@@ -81,9 +81,7 @@ def route_request(
     found=_LOOK_UP,
 ) -> Routing:
     """The routing decision; `found` is find_neighbour's answer when the caller looked it up already."""
-    if config.policy in MODEL_VARIANT_POLICIES:
-        found = None  # model variants: no approximate cache
-    elif found is _LOOK_UP:
+    if found is _LOOK_UP:
         found = find_neighbour(config, owner, prompt, embedding, steps=steps, width=width, height=height)
     neighbor, similarity = found if found else (None, None)
     same_owner = neighbor is not None and neighbor.creator_id is not None and neighbor.creator_id == owner.pk

@@ -9,12 +9,12 @@ data directory), with torch sized as a web process is. Writes rows and sends mes
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from scheduler.onnx_embedder import size_live_torch
 from webapp.loadgen.submit_profile import profile
 
 
@@ -27,8 +27,6 @@ class Command(BaseCommand):
         parser.add_argument("--token", help="an API token (default: the data directory's demo-token.txt)")
 
     def handle(self, *args, **opts):
-        import torch  # as webapp/wsgi.py sizes a web process's encoder
-
-        torch.set_num_threads(int(os.environ.get("T2I_WEB_TORCH_THREADS", "1")))
+        size_live_torch()  # as webapp/wsgi.py sizes a web process's encoder
         token = opts["token"] or (Path(settings.DATA_DIR) / "demo-token.txt").read_text().strip()
         self.stdout.write("\n".join(profile(token, opts["requests"], opts["threads"])))

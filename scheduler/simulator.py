@@ -8,6 +8,8 @@ Per policy run:
 * a worker is work-conserving: when idle and something is queued it starts a batch at once — the head
   request's K′, plus the following queued requests of the same K′, up to the head's batch size — taking
   L(K′, b) from the profile; on completion the requests end and enter the cache (levels above their K′);
+  policies that shed drop queued requests that cannot make their deadline even alone, and cut a batch
+  that would make a member late when the rest can wait for the next one (`dispatch.batch_to_run`);
 * every `period_s` the controller rolls the demand estimate and asks the policy for a plan (the oracle
   gets the true demand of the coming period instead);
 * a request still queued 2 × SLO after arrival is dropped. Every arrival ends exactly once: on time,
@@ -23,13 +25,14 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import islice
 
 import numpy as np
 
 from .admission import QUEUE, admit
 from .cache_model import ApproxCache
 from .demand import DemandEstimate, DemandEstimator, default_class_quality, estimator_for
-from .dispatch import is_hopeless
+from .dispatch import batch_to_run, is_hopeless
 from .interface import ClusterView, RequestView, SchedulerConfig
 from .metrics import summarize
 from .policies import Policy, make_policy
@@ -304,45 +307,46 @@ def _event_handlers(run: _Run) -> _Handlers:
         queued_s[w] = max(0.0, queued_s[w] - cost_list[r]) if queue_len[w] else 0.0
         return True
 
-    def batch_size(queue: deque, level: int, cap: int) -> int:
-        """How many queued requests a batch at `level` would take now (≤ cap)."""
-        n = 0
-        for r in queue:
-            if state[r] == _QUEUED and k_prime_list[r] == level:
-                n += 1
-                if n >= cap:
-                    break
-        return n
-
     def start_batch(w: int, t: float) -> None:
         """If worker w has queued work, start a batch: the head's K′ and the next queued of that K′, up to
-        the head's batch size. Shedding judges each request by the batch it would run in now, L(K′, b) of
-        the batch being formed (as the live worker judges its claimed batch): a request waiting alone runs
-        alone, so the plan's batch cap would shed work that can still make it."""
+        the head's batch size. A policy that sheds first drops the queued requests that would miss their
+        deadline even alone and started now, then applies the batch cut (`dispatch.batch_to_run`, as the
+        live worker does to its claimed batch); when the whole batch runs, members it would make late are
+        shed and the batch refilled from the queue."""
         nonlocal seq
         if ready_at[w] > t:  # still loading a model variant: the _READY event starts it
             return
-        queue = queues[w]
-        taken: list[int] = []
-        while not taken:
-            while queue and state[queue[0]] != _QUEUED:
-                queue.popleft()
-            if not queue:
-                return
-            head = queue[0]
-            level = k_prime_list[head]
-            batch_cap = batch_cap_list[head]
-            service_s = latency(level, batch_size(queue, level, batch_cap)) if sheds else 0.0
-            keep: deque = deque()
-            for r in queue:
-                if state[r] != _QUEUED:
-                    continue
-                if k_prime_list[r] == level and len(taken) < batch_cap:
-                    if not (sheds and hopeless(r, t, service_s)):
+        if sheds:
+            queue = deque(
+                r for r in queues[w] if state[r] == _QUEUED and not hopeless(r, t, latency(k_prime_list[r], 1))
+            )
+        else:
+            queue = deque(r for r in queues[w] if state[r] == _QUEUED)
+        queues[w] = queue
+        if not queue:
+            return
+        level, batch_cap = k_prime_list[queue[0]], batch_cap_list[queue[0]]
+        taken = list(islice((r for r in queue if k_prime_list[r] == level), batch_cap))
+        if sheds and len(taken) > 1:
+            deadlines = [arrival_times[r] + slo for r in taken]
+            keep = batch_to_run(t, deadlines, lambda b: latency(level, b))
+            if keep < len(taken):
+                del taken[keep:]
+            elif t + latency(level, len(taken)) > min(deadlines):  # no cut: shed its late members, refill
+                service_s = latency(level, len(taken))
+                taken = []
+                for r in queue:
+                    if k_prime_list[r] == level and not hopeless(r, t, service_s):
                         taken.append(r)
-                elif not (sheds and hopeless(r, t, latency(k_prime_list[r], 1))):
-                    keep.append(r)
-            queues[w] = queue = keep
+                        if len(taken) == batch_cap:
+                            break
+                queue = deque(r for r in queue if state[r] == _QUEUED)
+                if not taken:
+                    queues[w] = queue
+                    start_batch(w, t)
+                    return
+        chosen = set(taken)
+        queues[w] = deque(r for r in queue if r not in chosen)
         service_s = latency(level, len(taken))
         taken_cost = 0.0
         for r in taken:

@@ -316,12 +316,81 @@ def test_a_claimed_request_that_can_no_longer_make_its_deadline_is_shed(user, em
     late = make_request(user, prompt="late", status=Status.RUNNING, deadline=now + timedelta(seconds=0.5))
     fine = make_request(user, prompt="fine", status=Status.RUNNING, deadline=now + timedelta(minutes=5))
     serving_config(policy="prompt_aware")
-    assert [r.id for r in _shed_hopeless([late, fine], ServingConfig.current())] == [fine.id]
+    assert [r.id for r in _shed_hopeless([late, fine], ServingConfig.current(), UNSERVED_SLOT)] == [fine.id]
     late.refresh_from_db()
     assert late.status == Status.EXPIRED and late.error.startswith("Shed:")
     serving_config(policy="clipper_ht")
     again = make_request(user, prompt="late too", status=Status.RUNNING, deadline=now + timedelta(seconds=0.5))
-    assert [r.id for r in _shed_hopeless([again], ServingConfig.current())] == [again.id]
+    assert [r.id for r in _shed_hopeless([again], ServingConfig.current(), UNSERVED_SLOT)] == [again.id]
+
+
+@pytest.fixture
+def unserved_queue(embedded_services, settings):
+    """The real broker's queue of UNSERVED_SLOT, empty before and after the test; SDXL's profile, × 4 in
+    time, so that the deadlines below are seconds away from every threshold on a busy machine."""
+    from webapp.ledger.queues import gpu_queue
+
+    settings.T2I_ENGINE, settings.T2I_PROFILE, settings.T2I_TIME_FACTOR = "emulated", "sdxl-a100", 4.0
+    publishing.broker().delete(gpu_queue(UNSERVED_SLOT))
+    yield
+    publishing.broker().delete(gpu_queue(UNSERVED_SLOT))
+
+
+def _claimed_pair(user, first_s: float, second_s: float) -> tuple[GenerationRequest, GenerationRequest]:
+    """Two rows claimed together at K′ = 25 on UNSERVED_SLOT, due `first_s` and `second_s` from now."""
+    from webapp.ledger.models import BatchRecord
+
+    BatchRecord.objects.filter(k_prime=25).delete()  # the profile's latencies, not some earlier test's batches
+    now = timezone.now()
+    return tuple(
+        make_request(
+            user,
+            prompt=f"pair {i}",
+            status=Status.RUNNING,
+            worker=UNSERVED_SLOT,
+            k_served=25,
+            attempts=1,
+            started_at=now,
+            created_at=now - timedelta(seconds=10 - i),
+            deadline=now + timedelta(seconds=due),
+        )
+        for i, due in enumerate((first_s, second_s))
+    )
+
+
+def test_a_batch_that_would_make_its_first_row_late_is_cut_and_the_rest_requeued(user, unserved_queue):
+    """The batch cut, live: the first row would be late in a batch of two but not alone, and the second still
+    makes its deadline after it: the first runs alone, the second goes back to the queue (attempt taken
+    back) with a message of its own in the real broker; nothing is shed."""
+    from workers.tasks import _shed_hopeless
+
+    serving_config(policy="prompt_aware")
+    profile = live_config.scheduler_config(ServingConfig.current()).profile
+    alone, pair = profile.latency(25, 1), profile.latency(25, 2)
+    assert pair > alone + 0.5  # the test's premise: a pair takes clearly longer than one
+    first, second = _claimed_pair(user, (alone + pair) / 2, 2 * alone + 30.0)
+    assert [r.id for r in _shed_hopeless([first, second], ServingConfig.current(), UNSERVED_SLOT)] == [first.id]
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert first.status == Status.RUNNING
+    assert (second.status, second.attempts, second.started_at) == (Status.QUEUED, 0, None)
+    assert str(second.id) in publishing.waiting_request_ids([UNSERVED_SLOT])
+
+
+def test_a_cut_that_would_make_the_next_batch_late_is_not_made(user, unserved_queue):
+    """When the second row could not make its deadline after the first ran alone, the batch is not cut: the
+    first, late in the pair, is shed (as before the cut existed) and the second runs."""
+    from workers.tasks import _shed_hopeless
+
+    serving_config(policy="prompt_aware")
+    profile = live_config.scheduler_config(ServingConfig.current()).profile
+    alone, pair = profile.latency(25, 1), profile.latency(25, 2)
+    assert pair < 2 * alone - 2.0  # the premise: the pair makes a deadline that two batches of one do not
+    first, second = _claimed_pair(user, (alone + pair) / 2, (pair + 2 * alone) / 2)
+    assert [r.id for r in _shed_hopeless([first, second], ServingConfig.current(), UNSERVED_SLOT)] == [second.id]
+    first.refresh_from_db()
+    assert first.status == Status.EXPIRED and first.error.startswith("Shed:")
+    assert not publishing.waiting_request_ids([UNSERVED_SLOT])
 
 
 def test_a_late_retry_is_served_late_not_shed(user, embedded_services):
@@ -332,6 +401,6 @@ def test_a_late_retry_is_served_late_not_shed(user, embedded_services):
     serving_config(policy="prompt_aware")
     now = timezone.now()
     retry = make_request(user, prompt="retry", status=Status.RUNNING, attempts=2, deadline=now + timedelta(seconds=0.5))
-    assert [r.id for r in _shed_hopeless([retry], ServingConfig.current())] == [retry.id]
+    assert [r.id for r in _shed_hopeless([retry], ServingConfig.current(), UNSERVED_SLOT)] == [retry.id]
     retry.refresh_from_db()
     assert retry.status == Status.RUNNING

@@ -165,3 +165,42 @@ def test_upgrade_and_replan_flags_reach_the_config_and_bad_values_are_usage_erro
         with pytest.raises(SystemExit) as exc:
             cli.build_parser().parse_args(["--trace", "t", "--prompts", "p", "--upgrade-budget", bad])
         assert exc.value.code == 2 and "--upgrade-budget" in capsys.readouterr().err
+
+
+def test_the_batch_cut_runs_the_shorter_batch_only_when_the_rest_still_make_it():
+    """dispatch.batch_to_run: L(b) = 3, 5, 7 s for b = 1, 2, 3."""
+    from scheduler.dispatch import batch_to_run
+
+    service = {1: 3.0, 2: 5.0, 3: 7.0}.__getitem__
+    assert batch_to_run(0.0, [10.0, 10.0, 10.0], service) == 3  # nobody late in the full batch
+    assert batch_to_run(0.0, [4.0, 20.0], service) == 1  # late in the pair, on time alone; the other at 3 + 3
+    assert batch_to_run(0.0, [4.0, 5.5], service) == 2  # cutting would make the second late (6 > 5.5): no cut
+    assert batch_to_run(0.0, [9.0, 6.0, 30.0], service) == 2  # the third makes the pair late: two run
+    assert batch_to_run(0.0, [4.0], service) == 1
+
+
+def test_the_simulator_cuts_a_batch_instead_of_shedding_its_late_member(monkeypatch):
+    """One worker; two full generations (K′ = 0) hold it until 12.2 s; then r1 (due 16.2 s) and r2 (due 19.2 s)
+    are queued at K′ = 25 with a batch limit of 2. The pair would take 5.3 s and end r1 late, so before the
+    cut r1 was shed; alone r1 ends at 15.4 s and r2 after it at 18.6 s: both on time."""
+    from scheduler import policies
+    from scheduler.interface import Decision
+
+    class Fixed(policies.PromptAware):
+        """Routes by arrival order: the first two at K′ = 0, the rest at K′ = 25 in pairs."""
+
+        name = "fixed"
+        sheds_hopeless = True
+
+        def dispatch(self, req, cluster, now):
+            return Decision(0, 0, 1, False) if req.id < 2 else Decision(0, 25, 2, False)
+
+    monkeypatch.setitem(policies._REGISTRY, "fixed", Fixed)
+    emb = np.zeros((1 + 4, 8))
+    emb[:, 0] = 1.0  # every request's neighbour is the warm prompt, cached at every level
+    config = cfg(n=1, event_replan=False)
+    assert config.profile.latency(25, 2) > 16.2 - 12.2 >= config.profile.latency(25, 1)  # the premise
+    run = simulate("fixed", config, np.array([0.0, 0.05, 4.0, 7.0]), emb, warm=1)
+    assert not run.dropped.any()
+    assert (run.finish <= run.deadline).all()
+    assert list(run.batch) == [1, 1, 1, 1]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import time
 import uuid
@@ -31,7 +32,7 @@ from celery import shared_task
 from celery.signals import worker_process_init
 from django.conf import settings
 
-from scheduler.dispatch import is_hopeless
+from scheduler.dispatch import batch_to_run, is_hopeless
 from scheduler.model_variants import ModelVariant, configured
 from scheduler.policies import MODEL_VARIANT_POLICIES, sheds_hopeless
 from scheduler.quality import QualityModel
@@ -40,7 +41,7 @@ from webapp.cache.keys import model_key_for
 from webapp.cache.tenants import tenant_for
 from webapp.ledger import transitions
 from webapp.ledger.models import ACTIVE_STATES, BatchRecord, CacheScope, GenerationRequest, ServingConfig, Status
-from webapp.ledger.publishing import claim_for_message
+from webapp.ledger.publishing import claim_for_message, publish
 from webapp.ledger.queues import GENERATE_TASK
 from webapp.serving.live_config import recovery_for, scheduler_config
 from webapp.serving.live_policy import adoptable_plan
@@ -122,34 +123,55 @@ def _grow_cache(rows: list[GenerationRequest], results: list, config: ServingCon
             log.exception("could not add %d prompt(s) to the cache", len(prompts))
 
 
-def _shed_hopeless(rows: list[GenerationRequest], config: ServingConfig) -> list[GenerationRequest]:
-    """The overload rule the simulator runs (scheduler.dispatch.is_hopeless), for policies that shed: rows
-    that would end after their deadline even if their batch started now end `expired`; the rest run.
-    Service time: the profile's L(K′, b) for this batch, or the fastest batch of that size recently measured
-    at that K′ if faster (a profile that overstates this GPU must not shed work that would have made it).
-    A retry (its first worker crashed or froze) is never shed: the system made it late, so it is served
-    late rather than dropped (the simulator has no crashes, so the rule there is unchanged)."""
+def _shed_hopeless(rows: list[GenerationRequest], config: ServingConfig, worker: int) -> list[GenerationRequest]:
+    """The overload rules the simulator runs, for policies that shed (a claimed batch shares one K′):
+    1. a row that would end after its deadline even if it ran now alone ends `expired`
+       (scheduler.dispatch.is_hopeless);
+    2. the batch cut (scheduler.dispatch.batch_to_run): when the batch would make a member late that a
+       shorter batch would not, and the rest can still make theirs in the next batch, the rest are given
+       back to the queue with a new message, and the shorter batch runs;
+    3. otherwise rows the whole batch would make late end `expired`; the rest run.
+    Service time: the profile's L(K′, b), or the fastest batch of that size recently measured at that K′
+    if faster (a profile that overstates this GPU must not shed work that would have made it).
+    A retry (its first worker crashed or froze) is never shed and never cut for: the system made it late,
+    so it is served late rather than dropped (the simulator has no crashes, so the rule there is unchanged)."""
     sc = scheduler_config(config)
     if not sheds_hopeless(config.policy, sc):
         return rows
     now = time.time()
-    service_by_level: dict[int, float] = {}  # a claimed batch shares one K′ (claim_batch's group): one query
-    keep = []
-    for row in rows:
-        k_prime = row.k_served or 0
-        if k_prime not in service_by_level:
-            profile_s = sc.profile.latency(k_prime, len(rows)) if k_prime in sc.levels else 0.0
-            service_by_level[k_prime] = _min_service_s(profile_s, k_prime, len(rows))
-        service_s = service_by_level[k_prime]
-        if row.attempts <= 1 and is_hopeless(now, row.deadline.timestamp(), service_s):
-            transitions.shed(
-                row.id,
-                f"Shed: with {service_s:.1f} s of work left it could no longer finish by its "
-                f"deadline (SLO {config.slo_seconds:g} s); it did not hold a GPU others needed.",
-            )
-        else:
-            keep.append(row)
-    return keep
+    k_prime = rows[0].k_served or 0
+    measured: dict[int, float] = {}
+
+    def service_s(batch: int) -> float:
+        if batch not in measured:
+            profile_s = sc.profile.latency(k_prime, batch) if k_prime in sc.levels else 0.0
+            measured[batch] = _min_service_s(profile_s, k_prime, batch)
+        return measured[batch]
+
+    def deadline(row: GenerationRequest) -> float:
+        return row.deadline.timestamp() if row.attempts <= 1 else math.inf
+
+    def shed_late(candidates: list[GenerationRequest], batch_s: float) -> list[GenerationRequest]:
+        keep = []
+        for row in candidates:
+            if is_hopeless(now, deadline(row), batch_s):
+                transitions.shed(
+                    row.id,
+                    f"Shed: with {batch_s:.1f} s of work left it could no longer finish by its "
+                    f"deadline (SLO {config.slo_seconds:g} s); it did not hold a GPU others needed.",
+                )
+            else:
+                keep.append(row)
+        return keep
+
+    rows = shed_late(rows, service_s(1))
+    if len(rows) > 1:
+        keep = batch_to_run(now, [deadline(row) for row in rows], service_s)
+        if keep < len(rows):
+            for request_id in transitions.release([row.id for row in rows[keep:]], worker):
+                publish(request_id, worker)
+            return rows[:keep]
+    return shed_late(rows, service_s(len(rows))) if len(rows) > 1 else rows
 
 
 def _recent_service_s(k_prime: int, batch_size: int) -> list[float]:
@@ -354,7 +376,7 @@ def generate(request_id: str) -> str:
     )
     if not claimed:
         return "skipped: already claimed or finished"
-    rows = _shed_hopeless(list(GenerationRequest.objects.filter(pk__in=claimed).order_by("created_at")), config)
+    rows = _shed_hopeless(list(GenerationRequest.objects.filter(pk__in=claimed).order_by("created_at")), config, worker)
     if not rows:
         return "shed: no claimed request could meet its deadline"
     claimed = [row.id for row in rows]

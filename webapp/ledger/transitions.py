@@ -149,6 +149,23 @@ def shed(request_id: uuid.UUID, reason: str) -> bool:
     )
 
 
+def release(request_ids: Iterable[uuid.UUID], worker: int) -> list[uuid.UUID]:
+    """Give claimed rows back to the queue before they ran (the batch cut: they make their deadline in the
+    next batch, not in this one); the claim's attempt is taken back. Returns the ids released, which need
+    a new message (`publishing.publish`): their own may have been spent as no-ops while they were claimed."""
+    ids = list(request_ids)
+    with transaction.atomic():
+        released = list(
+            GenerationRequest.objects.select_for_update()
+            .filter(pk__in=ids, status=Status.RUNNING, worker=worker)
+            .values_list("pk", flat=True)
+        )
+        GenerationRequest.objects.filter(pk__in=released).update(
+            status=Status.QUEUED, started_at=None, lease_until=None, attempts=F("attempts") - 1
+        )
+    return released
+
+
 def cancel(request_id: uuid.UUID) -> bool:
     """End a queued or running row `cancelled`. A running row's batch goes on for its other rows: the worker's
     progress reporter sees the row has ended (it polls the batch's states, at most every 0.5 s) and the

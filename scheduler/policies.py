@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import math
 import random
 from collections import deque
 
@@ -249,19 +250,26 @@ class PromptAware(Policy):
         plan's spare worker-seconds cover the extra work. The plan leaves Σ_j n_j (1 − utilisation_j) worker-
         seconds idle per second; they accrue as a budget of at most `upgrade_budget_slo` SLOs' worth, so an
         idle lull can absorb upgrades but a burst the plan has not seen yet cannot drain more than that.
+        An infinite budget banks nothing: any upgrade that meets the margin is made while the plan has spare.
         Overload (a plan short of capacity) leaves no spare, hence no upgrade."""
         config, spare = self.config, self._spare
-        self._budget_s = min(
-            spare * config.upgrade_budget_slo * config.slo_s, self._budget_s + spare * max(0.0, now - self._budget_t)
-        )
-        self._budget_t = now
+        unbanked = math.isinf(config.upgrade_budget_slo)
+        if unbanked and spare <= 0.0:
+            return None
+        if not unbanked:
+            self._budget_s = min(
+                spare * config.upgrade_budget_slo * config.slo_s,
+                self._budget_s + spare * max(0.0, now - self._budget_t),
+            )
+            self._budget_t = now
         w, backlog = soonest_free(self._all_workers, cluster, now)
         latest = req.deadline - config.upgrade_margin * config.slo_s
         for lv in sorted((lv for lv in self.levels if lv < k), key=lambda lv: self._loss_key(req, lv)[0]):
             kp = effective_level(lv, req.levels_available)
             extra = self.lat1[kp] - self.lat1[k]
-            if kp < k and now + backlog + self.lat1[kp] <= latest and extra <= self._budget_s:
-                self._budget_s -= extra
+            if kp < k and now + backlog + self.lat1[kp] <= latest and (unbanked or extra <= self._budget_s):
+                if not unbanked:
+                    self._budget_s -= extra
                 return Decision(w, kp, 1, False)
         return None
 

@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--upgrade-budget",
         type=_non_negative,
         default=SchedulerConfig.upgrade_budget_slo,
-        help="upgrades: spare worker-seconds banked, in SLOs' worth",
+        help="upgrades: spare worker-seconds banked, in SLOs' worth (inf: no bank; upgrade while the plan has spare)",
     )
     p.add_argument(
         "--upgrade-margin",

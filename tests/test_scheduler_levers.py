@@ -2,6 +2,8 @@
 re-planning, and shedding requests that can no longer meet their deadline. Each is a setting that an
 ablation switches off; these tests check what each one decides, not how much it wins (that is the sweep)."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -63,6 +65,19 @@ def test_spare_capacity_upgrades_to_full_quality_when_the_deadline_allows():
     pa._budget_t = -100.0  # a lull: spare worker-seconds have accrued
     d = pa.dispatch(RequestView(0, 0.0, SLO, 0.97, 25, ALL), ClusterView.idle([25] * 4), 0.0)
     assert d.k_prime == 0
+
+
+def test_an_infinite_budget_banks_nothing_and_upgrades_while_the_plan_has_spare():
+    """`--upgrade-budget inf`: no lull is needed (the bank starts empty at t = 0), but overload still stops it."""
+    request = RequestView(0, 0.0, SLO, 0.97, 25, ALL)
+    for budget, expected in ((2.0, 25), (math.inf, 0)):
+        pa = make_policy("prompt_aware", cfg(upgrade_budget_slo=budget))
+        pa.set_plan(plan([25] * 4, [0, 0, 0, 0, 0, 1.0], utilisation=[0, 0, 0, 0, 0, 0.25]))
+        assert pa.dispatch(request, ClusterView.idle([25] * 4), 0.0).k_prime == expected
+        assert pa.dispatch(RequestView(1, 0.0, SLO, 0.97, 25, ALL), ClusterView.idle([25] * 4), 0.0).k_prime == expected
+    overloaded = make_policy("prompt_aware", cfg(upgrade_budget_slo=math.inf))
+    overloaded.set_plan(plan([25] * 4, [0, 0, 0, 0, 0, 1.0], utilisation=[0] * 6, served=1.0, demand=2.0))
+    assert overloaded.dispatch(request, ClusterView.idle([25] * 4), 0.0).k_prime == 25
 
 
 def test_no_upgrade_without_spare_capacity_or_slack():
@@ -161,6 +176,11 @@ def test_upgrade_and_replan_flags_reach_the_config_and_bad_values_are_usage_erro
         cli.load_profile("sdxl-a100"),
     )
     assert (defaults.upgrade_budget_slo, defaults.upgrade_margin, defaults.pressure_replan) == (2.0, 0.3, False)
+    inf = cli._scheduler_config(
+        cli.build_parser().parse_args(["--trace", "t.txt", "--prompts", "p.txt", "--upgrade-budget", "inf"]),
+        cli.load_profile("sdxl-a100"),
+    )
+    assert math.isinf(inf.upgrade_budget_slo)
     for bad in ("-1", "nan", "lots"):
         with pytest.raises(SystemExit) as exc:
             cli.build_parser().parse_args(["--trace", "t", "--prompts", "p", "--upgrade-budget", bad])

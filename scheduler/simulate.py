@@ -122,6 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="also re-plan early when a request's plan level cannot drain its queue by the deadline",
     )
     p.add_argument("--no-shed", action="store_true", help="ablation: keep requests that can no longer make it")
+    p.add_argument(
+        "--no-batch-cut",
+        action="store_true",
+        help="ablation: shed a batch's late member instead of cutting the batch (scheduler.dispatch.batch_to_run)",
+    )
     p.add_argument("--shed-baselines", action="store_true", help="sensitivity: the baselines shed too")
     p.add_argument(
         "--admission",
@@ -244,6 +249,7 @@ def _scheduler_config(args: argparse.Namespace, profile) -> SchedulerConfig:
         event_replan=not args.no_event_replan,
         pressure_replan=args.pressure_replan,
         shed_hopeless=not args.no_shed,
+        batch_cut=not args.no_batch_cut,
         shed_baselines=args.shed_baselines,
         admission=args.admission,
         demand_estimate=args.demand_estimate,

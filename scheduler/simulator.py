@@ -290,6 +290,7 @@ def _event_handlers(run: _Run) -> _Handlers:
     seq = 0  # tie-break for events at the same time: the order they were scheduled
 
     sheds = getattr(policy, "sheds_hopeless", False)
+    cuts = config.batch_cut
     admission_mode = config.admission
     replan_due = getattr(policy, "replan_due", None)
     arrival_times = run.arrivals
@@ -329,7 +330,7 @@ def _event_handlers(run: _Run) -> _Handlers:
         taken = list(islice((r for r in queue if k_prime_list[r] == level), batch_cap))
         if sheds and len(taken) > 1:
             deadlines = [arrival_times[r] + slo for r in taken]
-            keep = batch_to_run(t, deadlines, lambda b: latency(level, b))
+            keep = batch_to_run(t, deadlines, lambda b: latency(level, b)) if cuts else len(taken)
             if keep < len(taken):
                 del taken[keep:]
             elif t + latency(level, len(taken)) > min(deadlines):  # no cut: shed its late members, refill

@@ -180,7 +180,12 @@ def test_upgrade_and_replan_flags_reach_the_config_and_bad_values_are_usage_erro
         cli.build_parser().parse_args(["--trace", "t.txt", "--prompts", "p.txt", "--upgrade-budget", "inf"]),
         cli.load_profile("sdxl-a100"),
     )
-    assert math.isinf(inf.upgrade_budget_slo)
+    assert math.isinf(inf.upgrade_budget_slo) and inf.batch_cut
+    no_cut = cli._scheduler_config(
+        cli.build_parser().parse_args(["--trace", "t.txt", "--prompts", "p.txt", "--no-batch-cut"]),
+        cli.load_profile("sdxl-a100"),
+    )
+    assert not no_cut.batch_cut
     for bad in ("-1", "nan", "lots"):
         with pytest.raises(SystemExit) as exc:
             cli.build_parser().parse_args(["--trace", "t", "--prompts", "p", "--upgrade-budget", bad])
@@ -220,7 +225,10 @@ def test_the_simulator_cuts_a_batch_instead_of_shedding_its_late_member(monkeypa
     emb[:, 0] = 1.0  # every request's neighbour is the warm prompt, cached at every level
     config = cfg(n=1, event_replan=False)
     assert config.profile.latency(25, 2) > 16.2 - 12.2 >= config.profile.latency(25, 1)  # the premise
-    run = simulate("fixed", config, np.array([0.0, 0.05, 4.0, 7.0]), emb, warm=1)
+    arrivals = np.array([0.0, 0.05, 4.0, 7.0])
+    run = simulate("fixed", config, arrivals, emb, warm=1)
     assert not run.dropped.any()
     assert (run.finish <= run.deadline).all()
     assert list(run.batch) == [1, 1, 1, 1]
+    ablated = simulate("fixed", cfg(n=1, event_replan=False, batch_cut=False), arrivals, emb, warm=1)
+    assert list(ablated.dropped) == [False, False, True, False]  # the rule before the cut: r1 shed

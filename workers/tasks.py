@@ -165,7 +165,7 @@ def _shed_hopeless(rows: list[GenerationRequest], config: ServingConfig, worker:
         return keep
 
     rows = shed_late(rows, service_s(1))
-    if len(rows) > 1:
+    if sc.batch_cut and len(rows) > 1:
         keep = batch_to_run(now, [deadline(row) for row in rows], service_s)
         if keep < len(rows):
             for request_id in transitions.release([row.id for row in rows[keep:]], worker):

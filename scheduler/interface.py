@@ -120,7 +120,8 @@ class SchedulerConfig:
     replan_min_gap_s: float = 2.0  # ... with at least this long between solves
     pressure_replan: bool = False  # ... or when a request's plan level has a queue it cannot drain by the deadline
     shed_hopeless: bool = True  # prompt_aware's runner drops queued requests that can no longer meet their deadline
-    batch_cut: bool = True  # ... and cuts a batch that would make a member late (dispatch.batch_to_run)
+    batch_cut: bool = True  # ... and cuts a batch that would make a member late (dispatch.batch_to_run) ...
+    batch_cut_overload: float = 1.6  # ... unless the plan's demand exceeds what it serves by this factor
     shed_baselines: bool = False  # sensitivity: the baselines shed too
     admission: str = "queue"  # at arrival, for every policy: "queue", "degrade" or "shed" (scheduler/admission.py)
     variant_quality: dict[str, float] | None = None  # proteus_models: quality per model variant (None: defaults)
@@ -167,6 +168,7 @@ class SchedulerConfig:
             "replan_min_gap_s": self.replan_min_gap_s,
             "pressure_replan": self.pressure_replan,
             "batch_cut": self.batch_cut,
+            "batch_cut_overload": self.batch_cut_overload,
             "shed_hopeless": self.shed_hopeless,
             "shed_baselines": self.shed_baselines,
             "admission": self.admission,

@@ -23,7 +23,7 @@ import heapq
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 
@@ -32,7 +32,7 @@ import numpy as np
 from .admission import QUEUE, admit
 from .cache_model import ApproxCache
 from .demand import DemandEstimate, DemandEstimator, default_class_quality, estimator_for
-from .dispatch import batch_to_run, is_hopeless
+from .dispatch import batch_to_run, is_hopeless, may_cut
 from .interface import ClusterView, RequestView, SchedulerConfig
 from .metrics import summarize
 from .policies import Policy, make_policy
@@ -330,7 +330,12 @@ def _event_handlers(run: _Run) -> _Handlers:
         taken = list(islice((r for r in queue if k_prime_list[r] == level), batch_cap))
         if sheds and len(taken) > 1:
             deadlines = [arrival_times[r] + slo for r in taken]
-            keep = batch_to_run(t, deadlines, lambda b: latency(level, b)) if cuts else len(taken)
+
+            def behind() -> Iterator[tuple[float, float]]:
+                return ((cost_list[r], arrival_times[r] + slo) for r in queue if r not in taken)
+
+            cut = cuts and may_cut(policy.current, config.batch_cut_overload)
+            keep = batch_to_run(t, deadlines, lambda b: latency(level, b), behind) if cut else len(taken)
             if keep < len(taken):
                 del taken[keep:]
             elif t + latency(level, len(taken)) > min(deadlines):  # no cut: shed its late members, refill

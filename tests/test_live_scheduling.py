@@ -331,6 +331,7 @@ def unserved_queue(embedded_services, settings):
     from webapp.ledger.queues import gpu_queue
 
     settings.T2I_ENGINE, settings.T2I_PROFILE, settings.T2I_TIME_FACTOR = "emulated", "sdxl-a100", 4.0
+    AllocationPlan.objects.all().delete()  # no stored plan: the cut's overload check has nothing to say
     publishing.broker().delete(gpu_queue(UNSERVED_SLOT))
     yield
     publishing.broker().delete(gpu_queue(UNSERVED_SLOT))
@@ -375,6 +376,27 @@ def test_a_batch_that_would_make_its_first_row_late_is_cut_and_the_rest_requeued
     assert first.status == Status.RUNNING
     assert (second.status, second.attempts, second.started_at) == (Status.QUEUED, 0, None)
     assert str(second.id) in publishing.waiting_request_ids([UNSERVED_SLOT])
+
+
+def test_a_cut_that_would_make_a_row_queued_behind_late_is_not_made(user, unserved_queue):
+    """The same pair, but a row queued behind them on this worker would miss its deadline if the first ran
+    alone: no cut, the first is shed (as before the cut existed), and nothing goes back to the queue."""
+    from workers.tasks import _shed_hopeless
+
+    serving_config(policy="prompt_aware")
+    profile = live_config.scheduler_config(ServingConfig.current()).profile
+    alone, pair = profile.latency(25, 1), profile.latency(25, 2)
+    first, second = _claimed_pair(user, (alone + pair) / 2, 2 * alone + 30.0)
+    # behind: due after the pair and its own run (pair + alone), before a cut's three runs (3 × alone)
+    make_request(
+        user, prompt="behind", worker=UNSERVED_SLOT, k_served=25, batch_limit=1,
+        deadline=timezone.now() + timedelta(seconds=(pair + alone + 3 * alone) / 2),
+    )  # fmt: skip
+    assert pair + alone + 2.0 < 3 * alone  # the premise
+    assert [r.id for r in _shed_hopeless([first, second], ServingConfig.current(), UNSERVED_SLOT)] == [second.id]
+    first.refresh_from_db()
+    assert first.status == Status.EXPIRED
+    assert not publishing.waiting_request_ids([UNSERVED_SLOT])
 
 
 def test_a_cut_that_would_make_the_next_batch_late_is_not_made(user, unserved_queue):

@@ -202,6 +202,17 @@ def test_the_batch_cut_runs_the_shorter_batch_only_when_the_rest_still_make_it()
     assert batch_to_run(0.0, [4.0, 5.5], service) == 2  # cutting would make the second late (6 > 5.5): no cut
     assert batch_to_run(0.0, [9.0, 6.0, 30.0], service) == 2  # the third makes the pair late: two run
     assert batch_to_run(0.0, [4.0], service) == 1
+    # a request queued behind that the cut would make late (3 + 3 + 2 = 8 > 7.5): no cut
+    assert batch_to_run(0.0, [4.0, 20.0], service, lambda: [(2.0, 7.5)]) == 2
+    assert batch_to_run(0.0, [4.0, 20.0], service, lambda: [(2.0, 8.0), (1.0, 30.0)]) == 1
+
+
+def test_the_batch_cut_stays_off_in_a_sustained_overload():
+    from scheduler.dispatch import may_cut
+
+    assert may_cut(None, 1.6)
+    assert may_cut(plan([25] * 4, [0, 0, 0, 0, 0, 1.0], served=1.0, demand=1.5), 1.6)
+    assert not may_cut(plan([25] * 4, [0, 0, 0, 0, 0, 1.0], served=1.0, demand=1.7), 1.6)
 
 
 def test_the_simulator_cuts_a_batch_instead_of_shedding_its_late_member(monkeypatch):
@@ -223,7 +234,7 @@ def test_the_simulator_cuts_a_batch_instead_of_shedding_its_late_member(monkeypa
     monkeypatch.setitem(policies._REGISTRY, "fixed", Fixed)
     emb = np.zeros((1 + 4, 8))
     emb[:, 0] = 1.0  # every request's neighbour is the warm prompt, cached at every level
-    config = cfg(n=1, event_replan=False)
+    config = cfg(n=1, event_replan=False, batch_cut_overload=math.inf)  # one worker's plan is always short
     assert config.profile.latency(25, 2) > 16.2 - 12.2 >= config.profile.latency(25, 1)  # the premise
     arrivals = np.array([0.0, 0.05, 4.0, 7.0])
     run = simulate("fixed", config, arrivals, emb, warm=1)

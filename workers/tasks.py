@@ -32,7 +32,7 @@ from celery import shared_task
 from celery.signals import worker_process_init
 from django.conf import settings
 
-from scheduler.dispatch import batch_to_run, is_hopeless
+from scheduler.dispatch import batch_to_run, is_hopeless, may_cut
 from scheduler.model_variants import ModelVariant, configured
 from scheduler.policies import MODEL_VARIANT_POLICIES, sheds_hopeless
 from scheduler.quality import QualityModel
@@ -127,9 +127,10 @@ def _shed_hopeless(rows: list[GenerationRequest], config: ServingConfig, worker:
     """The overload rules the simulator runs, for policies that shed (a claimed batch shares one K′):
     1. a row that would end after its deadline even if it ran now alone ends `expired`
        (scheduler.dispatch.is_hopeless);
-    2. the batch cut (scheduler.dispatch.batch_to_run): when the batch would make a member late that a
-       shorter batch would not, and the rest can still make theirs in the next batch, the rest are given
-       back to the queue with a new message, and the shorter batch runs;
+    2. the batch cut (scheduler.dispatch.batch_to_run, may_cut): when the batch would make a member late
+       that a shorter batch would not, the rest and the rows queued behind on this worker still make theirs
+       after it, and the stored plan is not in a sustained overload, the rest are given back to the queue
+       with a new message, and the shorter batch runs;
     3. otherwise rows the whole batch would make late end `expired`; the rest run.
     Service time: the profile's L(K′, b), or the fastest batch of that size recently measured at that K′
     if faster (a profile that overstates this GPU must not shed work that would have made it).
@@ -166,12 +167,26 @@ def _shed_hopeless(rows: list[GenerationRequest], config: ServingConfig, worker:
 
     rows = shed_late(rows, service_s(1))
     if sc.batch_cut and len(rows) > 1:
-        keep = batch_to_run(now, [deadline(row) for row in rows], service_s)
+        keep = batch_to_run(now, [deadline(row) for row in rows], service_s, lambda: _queued_behind(worker, sc))
+        if keep < len(rows) and not may_cut(adoptable_plan(config.policy, settings.T2I_WORKERS), sc.batch_cut_overload):
+            keep = len(rows)
         if keep < len(rows):
             for request_id in transitions.release([row.id for row in rows[keep:]], worker):
                 publish(request_id, worker)
             return rows[:keep]
     return shed_late(rows, service_s(len(rows))) if len(rows) > 1 else rows
+
+
+def _queued_behind(worker: int, sc) -> list[tuple[float, float]]:
+    """(expected seconds, deadline) of the rows queued for this worker, oldest first: what the batch cut
+    must not make late. Expected seconds: the profile's L(K′, b) / b at the row's level and batch limit."""
+    queued = GenerationRequest.objects.filter(worker=worker, status=Status.QUEUED).order_by("created_at")
+    behind = []
+    for k_served, limit, deadline in queued.values_list("k_served", "batch_limit", "deadline"):
+        k_prime, batch = k_served or 0, max(1, limit or 1)
+        cost = sc.profile.latency(k_prime, batch) / batch if k_prime in sc.levels else 0.0
+        behind.append((cost, deadline.timestamp()))
+    return behind
 
 
 def _recent_service_s(k_prime: int, batch_size: int) -> list[float]:

@@ -9,7 +9,8 @@ Per policy run:
   request's K′, plus the following queued requests of the same K′, up to the head's batch size — taking
   L(K′, b) from the profile; on completion the requests end and enter the cache (levels above their K′);
   policies that shed drop queued requests that cannot make their deadline even alone, and cut a batch
-  that would make a member late when the rest can wait for the next one (`dispatch.batch_to_run`);
+  that would make a member late when everything queued behind can still wait for it and the plan is not in
+  a sustained overload (`dispatch.batch_to_run`, `dispatch.may_cut`);
 * every `period_s` the controller rolls the demand estimate and asks the policy for a plan (the oracle
   gets the true demand of the coming period instead);
 * a request still queued 2 × SLO after arrival is dropped. Every arrival ends exactly once: on time,

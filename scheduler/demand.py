@@ -4,10 +4,12 @@
 turns them into a rate. The estimate is **fast up, slow down**: max(last window's rate, EWMA), with the
 EWMA weight `alpha` on the newest window. A rising burst is planned for at once (the lesson of the
 prototype: a slow EWMA multiplied SLO violations 5–25×); a fading one is forgotten gradually so a short lull
-does not strip capacity. That max is taken per class, so class noise inflates the total it plans for; mode
-"total" takes it on the total rate instead and splits it by a slowly moving class mix (an explored option:
-docs/results.md, "Light load"; not the default). It also keeps, per class, the mean expected quality at
-each level from the similarities actually seen, which is what the planner trades off.
+does not strip capacity. The default mode, "total", takes that max on the total rate and splits it by a
+slowly moving class mix; mode "max" takes it per class, where class noise inflates the total it plans for
+(two classes swapping 30/10 and 10/30 arrivals are planned as 45, not 40). "total" became the default once
+the batch cut had removed the violations it used to cost at load 1.0 (docs/results.md, "Light load" and
+"The batch cut"). It also keeps, per class, the mean expected quality at each level from the similarities
+actually seen, which is what the planner trades off.
 
 `DemandEstimate.with_backlog` adds the requests already queued (per class) as extra rate to drain within a
 horizon (default two controller periods): an estimate made during a burst otherwise ignores the queue the

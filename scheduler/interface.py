@@ -102,7 +102,7 @@ class SchedulerConfig:
     util_target: float = 0.85  # planned utilisation of each level's full-batch capacity
     headroom: float = 1.0  # demand multiplier before planning
     ewma_alpha: float = 0.5  # weight of the newest window in the demand EWMA
-    demand_estimate: str = "max"  # what the controllers plan for: "max" (last window, EWMA), "last", "ewma"
+    demand_estimate: str = "total"  # what the controllers plan for: "total", "max" (per class), "last", "ewma"
     trend_beta: float = 0.0  # Holt's trend on the demand (0: off); forecasts one period ahead when on
     load_threshold: float = 1.0  # outstanding requests per worker at a level: below → spread, b = 1
     deadline_redirect: bool = True  # prompt_aware's redirect (off only for ablations)

@@ -137,9 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--demand-estimate",
         choices=ESTIMATE_MODES,
-        default="max",
-        help="what every controller plans for: max(last window, EWMA) per class, the last window, the EWMA, or "
-        "total (that max on the total rate, split by a slowly moving class mix)",
+        default=SchedulerConfig.demand_estimate,
+        help="what every controller plans for: total (max(last window, EWMA) of the total rate, split by a "
+        "slowly moving class mix; the default), max (that max per class), the last window, or the EWMA",
     )
     p.add_argument("--trend-beta", type=float, default=0.0, help="Holt's trend on the demand (0: off)")
     p.add_argument(

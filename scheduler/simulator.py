@@ -248,6 +248,18 @@ def _setup_run(
     return run
 
 
+class _LatencyOfOne(dict):
+    """L(k, 1) for each level (or model variant) k, computed on first use."""
+
+    def __init__(self, latency: Callable[[int, int], float]) -> None:
+        super().__init__()
+        self._latency = latency
+
+    def __missing__(self, k: int) -> float:
+        self[k] = value = self._latency(k, 1)
+        return value
+
+
 def _memoised_latency(profile: LatencyProfile) -> Callable[[int, int], float]:
     """L(K′, b) from the profile, memoised (it is asked for on every arrival and batch)."""
     table: dict[tuple[int, int], float] = {}
@@ -292,6 +304,7 @@ def _event_handlers(run: _Run) -> _Handlers:
 
     sheds = getattr(policy, "sheds_hopeless", False)
     cuts = config.batch_cut
+    lat1 = _LatencyOfOne(latency)  # L(K′, 1) by K′, a dict lookup on the hot path
     admission_mode = config.admission
     replan_due = getattr(policy, "replan_due", None)
     arrival_times = run.arrivals
@@ -318,9 +331,12 @@ def _event_handlers(run: _Run) -> _Handlers:
         nonlocal seq
         if ready_at[w] > t:  # still loading a model variant: the _READY event starts it
             return
-        if sheds:
+        if sheds:  # the cheap comparison first: hopeless() is called only for a request it drops
             queue = deque(
-                r for r in queues[w] if state[r] == _QUEUED and not hopeless(r, t, latency(k_prime_list[r], 1))
+                r
+                for r in queues[w]
+                if state[r] == _QUEUED
+                and not (t + lat1[k_prime_list[r]] > arrival_times[r] + slo and hopeless(r, t, lat1[k_prime_list[r]]))
             )
         else:
             queue = deque(r for r in queues[w] if state[r] == _QUEUED)
@@ -352,8 +368,12 @@ def _event_handlers(run: _Run) -> _Handlers:
                     queues[w] = queue
                     start_batch(w, t)
                     return
-        chosen = set(taken)
-        queues[w] = deque(r for r in queue if r not in chosen)
+        if len(taken) == 1 and taken[0] == queue[0]:  # the common case: the head alone
+            queue.popleft()
+            queues[w] = queue
+        else:
+            chosen = set(taken)
+            queues[w] = deque(r for r in queue if r not in chosen)
         service_s = latency(level, len(taken))
         taken_cost = 0.0
         for r in taken:

@@ -248,29 +248,24 @@ def _setup_run(
     return run
 
 
-class _LatencyOfOne(dict):
-    """L(k, 1) for each level (or model variant) k, computed on first use."""
+class _MemoisedLatency(dict):
+    """L(K′, b) from the profile, memoised (it is asked for on every arrival and batch): call it for any
+    batch size; index it by K′ for L(K′, 1), a plain dict lookup on the hot path."""
 
-    def __init__(self, latency: Callable[[int, int], float]) -> None:
+    def __init__(self, profile: LatencyProfile) -> None:
         super().__init__()
-        self._latency = latency
+        self._profile = profile
+        self._table: dict[tuple[int, int], float] = {}
 
-    def __missing__(self, k: int) -> float:
-        self[k] = value = self._latency(k, 1)
-        return value
-
-
-def _memoised_latency(profile: LatencyProfile) -> Callable[[int, int], float]:
-    """L(K′, b) from the profile, memoised (it is asked for on every arrival and batch)."""
-    table: dict[tuple[int, int], float] = {}
-
-    def latency(k: int, b: int) -> float:
-        v = table.get((k, b))
+    def __call__(self, k: int, b: int) -> float:
+        v = self._table.get((k, b))
         if v is None:
-            v = table[(k, b)] = profile.latency(k, b)
+            v = self._table[(k, b)] = self._profile.latency(k, b)
         return v
 
-    return latency
+    def __missing__(self, k: int) -> float:
+        self[k] = value = self(k, 1)
+        return value
 
 
 @dataclass(frozen=True)
@@ -297,14 +292,14 @@ def _event_handlers(run: _Run) -> _Handlers:
     worker, redirected = run.worker, run.redirected
     queue_len, queued_s, busy, busy_until = cluster.queue_len, cluster.queued_s, cluster.running, cluster.busy_until
     serves_models, ready_at = run.serves_models, run.ready_at
-    latency = _memoised_latency(policy.variant_profile if serves_models else config.profile)
+    latency = _MemoisedLatency(policy.variant_profile if serves_models else config.profile)
+    lat1 = latency  # L(K′, 1) by K′: latency[k]
     variant_quality = getattr(policy, "variant_quality_of", None)
     heappush = heapq.heappush
     seq = 0  # tie-break for events at the same time: the order they were scheduled
 
     sheds = getattr(policy, "sheds_hopeless", False)
     cuts = config.batch_cut
-    lat1 = _LatencyOfOne(latency)  # L(K′, 1) by K′, a dict lookup on the hot path
     admission_mode = config.admission
     replan_due = getattr(policy, "replan_due", None)
     arrival_times = run.arrivals
@@ -315,6 +310,11 @@ def _event_handlers(run: _Run) -> _Handlers:
         theirs."""
         if not is_hopeless(t, arrival_times[r] + slo, service_s):
             return False
+        return shed(r)
+
+    def shed(r: int) -> bool:
+        """Drop queued request r (a violation; the caller applied `dispatch.is_hopeless`). True, so that a
+        filter can call it."""
         state[r] = _DROPPED
         dropped[r] = True
         w = int(worker[r])
@@ -331,12 +331,11 @@ def _event_handlers(run: _Run) -> _Handlers:
         nonlocal seq
         if ready_at[w] > t:  # still loading a model variant: the _READY event starts it
             return
-        if sheds:  # the cheap comparison first: hopeless() is called only for a request it drops
+        if sheds:  # dispatch.is_hopeless with the batch-of-one latency, inlined: it runs per queued request
             queue = deque(
                 r
                 for r in queues[w]
-                if state[r] == _QUEUED
-                and not (t + lat1[k_prime_list[r]] > arrival_times[r] + slo and hopeless(r, t, lat1[k_prime_list[r]]))
+                if state[r] == _QUEUED and not (t + lat1[k_prime_list[r]] > arrival_times[r] + slo and shed(r))
             )
         else:
             queue = deque(r for r in queues[w] if state[r] == _QUEUED)
@@ -370,7 +369,7 @@ def _event_handlers(run: _Run) -> _Handlers:
                     return
         if len(taken) == 1 and taken[0] == queue[0]:  # the common case: the head alone
             queue.popleft()
-            queues[w] = queue
+            queues[w] = queue  # the refill above may have rebuilt the queue
         else:
             chosen = set(taken)
             queues[w] = deque(r for r in queue if r not in chosen)

@@ -415,6 +415,62 @@ def test_a_cut_that_would_make_the_next_batch_late_is_not_made(user, unserved_qu
     assert not publishing.waiting_request_ids([UNSERVED_SLOT])
 
 
+def test_the_admin_switch_turns_the_batch_cut_off(user, unserved_queue):
+    """The pair that the first cut test cuts, with the batch cut switched off in the serving configuration:
+    the worker sheds the first row (the rule before the cut existed) and requeues nothing."""
+    from workers.tasks import _shed_hopeless
+
+    serving_config(policy="prompt_aware", batch_cut=False)
+    profile = live_config.scheduler_config(ServingConfig.current()).profile
+    alone, pair = profile.latency(25, 1), profile.latency(25, 2)
+    first, second = _claimed_pair(user, (alone + pair) / 2, 2 * alone + 30.0)
+    assert [r.id for r in _shed_hopeless([first, second], ServingConfig.current(), UNSERVED_SLOT)] == [second.id]
+    first.refresh_from_db()
+    assert first.status == Status.EXPIRED
+    assert not publishing.waiting_request_ids([UNSERVED_SLOT])
+
+
+def test_the_prompt_aware_levers_reach_the_controller_and_the_trigger(user, embedded_services):
+    """The admin's lever settings are the SchedulerConfig the live policy, controller and workers run with;
+    a change rebuilds the controller's estimator in the chosen mode, and with early re-plans off a burst
+    requests no controller run."""
+    from webapp.ledger.publishing import broker
+    from webapp.serving import replan
+
+    config = serving_config(
+        policy="prompt_aware", demand_estimate="max", pressure_replan=True, batch_cut_overload=2.5, event_replan=False
+    )
+    sc = live_config.scheduler_config(config)
+    assert (sc.demand_estimate, sc.pressure_replan, sc.batch_cut_overload, sc.event_replan) == ("max", True, 2.5, False)
+    controller.run_controller()
+    assert controller._state.estimator.mode == "max"
+    policy, _ = live_policy.live_policy.get(ServingConfig.current())
+    made = timezone.now() - timedelta(seconds=10)
+    plan = policy.current
+    plan.time, plan.demand_rate = made.timestamp(), 1.0
+    policy.set_plan(plan)
+    broker().delete(replan.DEDUPE_KEY)
+    replan.reset()
+    for _ in range(40):  # 40 in 10 s against 1 req/s planned: a burst, but early re-plans are off
+        make_request(user, created_at=made + timedelta(seconds=5))
+    assert not replan.maybe_request_replan(policy, timezone.now().timestamp())
+    assert not broker().exists(replan.DEDUPE_KEY)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "fragment"),
+    [("batch_cut_overload", "0.5", b"greater than or equal to 1.0"), ("demand_estimate", "median", b"not one of")],
+)
+def test_admin_form_rejects_bad_lever_settings(client, django_user_model, embedded_services, field, value, fragment):
+    url, data = serving_config_admin_form(client, django_user_model)
+    data[field] = value
+    resp = client.post(url, data)
+    assert resp.status_code == 200 and fragment in resp.content
+    data[field] = {"batch_cut_overload": "2", "demand_estimate": "max"}[field]
+    assert client.post(url, data).status_code == 302
+    assert str(getattr(ServingConfig.current(), field)) in ("2.0", "max")
+
+
 def test_a_late_retry_is_served_late_not_shed(user, embedded_services):
     """A row whose first worker crashed (attempts 2) was made late by the system: it runs, late, instead of
     being shed."""

@@ -98,6 +98,14 @@ class ServingConfigAdmin(SingletonModelAdmin):
             },
         ),
         (
+            "Prompt-aware levers",
+            {
+                "fields": ["demand_estimate", "event_replan", "pressure_replan", "batch_cut", "batch_cut_overload"],
+                "description": "prompt_aware's controller and workers, as the simulator runs them "
+                "(docs/results.md measures each). Applied like the scheduling settings.",
+            },
+        ),
+        (
             "Cache and privacy",
             {
                 "fields": ["cache_scope"],

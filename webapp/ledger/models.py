@@ -13,6 +13,8 @@ from django.urls import reverse
 from django.utils import timezone
 from pgvector.django import VectorField
 
+from scheduler.demand import ESTIMATE_MODES
+from scheduler.interface import SchedulerConfig
 from scheduler.policies import LIVE_POLICY_NAMES, MODEL_VARIANT_POLICIES, POLICY_LABELS
 from webapp.singleton import SingletonModel
 
@@ -277,6 +279,36 @@ class ServingConfig(SingletonModel):
         choices=AdmissionMode.choices,
         default=AdmissionMode.DEGRADE,
         help_text="When a new request's predicted finish is past its deadline even on the soonest-free worker.",
+    )
+    # prompt_aware's levers (issue 13), as in the simulator; the defaults are SchedulerConfig's.
+    demand_estimate = models.CharField(
+        max_length=8,
+        choices=[(mode, mode) for mode in ESTIMATE_MODES],
+        default=SchedulerConfig.demand_estimate,
+        help_text="What the controller plans for: total (fast-up/slow-down on the total rate, split by a "
+        "slowly moving class mix), max (the same per K* class), last (the last window), ewma.",
+    )
+    event_replan = models.BooleanField(
+        "early re-plans",
+        default=SchedulerConfig.event_replan,
+        help_text="Re-solve between controller periods when arrivals depart from the plan's demand.",
+    )
+    pressure_replan = models.BooleanField(
+        "re-plan on queue pressure",
+        default=SchedulerConfig.pressure_replan,
+        help_text="Also re-solve early when a request finds its planned level's queue too long for its deadline.",
+    )
+    batch_cut = models.BooleanField(
+        default=SchedulerConfig.batch_cut,
+        help_text="A worker runs a shorter batch when the full one would make a member late, if the members "
+        "left out and the rows queued behind still make their deadlines.",
+    )
+    batch_cut_overload = models.FloatField(
+        "batch cut: overload factor",
+        default=SchedulerConfig.batch_cut_overload,
+        validators=[MinValueValidator(1.0)],
+        help_text="No batch cut while the plan's demand exceeds what it serves by this factor (a sustained "
+        "overload, where every worker-second is a request served).",
     )
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -96,6 +96,11 @@ def scheduler_config(config: ServingConfig) -> SchedulerConfig:
         util_target=config.util_target,
         load_threshold=config.load_threshold,
         admission=config.admission,
+        demand_estimate=config.demand_estimate,
+        event_replan=config.event_replan,
+        pressure_replan=config.pressure_replan,
+        batch_cut=config.batch_cut,
+        batch_cut_overload=config.batch_cut_overload,
         variant_time_factor=time_factor,  # proteus_models: its variants on the emulated workers' clock
         # Give the solver a cap so a hard solve ends in time; the controller still discards a slow one.
         plan_time_limit_s=max(0.1, settings.T2I_SLOW_SOLVE_FRACTION * config.controller_period_s),
@@ -111,6 +116,11 @@ def config_key(config: ServingConfig) -> tuple:
         config.slo_seconds,
         config.load_threshold,
         config.admission,
+        config.demand_estimate,
+        config.event_replan,
+        config.pressure_replan,
+        config.batch_cut,
+        config.batch_cut_overload,
         config.util_target,
         config.controller_period_s,
         config.default_steps,

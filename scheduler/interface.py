@@ -41,6 +41,7 @@ with the same K′ (the head's batch_size), and runs them as one batch.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from .predictor import Predictor
@@ -143,6 +144,8 @@ class SchedulerConfig:
         return self.n_workers * caps[top] / self.profile.latency(top, caps[top])
 
     def to_dict(self) -> dict:
+        """The settings as JSON can hold them (the live controller stores them with each plan): an unbounded
+        upgrade budget or overload factor (inf) is written as null."""
         return {
             "n_workers": self.n_workers,
             "profile": self.profile.name,
@@ -162,13 +165,13 @@ class SchedulerConfig:
             "similarity_ranked": self.similarity_ranked,
             "light_load_upgrade": self.light_load_upgrade,
             "upgrade_margin": self.upgrade_margin,
-            "upgrade_budget_slo": self.upgrade_budget_slo,
+            "upgrade_budget_slo": _finite_or_none(self.upgrade_budget_slo),
             "event_replan": self.event_replan,
             "replan_threshold": self.replan_threshold,
             "replan_min_gap_s": self.replan_min_gap_s,
             "pressure_replan": self.pressure_replan,
             "batch_cut": self.batch_cut,
-            "batch_cut_overload": self.batch_cut_overload,
+            "batch_cut_overload": _finite_or_none(self.batch_cut_overload),
             "shed_hopeless": self.shed_hopeless,
             "shed_baselines": self.shed_baselines,
             "admission": self.admission,
@@ -177,3 +180,7 @@ class SchedulerConfig:
             "thresholds": [list(t) for t in self.predictor.thresholds],
             "quality": self.quality.to_dict(),
         }
+
+
+def _finite_or_none(x: float) -> float | None:
+    return x if math.isfinite(x) else None

@@ -3,6 +3,7 @@ controller and its plans, the manual K layout, the emulated engine."""
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
@@ -438,16 +439,21 @@ def test_the_prompt_aware_levers_reach_the_controller_and_the_trigger(user, embe
     from webapp.serving import replan
 
     config = serving_config(
-        policy="prompt_aware", demand_estimate="max", pressure_replan=True, batch_cut_overload=2.5, event_replan=False
+        policy="prompt_aware",
+        demand_estimate="max",
+        pressure_replan=True,
+        batch_cut_overload=2.5,
+        event_replan=False,
+        upgrade_budget_slo=None,
+        upgrade_margin=0.1,
     )
     sc = live_config.scheduler_config(config)
     assert (sc.demand_estimate, sc.pressure_replan, sc.batch_cut_overload, sc.event_replan) == ("max", True, 2.5, False)
+    assert (sc.upgrade_budget_slo, sc.upgrade_margin) == (math.inf, 0.1)  # blank budget: no bank
     recorded = controller.run_controller().inputs["config"]
-    assert (recorded["demand_estimate"], recorded["batch_cut_overload"], recorded["event_replan"]) == (
-        "max",
-        2.5,
-        False,
-    )
+    stored = (recorded["demand_estimate"], recorded["batch_cut_overload"], recorded["event_replan"])
+    assert stored == ("max", 2.5, False)
+    assert recorded["upgrade_budget_slo"] is None  # inf, stored as JSON can hold it
     policy, _ = live_policy.live_policy.get(ServingConfig.current())
     made = timezone.now() - timedelta(seconds=10)
     plan = policy.current
@@ -463,14 +469,18 @@ def test_the_prompt_aware_levers_reach_the_controller_and_the_trigger(user, embe
 
 @pytest.mark.parametrize(
     ("field", "value", "fragment"),
-    [("batch_cut_overload", "0.5", b"greater than or equal to 1.0"), ("demand_estimate", "median", b"not one of")],
+    [
+        ("batch_cut_overload", "0.5", b"greater than or equal to 1.0"),
+        ("demand_estimate", "median", b"not one of"),
+        ("upgrade_margin", "-1", b"greater than or equal to 0.0"),
+    ],
 )
 def test_admin_form_rejects_bad_lever_settings(client, django_user_model, embedded_services, field, value, fragment):
     url, data = serving_config_admin_form(client, django_user_model)
     data[field] = value
     resp = client.post(url, data)
     assert resp.status_code == 200 and fragment in resp.content
-    good = {"batch_cut_overload": 2.0, "demand_estimate": "max"}[field]
+    good = {"batch_cut_overload": 2.0, "demand_estimate": "max", "upgrade_margin": 0.2}[field]
     data[field] = str(good)
     assert client.post(url, data).status_code == 302
     assert getattr(ServingConfig.current(), field) == good

@@ -100,7 +100,16 @@ class ServingConfigAdmin(SingletonModelAdmin):
         (
             "Prompt-aware levers",
             {
-                "fields": ["demand_estimate", "event_replan", "pressure_replan", "batch_cut", "batch_cut_overload"],
+                "fields": [
+                    "demand_estimate",
+                    "event_replan",
+                    "pressure_replan",
+                    "light_load_upgrade",
+                    "upgrade_budget_slo",
+                    "upgrade_margin",
+                    "batch_cut",
+                    "batch_cut_overload",
+                ],
                 "description": "prompt_aware's controller and workers, as the simulator runs them "
                 "(docs/results.md measures each). Applied like the scheduling settings.",
             },

@@ -298,6 +298,26 @@ class ServingConfig(SingletonModel):
         default=SchedulerConfig.pressure_replan,
         help_text="Also re-solve early when a request finds its planned level's queue too long for its deadline.",
     )
+    light_load_upgrade = models.BooleanField(
+        "upgrades on spare capacity",
+        default=SchedulerConfig.light_load_upgrade,
+        help_text="Serve a request at a better level than the plan's when the plan leaves capacity idle.",
+    )
+    upgrade_budget_slo = models.FloatField(
+        "upgrade budget (SLOs)",
+        null=True,
+        blank=True,
+        default=SchedulerConfig.upgrade_budget_slo,
+        validators=[MinValueValidator(0.0)],
+        help_text="Spare worker-seconds the upgrades may bank, in SLOs' worth. Blank: no bank, any upgrade that "
+        "meets the margin while the plan has spare capacity (more quality, more violations in a burst).",
+    )
+    upgrade_margin = models.FloatField(
+        "upgrade margin (SLOs)",
+        default=SchedulerConfig.upgrade_margin,
+        validators=[MinValueValidator(0.0)],
+        help_text="An upgraded request must still finish this many SLOs before its deadline.",
+    )
     batch_cut = models.BooleanField(
         default=SchedulerConfig.batch_cut,
         help_text="A worker runs a shorter batch when the full one would make a member late, if the members "

@@ -8,6 +8,7 @@ workers alike.
 from __future__ import annotations
 
 import dataclasses
+import math
 import threading
 import time
 from functools import lru_cache
@@ -99,6 +100,9 @@ def scheduler_config(config: ServingConfig) -> SchedulerConfig:
         demand_estimate=config.demand_estimate,
         event_replan=config.event_replan,
         pressure_replan=config.pressure_replan,
+        light_load_upgrade=config.light_load_upgrade,
+        upgrade_budget_slo=math.inf if config.upgrade_budget_slo is None else config.upgrade_budget_slo,
+        upgrade_margin=config.upgrade_margin,
         batch_cut=config.batch_cut,
         batch_cut_overload=config.batch_cut_overload,
         variant_time_factor=time_factor,  # proteus_models: its variants on the emulated workers' clock
@@ -119,6 +123,9 @@ def config_key(config: ServingConfig) -> tuple:
         config.demand_estimate,
         config.event_replan,
         config.pressure_replan,
+        config.light_load_upgrade,
+        config.upgrade_budget_slo,
+        config.upgrade_margin,
         config.batch_cut,
         config.batch_cut_overload,
         config.util_target,

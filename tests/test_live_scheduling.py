@@ -323,6 +323,11 @@ def test_a_claimed_request_that_can_no_longer_make_its_deadline_is_shed(user, em
     serving_config(policy="clipper_ht")
     again = make_request(user, prompt="late too", status=Status.RUNNING, deadline=now + timedelta(seconds=0.5))
     assert [r.id for r in _shed_hopeless([again], ServingConfig.current(), UNSERVED_SLOT)] == [again.id]
+    serving_config(policy="prompt_aware", shed_hopeless=False)  # the admin's switch: served late, not shed
+    kept = make_request(user, prompt="late, kept", status=Status.RUNNING, deadline=now + timedelta(seconds=0.5))
+    assert [r.id for r in _shed_hopeless([kept], ServingConfig.current(), UNSERVED_SLOT)] == [kept.id]
+    kept.refresh_from_db()
+    assert kept.status == Status.RUNNING
 
 
 @pytest.fixture
@@ -446,13 +451,25 @@ def test_the_prompt_aware_levers_reach_the_controller_and_the_trigger(user, embe
         event_replan=False,
         upgrade_budget_slo=None,
         upgrade_margin=0.1,
+        replan_threshold=0.5,
+        replan_min_gap_s=4.0,
+        backlog_aware=False,
+        backlog_horizon_periods=1.0,
+        similarity_ranked=False,
+        deadline_redirect=False,
+        shed_hopeless=False,
     )
     sc = live_config.scheduler_config(config)
     assert (sc.demand_estimate, sc.pressure_replan, sc.batch_cut_overload, sc.event_replan) == ("max", True, 2.5, False)
     assert (sc.upgrade_budget_slo, sc.upgrade_margin) == (math.inf, 0.1)  # blank budget: no bank
+    replan_and_backlog = (sc.replan_threshold, sc.replan_min_gap_s, sc.backlog_aware, sc.backlog_horizon_periods)
+    assert replan_and_backlog == (0.5, 4.0, False, 1.0)
+    assert (sc.similarity_ranked, sc.deadline_redirect, sc.shed_hopeless) == (False, False, False)
     recorded = controller.run_controller().inputs["config"]
     stored = (recorded["demand_estimate"], recorded["batch_cut_overload"], recorded["event_replan"])
     assert stored == ("max", 2.5, False)
+    levers = ("replan_threshold", "replan_min_gap_s", "backlog_aware", "similarity_ranked", "deadline_redirect")
+    assert [recorded[name] for name in levers] == [0.5, 4.0, False, False, False]
     assert recorded["upgrade_budget_slo"] is None  # inf, stored as JSON can hold it
     policy, _ = live_policy.live_policy.get(ServingConfig.current())
     made = timezone.now() - timedelta(seconds=10)
@@ -473,6 +490,8 @@ def test_the_prompt_aware_levers_reach_the_controller_and_the_trigger(user, embe
         ("batch_cut_overload", "0.5", b"greater than or equal to 1.0"),
         ("demand_estimate", "median", b"not one of"),
         ("upgrade_margin", "-1", b"greater than or equal to 0.0"),
+        ("replan_min_gap_s", "0", b"greater than or equal to 0.1"),
+        ("backlog_horizon_periods", "-2", b"greater than or equal to 0.1"),
     ],
 )
 def test_admin_form_rejects_bad_lever_settings(client, django_user_model, embedded_services, field, value, fragment):
@@ -480,7 +499,13 @@ def test_admin_form_rejects_bad_lever_settings(client, django_user_model, embedd
     data[field] = value
     resp = client.post(url, data)
     assert resp.status_code == 200 and fragment in resp.content
-    good = {"batch_cut_overload": 2.0, "demand_estimate": "max", "upgrade_margin": 0.2}[field]
+    good = {
+        "batch_cut_overload": 2.0,
+        "demand_estimate": "max",
+        "upgrade_margin": 0.2,
+        "replan_min_gap_s": 5.0,
+        "backlog_horizon_periods": 1.5,
+    }[field]
     data[field] = str(good)
     assert client.post(url, data).status_code == 302
     assert getattr(ServingConfig.current(), field) == good

@@ -293,10 +293,52 @@ class ServingConfig(SingletonModel):
         default=SchedulerConfig.event_replan,
         help_text="Re-solve between controller periods when arrivals depart from the plan's demand.",
     )
+    replan_threshold = models.FloatField(
+        "early re-plan: departure",
+        default=SchedulerConfig.replan_threshold,
+        validators=[MinValueValidator(0.01)],
+        help_text="Re-solve early when the arrival rate since the last plan departs from its demand by more "
+        "than this fraction (0.3: 30 %).",
+    )
+    replan_min_gap_s = models.FloatField(
+        "early re-plan: minimum gap (s)",
+        default=SchedulerConfig.replan_min_gap_s,
+        validators=[MinValueValidator(0.1)],
+        help_text="Seconds between two solves at least, so that a re-plan does not chase the noise of a short window.",
+    )
     pressure_replan = models.BooleanField(
         "re-plan on queue pressure",
         default=SchedulerConfig.pressure_replan,
         help_text="Also re-solve early when a request finds its planned level's queue too long for its deadline.",
+    )
+    backlog_aware = models.BooleanField(
+        "plan for the backlog",
+        default=SchedulerConfig.backlog_aware,
+        help_text="The controller plans for the arrivals plus draining the requests already queued.",
+    )
+    backlog_horizon_periods = models.FloatField(
+        "backlog horizon (periods)",
+        default=SchedulerConfig.backlog_horizon_periods,
+        validators=[MinValueValidator(0.1)],
+        help_text="The queued requests are planned to drain within this many controller periods.",
+    )
+    similarity_ranked = models.BooleanField(
+        "similarity-ranked routing",
+        default=SchedulerConfig.similarity_ranked,
+        help_text="Within a K* class, the most similar prompts take the plan's highest K′ (least quality lost); "
+        "off: each request draws its level at random with the plan's fractions.",
+    )
+    deadline_redirect = models.BooleanField(
+        "deadline redirect",
+        default=SchedulerConfig.deadline_redirect,
+        help_text="A request whose planned level cannot finish it by its deadline goes to the level of least "
+        "quality loss that can.",
+    )
+    shed_hopeless = models.BooleanField(
+        "shed hopeless requests",
+        default=SchedulerConfig.shed_hopeless,
+        help_text="A worker ends a queued request that can no longer meet its deadline as shed (a violation) "
+        "instead of spending a GPU on it; off: it is served late.",
     )
     light_load_upgrade = models.BooleanField(
         "upgrades on spare capacity",

@@ -484,6 +484,21 @@ def test_the_prompt_aware_levers_reach_the_controller_and_the_trigger(user, embe
     assert not broker().exists(replan.DEDUPE_KEY)
 
 
+def test_every_live_lever_is_a_scheduler_setting_with_the_simulators_default():
+    """Each admin setting in LEVER_FIELDS maps to the SchedulerConfig setting of the same name, and a fresh
+    deployment starts where the simulator's tables were measured (the defaults agree), except admission:
+    live degrades by default, the simulator queues (docs/results.md, "Admission control at arrival")."""
+    import dataclasses
+
+    from scheduler.interface import SchedulerConfig
+
+    defaults = {f.name: f.default for f in dataclasses.fields(SchedulerConfig)}
+    for name in (*live_config.LEVER_FIELDS, "upgrade_budget_slo"):
+        assert name in defaults, name
+        if name != "admission":
+            assert ServingConfig._meta.get_field(name).default == defaults[name], name
+
+
 @pytest.mark.parametrize(
     ("field", "value", "fragment"),
     [

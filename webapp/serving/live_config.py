@@ -84,6 +84,28 @@ def profile_source() -> str:
     return settings.T2I_FALLBACK_PROFILE
 
 
+# ServingConfig fields that are SchedulerConfig fields of the same name and value: the admission mode and
+# prompt_aware's levers (the upgrade budget is converted: blank means no bank, math.inf).
+LEVER_FIELDS: tuple[str, ...] = (
+    "load_threshold",
+    "admission",
+    "demand_estimate",
+    "event_replan",
+    "replan_threshold",
+    "replan_min_gap_s",
+    "pressure_replan",
+    "backlog_aware",
+    "backlog_horizon_periods",
+    "similarity_ranked",
+    "deadline_redirect",
+    "shed_hopeless",
+    "light_load_upgrade",
+    "upgrade_margin",
+    "batch_cut",
+    "batch_cut_overload",
+)
+
+
 def scheduler_config(config: ServingConfig) -> SchedulerConfig:
     levels = tuple(config.level_list)
     time_factor = settings.T2I_TIME_FACTOR if settings.T2I_ENGINE == "emulated" else 1.0
@@ -95,23 +117,8 @@ def scheduler_config(config: ServingConfig) -> SchedulerConfig:
         predictor=Predictor(config.threshold_pairs),
         period_s=config.controller_period_s,
         util_target=config.util_target,
-        load_threshold=config.load_threshold,
-        admission=config.admission,
-        demand_estimate=config.demand_estimate,
-        event_replan=config.event_replan,
-        replan_threshold=config.replan_threshold,
-        replan_min_gap_s=config.replan_min_gap_s,
-        pressure_replan=config.pressure_replan,
-        backlog_aware=config.backlog_aware,
-        backlog_horizon_periods=config.backlog_horizon_periods,
-        similarity_ranked=config.similarity_ranked,
-        deadline_redirect=config.deadline_redirect,
-        shed_hopeless=config.shed_hopeless,
-        light_load_upgrade=config.light_load_upgrade,
+        **{name: getattr(config, name) for name in LEVER_FIELDS},
         upgrade_budget_slo=math.inf if config.upgrade_budget_slo is None else config.upgrade_budget_slo,
-        upgrade_margin=config.upgrade_margin,
-        batch_cut=config.batch_cut,
-        batch_cut_overload=config.batch_cut_overload,
         variant_time_factor=time_factor,  # proteus_models: its variants on the emulated workers' clock
         # Give the solver a cap so a hard solve ends in time; the controller still discards a slow one.
         plan_time_limit_s=max(0.1, settings.T2I_SLOW_SOLVE_FRACTION * config.controller_period_s),
@@ -125,23 +132,8 @@ def config_key(config: ServingConfig) -> tuple:
         config.k_levels,
         config.thresholds,
         config.slo_seconds,
-        config.load_threshold,
-        config.admission,
-        config.demand_estimate,
-        config.event_replan,
-        config.replan_threshold,
-        config.replan_min_gap_s,
-        config.pressure_replan,
-        config.backlog_aware,
-        config.backlog_horizon_periods,
-        config.similarity_ranked,
-        config.deadline_redirect,
-        config.shed_hopeless,
-        config.light_load_upgrade,
+        *(getattr(config, name) for name in LEVER_FIELDS),
         config.upgrade_budget_slo,
-        config.upgrade_margin,
-        config.batch_cut,
-        config.batch_cut_overload,
         config.util_target,
         config.controller_period_s,
         config.default_steps,

@@ -100,23 +100,7 @@ class ServingConfigAdmin(SingletonModelAdmin):
         (
             "Prompt-aware levers",
             {
-                "fields": [
-                    "demand_estimate",
-                    "event_replan",
-                    "replan_threshold",
-                    "replan_min_gap_s",
-                    "pressure_replan",
-                    "backlog_aware",
-                    "backlog_horizon_periods",
-                    "similarity_ranked",
-                    "deadline_redirect",
-                    "shed_hopeless",
-                    "light_load_upgrade",
-                    "upgrade_budget_slo",
-                    "upgrade_margin",
-                    "batch_cut",
-                    "batch_cut_overload",
-                ],
+                "fields": list(ServingConfig.PROMPT_AWARE_LEVERS),
                 "description": "prompt_aware's controller and workers, as the simulator runs them "
                 "(docs/results.md measures each). Applied like the scheduling settings.",
             },

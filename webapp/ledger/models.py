@@ -374,6 +374,26 @@ class ServingConfig(SingletonModel):
     )
     updated_at = models.DateTimeField(auto_now=True)
 
+    # prompt_aware's levers above, in the admin's order: its fieldset shows them, and the serving app maps each
+    # to the SchedulerConfig setting of the same name (webapp/serving/live_config.py).
+    PROMPT_AWARE_LEVERS: tuple[str, ...] = (
+        "demand_estimate",
+        "event_replan",
+        "replan_threshold",
+        "replan_min_gap_s",
+        "pressure_replan",
+        "backlog_aware",
+        "backlog_horizon_periods",
+        "similarity_ranked",
+        "deadline_redirect",
+        "shed_hopeless",
+        "light_load_upgrade",
+        "upgrade_budget_slo",
+        "upgrade_margin",
+        "batch_cut",
+        "batch_cut_overload",
+    )
+
     # Checks other apps add (serving: "recovery from a crash beats expiry"), run by clean(); the ledger
     # cannot import them, so they register themselves when their app is ready.
     EXTRA_CHECKS: list = []

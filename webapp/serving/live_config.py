@@ -84,25 +84,12 @@ def profile_source() -> str:
     return settings.T2I_FALLBACK_PROFILE
 
 
-# ServingConfig fields that are SchedulerConfig fields of the same name and value: the admission mode and
-# prompt_aware's levers (the upgrade budget is converted: blank means no bank, math.inf).
+# ServingConfig fields that are SchedulerConfig fields of the same name and value: the load threshold, the
+# admission mode and prompt_aware's levers (all but the upgrade budget, converted below: blank means no bank).
 LEVER_FIELDS: tuple[str, ...] = (
     "load_threshold",
     "admission",
-    "demand_estimate",
-    "event_replan",
-    "replan_threshold",
-    "replan_min_gap_s",
-    "pressure_replan",
-    "backlog_aware",
-    "backlog_horizon_periods",
-    "similarity_ranked",
-    "deadline_redirect",
-    "shed_hopeless",
-    "light_load_upgrade",
-    "upgrade_margin",
-    "batch_cut",
-    "batch_cut_overload",
+    *(name for name in ServingConfig.PROMPT_AWARE_LEVERS if name != "upgrade_budget_slo"),
 )
 
 

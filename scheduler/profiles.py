@@ -92,6 +92,21 @@ class LatencyProfile:
         """Requests per second of one worker running full batches of b at level k."""
         return b / self.latency(k, b)
 
+    def adjusted(self, factor: float = 1.0, overhead_s: float = 0.0) -> LatencyProfile:
+        """This profile on a deployment's clock: every batch time × `factor` (emulated workers with a time
+        factor), plus `overhead_s` per batch: what a live worker spends on a batch besides the denoising loop
+        (claiming it, saving its images, the ledger writes), which a profile of the model alone leaves out."""
+        if factor == 1.0 and overhead_s == 0.0:
+            return self
+        name = self.name + (f"×{factor:g}" if factor != 1.0 else "") + (f"+{overhead_s:.2f}s" if overhead_s else "")
+        return LatencyProfile(
+            levels=self.levels,
+            batch_sizes=self.batch_sizes,
+            table_s={k: tuple(t * factor + overhead_s for t in row) for k, row in self.table_s.items()},
+            n_steps=self.n_steps,
+            name=name,
+        )
+
     def to_dict(self) -> dict:
         return {
             "name": self.name,

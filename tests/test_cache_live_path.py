@@ -43,3 +43,6 @@ def test_near_duplicate_resumes_from_the_cache_and_a_miss_does_not(api, gpu_work
     # The worker ran that request as a resumed batch at its K′ (timing is the benchmark's job:
     # python -m workers.bench_resume / bench_workload — wall time is too noisy for a test).
     assert BatchRecord.objects.filter(k_prime=near.k_served, batch_size=1).exists()
+    # Every batch also records what it held the worker for besides generating (claim, saving: batch_overhead).
+    assert not BatchRecord.objects.filter(overhead_seconds__isnull=True).exists()
+    assert BatchRecord.objects.filter(overhead_seconds__gt=0).exists()

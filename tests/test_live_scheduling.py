@@ -282,6 +282,34 @@ def test_time_factor_scales_the_profile_the_scheduler_plans_with(embedded_servic
         assert emulated_engine().service_seconds(0, 1) == pytest.approx(reference.latency(0, 1) * factor)
 
 
+def test_the_measured_batch_overhead_joins_the_profile_live_routing_uses(embedded_services, settings):
+    from scheduler.profiles import load_profile
+    from webapp.ledger.models import BatchRecord
+    from webapp.serving.batch_overhead import forget_measured_overhead
+
+    settings.T2I_ENGINE, settings.T2I_PROFILE, settings.T2I_TIME_FACTOR = "emulated", "sdxl-a100", 1.0
+    settings.T2I_MEASURED_OVERHEAD = True
+    bare = load_profile("sdxl-a100").latency(0, 1)
+    config = ServingConfig.current()
+    forget_measured_overhead()
+    before = live_policy.live_policy.get(config)[0]
+    assert before.config.profile.latency(0, 1) == pytest.approx(bare)  # nothing measured yet
+    for overhead in (0.18, 0.22, 0.21, None):  # None: a batch recorded before the field existed
+        BatchRecord.objects.create(
+            worker=0, k_prime=0, batch_size=1, service_seconds=6.1, overhead_seconds=overhead, engine="emulated"
+        )
+    forget_measured_overhead()  # a deployment reads the ledger again after OVERHEAD_REFRESH_S
+    after = live_policy.live_policy.get(config)[0]
+    assert after is not before  # the overhead is part of the policy's configuration
+    assert after.config.profile.latency(0, 1) == pytest.approx(bare + 0.25)  # 90th percentile 0.218, up
+    assert live_config.scheduler_config(config).profile.latency(25, 2) == pytest.approx(
+        load_profile("sdxl-a100").latency(25, 2) + 0.25
+    )
+    settings.T2I_MEASURED_OVERHEAD = False
+    forget_measured_overhead()
+    assert live_config.scheduler_config(config).profile.latency(0, 1) == pytest.approx(bare)
+
+
 def test_a_burst_between_periods_requests_one_early_replan(user, embedded_services, settings):
     """Live event trigger: arrivals since the plan far above its demand → one controller run is requested
     (deduplicated across calls and processes by a Redis key); arrivals on plan → none."""

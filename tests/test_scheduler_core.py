@@ -57,6 +57,17 @@ def test_profile_preset_approxc_and_batch_caps():
     assert p.batch_cap(0, 1.0) == 1  # at least 1 even if nothing fits
 
 
+def test_adjusted_profile_scales_each_batch_and_adds_the_overhead_once():
+    p = load_profile("sdxl-a100")
+    assert p.adjusted() is p
+    q = p.adjusted(0.5, 0.2)
+    assert q.latency(0, 1) == pytest.approx(6.10 * 0.5 + 0.2)
+    assert q.latency(0, 3) == pytest.approx((10.65 + 20.92) / 2 * 0.5 + 0.2)  # per batch, not per request
+    assert q.latency(25, 2) == pytest.approx(p.latency(25, 2) * 0.5 + 0.2)
+    assert q.name == "sdxl-a100×0.5+0.20s" and p.adjusted(overhead_s=0.05).name == "sdxl-a100+0.05s"
+    assert p.latency(0, 1) == pytest.approx(6.10)  # the original is untouched
+
+
 def test_profile_csv_formats(tmp_path):
     ds = tmp_path / "diffserve.csv"
     ds.write_text(

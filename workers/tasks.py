@@ -386,6 +386,7 @@ def generate(request_id: str) -> str:
         if settings.T2I_ENGINE != "emulated":
             return _refuse_model_variants(request_id, worker, lease_s, config.policy)
         held = _hold_planned_variant(worker, config)
+    claiming = time.perf_counter()  # the batch holds this worker from here (batch_overhead)
     claimed = with_database(
         lambda: claim_for_message(uuid.UUID(request_id), worker, lease_s), CLAIM_PATIENCE_S, "claim a batch"
     )
@@ -442,6 +443,7 @@ def generate(request_id: str) -> str:
         k_prime=max(item.start_level for item in items) if held is None else held.index,
         batch_size=len(rows),
         service_seconds=service_s,
+        overhead_seconds=max(0.0, time.perf_counter() - claiming - service_s),
         engine=settings.T2I_ENGINE,
         plan_version=rows[0].plan_version,
         model_variant="" if held is None else held.model.name,

@@ -139,6 +139,15 @@ class AllocationPlanAdmin(ReadOnlyAdmin):
 
 @admin.register(BatchRecord)
 class BatchRecordAdmin(ReadOnlyAdmin):
-    list_display = ("finished_at", "worker", "k_prime", "batch_size", "service_seconds", "engine", "plan_version")
+    list_display = (
+        "finished_at",
+        "worker",
+        "k_prime",
+        "batch_size",
+        "service_seconds",
+        "overhead_seconds",
+        "engine",
+        "plan_version",
+    )
     list_filter = ("worker", "k_prime", "batch_size", "engine")
     readonly_fields = [f.name for f in BatchRecord._meta.fields]

@@ -600,3 +600,8 @@ class BatchRecord(models.Model):
     load_seconds = models.FloatField(
         null=True, blank=True, help_text="Seconds spent loading the model variant before this batch."
     )
+    # Seconds the batch held its worker besides the engine's service time: the claim, the cached latents'
+    # load, the images' saving and the ledger writes (webapp/serving/batch_overhead.py). Null: not measured.
+    overhead_seconds = models.FloatField(
+        null=True, blank=True, help_text="Seconds the batch held its worker besides generating (claim, saving)."
+    )

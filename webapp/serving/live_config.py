@@ -25,6 +25,8 @@ from scheduler.profiles import LatencyProfile, load_profile
 from scheduler.recovery import RecoveryTimings, recovery_timings
 from webapp.ledger.models import ServingConfig
 
+from .batch_overhead import measured_overhead_s
+
 CONFIG_TTL_S = 1.0  # an admin's change reaches every process within this
 _config_lock = threading.Lock()
 _config_cache: tuple[float, ServingConfig] | None = None  # (monotonic time read, the row)
@@ -59,19 +61,11 @@ post_save.connect(forget_serving_config, sender=ServingConfig, dispatch_uid="t2i
 
 
 @lru_cache(maxsize=8)
-def _profile(source: str, levels: tuple[int, ...], steps: int, time_factor: float) -> LatencyProfile:
-    """The profile in wall-clock seconds of this deployment: emulated workers with a time
-    factor sleep L × factor, so planning, batch caps and backlogs must use L × factor too."""
-    profile = load_profile(source, levels=levels, n_steps=steps)
-    if time_factor == 1.0:
-        return profile
-    return LatencyProfile(
-        levels=profile.levels,
-        batch_sizes=profile.batch_sizes,
-        table_s={k: tuple(t * time_factor for t in row) for k, row in profile.table_s.items()},
-        n_steps=profile.n_steps,
-        name=f"{profile.name}×{time_factor:g}",
-    )
+def _profile(source: str, levels: tuple[int, ...], steps: int, time_factor: float, overhead_s: float) -> LatencyProfile:
+    """The profile in wall-clock seconds of this deployment: emulated workers with a time factor sleep
+    L × factor, so planning, batch caps and backlogs must use L × factor too; plus the per-batch overhead the
+    workers measured (batch_overhead)."""
+    return load_profile(source, levels=levels, n_steps=steps).adjusted(time_factor, overhead_s)
 
 
 def profile_source() -> str:
@@ -96,7 +90,7 @@ LEVER_FIELDS: tuple[str, ...] = (
 def scheduler_config(config: ServingConfig) -> SchedulerConfig:
     levels = tuple(config.level_list)
     time_factor = settings.T2I_TIME_FACTOR if settings.T2I_ENGINE == "emulated" else 1.0
-    profile = _profile(profile_source(), levels, config.default_steps, time_factor)
+    profile = _profile(profile_source(), levels, config.default_steps, time_factor, measured_overhead_s())
     return SchedulerConfig(
         n_workers=settings.T2I_WORKERS,
         profile=profile,
@@ -127,6 +121,7 @@ def config_key(config: ServingConfig) -> tuple:
         settings.T2I_WORKERS,
         profile_source(),
         settings.T2I_TIME_FACTOR,
+        measured_overhead_s(),
     )
 
 

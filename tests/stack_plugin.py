@@ -48,8 +48,8 @@ def _configure_environment() -> None:
             "T2I_SUBMIT_RATE": "100000/min",
             "T2I_READ_RATE": "100000/min",
             "HF_HUB_OFFLINE": "1",
-            # The suite's routing expectations are for the bare profile; what a loaded machine adds per batch
-            # would move them. The tests of the measured overhead turn it on.
+            # The suite's routing expectations are for the bare profile (the default); what a loaded machine adds
+            # per batch would move them. The tests of the measured overhead turn it on.
             "T2I_MEASURED_OVERHEAD": "0",
             "T2I_FAST_PASSWORD_HASHER": "1",  # webapp/settings.py: MD5 hashing, test users in ms not 0.3 s
         }

@@ -310,6 +310,14 @@ def test_the_measured_batch_overhead_joins_the_profile_live_routing_uses(embedde
     assert live_config.scheduler_config(config).profile.latency(0, 1) == pytest.approx(bare)
 
 
+def test_the_overhead_in_use_moves_only_when_a_reading_leaves_it_by_more_than_a_step():
+    from webapp.serving.batch_overhead import settle
+
+    assert settle(None, 0.1) == 0.1  # the first reading is taken as it is
+    assert settle(0.1, 0.15) == 0.1 and settle(0.15, 0.1) == 0.15  # neighbouring steps: no change
+    assert settle(0.1, 0.2) == 0.2 and settle(0.2, 0.05) == 0.05
+
+
 def test_a_burst_between_periods_requests_one_early_replan(user, embedded_services, settings):
     """Live event trigger: arrivals since the plan far above its demand → one controller run is requested
     (deduplicated across calls and processes by a Redis key); arrivals on plan → none."""

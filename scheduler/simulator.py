@@ -119,17 +119,21 @@ def simulate(
     top_m: int = 96,
     progress=None,
     cache: ApproxCache | None = None,
+    batch_overhead_s: float = 0.0,
 ) -> SimResult:
     """Run one policy over the arrivals. embeddings: (warm + len(arrivals), d) unit vectors, stream order.
 
     `cache` may be a fresh ApproxCache built on the same embeddings (to reuse its neighbour index);
-    its state is reset here.
+    its state is reset here. `batch_overhead_s`: seconds every batch holds its worker beyond L(K′, b) that
+    the scheduler does not know of (a live worker's claim, image saving and ledger writes: compare_sim's
+    `--batch-overhead`); the policies still plan, route and shed with the profile alone.
     """
     wall_started = time.perf_counter()
     arrivals = np.asarray(arrivals, dtype=np.float64)
     _check_prompt_count(embeddings, warm, arrivals.size)
     cache = _warm_cache(cache, embeddings, warm, arrivals.size, config.levels, cache_capacity, top_m)
     run = _setup_run(policy_name, config, arrivals, cache, warm, seed)
+    run.batch_overhead_s = batch_overhead_s
     handlers = _event_handlers(run)
     _event_loop(run, handlers, progress)
     return _result(run, time.perf_counter() - wall_started)
@@ -171,6 +175,7 @@ class _Run:
     state: list[int]  # _QUEUED, _TAKEN (running or done) or _DROPPED
     ready_at: list[float]  # per worker: when it may start a batch (after loading a model variant)
     serves_models: bool  # proteus_models: K′ is a model variant index, no cache, load time on a switch
+    batch_overhead_s: float = 0.0  # unplanned seconds per batch (simulate's argument)
 
 
 _QUEUED, _TAKEN, _DROPPED = 0, 1, 2
@@ -291,7 +296,7 @@ def _event_handlers(run: _Run) -> _Handlers:
     k_star, k_prime, quality, similarity = run.k_star, run.k_prime, run.quality, run.similarity
     worker, redirected = run.worker, run.redirected
     queue_len, queued_s, busy, busy_until = cluster.queue_len, cluster.queued_s, cluster.running, cluster.busy_until
-    serves_models, ready_at = run.serves_models, run.ready_at
+    serves_models, ready_at, batch_overhead_s = run.serves_models, run.ready_at, run.batch_overhead_s
     latency = _MemoisedLatency(policy.variant_profile if serves_models else config.profile)
     lat1 = latency  # L(K′, 1) by K′: latency[k]
     variant_quality = getattr(policy, "variant_quality_of", None)
@@ -383,10 +388,10 @@ def _event_handlers(run: _Run) -> _Handlers:
         queue_len[w] -= len(taken)
         queued_s[w] = max(0.0, queued_s[w] - taken_cost) if queue_len[w] else 0.0
         busy[w] = len(taken)
-        busy_until[w] = t + service_s
+        busy_until[w] = t + service_s  # what the scheduler expects; the batch ends after the overhead too
         running[w] = taken
         seq += 1
-        heappush(heap, (t + service_s, seq, _COMPLETE, w))
+        heappush(heap, (t + service_s + batch_overhead_s, seq, _COMPLETE, w))
 
     def enqueue(r: int, t: float, w: int, cost: float, deadline: float) -> None:
         """Request r joins worker w's queue (expected cost per request `cost`); its drop is scheduled at 2 × SLO;

@@ -80,6 +80,20 @@ def test_prompt_aware_beats_baselines_on_a_burst(workload):
     assert "prompt_aware" in format_table(res)
 
 
+def test_an_unplanned_batch_overhead_lengthens_every_batch_and_the_waits_behind_it():
+    arr = np.arange(4) * 0.5  # four requests at once on one worker: each waits for the ones before it
+    emb = clustered_stream(10 + arr.size, seed=5)
+    cfg = SchedulerConfig(n_workers=1, profile=PROFILE, slo_s=SLO)
+    ideal = simulate("clipper_ha", cfg, arr, emb, 10)
+    slow = simulate("clipper_ha", cfg, arr, emb, 10, batch_overhead_s=0.25)
+    assert np.array_equal(slow.k_prime, ideal.k_prime)  # the scheduler plans with the profile alone
+    ran = np.isfinite(slow.finish)
+    service = slow.finish[ran] - slow.start[ran]
+    ideal_service = ideal.finish[ran] - ideal.start[ran]
+    assert np.allclose(service, ideal_service + 0.25)  # each batch holds its worker 0.25 s longer
+    assert np.all(slow.start[ran][1:] > ideal.start[ran][1:])  # and the next one starts that much later
+
+
 def test_overload_drops_after_twice_the_slo():
     arr = np.linspace(0, 60, 200)  # 3.3 req/s on one worker
     emb = clustered_stream(10 + arr.size, seed=5)

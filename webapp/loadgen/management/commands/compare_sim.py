@@ -109,6 +109,15 @@ class Command(BaseCommand):
             "violation the simulator does not have); by default they are shortened",
         )
         parser.set_defaults(clip_prompts=True)
+        parser.add_argument(
+            "--batch-overhead",
+            type=float,
+            default=0.0,
+            metavar="S",
+            help="simulate S profile seconds per batch beyond L(K′, b) that the scheduler does not plan for, as a "
+            "live worker spends them on claiming, saving and ledger writes (BatchRecord.overhead_seconds); "
+            "default 0: the ideal system",
+        )
 
     def handle(self, *args, **opts):
         err = self.stderr._out if hasattr(self.stderr, "_out") else sys.stderr
@@ -156,6 +165,7 @@ class Command(BaseCommand):
                 seed=opts["seed"],
                 progress=bar,
                 cache=cache,
+                batch_overhead_s=opts["batch_overhead"],
             )
         sim_m = r.summary(list(levels), opts["window"])
         sim_series = time_series(

@@ -185,6 +185,7 @@ class Command(BaseCommand):
             policies=list(results),
             cache_capacity=opts["cache_capacity"],
             resumed_levels=opts["resumed_levels"],
+            sim_batch_overhead_s=opts["batch_overhead"],
         )
         title = (
             f"simulator vs live: {setup.policy}, {cfg.n_workers} workers, {cfg.profile.name}, SLO "

@@ -132,8 +132,7 @@ def simulate(
     arrivals = np.asarray(arrivals, dtype=np.float64)
     _check_prompt_count(embeddings, warm, arrivals.size)
     cache = _warm_cache(cache, embeddings, warm, arrivals.size, config.levels, cache_capacity, top_m)
-    run = _setup_run(policy_name, config, arrivals, cache, warm, seed)
-    run.batch_overhead_s = batch_overhead_s
+    run = _setup_run(policy_name, config, arrivals, cache, warm, seed, batch_overhead_s)
     handlers = _event_handlers(run)
     _event_loop(run, handlers, progress)
     return _result(run, time.perf_counter() - wall_started)
@@ -208,7 +207,13 @@ def _warm_cache(
 
 
 def _setup_run(
-    policy_name: str, config: SchedulerConfig, arrivals: np.ndarray, cache: ApproxCache, warm: int, seed: int
+    policy_name: str,
+    config: SchedulerConfig,
+    arrivals: np.ndarray,
+    cache: ApproxCache,
+    warm: int,
+    seed: int,
+    batch_overhead_s: float = 0.0,
 ) -> _Run:
     """The policy, estimator, idle cluster and empty outcomes; the first plan recorded, the first tick queued."""
     n = arrivals.size
@@ -246,6 +251,7 @@ def _setup_run(
         state=[_QUEUED] * n,
         ready_at=[0.0] * n_workers,
         serves_models=getattr(policy, "serves_models", False),
+        batch_overhead_s=batch_overhead_s,
     )
     _record_plan(run, 0.0)
     if policy.uses_controller:

@@ -88,6 +88,9 @@ class Decision:
     k_prime: int
     batch_size: int
     redirected: bool = False
+    # Routed at K′ = 0 by prompt_aware's queue-first mode: the re-plan that ends the mode may re-route it
+    # (to the new plan's level for it) while it is still queued.
+    queue_first: bool = False
 
 
 @dataclass
@@ -113,6 +116,7 @@ class SchedulerConfig:
     solver: str = "glpk"  # the controller's MILP solver: "glpk" or "highs" (scipy.optimize.milp)
     # prompt_aware's levers (issue 13); each can be switched off for an ablation.
     similarity_ranked: bool = True  # within a K* class, higher s → higher K′ (instead of random sampling)
+    queue_first: bool = True  # light load: every request at K′ = 0 while the queues can still make its deadline
     light_load_upgrade: bool = True  # spare capacity serves a request better than the plan's level ...
     upgrade_margin: float = 0.3  # ... if it still finishes this many SLOs before its deadline ...
     upgrade_budget_slo: float = 2.0  # ... and the plan's spare worker-seconds (at most this many SLOs' worth) cover it
@@ -163,6 +167,7 @@ class SchedulerConfig:
             "backlog_horizon_periods": self.backlog_horizon_periods,
             "solver": self.solver,
             "similarity_ranked": self.similarity_ranked,
+            "queue_first": self.queue_first,
             "light_load_upgrade": self.light_load_upgrade,
             "upgrade_margin": self.upgrade_margin,
             "upgrade_budget_slo": _finite_or_none(self.upgrade_budget_slo),

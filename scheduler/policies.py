@@ -4,7 +4,8 @@
 |---------------|--------------------------------|-------------------------------------------|---------------------|
 | prompt_aware  | MILP per K* class (controller),| K→K′ fractions per K* by similarity rank,  | plan cap at high    |
 |               | re-solved early on a demand    | upgrades on the plan's spare capacity,     | load, 1 at low load |
-|               | departure; sheds hopeless work | route-and-batch, redirect to least 𝒟_Q    |                     |
+|               | departure; sheds hopeless work | route-and-batch, redirect to least 𝒟_Q;    |                     |
+|               |                                | queue-first at K′ = 0 while queues absorb  |                     |
 | clipper_ha    | every worker at K′ = 0         | soonest-free worker                       | AIMD (Clipper)      |
 | clipper_ht    | every worker at the largest K  | soonest-free worker                       | AIMD (Clipper)      |
 | nirvana       | none: each request at its K*   | shortest queue                            | 1                   |
@@ -177,21 +178,37 @@ class SimilarityRanks:
         self.recent: list[deque] = [deque() for _ in range(n_classes)]
         self.sorted: list[list[float]] = [[] for _ in range(n_classes)]
 
+    def position(self, cls: int, s: float) -> float:
+        """The mid-rank of s among the class's last `window` similarities (0.5 while there are none)."""
+        ordered = self.sorted[cls]
+        u = (bisect.bisect_left(ordered, s) + bisect.bisect_right(ordered, s)) / (2 * len(ordered)) if ordered else 0.5
+        return min(u, 1.0 - 1e-12)
+
     def rank(self, cls: int, s: float) -> float:
         """The mid-rank of s among the class's last `window` similarities, then s joins them."""
         ordered, recent = self.sorted[cls], self.recent[cls]
-        u = (bisect.bisect_left(ordered, s) + bisect.bisect_right(ordered, s)) / (2 * len(ordered)) if ordered else 0.5
+        u = self.position(cls, s)
         recent.append(s)
         bisect.insort(ordered, s)
         if len(recent) > self.window:
             del ordered[bisect.bisect_left(ordered, recent.popleft())]
-        return min(u, 1.0 - 1e-12)
+        return u
 
 
 class PromptAware(Policy):
     """The paper: MILP per K* class, K→K′ routing by the plan's fractions (similarity-ranked), route-and-batch,
-    deadline redirect; plus issue 13's levers: upgrades on the plan's spare capacity, an event trigger for
-    early re-plans, and shedding (by the runner) of requests that can no longer meet their deadline."""
+    deadline redirect; plus issue 13's levers: queue-first light load, upgrades on the plan's spare capacity,
+    an event trigger for early re-plans, and shedding (by the runner) of requests that can no longer meet
+    their deadline.
+
+    Queue-first (`queue_first`): a plan that puts every worker at K′ = 0 starts the mode, in which every
+    request goes at K′ = 0 to the worker that frees up first, as clipper_ha would, for as long as that worker
+    can still finish it by its deadline: the queues absorb a burst that they can absorb, instead of the plan
+    approximating for a rate that a short window overstates. The first request the queues cannot take ends
+    the mode; it asks for a re-plan at once (`replan_due`), and the runner re-routes the requests the mode
+    queued that are still waiting to the new plan's level for them (`take_requeue`, `requeue_level`), so a
+    burst that the queues could not absorb is served as the plan would have served it. The mode starts again
+    with the next all-K′ = 0 plan solved at least `replan_min_gap_s` after it ended."""
 
     name = "prompt_aware"
     uses_controller = True
@@ -199,6 +216,9 @@ class PromptAware(Policy):
     def __init__(self, config: SchedulerConfig, seed: int = 0) -> None:
         self._planned_at, self._arrivals_since_plan = 0.0, 0  # for the event trigger; set_plan reads them
         self._pressure = False  # since the last solve, a plan level's queue could not make a deadline
+        self._queue_first = False  # the mode is on; set_plan starts it
+        self._queue_first_ended_at = -math.inf
+        self._requeue_due = False  # the mode ended: re-plan now and re-route what it queued
         super().__init__(config, seed)
         self.ranks = SimilarityRanks(len(self.levels))
         self._all_workers = list(range(config.n_workers))
@@ -215,6 +235,36 @@ class PromptAware(Policy):
         self._spare = max(0.0, spare) if plan.served_rate >= plan.demand_rate * (1.0 - 1e-6) else 0.0
         if plan.time > self._planned_at:  # adopted from storage (live)
             self._planned_at, self._arrivals_since_plan, self._pressure = plan.time, 0, False
+        if (
+            self.config.queue_first
+            and not self._queue_first
+            and plan.time >= self._queue_first_ended_at + self.config.replan_min_gap_s
+            and all(lv == self.levels[0] for lv in plan.worker_levels)
+            and plan.served_rate >= plan.demand_rate * (1.0 - 1e-6)
+        ):
+            self._queue_first = True
+
+    @property
+    def in_queue_first(self) -> bool:
+        """Whether requests are routed queue-first now (see the class docstring)."""
+        return self._queue_first
+
+    def take_requeue(self) -> bool:
+        """Whether queue-first ended since the last call (the runner then re-routes, after the re-plan, the
+        requests the mode queued that still wait); clears it."""
+        due, self._requeue_due = self._requeue_due, False
+        return due
+
+    def requeue_level(self, req: RequestView) -> int:
+        """The K′ the current plan gives a request that queue-first queued and that still waits: its level by
+        similarity rank within its class (the rank read, not added again), resumable from its neighbour."""
+        if not req.levels_available:
+            return 0
+        i = self.levels.index(req.k_star) if req.k_star in self.levels else 0
+        if not self.config.similarity_ranked or req.similarity is None:
+            return effective_level(self.sample_level(req.k_star), req.levels_available)
+        u = self.ranks.position(i, req.similarity)
+        return effective_level(self.levels[bisect.bisect_right(self._cum[i], u)], req.levels_available)
 
     def replan_due(self, now: float, arrivals: int | None = None) -> bool:
         """Event trigger: the arrival rate since the last solve departs from the plan's demand by more than
@@ -226,6 +276,8 @@ class PromptAware(Policy):
         system counts the ledger's rows, since each web process sees only its share)."""
         if not self.config.event_replan:
             return False
+        if self._requeue_due:  # queue-first just ended: the queues are full, plan for what is coming
+            return True
         elapsed = now - self._planned_at
         if elapsed < self.config.replan_min_gap_s:
             return False
@@ -275,6 +327,10 @@ class PromptAware(Policy):
 
     def dispatch(self, req: RequestView, cluster: ClusterView, now: float) -> Decision:
         self._arrivals_since_plan += 1
+        if self._queue_first:
+            decision = self._queue_first_route(req, cluster, now)
+            if decision is not None:
+                return decision
         avail = req.levels_available
         if not avail:
             return self._no_neighbour(cluster, now)
@@ -293,6 +349,15 @@ class PromptAware(Policy):
             return Decision(w, kp, b, False)
         self._pressure = True  # the plan's level has more queued than it can drain in time
         return self._redirect(req, cluster, now, k, w, kp, b, backlog)
+
+    def _queue_first_route(self, req: RequestView, cluster: ClusterView, now: float) -> Decision | None:
+        """K′ = 0 on the soonest-free worker if it can still finish the request by its deadline; else the mode
+        ends and None. (The similarity ranks stay those of the requests the plans routed.)"""
+        w, backlog = soonest_free(self._all_workers, cluster, now)
+        if now + backlog + self.lat1[self.levels[0]] <= req.deadline:
+            return Decision(w, self.levels[0], self.caps[self.levels[0]], False, queue_first=True)
+        self._queue_first, self._queue_first_ended_at, self._requeue_due = False, now, True
+        return None
 
     def _loss_key(self, req: RequestView, lv: int) -> tuple[float, int]:
         """Sort key: least 𝒟_Q first; among loss-free levels the cheapest (highest K′) first."""

@@ -104,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-similarity-rank", action="store_true", help="ablation: sample the K→K′ fractions at random")
     p.add_argument("--no-upgrade", action="store_true", help="ablation: never serve better than the plan's level")
     p.add_argument(
+        "--no-queue-first",
+        action="store_true",
+        help="ablation: no queue-first light load (K′ = 0 on the soonest-free worker while it makes the deadline)",
+    )
+    p.add_argument(
         "--upgrade-budget",
         type=_non_negative,
         default=SchedulerConfig.upgrade_budget_slo,
@@ -243,6 +248,7 @@ def _scheduler_config(args: argparse.Namespace, profile) -> SchedulerConfig:
         deadline_redirect=not args.no_redirect,
         backlog_aware=not args.no_backlog,
         similarity_ranked=not args.no_similarity_rank,
+        queue_first=not args.no_queue_first,
         light_load_upgrade=not args.no_upgrade,
         upgrade_budget_slo=args.upgrade_budget,
         upgrade_margin=args.upgrade_margin,

@@ -174,6 +174,9 @@ class _Run:
     state: list[int]  # _QUEUED, _TAKEN (running or done) or _DROPPED
     ready_at: list[float]  # per worker: when it may start a batch (after loading a model variant)
     serves_models: bool  # proteus_models: K′ is a model variant index, no cache, load time on a switch
+    # queue-first (prompt_aware): the requests the mode queued at K′ = 0 that have a neighbour, and that
+    # neighbour, for the re-route when the mode ends (`_requeue_queue_first`)
+    queue_first: dict[int, int]
     batch_overhead_s: float = 0.0  # unplanned seconds per batch (simulate's argument)
 
 
@@ -251,6 +254,7 @@ def _setup_run(
         state=[_QUEUED] * n,
         ready_at=[0.0] * n_workers,
         serves_models=getattr(policy, "serves_models", False),
+        queue_first={},
         batch_overhead_s=batch_overhead_s,
     )
     _record_plan(run, 0.0)
@@ -300,7 +304,7 @@ def _event_handlers(run: _Run) -> _Handlers:
     k_prime_list, batch_cap_list, cost_list = run.k_prime_list, run.batch_cap_list, run.cost_list
     start, finish, dropped, batch_of = run.start, run.finish, run.dropped, run.batch
     k_star, k_prime, quality, similarity = run.k_star, run.k_prime, run.quality, run.similarity
-    worker, redirected = run.worker, run.redirected
+    worker, redirected, queue_first = run.worker, run.redirected, run.queue_first
     queue_len, queued_s, busy, busy_until = cluster.queue_len, cluster.queued_s, cluster.running, cluster.busy_until
     serves_models, ready_at, batch_overhead_s = run.serves_models, run.ready_at, run.batch_overhead_s
     latency = _MemoisedLatency(policy.variant_profile if serves_models else config.profile)
@@ -387,6 +391,8 @@ def _event_handlers(run: _Run) -> _Handlers:
         service_s = latency(level, len(taken))
         taken_cost = 0.0
         for r in taken:
+            if queue_first:
+                queue_first.pop(r, None)
             state[r] = _TAKEN
             start[r] = t
             batch_of[r] = len(taken)
@@ -454,6 +460,8 @@ def _event_handlers(run: _Run) -> _Handlers:
         redirected[r] = decision.redirected
         if kp:
             cache.hit(neighbour, kp)
+        elif decision.queue_first and neighbour >= 0:
+            queue_first[r] = neighbour
         enqueue(r, t, w, latency(kp, batch_cap) / batch_cap, deadline)
         if replan_due is not None and replan_due(t):
             _control_tick(run, t, r + 1)
@@ -540,11 +548,41 @@ def _control_tick(run: _Run, t: float, next_arrival: int) -> None:
     if config.backlog_aware:
         estimate = estimate.with_backlog(_queued_per_class(run), config.backlog_horizon_periods * config.period_s)
     before = list(run.cluster.levels)
+    take_requeue = getattr(policy, "take_requeue", None)
+    requeue = take_requeue is not None and take_requeue()
     policy.plan(t, estimate)
     run.cluster.levels[:] = policy.current.worker_levels
+    if requeue:
+        _requeue_queue_first(run)
     if run.serves_models:
         _switch_models(run, before, t)
     _record_plan(run, t)
+
+
+def _requeue_queue_first(run: _Run) -> None:
+    """Queue-first has ended and the policy has re-planned: every request the mode queued at K′ = 0 that is
+    still waiting takes the new plan's level for it (`PromptAware.requeue_level`), on the same worker and in
+    the same place in its queue, as the live controller relabels the queued rows."""
+    policy, config, cluster, cache = run.policy, run.config, run.cluster, run.cache
+    slo, caps = config.slo_s, policy.caps
+    for r, neighbour in run.queue_first.items():
+        if run.state[r] != _QUEUED:
+            continue
+        available = cache.available(neighbour)
+        sim = float(run.similarity[r])
+        arrival = float(run.arrivals[r])
+        kp = policy.requeue_level(RequestView(r, arrival, arrival + slo, sim, int(run.k_star[r]), available))
+        if kp == 0:
+            continue
+        w, cap = int(run.worker[r]), caps[kp]
+        cost = config.profile.latency(kp, cap) / cap
+        cluster.queued_s[w] = max(0.0, cluster.queued_s[w] + cost - run.cost_list[r])
+        run.cost_list[r] = cost
+        run.k_prime_list[r] = run.k_prime[r] = kp
+        run.batch_cap_list[r] = cap
+        run.quality[r] = run.q_row(sim)[run.class_of[kp]]
+        cache.hit(neighbour, kp)
+    run.queue_first.clear()
 
 
 def _switch_models(run: _Run, before: list[int], t: float) -> None:

@@ -573,3 +573,140 @@ def test_a_late_retry_is_served_late_not_shed(user, embedded_services):
     assert [r.id for r in _shed_hopeless([retry], ServingConfig.current(), UNSERVED_SLOT)] == [retry.id]
     retry.refresh_from_db()
     assert retry.status == Status.RUNNING
+
+
+def test_queue_first_routes_at_full_quality_and_keeps_the_neighbour_for_a_re_route(api, embedded_services):
+    """prompt_aware starts in queue-first (its first plan is all K′ = 0): a near-duplicate of a cached prompt
+    runs at K′ = 0, not resumed, and the row keeps the neighbour the re-route at the mode's end would use."""
+    from webapp.cache import store as cache_store
+    from webapp.cache.keys import model_key_for
+    from webapp.cache.models import CacheEntry
+
+    serving_config(policy="prompt_aware")
+    first = GenerationRequest.objects.get(
+        pk=api.post(URL, {"prompt": "a red fox in the snow"}, format="json").json()["id"]
+    )
+    assert first.k_served == 0 and first.queue_first_neighbor_id is None  # no neighbour: nothing to re-route
+    entry = CacheEntry.objects.create(
+        prompt=first.prompt,
+        prompt_sha=cache_store.prompt_sha(first.prompt),
+        embedding=cache_store.embed([first.prompt])[0],
+        model_key=model_key_for(first.steps, first.width, first.height),
+        levels=[5, 10, 15, 20, 25],
+    )
+    body = api.post(URL, {"prompt": "a red fox in the snow, highly detailed"}, format="json").json()
+    near = GenerationRequest.objects.get(pk=body["id"])
+    assert near.similarity > 0.8 and near.k_star > 0
+    assert near.k_served == 0 and near.cache_neighbor_id is None and near.quality == 1.0
+    assert near.queue_first_neighbor_id == entry.pk
+    assert "queue_first_neighbor_id" not in body  # internal: not part of the API
+
+
+def test_the_end_of_queue_first_re_routes_its_queued_rows_to_the_plans_level(user, embedded_services):
+    """requeue_queue_first: a queued queue-first row takes the current plan's level for it (resumed from its
+    neighbour, the level's batch cap, its quality); a row already claimed, or whose neighbour is gone, stays."""
+    from scheduler.planner import Plan
+    from scheduler.policies import make_policy
+    from webapp.cache import store as cache_store
+    from webapp.cache.models import CacheEntry
+    from webapp.serving.requeue import requeue_queue_first
+
+    serving_config(policy="prompt_aware")
+    entry = CacheEntry.objects.create(
+        prompt="a fox",
+        prompt_sha=cache_store.prompt_sha("a fox"),
+        embedding=cache_store.embed(["a fox"])[0],
+        model_key="k",
+        levels=[5, 10, 15, 20, 25],
+    )
+    fields = dict(k_served=0, k_star=25, similarity=0.97, worker=0, batch_limit=2, quality=1.0)
+    queued = make_request(user, queue_first_neighbor_id=entry.pk, **fields)
+    claimed = make_request(user, queue_first_neighbor_id=entry.pk, status=Status.RUNNING, **fields)
+    evicted = make_request(user, queue_first_neighbor_id=entry.pk + 1000, **fields)
+    policy = make_policy("prompt_aware", live_config.scheduler_config(ServingConfig.current()))
+    levels = policy.levels
+    n = len(policy.current.worker_levels)
+    policy.set_plan(  # every class to the top level
+        Plan(
+            levels=levels,
+            worker_levels=[levels[-1]] * n,
+            route=[[0.0] * (len(levels) - 1) + [1.0] for _ in levels],
+            batch_size=policy.caps,
+            workers_per_level=[0] * (len(levels) - 1) + [n],
+        )
+    )
+    assert requeue_queue_first(policy) == 1
+    queued.refresh_from_db()
+    assert (queued.k_served, queued.cache_neighbor_id, queued.queue_first_neighbor_id) == (25, entry.pk, None)
+    assert queued.batch_limit == policy.caps[25] and queued.quality == pytest.approx(policy.quality(0.97, 25))
+    claimed.refresh_from_db()
+    evicted.refresh_from_db()
+    assert (claimed.k_served, claimed.cache_neighbor_id) == (0, None)
+    assert (evicted.k_served, evicted.cache_neighbor_id, evicted.queue_first_neighbor_id) == (0, None, None)
+    assert requeue_queue_first(policy) == 0  # nothing left to move
+
+
+def test_the_end_of_queue_first_asks_for_one_re_plan_with_the_re_route(user, embedded_services, monkeypatch):
+    """Routing: the request that ends queue-first asks the controller for a run with requeue=True, once per
+    minimum gap across processes (a Redis key), whatever the early re-plan's own key says."""
+    from webapp.ledger.publishing import broker
+    from webapp.serving import replan
+
+    sent = []
+    monkeypatch.setattr(replan.app, "send_task", lambda name, **kw: sent.append((name, kw)))
+    broker().delete(replan.REQUEUE_KEY)
+    assert replan.request_requeue(2.0) and not replan.request_requeue(2.0)
+    assert len(sent) == 1 and sent[0][1]["kwargs"] == {"requeue": True}
+    assert broker().ttl(replan.REQUEUE_KEY) > 0
+    broker().delete(replan.REQUEUE_KEY)
+
+
+def test_a_request_the_queues_cannot_take_ends_queue_first_and_the_controller_re_routes(
+    api, other_user, embedded_services, monkeypatch
+):
+    """End to end on the ledger: both workers' queues hold more than the SLO at K′ = 0 (rows queue-first
+    queued, with a neighbour); the next request cannot make its deadline at K′ = 0, so routing ends the mode
+    and asks for a re-route; the controller run it asks for plans for the backlog and moves the queued rows
+    to the plan's levels."""
+    from webapp.cache import store as cache_store
+    from webapp.cache.models import CacheEntry
+    from webapp.ledger.publishing import broker
+    from webapp.serving import replan
+
+    sent = []
+    monkeypatch.setattr(replan.app, "send_task", lambda name, **kw: sent.append(kw["kwargs"]))
+    broker().delete(replan.REQUEUE_KEY)
+    config = serving_config(policy="prompt_aware")
+    entry = CacheEntry.objects.create(
+        prompt="a fox",
+        prompt_sha=cache_store.prompt_sha("a fox"),
+        embedding=cache_store.embed(["a fox"])[0],
+        model_key="k",
+        levels=[5, 10, 15, 20, 25],
+    )
+    policy, _ = live_policy.live_policy.get(config)
+    assert policy.in_queue_first
+    slo_s = policy.config.slo_s
+    cap = policy.caps[0]
+    per_worker = cap * (math.ceil(2 * slo_s / policy.config.profile.latency(0, cap)) + 1)  # > 2 SLOs of work each
+    for w in range(policy.config.n_workers):
+        for _ in range(per_worker):
+            make_request(
+                other_user,
+                worker=w,
+                k_served=0,
+                k_star=25,
+                similarity=0.97,
+                batch_limit=1,
+                queue_first_neighbor_id=entry.pk,
+            )
+    response = api.post(URL, {"prompt": "one too many"}, format="json")  # admission may refuse it (503)
+    assert response.status_code in (201, 202, 503), response.content
+    assert not policy.in_queue_first
+    assert not GenerationRequest.objects.filter(prompt="one too many", queue_first_neighbor_id__isnull=False).exists()
+    assert sent.count({"requeue": True}) == 1  # (the early re-plan may ask too: the arrivals left its demand)
+    broker().delete(replan.REQUEUE_KEY, replan.DEDUPE_KEY)
+    controller.run_controller(requeue=True)
+    moved = GenerationRequest.objects.filter(status=Status.QUEUED, k_served__gt=0, cache_neighbor_id=entry.pk)
+    assert moved.exists()
+    assert not GenerationRequest.objects.filter(status=Status.QUEUED, queue_first_neighbor_id__isnull=False).exists()

@@ -46,7 +46,7 @@ def test_similarity_rank_is_the_position_among_recent_requests_of_the_class():
 
 
 def test_half_the_class_to_each_level_the_more_similar_half_to_the_higher_k():
-    pa = make_policy("prompt_aware", cfg(light_load_upgrade=False))
+    pa = make_policy("prompt_aware", cfg(light_load_upgrade=False, queue_first=False))
     pa.set_plan(plan([0, 0, 25, 25], [0.5, 0, 0, 0, 0, 0.5]))
     for s in np.linspace(0.951, 0.999, 50):  # fill the K*=25 class's window
         pa.route_level(RequestView(0, 0.0, SLO, float(s), 25, ALL))
@@ -60,7 +60,7 @@ def test_half_the_class_to_each_level_the_more_similar_half_to_the_higher_k():
 
 
 def test_spare_capacity_upgrades_to_full_quality_when_the_deadline_allows():
-    pa = make_policy("prompt_aware", cfg())
+    pa = make_policy("prompt_aware", cfg(queue_first=False))
     pa.set_plan(plan([25] * 4, [0, 0, 0, 0, 0, 1.0], utilisation=[0, 0, 0, 0, 0, 0.25]))
     pa._budget_t = -100.0  # a lull: spare worker-seconds have accrued
     d = pa.dispatch(RequestView(0, 0.0, SLO, 0.97, 25, ALL), ClusterView.idle([25] * 4), 0.0)
@@ -71,26 +71,26 @@ def test_an_infinite_budget_banks_nothing_and_upgrades_while_the_plan_has_spare(
     """`--upgrade-budget inf`: no lull is needed (the bank starts empty at t = 0), but overload still stops it."""
     request = RequestView(0, 0.0, SLO, 0.97, 25, ALL)
     for budget, expected in ((2.0, 25), (math.inf, 0)):
-        pa = make_policy("prompt_aware", cfg(upgrade_budget_slo=budget))
+        pa = make_policy("prompt_aware", cfg(upgrade_budget_slo=budget, queue_first=False))
         pa.set_plan(plan([25] * 4, [0, 0, 0, 0, 0, 1.0], utilisation=[0, 0, 0, 0, 0, 0.25]))
         assert pa.dispatch(request, ClusterView.idle([25] * 4), 0.0).k_prime == expected
         assert pa.dispatch(RequestView(1, 0.0, SLO, 0.97, 25, ALL), ClusterView.idle([25] * 4), 0.0).k_prime == expected
-    overloaded = make_policy("prompt_aware", cfg(upgrade_budget_slo=math.inf))
+    overloaded = make_policy("prompt_aware", cfg(upgrade_budget_slo=math.inf, queue_first=False))
     overloaded.set_plan(plan([25] * 4, [0, 0, 0, 0, 0, 1.0], utilisation=[0] * 6, served=1.0, demand=2.0))
     assert overloaded.dispatch(request, ClusterView.idle([25] * 4), 0.0).k_prime == 25
 
 
 def test_no_upgrade_without_spare_capacity_or_slack():
-    overloaded = make_policy("prompt_aware", cfg())
+    overloaded = make_policy("prompt_aware", cfg(queue_first=False))
     overloaded.set_plan(plan([25] * 4, [0, 0, 0, 0, 0, 1.0], utilisation=[0] * 6, served=1.0, demand=2.0))
     overloaded._budget_t = -100.0
     assert overloaded.dispatch(RequestView(0, 0.0, SLO, 0.97, 25, ALL), ClusterView.idle([25] * 4), 0.0).k_prime == 25
-    queued = make_policy("prompt_aware", cfg())
+    queued = make_policy("prompt_aware", cfg(queue_first=False))
     queued.set_plan(plan([25] * 4, [0, 0, 0, 0, 0, 1.0], utilisation=[0, 0, 0, 0, 0, 0.25]))
     queued._budget_t = -100.0
     # every worker busy for ~SLO: K′ = 0 would end too close to the deadline
     assert queued.dispatch(RequestView(0, 0.0, SLO, 0.97, 25, ALL), busy_cluster(backlog=8.0), 0.0).k_prime == 25
-    ablated = make_policy("prompt_aware", cfg(light_load_upgrade=False))
+    ablated = make_policy("prompt_aware", cfg(light_load_upgrade=False, queue_first=False))
     ablated.set_plan(plan([25] * 4, [0, 0, 0, 0, 0, 1.0], utilisation=[0, 0, 0, 0, 0, 0.25]))
     ablated._budget_t = -100.0
     assert ablated.dispatch(RequestView(0, 0.0, SLO, 0.97, 25, ALL), ClusterView.idle([25] * 4), 0.0).k_prime == 25
@@ -115,7 +115,7 @@ def test_queue_pressure_trigger_fires_when_the_plan_level_cannot_make_a_deadline
     """Arrivals exactly on plan, but the plan's level has a queue longer than the SLO: with
     pressure_replan the trigger fires after the minimum gap; without it, it does not."""
     for pressure in (True, False):
-        pa = make_policy("prompt_aware", cfg(replan_min_gap_s=2.0, pressure_replan=pressure))
+        pa = make_policy("prompt_aware", cfg(replan_min_gap_s=2.0, pressure_replan=pressure, queue_first=False))
         pa.set_plan(plan([25] * 4, [0, 0, 0, 0, 0, 1.0], demand=1.0))
         pa._planned_at = 0.0
         for i in range(3):  # on plan: 3 arrivals in 3 s, every worker busy for 2 × SLO
@@ -243,3 +243,69 @@ def test_the_simulator_cuts_a_batch_instead_of_shedding_its_late_member(monkeypa
     assert list(run.batch) == [1, 1, 1, 1]
     ablated = simulate("fixed", cfg(n=1, event_replan=False, batch_cut=False), arrivals, emb, warm=1)
     assert list(ablated.dropped) == [False, False, True, False]  # the rule before the cut: r1 shed
+
+
+# -- queue-first light load ---------------------------------------------------------------------------------
+
+
+def test_queue_first_serves_at_full_quality_while_the_queues_make_the_deadline_then_hands_over_to_the_plan():
+    pa = make_policy("prompt_aware", cfg(replan_min_gap_s=2.0))
+    assert pa.in_queue_first  # the initial plan puts every worker at K′ = 0
+    pa.set_plan(plan([25] * 4, [0, 0, 0, 0, 0, 1.0], demand=4.0, time=1.0))  # a plan that approximates ...
+    assert pa.in_queue_first  # ... does not end it: only a request the queues cannot take does
+    d = pa.dispatch(RequestView(0, 1.0, 1.0 + SLO, 0.97, 25, ALL), busy_cluster(backlog=SLO / 4), 1.0)
+    assert (d.k_prime, d.queue_first, d.batch_size) == (0, True, pa.caps[0])
+    assert not pa.replan_due(1.0) and not pa.take_requeue()
+    # every worker holds more than SLO − L(0, 1): K′ = 0 would be late, so the plan routes it, and a re-plan is due
+    late = pa.dispatch(RequestView(1, 1.5, 1.5 + SLO, 0.97, 25, ALL), busy_cluster(backlog=SLO * 0.6), 1.5)
+    assert (late.k_prime, late.queue_first) == (25, False) and not pa.in_queue_first
+    assert pa.replan_due(1.5)  # at once, whatever the minimum gap
+    assert pa.take_requeue() and not pa.take_requeue() and not pa.replan_due(1.5)
+    assert pa.requeue_level(RequestView(0, 1.0, 1.0 + SLO, 0.97, 25, ALL)) == 25  # the new plan's level for it
+    assert pa.requeue_level(RequestView(2, 1.0, 1.0 + SLO, None, 0, ())) == 0  # no neighbour: stays at K′ = 0
+    pa.set_plan(plan([0] * 4, [1.0, 0, 0, 0, 0, 0], demand=1.0, time=2.0))  # all-K′ = 0, but within the gap
+    assert not pa.in_queue_first
+    pa.set_plan(plan([0] * 4, [1.0, 0, 0, 0, 0, 0], demand=1.0, time=3.5))
+    assert pa.in_queue_first
+    pa.set_plan(plan([0] * 4, [1.0, 0, 0, 0, 0, 0], served=1.0, demand=2.0, time=9.0))
+    assert pa.in_queue_first  # stays on; a plan short of capacity would not have started it:
+    fresh = make_policy("prompt_aware", cfg(replan_min_gap_s=2.0))
+    fresh.dispatch(RequestView(0, 1.0, 1.0 + SLO, 0.97, 25, ALL), busy_cluster(backlog=SLO), 1.0)  # ends it
+    fresh.set_plan(plan([0] * 4, [1.0, 0, 0, 0, 0, 0], served=1.0, demand=2.0, time=9.0))
+    assert not fresh.in_queue_first
+    assert not make_policy("prompt_aware", cfg(queue_first=False)).in_queue_first
+
+
+def near_duplicates(n: int, d: int = 16, seed: int = 0) -> np.ndarray:
+    """Unit vectors all close to one prompt: every request finds a similar neighbour (high K*)."""
+    rng = np.random.default_rng(seed)
+    x = np.ones(d) + 0.02 * rng.normal(size=(n, d))
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_the_simulator_absorbs_a_burst_the_queues_can_take_at_full_quality():
+    """1 req/s on 8 workers (all-K′ = 0 capacity 1.3 req/s) and 8 more in 3 s: clipper_ha's queues absorb the
+    burst on time, so queue-first serves every request at K′ = 0 as clipper_ha does; without it the plan
+    approximates for the burst's rate."""
+    arrivals = np.sort(np.concatenate([np.arange(0.0, 60.0, 1.0), np.linspace(30.0, 33.0, 8)]))
+    emb = near_duplicates(10 + arrivals.size)
+    on = simulate("prompt_aware", cfg(n=8), arrivals, emb, warm=10)
+    off = simulate("prompt_aware", cfg(n=8, queue_first=False), arrivals, emb, warm=10)
+    ha = simulate("clipper_ha", cfg(n=8), arrivals, emb, warm=10)
+    assert (ha.finish <= ha.deadline).all() and (on.finish <= on.deadline).all()
+    assert (on.k_prime == 0).all() and (on.quality == 1.0).all()
+    assert (off.k_prime > 0).any() and off.quality.mean() < 1.0
+
+
+def test_the_simulator_re_routes_what_queue_first_queued_when_a_burst_ends_it():
+    """A burst far beyond 2 workers: the first requests go queue-first at K′ = 0; the one the queues cannot
+    take ends the mode, the re-plan puts the workers at a higher level, and the queue-first requests still
+    waiting are re-routed to it; the two that had started stay at K′ = 0."""
+    arrivals = np.full(40, 1.0)
+    emb = near_duplicates(10 + arrivals.size)
+    res = simulate("prompt_aware", cfg(n=2), arrivals, emb, warm=10)
+    assert (res.k_prime[:2] == 0).all() and (res.start[:2] == 1.0).all()
+    assert (res.k_prime[2:4] > 0).all()  # queue-first queued them at K′ = 0, the re-plan re-routed them
+    assert any(p["time"] == 1.0 for p in res.plans[1:])  # the re-plan the end of the mode asked for
+    served = np.isfinite(res.finish)
+    assert (res.finish[served] <= res.deadline[served]).all()  # shed, never served late

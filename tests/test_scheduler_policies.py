@@ -82,7 +82,7 @@ def test_proteus_fractions_ignore_k_star():
 
 
 def test_prompt_aware_low_load_spreads_with_batch_one():
-    pa = make_policy("prompt_aware", cfg(n=4))
+    pa = make_policy("prompt_aware", cfg(n=4, queue_first=False))
     pa.set_plan(fixed_plan(LEVELS, 4, 25, pa.caps))
     c = ClusterView([25] * 4, [0, 0, 0, 0], [1, 1, 0, 1], [3.0, 3.0, 0.0, 3.0], [0.0] * 4)
     d = pa.dispatch(req(), c, 0.0)
@@ -90,7 +90,7 @@ def test_prompt_aware_low_load_spreads_with_batch_one():
 
 
 def test_prompt_aware_high_load_fills_longest_open_batch():
-    pa = make_policy("prompt_aware", cfg(n=4))
+    pa = make_policy("prompt_aware", cfg(n=4, queue_first=False))
     pa.set_plan(fixed_plan(LEVELS, 4, 25, pa.caps))
     assert pa.caps[25] == 2
     # every worker busy; worker 1 has 1 queued (an open batch of 2), worker 3 a full one
@@ -100,7 +100,7 @@ def test_prompt_aware_high_load_fills_longest_open_batch():
 
 
 def test_prompt_aware_deadline_redirect_least_quality_loss():
-    pa = make_policy("prompt_aware", cfg(n=4))
+    pa = make_policy("prompt_aware", cfg(n=4, queue_first=False))
     plan = fixed_plan(LEVELS, 4, 0, pa.caps)
     plan.worker_levels = [0, 0, 20, 25]
     pa.set_plan(plan)
@@ -116,7 +116,7 @@ def test_prompt_aware_deadline_redirect_least_quality_loss():
 
 
 def test_prompt_aware_routes_by_k_star_class():
-    pa = make_policy("prompt_aware", cfg(n=16), seed=3)
+    pa = make_policy("prompt_aware", cfg(n=16, queue_first=False), seed=3)
     plan = plan_for(pa, [0.6, 0.3, 0.3, 0.2, 0.4, 1.4])
     c = ClusterView.idle(plan.worker_levels)
     for k_idx, k in enumerate(LEVELS):

@@ -122,6 +122,9 @@ class GenerationRequest(models.Model):
     plan_version = models.PositiveIntegerField(null=True, blank=True)
     redirected = models.BooleanField(default=False)
     cache_neighbor_id = models.BigIntegerField(null=True, blank=True)
+    # Routed at K′ = 0 by queue-first (scheduler.policies.PromptAware) although a neighbour was found: the
+    # re-plan that ends the mode may re-route the row while it is queued, to resume from this neighbour.
+    queue_first_neighbor_id = models.BigIntegerField(null=True, blank=True, editable=False)
     # The neighbour's prompt is stored only when the owner created that cache entry themselves
     # (cache_neighbor_same_owner); otherwise it stays blank and `neighbour_text` shows NEUTRAL_NEIGHBOUR.
     cache_neighbor_prompt = models.TextField(blank=True, default="")
@@ -322,6 +325,13 @@ class ServingConfig(SingletonModel):
         validators=[MinValueValidator(0.1)],
         help_text="The queued requests are planned to drain within this many controller periods.",
     )
+    queue_first = models.BooleanField(
+        "queue-first light load",
+        default=SchedulerConfig.queue_first,
+        help_text="While the plan puts every worker at K′ = 0, route every request at K′ = 0 to the worker free "
+        "soonest for as long as it can still finish by the deadline; the first request that cannot ends it, "
+        "re-plans at once, and the rows it queued take the new plan's levels.",
+    )
     similarity_ranked = models.BooleanField(
         "similarity-ranked routing",
         default=SchedulerConfig.similarity_ranked,
@@ -384,6 +394,7 @@ class ServingConfig(SingletonModel):
         "pressure_replan",
         "backlog_aware",
         "backlog_horizon_periods",
+        "queue_first",
         "similarity_ranked",
         "deadline_redirect",
         "shed_hopeless",

@@ -3,7 +3,8 @@
 Each tick: feed the arrivals since the last tick (their K* class and expected quality at every
 level) to the demand estimator, add what is still queued, ask the active policy for a plan,
 and store it as an AllocationPlan row. Routing in every web process adopts the newest usable
-row within a second. Requests already queued keep the K′ they were given (drain).
+row within a second. Requests already queued keep the K′ they were given (drain), except the rows
+prompt_aware's queue-first mode queued when a run asked for by the mode's end re-routes them (requeue.py).
 
 A solve that raises, ends without any solution (the planner's fallback plan: see
 `scheduler.planner.Plan.adoptable`) or takes longer than the slow-solve fraction of a period is
@@ -26,11 +27,12 @@ from django.db.models import Count
 from scheduler.demand import DemandEstimate, DemandEstimator, estimator_for
 from scheduler.interface import SchedulerConfig
 from scheduler.planner import Plan, PlanStatus
-from scheduler.policies import MODEL_VARIANT_POLICIES, Policy, make_policy
+from scheduler.policies import MODEL_VARIANT_POLICIES, Policy, SimilarityRanks, make_policy
 from webapp.ledger.models import AllocationPlan, GenerationRequest, PlanRecordStatus, ServingConfig, Status
 
 from .live_config import config_key, scheduler_config
 from .live_policy import adoptable_plan
+from .requeue import requeue_queue_first
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +71,9 @@ def manual_plan(layout: list[int], sc: SchedulerConfig, policy_name: str) -> Pla
     )
 
 
-def run_controller(now: datetime | None = None) -> AllocationPlan:
-    """One controller tick; returns the row it stored (which may be a failed/slow record)."""
+def run_controller(now: datetime | None = None, requeue: bool = False) -> AllocationPlan:
+    """One controller tick; returns the row it stored (which may be a failed/slow record). `requeue`: queue-first
+    has ended, so after the plan the rows it queued take the plan's levels (`requeue.requeue_queue_first`)."""
     now = now or datetime.now(UTC)
     config = ServingConfig.current()
     sc = scheduler_config(config)
@@ -92,7 +95,10 @@ def run_controller(now: datetime | None = None) -> AllocationPlan:
                 state.policy.current,
                 inputs,
             )
-        return _solve_and_record(state.policy, config.policy, sc, estimate, inputs, now)
+        row = _solve_and_record(state.policy, config.policy, sc, estimate, inputs, now)
+        if requeue:
+            requeue_queue_first(state.policy)
+        return row
 
 
 def _rebuild_if_config_changed(
@@ -114,7 +120,7 @@ def _rebuild_if_config_changed(
 def _estimate_demand(state: _ControllerState, sc: SchedulerConfig, now: datetime) -> tuple[DemandEstimate, dict]:
     """Demand per K* class from the arrivals since the last tick (plus the backlog when the policy
     plans for it), and the inputs recorded with the plan."""
-    arrivals = _observe_arrivals(state.estimator, sc, state.last_tick, now)
+    arrivals = _observe_arrivals(state.estimator, sc, state.last_tick, now, getattr(state.policy, "ranks", None))
     state.last_tick = now
     estimate = state.estimator.roll(now.timestamp())
     queued = _queued_per_class(sc.levels)
@@ -124,17 +130,24 @@ def _estimate_demand(state: _ControllerState, sc: SchedulerConfig, now: datetime
     return estimate, inputs
 
 
-def _observe_arrivals(est: DemandEstimator, sc: SchedulerConfig, since: datetime, until: datetime) -> int:
+def _observe_arrivals(
+    est: DemandEstimator, sc: SchedulerConfig, since: datetime, until: datetime, ranks: SimilarityRanks | None = None
+) -> int:
+    """Feed the arrivals of [since, until) to the estimator, and their similarities to the policy's per-class
+    ranks when it keeps them (prompt_aware: the controller's copy re-routes queue-first rows by them)."""
     rows = list(
-        GenerationRequest.objects.filter(created_at__gte=since, created_at__lt=until).values_list(
-            "k_star", "similarity"
-        )
+        GenerationRequest.objects.filter(created_at__gte=since, created_at__lt=until)
+        .order_by("created_at")
+        .values_list("k_star", "similarity")
     )
     levels = sc.levels
     similarity = np.array([np.nan if s is None else s for _, s in rows], dtype=float)
     quality = sc.quality.q_matrix(similarity, levels)  # a row per arrival, a column per level
     for (k_star, s), q_row in zip(rows, quality):
-        est.observe(k_star if k_star in levels else 0, None if s is None else q_row)
+        cls = k_star if k_star in levels else 0
+        est.observe(cls, None if s is None else q_row)
+        if ranks is not None and s is not None:
+            ranks.rank(levels.index(cls), s)
     return len(rows)
 
 

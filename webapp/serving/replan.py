@@ -5,6 +5,9 @@ arrivals since the current plan depart from its demand (`Policy.replan_due`, the
 runs); if so, it asks for one controller run now. Each web process sees only its share of the arrivals,
 so the count comes from the ledger, at most once a second per process; a Redis key that lives for the
 policy's minimum gap deduplicates the requests of all processes, so the controller runs once.
+
+When prompt_aware's queue-first mode ends in a process (`PromptAware.take_requeue`), routing asks for a
+controller run that also re-routes the rows the mode queued (`request_requeue`), deduplicated the same way.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ log = logging.getLogger(__name__)
 
 CHECK_EVERY_S = 1.0
 DEDUPE_KEY = "t2i:replan-requested"
+REQUEUE_KEY = "t2i:requeue-requested"
 
 _lock = threading.Lock()
 _checked_at = 0.0
@@ -48,15 +52,31 @@ def maybe_request_replan(policy: Policy, now: float) -> bool:
     return _send_once(policy.config.replan_min_gap_s)
 
 
-def _send_once(gap_s: float) -> bool:
+def request_requeue(gap_s: float) -> bool:
+    """Queue-first has ended in this process (a request the queues could not take at K′ = 0): ask for a
+    controller run now that re-plans and re-routes the rows the mode queued (`controller.requeue_queue_first`).
+    Deduplicated across processes for the policy's minimum gap, like the early re-plan; True when sent."""
+    return _send_once(gap_s, REQUEUE_KEY, requeue=True)
+
+
+def _send_once(gap_s: float, key: str = DEDUPE_KEY, requeue: bool = False) -> bool:
     try:
-        if not broker().set(DEDUPE_KEY, "1", nx=True, ex=max(1, round(gap_s))):
+        if not broker().set(key, "1", nx=True, ex=max(1, round(gap_s))):
             return False  # another process asked within the gap
-        app.send_task(CONTROL_TASK, queue=CONTROL_QUEUE, retry=False, expires=max(1.0, gap_s))
-    except (redis.RedisError, OSError):  # the period still re-plans; nothing is lost
+        app.send_task(
+            CONTROL_TASK,
+            kwargs={"requeue": True} if requeue else {},
+            queue=CONTROL_QUEUE,
+            retry=False,
+            expires=max(1.0, gap_s),
+        )
+    except (redis.RedisError, OSError):  # the period still re-plans; a queue-first row stays at K′ = 0
         log.warning("could not request an early re-plan", exc_info=True)
         return False
-    log.info("arrivals departed from the plan's demand: early re-plan requested")
+    if requeue:
+        log.info("queue-first ended: re-plan and re-route of its queued rows requested")
+    else:
+        log.info("arrivals departed from the plan's demand: early re-plan requested")
     return True
 
 

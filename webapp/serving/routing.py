@@ -27,7 +27,7 @@ from webapp.ledger.models import CacheScope, ServingConfig
 
 from .cluster_state import cluster_view, live_workers
 from .live_policy import live_policy
-from .replan import maybe_request_replan
+from .replan import maybe_request_replan, request_requeue
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,8 @@ class Routing:
     quality: float | None
     refused: bool = False  # admission control: it cannot meet its deadline (scheduler/admission.py)
     retry_after_s: float = 0.0
+    # Queue-first put it at K′ = 0 although it has a neighbour: the re-plan ending the mode may re-route it.
+    queue_first_neighbor_id: int | None = None
 
 
 def find_neighbour(
@@ -98,6 +100,9 @@ def route_request(
     )
     cluster = cluster_view(policy, arrival, live_workers())
     decision = policy.dispatch(request, cluster, arrival)
+    take_requeue = getattr(policy, "take_requeue", None)
+    if take_requeue is not None and take_requeue() and policy.config.event_replan:
+        request_requeue(policy.config.replan_min_gap_s)
     maybe_request_replan(policy, arrival)
     if getattr(policy, "serves_models", False):  # K′: the chosen worker's model variant
         verdict = Admission(True, decision.worker_index, decision.k_prime)
@@ -129,4 +134,5 @@ def route_request(
         quality=None if quality is None or math.isnan(quality) else quality,
         refused=not verdict.accept,
         retry_after_s=verdict.retry_after_s,
+        queue_first_neighbor_id=neighbor.pk if neighbor and decision.queue_first and k_prime == 0 else None,
     )

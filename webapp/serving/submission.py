@@ -231,6 +231,7 @@ def _new_row(request_id, now, owner, sub: Submission, width, height, steps, dead
         redirected=routing.redirected,
         similarity=routing.similarity,
         cache_neighbor_id=routing.neighbor_id,
+        queue_first_neighbor_id=routing.queue_first_neighbor_id,
         cache_neighbor_prompt=routing.neighbor_prompt,
         cache_neighbor_same_owner=routing.neighbor_same_owner,
         quality=routing.quality,

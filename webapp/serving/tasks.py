@@ -9,8 +9,9 @@ from .recovery import reconcile_now
 
 
 @shared_task(name=CONTROL_TASK, ignore_result=True)
-def control_task() -> dict:
-    row = run_controller()
+def control_task(requeue: bool = False) -> dict:
+    """One controller run; `requeue`: queue-first has ended, so the rows it queued take the new plan's levels."""
+    row = run_controller(requeue=requeue)
     return {"plan": row.id, "status": row.status, "worker_levels": row.worker_levels}
 
 

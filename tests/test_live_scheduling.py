@@ -710,3 +710,42 @@ def test_a_request_the_queues_cannot_take_ends_queue_first_and_the_controller_re
     moved = GenerationRequest.objects.filter(status=Status.QUEUED, k_served__gt=0, cache_neighbor_id=entry.pk)
     assert moved.exists()
     assert not GenerationRequest.objects.filter(status=Status.QUEUED, queue_first_neighbor_id__isnull=False).exists()
+
+
+def test_with_early_re_plans_off_the_end_of_queue_first_is_re_routed_by_the_periods_run(
+    user, embedded_services, monkeypatch
+):
+    """event_replan off: the end of queue-first sends no controller run but leaves a mark, and the next run of
+    the period (the beat's control task) re-routes the queued rows, as the simulator does at its next tick;
+    a run without the mark leaves queue-first rows as they are."""
+    from webapp.cache import store as cache_store
+    from webapp.cache.models import CacheEntry
+    from webapp.ledger.publishing import broker
+    from webapp.serving import replan, tasks
+
+    sent = []
+    monkeypatch.setattr(replan.app, "send_task", lambda name, **kw: sent.append(kw))
+    broker().delete(replan.REQUEUE_PENDING_KEY)
+    serving_config(policy="prompt_aware", event_replan=False)
+    entry = CacheEntry.objects.create(
+        prompt="a fox",
+        prompt_sha=cache_store.prompt_sha("a fox"),
+        embedding=cache_store.embed(["a fox"])[0],
+        model_key="k",
+        levels=[5, 10, 15, 20, 25],
+    )
+    fields = dict(queue_first_neighbor_id=entry.pk, k_served=0, k_star=25, similarity=0.97, worker=0, batch_limit=2)
+    first = make_request(user, **fields)
+    tasks.control_task()  # no mark: the mode has not ended
+    first.refresh_from_db()
+    assert first.queue_first_neighbor_id == entry.pk
+    replan.defer_requeue()
+    assert sent == [] and broker().get(replan.REQUEUE_PENDING_KEY) is not None
+    tasks.control_task()
+    first.refresh_from_db()
+    assert first.queue_first_neighbor_id is None  # re-routed (to the level this plan gives it)
+    assert broker().get(replan.REQUEUE_PENDING_KEY) is None
+    second = make_request(user, **fields)
+    tasks.control_task()  # the mark was taken: one re-route per end of the mode
+    second.refresh_from_db()
+    assert second.queue_first_neighbor_id == entry.pk

@@ -8,6 +8,8 @@ policy's minimum gap deduplicates the requests of all processes, so the controll
 
 When prompt_aware's queue-first mode ends in a process (`PromptAware.take_requeue`), routing asks for a
 controller run that also re-routes the rows the mode queued (`request_requeue`), deduplicated the same way.
+With early re-plans switched off it only leaves a mark in Redis (`defer_requeue`), and the next controller run
+of the period re-routes them (`take_deferred_requeue`), as the simulator does at its next tick.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ log = logging.getLogger(__name__)
 CHECK_EVERY_S = 1.0
 DEDUPE_KEY = "t2i:replan-requested"
 REQUEUE_KEY = "t2i:requeue-requested"
+REQUEUE_PENDING_KEY = "t2i:requeue-pending"
 
 _lock = threading.Lock()
 _checked_at = 0.0
@@ -57,6 +60,23 @@ def request_requeue(gap_s: float) -> bool:
     controller run now that re-plans and re-routes the rows the mode queued (`controller.requeue_queue_first`).
     Deduplicated across processes for the policy's minimum gap, like the early re-plan; True when sent."""
     return _send_once(gap_s, REQUEUE_KEY, requeue=True)
+
+
+def defer_requeue() -> None:
+    """Queue-first has ended with early re-plans off: mark the re-route for the period's controller run."""
+    try:
+        broker().set(REQUEUE_PENDING_KEY, "1")
+    except (redis.RedisError, OSError):  # the rows stay at K′ = 0, as queued
+        log.warning("could not mark the re-route of queue-first rows", exc_info=True)
+
+
+def take_deferred_requeue() -> bool:
+    """Whether a re-route was deferred to this controller run (`defer_requeue`); clears the mark."""
+    try:
+        return broker().getdel(REQUEUE_PENDING_KEY) is not None
+    except (redis.RedisError, OSError):
+        log.warning("could not read the deferred re-route mark", exc_info=True)
+        return False
 
 
 def _send_once(gap_s: float, key: str = DEDUPE_KEY, requeue: bool = False) -> bool:

@@ -27,7 +27,7 @@ from webapp.ledger.models import CacheScope, ServingConfig
 
 from .cluster_state import cluster_view, live_workers
 from .live_policy import live_policy
-from .replan import maybe_request_replan, request_requeue
+from .replan import defer_requeue, maybe_request_replan, request_requeue
 
 
 @dataclass(frozen=True)
@@ -101,8 +101,11 @@ def route_request(
     cluster = cluster_view(policy, arrival, live_workers())
     decision = policy.dispatch(request, cluster, arrival)
     take_requeue = getattr(policy, "take_requeue", None)
-    if take_requeue is not None and take_requeue() and policy.config.event_replan:
-        request_requeue(policy.config.replan_min_gap_s)
+    if take_requeue is not None and take_requeue():
+        if policy.config.event_replan:
+            request_requeue(policy.config.replan_min_gap_s)
+        else:  # no run between periods: the period's run re-routes
+            defer_requeue()
     maybe_request_replan(policy, arrival)
     if getattr(policy, "serves_models", False):  # K′: the chosen worker's model variant
         verdict = Admission(True, decision.worker_index, decision.k_prime)

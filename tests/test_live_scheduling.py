@@ -607,18 +607,10 @@ def test_the_end_of_queue_first_re_routes_its_queued_rows_to_the_plans_level(use
     neighbour, the level's batch cap, its quality); a row already claimed, or whose neighbour is gone, stays."""
     from scheduler.planner import Plan
     from scheduler.policies import make_policy
-    from webapp.cache import store as cache_store
-    from webapp.cache.models import CacheEntry
     from webapp.serving.requeue import requeue_queue_first
 
     serving_config(policy="prompt_aware")
-    entry = CacheEntry.objects.create(
-        prompt="a fox",
-        prompt_sha=cache_store.prompt_sha("a fox"),
-        embedding=cache_store.embed(["a fox"])[0],
-        model_key="k",
-        levels=[5, 10, 15, 20, 25],
-    )
+    entry = cached_fox()
     fields = dict(k_served=0, k_star=25, similarity=0.97, worker=0, batch_limit=2, quality=1.0)
     queued = make_request(user, queue_first_neighbor_id=entry.pk, **fields)
     claimed = make_request(user, queue_first_neighbor_id=entry.pk, status=Status.RUNNING, **fields)
@@ -668,8 +660,6 @@ def test_a_request_the_queues_cannot_take_ends_queue_first_and_the_controller_re
     queued, with a neighbour); the next request cannot make its deadline at K′ = 0, so routing ends the mode
     and asks for a re-route; the controller run it asks for plans for the backlog and moves the queued rows
     to the plan's levels."""
-    from webapp.cache import store as cache_store
-    from webapp.cache.models import CacheEntry
     from webapp.ledger.publishing import broker
     from webapp.serving import replan
 
@@ -677,13 +667,7 @@ def test_a_request_the_queues_cannot_take_ends_queue_first_and_the_controller_re
     monkeypatch.setattr(replan.app, "send_task", lambda name, **kw: sent.append(kw["kwargs"]))
     broker().delete(replan.REQUEUE_KEY)
     config = serving_config(policy="prompt_aware")
-    entry = CacheEntry.objects.create(
-        prompt="a fox",
-        prompt_sha=cache_store.prompt_sha("a fox"),
-        embedding=cache_store.embed(["a fox"])[0],
-        model_key="k",
-        levels=[5, 10, 15, 20, 25],
-    )
+    entry = cached_fox()
     policy, _ = live_policy.live_policy.get(config)
     assert policy.in_queue_first
     slo_s = policy.config.slo_s
@@ -718,8 +702,6 @@ def test_with_early_re_plans_off_the_end_of_queue_first_is_re_routed_by_the_peri
     """event_replan off: the end of queue-first sends no controller run but leaves a mark, and the next run of
     the period (the beat's control task) re-routes the queued rows, as the simulator does at its next tick;
     a run without the mark leaves queue-first rows as they are."""
-    from webapp.cache import store as cache_store
-    from webapp.cache.models import CacheEntry
     from webapp.ledger.publishing import broker
     from webapp.serving import replan, tasks
 
@@ -727,13 +709,7 @@ def test_with_early_re_plans_off_the_end_of_queue_first_is_re_routed_by_the_peri
     monkeypatch.setattr(replan.app, "send_task", lambda name, **kw: sent.append(kw))
     broker().delete(replan.REQUEUE_PENDING_KEY)
     serving_config(policy="prompt_aware", event_replan=False)
-    entry = CacheEntry.objects.create(
-        prompt="a fox",
-        prompt_sha=cache_store.prompt_sha("a fox"),
-        embedding=cache_store.embed(["a fox"])[0],
-        model_key="k",
-        levels=[5, 10, 15, 20, 25],
-    )
+    entry = cached_fox()
     fields = dict(queue_first_neighbor_id=entry.pk, k_served=0, k_star=25, similarity=0.97, worker=0, batch_limit=2)
     first = make_request(user, **fields)
     tasks.control_task()  # no mark: the mode has not ended
@@ -749,3 +725,17 @@ def test_with_early_re_plans_off_the_end_of_queue_first_is_re_routed_by_the_peri
     tasks.control_task()  # the mark was taken: one re-route per end of the mode
     second.refresh_from_db()
     assert second.queue_first_neighbor_id == entry.pk
+
+
+def cached_fox():
+    """A cache entry holding every level above 0 (the neighbour of the queue-first tests)."""
+    from webapp.cache import store as cache_store
+    from webapp.cache.models import CacheEntry
+
+    return CacheEntry.objects.create(
+        prompt="a fox",
+        prompt_sha=cache_store.prompt_sha("a fox"),
+        embedding=cache_store.embed(["a fox"])[0],
+        model_key="k",
+        levels=[5, 10, 15, 20, 25],
+    )

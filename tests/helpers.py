@@ -54,6 +54,22 @@ def _configure(model, fields: dict):
     return config
 
 
+def cached_entry(prompt: str, *, model_key: str = "k", levels=(5, 10, 15, 20, 25), **fields):
+    """A cache index row only (no latent files): enough for lookups at submit and for re-routes, which read
+    rows. `fields`: any other CacheEntry column (tenant, creator, source_request…)."""
+    from webapp.cache import store as cache_store
+    from webapp.cache.models import CacheEntry
+
+    return CacheEntry.objects.create(
+        prompt=prompt,
+        prompt_sha=cache_store.prompt_sha(prompt),
+        embedding=cache_store.embed([prompt])[0],
+        model_key=model_key,
+        levels=list(levels),
+        **fields,
+    )
+
+
 def serving_config(**fields):
     """Set fields of the one ServingConfig row, validate them (full_clean) and save; returns the row."""
     return _configure(ServingConfig, fields)

@@ -10,8 +10,7 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.utils import timezone
 
-from tests.helpers import make_request
-from webapp.cache import store as cache_store
+from tests.helpers import cached_entry, make_request
 from webapp.cache.models import CacheEntry
 from webapp.ledger.models import GenerationRequest, Status
 
@@ -79,14 +78,7 @@ def test_delete_erases_text_and_files_and_hides_the_row_from_its_owner(
 ):
     row = finished(user, "a private prompt", idempotency_key="key-1")
     files = [row.image.name, row.thumbnail.name]
-    entry = CacheEntry.objects.create(
-        prompt=row.prompt,
-        prompt_sha=cache_store.prompt_sha(row.prompt),
-        embedding=cache_store.embed([row.prompt])[0],
-        model_key="k",
-        levels=[5],
-        source_request=row,
-    )
+    entry = cached_entry(row.prompt, levels=[5], source_request=row)
     client.force_login(user)
     with django_capture_on_commit_callbacks(execute=True):  # the files go after the commit
         resp = client.post("/gallery/delete/", {"ids": [str(row.id)], "next": "/gallery/"}, follow=True)

@@ -13,7 +13,7 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from tests.helpers import UNSERVED_SLOT, make_request, serving_config, serving_config_admin_form
+from tests.helpers import UNSERVED_SLOT, cached_entry, make_request, serving_config, serving_config_admin_form
 from webapp.ledger import publishing, transitions
 from webapp.ledger.models import AllocationPlan, GenerationRequest, ServingConfig, Status
 from webapp.serving import controller, live_config, live_policy
@@ -578,22 +578,14 @@ def test_a_late_retry_is_served_late_not_shed(user, embedded_services):
 def test_queue_first_routes_at_full_quality_and_keeps_the_neighbour_for_a_re_route(api, embedded_services):
     """prompt_aware starts in queue-first (its first plan is all K′ = 0): a near-duplicate of a cached prompt
     runs at K′ = 0, not resumed, and the row keeps the neighbour the re-route at the mode's end would use."""
-    from webapp.cache import store as cache_store
     from webapp.cache.keys import model_key_for
-    from webapp.cache.models import CacheEntry
 
     serving_config(policy="prompt_aware")
     first = GenerationRequest.objects.get(
         pk=api.post(URL, {"prompt": "a red fox in the snow"}, format="json").json()["id"]
     )
     assert first.k_served == 0 and first.queue_first_neighbor_id is None  # no neighbour: nothing to re-route
-    entry = CacheEntry.objects.create(
-        prompt=first.prompt,
-        prompt_sha=cache_store.prompt_sha(first.prompt),
-        embedding=cache_store.embed([first.prompt])[0],
-        model_key=model_key_for(first.steps, first.width, first.height),
-        levels=[5, 10, 15, 20, 25],
-    )
+    entry = cached_entry(first.prompt, model_key=model_key_for(first.steps, first.width, first.height))
     body = api.post(URL, {"prompt": "a red fox in the snow, highly detailed"}, format="json").json()
     near = GenerationRequest.objects.get(pk=body["id"])
     assert near.similarity > 0.8 and near.k_star > 0
@@ -610,7 +602,7 @@ def test_the_end_of_queue_first_re_routes_its_queued_rows_to_the_plans_level(use
     from webapp.serving.requeue import requeue_queue_first
 
     serving_config(policy="prompt_aware")
-    entry = cached_fox()
+    entry = cached_entry("a fox")
     fields = dict(k_served=0, k_star=25, similarity=0.97, worker=0, batch_limit=2, quality=1.0)
     queued = make_request(user, queue_first_neighbor_id=entry.pk, **fields)
     claimed = make_request(user, queue_first_neighbor_id=entry.pk, status=Status.RUNNING, **fields)
@@ -667,7 +659,7 @@ def test_a_request_the_queues_cannot_take_ends_queue_first_and_the_controller_re
     monkeypatch.setattr(replan.app, "send_task", lambda name, **kw: sent.append(kw["kwargs"]))
     broker().delete(replan.REQUEUE_KEY)
     config = serving_config(policy="prompt_aware")
-    entry = cached_fox()
+    entry = cached_entry("a fox")
     policy, _ = live_policy.live_policy.get(config)
     assert policy.in_queue_first
     slo_s = policy.config.slo_s
@@ -709,7 +701,7 @@ def test_with_early_re_plans_off_the_end_of_queue_first_is_re_routed_by_the_peri
     monkeypatch.setattr(replan.app, "send_task", lambda name, **kw: sent.append(kw))
     broker().delete(replan.REQUEUE_PENDING_KEY)
     serving_config(policy="prompt_aware", event_replan=False)
-    entry = cached_fox()
+    entry = cached_entry("a fox")
     fields = dict(queue_first_neighbor_id=entry.pk, k_served=0, k_star=25, similarity=0.97, worker=0, batch_limit=2)
     first = make_request(user, **fields)
     tasks.control_task()  # no mark: the mode has not ended
@@ -725,17 +717,3 @@ def test_with_early_re_plans_off_the_end_of_queue_first_is_re_routed_by_the_peri
     tasks.control_task()  # the mark was taken: one re-route per end of the mode
     second.refresh_from_db()
     assert second.queue_first_neighbor_id == entry.pk
-
-
-def cached_fox():
-    """A cache entry holding every level above 0 (the neighbour of the queue-first tests)."""
-    from webapp.cache import store as cache_store
-    from webapp.cache.models import CacheEntry
-
-    return CacheEntry.objects.create(
-        prompt="a fox",
-        prompt_sha=cache_store.prompt_sha("a fox"),
-        embedding=cache_store.embed(["a fox"])[0],
-        model_key="k",
-        levels=[5, 10, 15, 20, 25],
-    )

@@ -24,7 +24,7 @@ from django.test import Client
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from tests.helpers import UNSERVED_SLOT, make_request, serving_config, wait_for_status
+from tests.helpers import UNSERVED_SLOT, cached_entry, make_request, serving_config, wait_for_status
 from webapp.cache import store as cache_store
 from webapp.cache.keys import model_key_for
 from webapp.cache.models import CacheEntry, CacheLevel
@@ -57,16 +57,8 @@ def default_key() -> str:
 
 
 def cached(prompt: str, *, creator=None, tenant: str = UNKNOWN_TENANT) -> CacheEntry:
-    """An index row only (no latent files): enough for lookups at submit, which read rows."""
-    return CacheEntry.objects.create(
-        prompt=prompt,
-        prompt_sha=cache_store.prompt_sha(prompt),
-        embedding=cache_store.embed([prompt])[0],
-        model_key=default_key(),
-        levels=[5, 10, 15, 20, 25],
-        tenant=tenant,
-        creator=creator,
-    )
+    """An index row with the default model key, in a tenant."""
+    return cached_entry(prompt, model_key=default_key(), tenant=tenant, creator=creator)
 
 
 @pytest.fixture

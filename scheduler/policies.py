@@ -208,7 +208,9 @@ class PromptAware(Policy):
     the mode; it asks for a re-plan at once (`replan_due`), and the runner re-routes the requests the mode
     queued that are still waiting to the new plan's level for them (`take_requeue`, `requeue_level`), so a
     burst that the queues could not absorb is served as the plan would have served it. The mode starts again
-    with the next all-K′ = 0 plan solved at least `replan_min_gap_s` after it ended."""
+    with the next all-K′ = 0 plan solved at least `replan_min_gap_s` after it ended. Live, each web process holds
+    its own policy object; the end is shared through Redis (`end_queue_first`), so they all leave the mode at
+    the first request any of them could not place, as the simulator's single dispatcher does."""
 
     name = "prompt_aware"
     uses_controller = True
@@ -217,6 +219,7 @@ class PromptAware(Policy):
         self._planned_at, self._arrivals_since_plan = 0.0, 0  # for the event trigger; set_plan reads them
         self._pressure = False  # since the last solve, a plan level's queue could not make a deadline
         self._queue_first = False  # the mode is on; set_plan starts it
+        self._queue_first_started_at = -math.inf  # the time of the plan that started it
         self._queue_first_ended_at = -math.inf
         self._requeue_due = False  # the mode ended: re-plan now and re-route what it queued
         super().__init__(config, seed)
@@ -242,12 +245,27 @@ class PromptAware(Policy):
             and all(lv == self.levels[0] for lv in plan.worker_levels)
             and plan.served_rate >= plan.demand_rate * (1.0 - 1e-6)
         ):
-            self._queue_first = True
+            self._queue_first, self._queue_first_started_at = True, plan.time
 
     @property
     def in_queue_first(self) -> bool:
         """Whether requests are routed queue-first now (see the class docstring)."""
         return self._queue_first
+
+    @property
+    def queue_first_ended_at(self) -> float:
+        """When the mode last ended here (-inf if it never did)."""
+        return self._queue_first_ended_at
+
+    def end_queue_first(self, at: float) -> bool:
+        """The mode ended elsewhere at `at` (another live process, whose request found the queues full): end it
+        here too if it started before then, without a re-plan or re-route of its own (the other process asked
+        for them), and count the restart gap from `at`. True when the mode was on and has ended."""
+        self._queue_first_ended_at = max(self._queue_first_ended_at, at)
+        if not self._queue_first or at < self._queue_first_started_at:
+            return False
+        self._queue_first = False
+        return True
 
     def take_requeue(self) -> bool:
         """Whether queue-first ended since the last call (the runner then re-routes, after the re-plan, the

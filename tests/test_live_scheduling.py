@@ -575,7 +575,18 @@ def test_a_late_retry_is_served_late_not_shed(user, embedded_services):
     assert retry.status == Status.RUNNING
 
 
-def test_queue_first_routes_at_full_quality_and_keeps_the_neighbour_for_a_re_route(api, embedded_services):
+@pytest.fixture
+def no_queue_first_end(embedded_services):
+    """No web process has ended queue-first yet (another test's routing may have left the mark)."""
+    from webapp.ledger.publishing import broker
+    from webapp.serving import replan
+
+    broker().delete(replan.QUEUE_FIRST_END_KEY)
+    yield
+    broker().delete(replan.QUEUE_FIRST_END_KEY)
+
+
+def test_queue_first_routes_at_full_quality_and_keeps_the_neighbour_for_a_re_route(api, no_queue_first_end):
     """prompt_aware starts in queue-first (its first plan is all K′ = 0): a near-duplicate of a cached prompt
     runs at K′ = 0, not resumed, and the row keeps the neighbour the re-route at the mode's end would use."""
     from webapp.cache.keys import model_key_for
@@ -646,7 +657,7 @@ def test_the_end_of_queue_first_asks_for_one_re_plan_with_the_re_route(user, emb
 
 
 def test_a_request_the_queues_cannot_take_ends_queue_first_and_the_controller_re_routes(
-    api, other_user, embedded_services, monkeypatch
+    api, other_user, no_queue_first_end, monkeypatch
 ):
     """End to end on the ledger: both workers' queues hold more than the SLO at K′ = 0 (rows queue-first
     queued, with a neighbour); the next request cannot make its deadline at K′ = 0, so routing ends the mode
@@ -679,6 +690,7 @@ def test_a_request_the_queues_cannot_take_ends_queue_first_and_the_controller_re
     response = api.post(URL, {"prompt": "one too many"}, format="json")  # admission may refuse it (503)
     assert response.status_code in (201, 202, 503), response.content
     assert not policy.in_queue_first
+    assert float(broker().get(replan.QUEUE_FIRST_END_KEY)) == policy.queue_first_ended_at  # for the other processes
     assert not GenerationRequest.objects.filter(prompt="one too many", queue_first_neighbor_id__isnull=False).exists()
     assert sent.count({"requeue": True}) == 1  # (the early re-plan may ask too: the arrivals left its demand)
     broker().delete(replan.REQUEUE_KEY, replan.DEDUPE_KEY)
@@ -686,6 +698,33 @@ def test_a_request_the_queues_cannot_take_ends_queue_first_and_the_controller_re
     moved = GenerationRequest.objects.filter(status=Status.QUEUED, k_served__gt=0, cache_neighbor_id=entry.pk)
     assert moved.exists()
     assert not GenerationRequest.objects.filter(status=Status.QUEUED, queue_first_neighbor_id__isnull=False).exists()
+
+
+def test_queue_first_ended_by_another_process_ends_in_this_one_without_a_second_re_route(
+    api, no_queue_first_end, monkeypatch
+):
+    """Each web process holds its own policy object. Once another process has ended queue-first (the mark in
+    Redis), this process routes by the plan too, and asks for no re-route of its own; a policy object built
+    after the end (a new process, a changed configuration) starts with the mode off."""
+    from webapp.cache.keys import model_key_for
+    from webapp.serving import replan
+
+    sent = []
+    monkeypatch.setattr(replan.app, "send_task", lambda name, **kw: sent.append(kw["kwargs"]))
+    config = serving_config(policy="prompt_aware")
+    policy, _ = live_policy.live_policy.get(config)
+    assert policy.in_queue_first
+    first = GenerationRequest.objects.get(
+        pk=api.post(URL, {"prompt": "a red fox in the snow"}, format="json").json()["id"]
+    )
+    cached_entry(first.prompt, model_key=model_key_for(first.steps, first.width, first.height))
+    replan.publish_queue_first_end(time.time())  # what the process whose request found the queues full writes
+    body = api.post(URL, {"prompt": "a red fox in the snow, highly detailed"}, format="json").json()
+    row = GenerationRequest.objects.get(pk=body["id"])
+    assert row.similarity > 0.8 and row.queue_first_neighbor_id is None  # routed by the plan, not queue-first
+    assert not policy.in_queue_first and {"requeue": True} not in sent
+    live_policy.live_policy.reset()  # a new process
+    assert not live_policy.live_policy.get(config)[0].in_queue_first
 
 
 def test_with_early_re_plans_off_the_end_of_queue_first_is_re_routed_by_the_periods_run(

@@ -276,6 +276,25 @@ def test_queue_first_serves_at_full_quality_while_the_queues_make_the_deadline_t
     assert not make_policy("prompt_aware", cfg(queue_first=False)).in_queue_first
 
 
+def test_queue_first_ended_in_another_process_ends_here_without_a_second_re_route():
+    """Live, each web process holds its own policy object: when another one ends the mode at t, this one ends it
+    too (if it started before t), asks for no re-plan or re-route of its own, and counts the restart gap from t;
+    an end older than the mode's start (an earlier mode's) leaves it on."""
+    pa = make_policy("prompt_aware", cfg(replan_min_gap_s=2.0))
+    assert pa.in_queue_first and pa.end_queue_first(1.0)  # the mode its initial plan started
+    pa.set_plan(plan([0] * 4, [1.0, 0, 0, 0, 0, 0], demand=1.0, time=5.0))
+    assert pa.in_queue_first
+    assert not pa.end_queue_first(4.0) and pa.in_queue_first  # ended before this mode started
+    assert pa.end_queue_first(6.0) and not pa.in_queue_first
+    assert pa.queue_first_ended_at == 6.0
+    assert not pa.take_requeue() and not pa.replan_due(6.5)
+    assert not pa.end_queue_first(7.0)  # already off
+    pa.set_plan(plan([0] * 4, [1.0, 0, 0, 0, 0, 0], demand=1.0, time=8.5))  # within the gap from 7.0
+    assert not pa.in_queue_first
+    pa.set_plan(plan([0] * 4, [1.0, 0, 0, 0, 0, 0], demand=1.0, time=9.0))
+    assert pa.in_queue_first
+
+
 def near_duplicates(n: int, d: int = 16, seed: int = 0) -> np.ndarray:
     """Unit vectors all close to one prompt: every request finds a similar neighbour (high K*)."""
     rng = np.random.default_rng(seed)

@@ -1,7 +1,8 @@
 """This process's policy object: the same objects the simulator runs, kept in step with the ledger.
 
 Each web process keeps one policy object, rebuilt when the admin's configuration changes, and
-re-reads the newest adoptable plan at most once a second, so routing costs two small queries.
+re-reads the newest adoptable plan at most once a second, so routing costs two small queries. A rebuilt
+object learns when queue-first last ended in any process (`replan.queue_first_end`) before it adopts a plan.
 The controller adopts stored plans by the same rule (`adoptable_plan`).
 """
 
@@ -18,6 +19,7 @@ from scheduler.policies import Policy, make_policy
 from webapp.ledger.models import AllocationPlan, BatchRecord, ServingConfig
 
 from .live_config import config_key, scheduler_config
+from .replan import queue_first_end
 
 PLAN_REFRESH_S = 1.0
 
@@ -47,6 +49,15 @@ class _PolicyState:
     checked_at: float = 0.0
 
 
+def _learn_queue_first_end(policy: Policy) -> None:
+    """A new policy object starts in queue-first (its initial plan is all K′ = 0): if the mode has ended in some
+    process since, end it here before a stored plan is adopted, which restarts it by the usual rule."""
+    end_queue_first = getattr(policy, "end_queue_first", None)
+    ended_at = queue_first_end() if end_queue_first is not None else None
+    if ended_at is not None:
+        end_queue_first(ended_at)
+
+
 class LivePolicy:
     """This process's policy object, kept in step with the admin's configuration and the plan."""
 
@@ -61,6 +72,7 @@ class LivePolicy:
             key = config_key(config)
             if state.config_key != key:
                 state.policy = make_policy(config.policy, scheduler_config(config))
+                _learn_queue_first_end(state.policy)
                 state.config_key, state.plan_id, state.checked_at = key, None, 0.0
                 state.last_batch_id = BatchRecord.objects.order_by("-id").values_list("id", flat=True).first() or 0
             now = time.monotonic()

@@ -9,7 +9,10 @@ policy's minimum gap deduplicates the requests of all processes, so the controll
 When prompt_aware's queue-first mode ends in a process (`PromptAware.take_requeue`), routing asks for a
 controller run that also re-routes the rows the mode queued (`request_requeue`), deduplicated the same way.
 With early re-plans switched off it only leaves a mark in Redis (`defer_requeue`), and the next controller run
-of the period re-routes them (`take_deferred_requeue`), as the simulator does at its next tick.
+of the period re-routes them (`take_deferred_requeue`), as the simulator does at its next tick. Either way it
+writes when the mode ended (`publish_queue_first_end`); every other process that routes queue-first reads that
+time (`queue_first_end`) and ends its own mode too, so the web processes leave the mode together, as the
+simulator's single dispatcher does.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ CHECK_EVERY_S = 1.0
 DEDUPE_KEY = "t2i:replan-requested"
 REQUEUE_KEY = "t2i:requeue-requested"
 REQUEUE_PENDING_KEY = "t2i:requeue-pending"
+QUEUE_FIRST_END_KEY = "t2i:queue-first-ended-at"
 
 _lock = threading.Lock()
 _checked_at = 0.0
@@ -77,6 +81,23 @@ def take_deferred_requeue() -> bool:
     except (redis.RedisError, OSError):
         log.warning("could not read the deferred re-route mark", exc_info=True)
         return False
+
+
+def publish_queue_first_end(at: float) -> None:
+    """Queue-first ended in this process at `at` (epoch seconds): tell the other web processes."""
+    try:
+        broker().set(QUEUE_FIRST_END_KEY, repr(at))
+    except (redis.RedisError, OSError):  # the others end their mode at their own first full queue
+        log.warning("could not publish the end of queue-first", exc_info=True)
+
+
+def queue_first_end() -> float | None:
+    """When queue-first last ended in any web process (epoch seconds), or None if never (or Redis is down)."""
+    try:
+        value = broker().get(QUEUE_FIRST_END_KEY)
+    except (redis.RedisError, OSError):
+        return None
+    return float(value) if value is not None else None
 
 
 def _send_once(gap_s: float, key: str = DEDUPE_KEY, requeue: bool = False) -> bool:

@@ -27,7 +27,7 @@ from webapp.ledger.models import CacheScope, ServingConfig
 
 from .cluster_state import cluster_view, live_workers
 from .live_policy import live_policy
-from .replan import defer_requeue, maybe_request_replan, request_requeue
+from .replan import defer_requeue, maybe_request_replan, publish_queue_first_end, queue_first_end, request_requeue
 
 
 @dataclass(frozen=True)
@@ -98,10 +98,15 @@ def route_request(
         k_star=k_star,
         levels_available=levels_held,
     )
+    if getattr(policy, "in_queue_first", False):  # another process may have ended the mode
+        ended_at = queue_first_end()
+        if ended_at is not None:
+            policy.end_queue_first(ended_at)
     cluster = cluster_view(policy, arrival, live_workers())
     decision = policy.dispatch(request, cluster, arrival)
     take_requeue = getattr(policy, "take_requeue", None)
     if take_requeue is not None and take_requeue():
+        publish_queue_first_end(policy.queue_first_ended_at)
         if policy.config.event_replan:
             request_requeue(policy.config.replan_min_gap_s)
         else:  # no run between periods: the period's run re-routes

@@ -128,6 +128,9 @@ class SchedulerConfig:
     batch_cut: bool = True  # ... and cuts a batch that would make a member late (dispatch.batch_to_run) ...
     batch_cut_overload: float = 1.6  # ... unless the plan's demand exceeds what it serves by this factor
     shed_baselines: bool = False  # sensitivity: the baselines shed too
+    # The oracle (simulator only) plans for the true demand of the period-long window that ends this many seconds
+    # after the plan; None: one period (the next period's demand). 0: the last period's exact demand.
+    oracle_lookahead_s: float | None = None
     admission: str = "queue"  # at arrival, for every policy: "queue", "degrade" or "shed" (scheduler/admission.py)
     variant_quality: dict[str, float] | None = None  # proteus_models: quality per model variant (None: defaults)
     # proteus_models: its variants' latencies and load times × this (live emulated workers sleep L × time factor)
@@ -179,6 +182,7 @@ class SchedulerConfig:
             "batch_cut_overload": _finite_or_none(self.batch_cut_overload),
             "shed_hopeless": self.shed_hopeless,
             "shed_baselines": self.shed_baselines,
+            "oracle_lookahead_s": self.oracle_lookahead_s,
             "admission": self.admission,
             "variant_quality": self.variant_quality,
             "batch_caps": {str(k): v for k, v in self.batch_caps().items()},

@@ -134,6 +134,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--shed-baselines", action="store_true", help="sensitivity: the baselines shed too")
     p.add_argument(
+        "--oracle-lookahead",
+        type=_non_negative,
+        default=None,
+        help="how far ahead the oracle sees (s; more than --period reads as one period): it plans for the true "
+        "demand of the period-long window ending this long after the plan; default one period (the next period's "
+        "demand), 0: the last period's exact demand (what a controller that measured it perfectly would have)",
+    )
+    p.add_argument(
         "--admission",
         choices=ADMISSION_MODES,
         default=QUEUE,
@@ -257,6 +265,7 @@ def _scheduler_config(args: argparse.Namespace, profile) -> SchedulerConfig:
         shed_hopeless=not args.no_shed,
         batch_cut=not args.no_batch_cut,
         shed_baselines=args.shed_baselines,
+        oracle_lookahead_s=args.oracle_lookahead,
         admission=args.admission,
         demand_estimate=args.demand_estimate,
         trend_beta=args.trend_beta,

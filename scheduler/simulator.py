@@ -614,13 +614,17 @@ def _queued_per_class(run: _Run) -> list[int]:
 
 
 def _future_demand(run: _Run, t: float, next_arrival: int) -> DemandEstimate:
-    """The oracle's estimate: the true demand and mean quality per class of the coming period."""
+    """The oracle's estimate: the true demand and mean quality per class of the coming period, or, with
+    `oracle_lookahead_s` = a, of the period-long window [t + a − period, t + a) (the arrivals in it that are
+    already in are looked up in the cache as it is now, like the future ones)."""
     config, cache, class_of = run.config, run.cache, run.class_of
     levels, period = config.levels, config.period_s
-    end = int(np.searchsorted(run.arrivals, t + period, side="left"))
+    ahead = period if config.oracle_lookahead_s is None else min(config.oracle_lookahead_s, period)
+    end = int(np.searchsorted(run.arrivals, t + ahead, side="left"))
+    begin = next_arrival if ahead >= period else int(np.searchsorted(run.arrivals, t + ahead - period, side="left"))
     counts = np.zeros(len(levels))
     quality_sum = np.zeros((len(levels), len(levels)))
-    neighbours, sims = cache.lookup_many(run.warm + next_arrival, run.warm + end)
+    neighbours, sims = cache.lookup_many(run.warm + begin, run.warm + end)
     for neighbour, sim in zip(neighbours.tolist(), sims.tolist()):
         ks = config.predictor.k_star(sim, cache.available(neighbour)) if neighbour >= 0 else 0
         i = class_of[ks]

@@ -11,7 +11,7 @@ from scheduler.metrics import format_table, summarize
 from scheduler.policies import POLICY_NAMES
 from scheduler.profiles import load_profile
 from scheduler.simulator import simulate
-from tests.sim_helpers import clustered_stream, fake_embed_file
+from tests.sim_helpers import cfg, clustered_stream, fake_embed_file
 
 PROFILE = load_profile("sdxl-a100")
 LEVELS = list(PROFILE.levels)
@@ -214,3 +214,20 @@ def test_lookup_many_matches_lookup():
             if rng.random() < 0.7:
                 c.insert(r, int(rng.choice([0, 10, 25])))
     assert c.fallbacks > 0
+
+
+def test_the_oracles_lookahead_sets_how_far_ahead_its_plans_see():
+    """The oracle plans at t for the true demand of [t + a − period, t + a): with a = one period (the default)
+    the plan of t = 10 s already serves the burst of 15–19 s; with a = 0 it plans for the calm of 0–10 s, as a
+    controller that measured the last period exactly would."""
+    arrivals = np.sort(np.concatenate([np.arange(0.0, 30.0, 2.0), np.linspace(15.0, 19.0, 40)]))
+    emb = clustered_stream(10 + arrivals.size, seed=5)
+
+    def plan_at_10(**kw) -> list[int]:
+        res = simulate("oracle", cfg(n=16, event_replan=False, **kw), arrivals, emb, warm=10)
+        return next(p["workers_per_level"] for p in res.plans if p["time"] == 10.0)
+
+    foresight, hindsight = plan_at_10(), plan_at_10(oracle_lookahead_s=0.0)
+    assert sum(hindsight[1:]) == 0  # every worker at K = 0: the last period was calm
+    assert sum(foresight[1:]) > 0  # workers at K > 0 for the burst to come
+    assert plan_at_10(oracle_lookahead_s=25.0) == foresight  # at most one period ahead

@@ -252,6 +252,22 @@ def test_goals_pass_on_hand_made_aggregates():
     assert printed.count("PASS") == 4 and "tightest" in printed
 
 
+def test_an_oracle_that_sees_less_than_a_period_ahead_is_named_in_the_verdicts():
+    """--oracle-lookahead changes what G3 and G4 compare with, so their verdicts say which oracle it was."""
+    from tests.sim_helpers import cfg
+
+    assert sweep._oracle_label(cfg()) == "oracle" == sweep._oracle_label(cfg(oracle_lookahead_s=10.0))
+    label = sweep._oracle_label(cfg(oracle_lookahead_s=2.0))
+    assert "2 s ahead" in label and "not the issue's" in label
+    paired = {"proteus": (-0.015, 0.004)}
+    goals = sweep.check_goals({"a": workload(BASE, time_scale=2.0, paired_q=paired)}, 1.0, [2.0], oracle=label)
+    names = {g["goal"].split()[0]: g["goal"] for g in goals}
+    assert names["G3"].endswith(label) and names["G4"].endswith(label)
+    plain = sweep.check_goals({"a": workload(BASE, paired_q=paired)}, 1.0, [2.0])
+    default = {g["goal"].split()[0]: g["goal"] for g in plain}
+    assert default["G3"] == "G3 close to oracle" and default["G4"] == "G4 lag at compressed time scale 2"
+
+
 def test_goals_fail_on_hand_made_aggregates():
     dominated = BASE | {"nirvana": (0.0, 0.966)}  # NIRVANA: fewer violations and higher quality
     too_many = BASE | {"prompt_aware": (0.02, 0.92), "oracle": (0.0, 0.925)}  # > lowest + 1 pp, > 2 × oracle + 1 pp

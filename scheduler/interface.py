@@ -143,6 +143,11 @@ class SchedulerConfig:
     def batch_caps(self) -> dict[int, int]:
         return self.profile.batch_caps(self.slo_s)
 
+    @property
+    def oracle_lookahead(self) -> float:
+        """How far ahead the oracle sees, in seconds: `oracle_lookahead_s`, at most (and by default) one period."""
+        return self.period_s if self.oracle_lookahead_s is None else min(self.oracle_lookahead_s, self.period_s)
+
     def top_level_capacity(self) -> float:
         """Cluster capacity (req/s) with every worker at the top level in full batches: what
         `--peak-load` is measured against. workers × cap(top) / L(top, cap(top))."""

@@ -619,7 +619,7 @@ def _future_demand(run: _Run, t: float, next_arrival: int) -> DemandEstimate:
     already in are looked up in the cache as it is now, like the future ones)."""
     config, cache, class_of = run.config, run.cache, run.class_of
     levels, period = config.levels, config.period_s
-    ahead = period if config.oracle_lookahead_s is None else min(config.oracle_lookahead_s, period)
+    ahead = config.oracle_lookahead
     end = int(np.searchsorted(run.arrivals, t + ahead, side="left"))
     begin = next_arrival if ahead >= period else int(np.searchsorted(run.arrivals, t + ahead - period, side="left"))
     counts = np.zeros(len(levels))

@@ -596,10 +596,9 @@ def _pp(x: float) -> str:
 def _oracle_label(cfg: SchedulerConfig) -> str:
     """What G3 and G4 compare with: "oracle", or, when `--oracle-lookahead` makes it see less than a period
     ahead, a name that says so (those verdicts are then not the issue's)."""
-    ahead = cfg.oracle_lookahead_s
-    if ahead is None or ahead >= cfg.period_s:
+    if cfg.oracle_lookahead >= cfg.period_s:
         return "oracle"
-    return f"oracle seeing {ahead:g} s ahead (--oracle-lookahead; not the issue's oracle)"
+    return f"oracle seeing {cfg.oracle_lookahead:g} s ahead (--oracle-lookahead; not the issue's oracle)"
 
 
 def check_goals(

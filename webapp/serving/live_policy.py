@@ -2,7 +2,7 @@
 
 Each web process keeps one policy object, rebuilt when the admin's configuration changes, and
 re-reads the newest adoptable plan at most once a second, so routing costs two small queries. A rebuilt
-object learns when queue-first last ended in any process (`replan.queue_first_end`) before it adopts a plan.
+object learns when queue-first last ended in any process (`replan.follow_queue_first_end`) before it adopts a plan.
 The controller adopts stored plans by the same rule (`adoptable_plan`).
 """
 
@@ -19,7 +19,7 @@ from scheduler.policies import Policy, make_policy
 from webapp.ledger.models import AllocationPlan, BatchRecord, ServingConfig
 
 from .live_config import config_key, scheduler_config
-from .replan import queue_first_end
+from .replan import follow_queue_first_end
 
 PLAN_REFRESH_S = 1.0
 
@@ -49,15 +49,6 @@ class _PolicyState:
     checked_at: float = 0.0
 
 
-def _learn_queue_first_end(policy: Policy) -> None:
-    """A new policy object starts in queue-first (its initial plan is all K′ = 0): if the mode has ended in some
-    process since, end it here before a stored plan is adopted, which restarts it by the usual rule."""
-    end_queue_first = getattr(policy, "end_queue_first", None)
-    ended_at = queue_first_end() if end_queue_first is not None else None
-    if ended_at is not None:
-        end_queue_first(ended_at)
-
-
 class LivePolicy:
     """This process's policy object, kept in step with the admin's configuration and the plan."""
 
@@ -72,7 +63,9 @@ class LivePolicy:
             key = config_key(config)
             if state.config_key != key:
                 state.policy = make_policy(config.policy, scheduler_config(config))
-                _learn_queue_first_end(state.policy)
+                # It starts in queue-first (its initial plan is all K′ = 0): if the mode has ended in some process
+                # since, it ends here before a stored plan is adopted, which restarts it by the usual rule.
+                follow_queue_first_end(state.policy)
                 state.config_key, state.plan_id, state.checked_at = key, None, 0.0
                 state.last_batch_id = BatchRecord.objects.order_by("-id").values_list("id", flat=True).first() or 0
             now = time.monotonic()

@@ -11,7 +11,7 @@ controller run that also re-routes the rows the mode queued (`request_requeue`),
 With early re-plans switched off it only leaves a mark in Redis (`defer_requeue`), and the next controller run
 of the period re-routes them (`take_deferred_requeue`), as the simulator does at its next tick. Either way it
 writes when the mode ended (`publish_queue_first_end`); every other process that routes queue-first reads that
-time (`queue_first_end`) and ends its own mode too, so the web processes leave the mode together, as the
+time and ends its own mode too (`follow_queue_first_end`), so the web processes leave the mode together, as the
 simulator's single dispatcher does.
 """
 
@@ -98,6 +98,17 @@ def queue_first_end() -> float | None:
     except (redis.RedisError, OSError):
         return None
     return float(value) if value is not None else None
+
+
+def follow_queue_first_end(policy: Policy) -> None:
+    """If this process's policy routes queue-first and the mode has ended in some process since it started
+    (`queue_first_end`), end it here too (`PromptAware.end_queue_first`: no re-plan or re-route of its own).
+    One Redis read, only while the mode is on."""
+    if not getattr(policy, "in_queue_first", False):
+        return
+    ended_at = queue_first_end()
+    if ended_at is not None:
+        policy.end_queue_first(ended_at)
 
 
 def _send_once(gap_s: float, key: str = DEDUPE_KEY, requeue: bool = False) -> bool:

@@ -27,7 +27,13 @@ from webapp.ledger.models import CacheScope, ServingConfig
 
 from .cluster_state import cluster_view, live_workers
 from .live_policy import live_policy
-from .replan import defer_requeue, maybe_request_replan, publish_queue_first_end, queue_first_end, request_requeue
+from .replan import (
+    defer_requeue,
+    follow_queue_first_end,
+    maybe_request_replan,
+    publish_queue_first_end,
+    request_requeue,
+)
 
 
 @dataclass(frozen=True)
@@ -98,10 +104,7 @@ def route_request(
         k_star=k_star,
         levels_available=levels_held,
     )
-    if getattr(policy, "in_queue_first", False):  # another process may have ended the mode
-        ended_at = queue_first_end()
-        if ended_at is not None:
-            policy.end_queue_first(ended_at)
+    follow_queue_first_end(policy)  # another process may have ended the mode
     cluster = cluster_view(policy, arrival, live_workers())
     decision = policy.dispatch(request, cluster, arrival)
     take_requeue = getattr(policy, "take_requeue", None)

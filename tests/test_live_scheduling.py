@@ -586,17 +586,21 @@ def no_queue_first_end(embedded_services):
     broker().delete(replan.QUEUE_FIRST_END_KEY)
 
 
+def submitted_then_cached(api, prompt: str):
+    """Submit `prompt` through the API, then give it a cache entry (index only) under the row's model key, so
+    that a near-duplicate submitted next finds it as its neighbour: (the row, the entry)."""
+    from webapp.cache.keys import model_key_for
+
+    row = GenerationRequest.objects.get(pk=api.post(URL, {"prompt": prompt}, format="json").json()["id"])
+    return row, cached_entry(row.prompt, model_key=model_key_for(row.steps, row.width, row.height))
+
+
 def test_queue_first_routes_at_full_quality_and_keeps_the_neighbour_for_a_re_route(api, no_queue_first_end):
     """prompt_aware starts in queue-first (its first plan is all K′ = 0): a near-duplicate of a cached prompt
     runs at K′ = 0, not resumed, and the row keeps the neighbour the re-route at the mode's end would use."""
-    from webapp.cache.keys import model_key_for
-
     serving_config(policy="prompt_aware")
-    first = GenerationRequest.objects.get(
-        pk=api.post(URL, {"prompt": "a red fox in the snow"}, format="json").json()["id"]
-    )
+    first, entry = submitted_then_cached(api, "a red fox in the snow")
     assert first.k_served == 0 and first.queue_first_neighbor_id is None  # no neighbour: nothing to re-route
-    entry = cached_entry(first.prompt, model_key=model_key_for(first.steps, first.width, first.height))
     body = api.post(URL, {"prompt": "a red fox in the snow, highly detailed"}, format="json").json()
     near = GenerationRequest.objects.get(pk=body["id"])
     assert near.similarity > 0.8 and near.k_star > 0
@@ -706,7 +710,6 @@ def test_queue_first_ended_by_another_process_ends_in_this_one_without_a_second_
     """Each web process holds its own policy object. Once another process has ended queue-first (the mark in
     Redis), this process routes by the plan too, and asks for no re-route of its own; a policy object built
     after the end (a new process, a changed configuration) starts with the mode off."""
-    from webapp.cache.keys import model_key_for
     from webapp.serving import replan
 
     sent = []
@@ -714,10 +717,7 @@ def test_queue_first_ended_by_another_process_ends_in_this_one_without_a_second_
     config = serving_config(policy="prompt_aware")
     policy, _ = live_policy.live_policy.get(config)
     assert policy.in_queue_first
-    first = GenerationRequest.objects.get(
-        pk=api.post(URL, {"prompt": "a red fox in the snow"}, format="json").json()["id"]
-    )
-    cached_entry(first.prompt, model_key=model_key_for(first.steps, first.width, first.height))
+    submitted_then_cached(api, "a red fox in the snow")
     replan.publish_queue_first_end(time.time())  # what the process whose request found the queues full writes
     body = api.post(URL, {"prompt": "a red fox in the snow, highly detailed"}, format="json").json()
     row = GenerationRequest.objects.get(pk=body["id"])

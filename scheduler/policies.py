@@ -11,7 +11,7 @@
 | nirvana       | none: each request at its K*   | shortest queue                            | 1                   |
 | proteus       | MILP, one prompt-agnostic class| level fractions that ignore K*,           | up to the plan cap  |
 |               | (mean Q per level)             | soonest-free worker at that level         | (adaptive)          |
-| oracle        | prompt_aware fed the true demand of the next period (simulator only; `oracle_lookahead_s`) |
+| oracle        | prompt_aware fed the true demand of the next period (simulator only; `oracle_lookahead_s`; `oracle@A`: seeing A s ahead) |
 | proteus_models| PROTEUS as published: a model variant per worker (MILP), load time on a switch; no cache;  |
 |               | live with emulated workers only (docs/baselines.md)                                        |
 | argus_oda     | prompt_aware's workers per level, but the route by Argus's greedy aligner (scheduler.oda)   |
@@ -557,6 +557,38 @@ _REGISTRY: dict[str, type[Policy]] = {
     "proteus_models": ProteusModels,
     "argus_oda": ArgusOda,
 }
+
+
+ORACLE_VARIANT_PREFIX = "oracle@"  # oracle@A: the oracle seeing A s ahead, beside the others in one run
+
+
+def oracle_variant(name: str) -> float | None:
+    """A, for a policy name `oracle@A`: the oracle that sees A seconds ahead (`oracle_lookahead_s`; at most one
+    period counts), so that one run can hold oracles of several foresights side by side. None for any other
+    name; ValueError when what follows the @ is not a number ≥ 0."""
+    if not name.startswith(ORACLE_VARIANT_PREFIX):
+        return None
+    try:
+        ahead = float(name[len(ORACLE_VARIANT_PREFIX) :])
+    except ValueError:
+        ahead = math.nan
+    if not ahead >= 0.0 or math.isinf(ahead):
+        raise ValueError(f"{name!r}: oracle@A needs A, the seconds the oracle sees ahead, as a number ≥ 0")
+    return ahead
+
+
+def is_sim_policy(name: str) -> bool:
+    """Whether the simulator runs this name: a policy of SIM_POLICY_NAMES or an `oracle@A` variant."""
+    return name in SIM_POLICY_NAMES or oracle_variant(name) is not None
+
+
+def resolve_policy(name: str, config: SchedulerConfig) -> tuple[str, SchedulerConfig]:
+    """The registry name and the config a policy name runs with: `oracle@A` is the oracle with
+    `oracle_lookahead_s` = A; every other name runs as it is."""
+    ahead = oracle_variant(name)
+    if ahead is None:
+        return name, config
+    return "oracle", dataclasses.replace(config, oracle_lookahead_s=ahead)
 
 
 def make_policy(name: str, config: SchedulerConfig, seed: int = 0) -> Policy:

@@ -33,7 +33,7 @@ from .metrics import format_table, time_series, write_results
 from .model_variants import parse_quality
 from .neighbour_index import LINEAGE_TOP_M, candidate_lists
 from .planner import SOLVERS
-from .policies import DEFAULT_POLICIES, SIM_POLICY_NAMES
+from .policies import DEFAULT_POLICIES, ORACLE_VARIANT_PREFIX, SIM_POLICY_NAMES, is_sim_policy
 from .profiles import DEFAULT_GAMMA, load_profile
 from .prompt_stream import extend_stream
 from .quality import QualityModel, quality_from_spec
@@ -91,7 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gamma", type=float, default=DEFAULT_GAMMA, help="non-skippable share of a run")
     p.add_argument("--levels", default="0,5,10,15,20,25", help="K levels")
     p.add_argument("--slo", type=float, default=None, help="SLO seconds (default 2 × L(0, 1))")
-    p.add_argument("--policies", default=",".join(DEFAULT_POLICIES), help=f"comma list of {SIM_POLICY_NAMES}")
+    p.add_argument(
+        "--policies",
+        default=",".join(DEFAULT_POLICIES),
+        help=f"comma list of {SIM_POLICY_NAMES}, or oracle@A: the oracle seeing A s ahead (--oracle-lookahead)",
+    )
     p.add_argument("--out", default="results/sim", help="output folder")
     p.add_argument("--period", type=float, default=10.0, help="controller period (s)")
     p.add_argument("--util-target", type=float, default=0.85)
@@ -232,11 +236,14 @@ def main(argv: list[str] | None = None) -> int:
 def _policy_names(text: str) -> list[str] | None:
     """The comma list of policies, or None (after saying why) if one is unknown."""
     policies = [x.strip() for x in text.split(",") if x.strip()]
-    bad = [x for x in policies if x not in SIM_POLICY_NAMES and x not in HINDSIGHT_NAMES]
+    try:
+        bad = [x for x in policies if not is_sim_policy(x) and x not in HINDSIGHT_NAMES]
+    except ValueError as exc:  # oracle@ with no number after it
+        print(f"unknown policy {exc}", file=sys.stderr)
+        return None
     if bad:
-        print(
-            f"unknown policies {bad}; choose from {', '.join([*SIM_POLICY_NAMES, *HINDSIGHT_NAMES])}", file=sys.stderr
-        )
+        choices = ", ".join([*SIM_POLICY_NAMES, *HINDSIGHT_NAMES, f"{ORACLE_VARIANT_PREFIX}A"])
+        print(f"unknown policies {bad}; choose from {choices}", file=sys.stderr)
         return None
     return policies
 

@@ -36,7 +36,7 @@ from .demand import DemandEstimate, DemandEstimator, default_class_quality, esti
 from .dispatch import batch_to_run, is_hopeless, may_cut
 from .interface import ClusterView, RequestView, SchedulerConfig
 from .metrics import summarize
-from .policies import Policy, make_policy
+from .policies import Policy, make_policy, resolve_policy
 from .profiles import LatencyProfile
 
 _COMPLETE, _CONTROL, _DROP, _READY = 0, 1, 2, 3
@@ -218,11 +218,13 @@ def _setup_run(
     seed: int,
     batch_overhead_s: float = 0.0,
 ) -> _Run:
-    """The policy, estimator, idle cluster and empty outcomes; the first plan recorded, the first tick queued."""
+    """The policy, estimator, idle cluster and empty outcomes; the first plan recorded, the first tick queued.
+    `policy_name` labels the run; an `oracle@A` name runs the oracle with its lookahead (`resolve_policy`)."""
+    registry_name, config = resolve_policy(policy_name, config)
     n = arrivals.size
     n_workers = config.n_workers
     levels = config.levels
-    policy = make_policy(policy_name, config, seed)
+    policy = make_policy(registry_name, config, seed)
     run = _Run(
         policy_name=policy_name,
         config=config,

@@ -231,3 +231,22 @@ def test_the_oracles_lookahead_sets_how_far_ahead_its_plans_see():
     assert sum(hindsight[1:]) == 0  # every worker at K = 0: the last period was calm
     assert sum(foresight[1:]) > 0  # workers at K > 0 for the burst to come
     assert plan_at_10(oracle_lookahead_s=25.0) == foresight  # at most one period ahead
+
+
+def test_oracle_at_a_is_the_oracle_that_sees_a_seconds_ahead_under_its_own_name():
+    """`oracle@A` runs the oracle with `oracle_lookahead_s` = A, so that one run holds several side by side."""
+    arrivals = np.sort(np.concatenate([np.arange(0.0, 30.0, 2.0), np.linspace(15.0, 19.0, 40)]))
+    emb = clustered_stream(10 + arrivals.size, seed=5)
+    base = cfg(n=16, event_replan=False)
+    variant = simulate("oracle@0", base, arrivals, emb, warm=10)
+    direct = simulate("oracle", cfg(n=16, event_replan=False, oracle_lookahead_s=0.0), arrivals, emb, warm=10)
+    default = simulate("oracle", base, arrivals, emb, warm=10)
+    assert variant.policy == "oracle@0" and direct.policy == "oracle"
+    variant_plans, direct_plans, default_plans = (
+        [p["workers_per_level"] for p in r.plans] for r in (variant, direct, default)
+    )
+    assert variant_plans == direct_plans and np.array_equal(variant.k_prime, direct.k_prime)
+    assert variant_plans != default_plans  # it is not the default oracle under another name
+    assert base.oracle_lookahead_s is None  # the caller's config is left as it was
+    with pytest.raises(ValueError, match="oracle@A"):
+        simulate("oracle@soon", base, arrivals, emb, warm=10)

@@ -268,6 +268,23 @@ def test_an_oracle_that_sees_less_than_a_period_ahead_is_named_in_the_verdicts()
     assert default["G3"] == "G3 close to oracle" and default["G4"] == "G4 lag at compressed time scale 2"
 
 
+def test_each_oracle_at_a_run_adds_an_informational_g3_line_and_the_issues_g3_stays():
+    """`--policies …,oracle@A`: after G1–G4 (G3 still against the default oracle), one G3 line per oracle@A, in
+    order of A, so that one sweep prints how the verdict moves with the oracle's foresight."""
+    paired = {"proteus": (-0.015, 0.004)}
+    means = BASE | {"oracle@2": (0.0, 0.95), "oracle@0": (0.01, 0.925)}  # A = 2 s: Q too far above PA's 0.920
+    goals = sweep.check_goals({"a": workload(means, time_scale=2.0, paired_q=paired)}, 1.0, [2.0])
+    names = [g["goal"] for g in goals]
+    assert [n.split()[0] for n in names] == ["G1", "G2", "G3", "G4", "G3", "G3"]
+    assert names[2] == "G3 close to oracle" and goals[2]["verdict"] == "PASS"
+    assert names[4].startswith("G3 vs oracle@0 ") and "informational" in names[4] and goals[4]["verdict"] == "PASS"
+    assert names[5].startswith("G3 vs oracle@2 ") and goals[5]["verdict"] == "FAIL"
+    assert "of oracle@2 0.9500" in goals[5]["records"][0]["text"]
+    assert sweep._policy_list("prompt_aware,oracle@1.5")[0] == ["prompt_aware", "oracle@1.5"]
+    with pytest.raises(ValueError, match="oracle@A"):
+        sweep._policy_list("prompt_aware,oracle@soon")
+
+
 def test_goals_fail_on_hand_made_aggregates():
     dominated = BASE | {"nirvana": (0.0, 0.966)}  # NIRVANA: fewer violations and higher quality
     too_many = BASE | {"prompt_aware": (0.02, 0.92), "oracle": (0.0, 0.925)}  # > lowest + 1 pp, > 2 × oracle + 1 pp

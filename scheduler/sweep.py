@@ -58,6 +58,8 @@ Goals (issue 13; the oracle and hindsight are bounds, not baselines):
 * G4 lag, every workload at a compressed time scale (`--compressed`; default the smallest of
   `--time-scales` when several are given: load changes fastest against the controller's period there):
   viol(PA) ≤ 2 × viol(oracle) + 1 pp.
+An `oracle@A` in `--policies` (the oracle seeing A s ahead instead of one period) adds, after G4, a G3 line
+against that oracle: how much of the oracle's edge is foresight. It informs; the issue's G3 is the line above.
 """
 
 from __future__ import annotations

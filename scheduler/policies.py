@@ -11,7 +11,8 @@
 | nirvana       | none: each request at its K*   | shortest queue                            | 1                   |
 | proteus       | MILP, one prompt-agnostic class| level fractions that ignore K*,           | up to the plan cap  |
 |               | (mean Q per level)             | soonest-free worker at that level         | (adaptive)          |
-| oracle        | prompt_aware fed the true demand of the next period (simulator only; `oracle_lookahead_s`; `oracle@A`: seeing A s ahead) |
+| oracle        | prompt_aware fed the true demand of the next period (simulator only; `oracle_lookahead_s`) |
+|               | `oracle@A` by name: the oracle seeing A s ahead, beside the others in one run             |
 | proteus_models| PROTEUS as published: a model variant per worker (MILP), load time on a switch; no cache;  |
 |               | live with emulated workers only (docs/baselines.md)                                        |
 | argus_oda     | prompt_aware's workers per level, but the route by Argus's greedy aligner (scheduler.oda)   |

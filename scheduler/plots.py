@@ -15,7 +15,9 @@ COLORS = {
     "nirvana": "tab:green",
     "proteus": "tab:purple",
     "oracle": "tab:gray",
+    "hindsight": "black",
 }
+EXTRA_COLORS = ("tab:orange", "tab:olive", "tab:pink", "tab:brown", "gold", "navy")  # names without a colour above
 
 
 def _arr(x) -> np.ndarray:
@@ -80,3 +82,48 @@ def plot_kmix(series: dict[str, dict], path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+BOUND_PREFIXES = ("oracle", "hindsight")  # bounds, not baselines: drawn hollow
+
+
+def plot_sweep(workloads: dict[str, dict], path: str) -> None:
+    """The sweep on one page: a panel per workload (rows: trace × time scale, columns: peak load), each policy a
+    point at its seed-mean SLO violations (x, symlog) and effective quality (y) with 95 % CI bars. Up and to the
+    left is better, so a policy is dominated where another sits above and left of it; bounds are hollow."""
+    rows = sorted({(w["trace"], w["time_scale"]) for w in workloads.values()}, key=lambda r: (r[0], -r[1]))
+    loads = sorted({w["load"] for w in workloads.values()})
+    fig, axes = plt.subplots(
+        len(rows), len(loads), figsize=(3.2 * len(loads), 2.6 * len(rows)), squeeze=False, constrained_layout=True
+    )
+    extra = iter(EXTRA_COLORS)
+    colors: dict[str, str] = {}
+    for w in workloads.values():
+        ax = axes[rows.index((w["trace"], w["time_scale"])), loads.index(w["load"])]
+        for name, m in w["policies"].items():
+            color = colors.setdefault(name, COLORS.get(name) or next(extra, "0.5"))
+            viol, q = m["slo_violation_ratio"], m["effective_quality"]
+            hollow = name.startswith(BOUND_PREFIXES)
+            ax.errorbar(
+                100 * viol["mean"], q["mean"], xerr=100 * _ci(viol), yerr=_ci(q), fmt="o", ms=5, capsize=2,
+                color=color, mfc="none" if hollow else color, label=name,
+            )  # fmt: skip
+        ax.set_xscale("symlog", linthresh=0.1)
+        ax.set_xlim(-0.03, max(1.0, 1.5 * ax.get_xlim()[1]))  # 0 % and the 100 % edge in view, a readable axis
+        ax.set_title(f"{w['trace']} ×{w['time_scale']:g}, load {w['load']:g}", fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    for ax in axes[-1]:
+        ax.set_xlabel("SLO violations % (symlog)", fontsize=8)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("effective Q", fontsize=8)
+    handles = {h.get_label(): h for ax in axes.flat for h in ax.get_legend_handles_labels()[0]}
+    fig.legend(list(handles.values()), list(handles), loc="outside upper center", ncol=min(8, len(handles)))
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _ci(stat: dict) -> float:
+    """The 95 % CI half-width of a sweep statistic (0 where one seed leaves it undefined)."""
+    ci = stat.get("ci", 0.0)
+    return ci if ci is not None and np.isfinite(ci) else 0.0

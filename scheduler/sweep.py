@@ -84,6 +84,7 @@ from .embeddings import embed_prompt_file
 from .interface import SchedulerConfig
 from .metrics import _clean, _json_default
 from .neighbour_index import LINEAGE_TOP_M, candidate_lists
+from .plots import plot_sweep
 from .policies import DEFAULT_POLICIES, ORACLE_VARIANT_PREFIX, SIM_POLICY_NAMES, is_sim_policy, oracle_variant
 from .profiles import load_profile
 from .prompt_stream import extend_stream
@@ -267,6 +268,9 @@ def main(argv: list[str] | None = None) -> int:
         doc = {"config": config, "cells": cells, "workloads": workloads, "goals": goals}
         json.dump(_clean(doc), fh, indent=1, allow_nan=False, default=_json_default)
     _print_report(args, cfg, profile, policies, seeds, notes, workloads, goals, wall_s, len(cells), path)
+    figure = os.path.join(args.out, "sweep.png")
+    plot_sweep(workloads, figure)
+    print(f"wrote {figure} (violations vs quality per workload: up and to the left is better)")
     return 0
 
 

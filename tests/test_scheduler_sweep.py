@@ -337,6 +337,8 @@ def test_cli_end_to_end_on_a_tiny_matrix(tmp_path, monkeypatch, capsys):
     assert sweep.main(argv + ["--max-requests", "100"]) == 0
     doc = json.loads((out / "sweep.json").read_text())
     assert len(doc["workloads"]) == 2 * 2 * 2 and len(doc["cells"]) == 8 * 2 * 5
+    figure = (out / "sweep.png").read_bytes()  # one panel per workload
+    assert figure.startswith(b"\x89PNG") and len(figure) > 20_000
     w = doc["workloads"]["tw load 1 x2"]
     assert set(w["policies"]) == {"prompt_aware", "clipper_ht", "proteus", "oracle", "hindsight"}
     assert set(w["paired"]) == {"clipper_ht", "proteus", "oracle", "hindsight"}

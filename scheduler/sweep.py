@@ -225,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
         loads, scales = _floats(args.loads), _floats(args.time_scales)
         policies, notes = _policy_list(args.policies)
         compressed = _floats(args.compressed) if args.compressed else ([min(scales)] if len(scales) > 1 else [])
+        if args.seeds < 1:
+            raise ValueError(f"--seeds {args.seeds}: a workload needs at least one seed")
     except ValueError as exc:
         print(f"sweep: {exc}", file=sys.stderr)
         return 2

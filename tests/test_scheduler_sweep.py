@@ -353,6 +353,7 @@ def test_cli_end_to_end_on_a_tiny_matrix(tmp_path, monkeypatch, capsys):
     assert sum(line[:4] in ("PASS", "FAIL", "n/a ") for line in printed.splitlines()) == 4
     # an unknown policy is refused; hindsight, when absent, is dropped with a note
     assert sweep.main(argv[:-4] + ["--policies", "prompt_aware,fifo", "--out", str(out)]) == 2
+    assert sweep.main(argv + ["--seeds", "0"]) == 2  # no seed, no workload: refused, not a traceback
     monkeypatch.setattr(sweep, "HINDSIGHT_MISSING", "not built")
     monkeypatch.setattr(sweep, "SIMULATOR_BOUNDS", ())
     assert sweep._policy_list("prompt_aware,hindsight") == (["prompt_aware"], ["hindsight skipped: not built"])

@@ -15,6 +15,7 @@ DIR/timeseries.png and DIR/kmix.png. Deterministic for a seed.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -52,14 +53,14 @@ def add_workload_arguments(p: argparse.ArgumentParser) -> None:
         help="prompt file, one prompt per line, used in order (the simulator synthesises the extra prompts of a "
         "longer trace from the file's reuse structure: scheduler.prompt_stream)",
     )
-    p.add_argument("--warm", type=int, default=0, help="prompts from the front used to warm the cache")
+    p.add_argument("--warm", type=_count(0), default=0, help="prompts from the front used to warm the cache")
     p.add_argument(
         "--peak-load",
-        type=float,
+        type=_positive,
         default=None,
         help="scale the rate so the peak 10-s window = X × capacity with every worker at the top K",
     )
-    p.add_argument("--time-scale", type=float, default=1.0, help="stretch time by this factor")
+    p.add_argument("--time-scale", type=_positive, default=1.0, help="stretch time by this factor")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--window", type=float, default=30.0, help="metrics/plot window (s)")
     p.add_argument("--no-plots", action="store_true")
@@ -85,20 +86,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_workload_arguments(p)
     add_cache_model_arguments(p)
-    p.add_argument("--workers", type=int, default=16)
+    p.add_argument("--workers", type=_count(1), default=16)
     p.add_argument("--profile", default="sdxl-a100", help="preset name or latency CSV")
     p.add_argument("--profile-model", default=None, help="model name inside a multi-model CSV")
     p.add_argument("--gamma", type=float, default=DEFAULT_GAMMA, help="non-skippable share of a run")
     p.add_argument("--levels", default="0,5,10,15,20,25", help="K levels")
-    p.add_argument("--slo", type=float, default=None, help="SLO seconds (default 2 × L(0, 1))")
+    p.add_argument("--slo", type=_positive, default=None, help="SLO seconds (default 2 × L(0, 1))")
     p.add_argument(
         "--policies",
         default=",".join(DEFAULT_POLICIES),
         help=f"comma list of {SIM_POLICY_NAMES}, or oracle@A: the oracle seeing A s ahead (--oracle-lookahead)",
     )
     p.add_argument("--out", default="results/sim", help="output folder")
-    p.add_argument("--period", type=float, default=10.0, help="controller period (s)")
-    p.add_argument("--util-target", type=float, default=0.85)
+    p.add_argument("--period", type=_positive, default=10.0, help="controller period (s)")
+    p.add_argument("--util-target", type=_fraction, default=0.85)
     p.add_argument("--headroom", type=float, default=1.0)
     p.add_argument("--ewma-alpha", type=float, default=0.5)
     p.add_argument("--load-threshold", type=float, default=1.0)
@@ -211,6 +212,35 @@ def _non_negative(text: str) -> float:
     if not value >= 0.0:  # also refuses nan
         raise argparse.ArgumentTypeError(f"must be a number ≥ 0, got {text!r}")
     return value
+
+
+def _positive(text: str) -> float:
+    """argparse type of a quantity that must be above 0 and finite (a period, an SLO, a load, a time scale)."""
+    value = float(text)
+    if not 0.0 < value < math.inf:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    """argparse type of a share in (0, 1] (the utilisation target)."""
+    value = float(text)
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text!r}")
+    return value
+
+
+def _count(minimum: int):
+    """argparse type of a whole number ≥ `minimum` (workers, seeds: 1; prompts that warm the cache: 0)."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be a whole number ≥ {minimum}, got {text!r}")
+        return value
+
+    parse.__name__ = f"whole number ≥ {minimum}"  # what argparse names in "invalid … value"
+    return parse
 
 
 def main(argv: list[str] | None = None) -> int:

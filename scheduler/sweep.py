@@ -89,7 +89,7 @@ from .policies import DEFAULT_POLICIES, ORACLE_VARIANT_PREFIX, SIM_POLICY_NAMES,
 from .profiles import load_profile
 from .prompt_stream import extend_stream
 from .similarity_calibration import calibration
-from .simulate import _run_policies, _scheduler_config
+from .simulate import _count, _non_negative, _run_policies, _scheduler_config
 from .traces import load_trace_seeded, peak_rate, scale_trace
 
 try:  # the hindsight bound is built alongside (issue 13 item 6); the sweep runs without it
@@ -165,15 +165,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="workload families: NAME=PATH[,PATH...] (globs expanded here; quote them) or a bare PATH; repeatable",
     )
     p.add_argument("--prompts", required=True, help="prompt file, one prompt per line")
-    p.add_argument("--warm", type=int, default=1000, help="prompts before each request window that warm the cache")
+    p.add_argument(
+        "--warm", type=_count(0), default=1000, help="prompts before each request window that warm the cache"
+    )
     p.add_argument("--loads", default="0.3,0.6,1.0,1.5,2.0", help="peak loads X (× all-top-level capacity)")
     p.add_argument("--time-scales", default="6.5,2", help="time stretch factors F")
-    p.add_argument("--seeds", type=int, default=10, help="seeds per workload")
+    p.add_argument("--seeds", type=_count(1), default=10, help="seeds per workload")
     p.add_argument("--first-seed", type=int, default=0)
-    p.add_argument("--jitter", type=float, default=1.0, help="arrival jitter, ± this many mean gaps (0: none)")
+    p.add_argument("--jitter", type=_non_negative, default=1.0, help="arrival jitter, ± this many mean gaps (0: none)")
     p.add_argument(
         "--max-requests",
-        type=int,
+        type=_count(1),
         default=None,
         help="cap per workload (consecutive arrivals around the peak); none: every arrival, prompts beyond the "
         "file synthesised",
@@ -185,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
         "importable), or oracle@A: the oracle seeing A s ahead, with its own informational G3 line",
     )
     p.add_argument("--out", default="results/sweep", help="output folder (sweep.json)")
-    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel processes")
+    p.add_argument("--jobs", type=_count(1), default=os.cpu_count() or 1, help="parallel processes")
     p.add_argument("--window", type=float, default=30.0, help="metrics window (s)")
     p.add_argument("--g2-load", type=float, default=1.0, help="the load of goal 2")
     p.add_argument(
@@ -225,8 +227,6 @@ def main(argv: list[str] | None = None) -> int:
         loads, scales = _floats(args.loads), _floats(args.time_scales)
         policies, notes = _policy_list(args.policies)
         compressed = _floats(args.compressed) if args.compressed else ([min(scales)] if len(scales) > 1 else [])
-        if args.seeds < 1:
-            raise ValueError(f"--seeds {args.seeds}: a workload needs at least one seed")
     except ValueError as exc:
         print(f"sweep: {exc}", file=sys.stderr)
         return 2
@@ -277,9 +277,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _floats(text: str) -> list[float]:
+    """A comma list of peak loads or time scales: numbers, every one above 0."""
     values = [float(x) for x in text.split(",") if x.strip()]
     if not values:
         raise ValueError(f"no numbers in {text!r}")
+    if not all(0.0 < v < math.inf for v in values):
+        raise ValueError(f"{text!r}: every value must be a number > 0")
     return values
 
 

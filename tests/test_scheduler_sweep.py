@@ -285,6 +285,25 @@ def test_each_oracle_at_a_run_adds_an_informational_g3_line_and_the_issues_g3_st
         sweep._policy_list("prompt_aware,oracle@soon")
 
 
+@pytest.mark.parametrize(
+    "flag, value",
+    [("--seeds", "0"), ("--warm", "-5"), ("--workers", "0"), ("--period", "0"), ("--slo", "nan"), ("--jobs", "0"),
+     ("--jitter", "-1"), ("--max-requests", "0"), ("--util-target", "1.5")],
+)  # fmt: skip
+def test_a_value_that_would_crash_or_hang_the_sweep_is_a_usage_error(flag, value, capsys):
+    """A period of 0 looped forever, no seed or no worker ended in a traceback: argparse refuses them."""
+    with pytest.raises(SystemExit) as exc:
+        sweep.main(["--traces", "/nonexistent.txt", "--prompts", "/nonexistent.txt", flag, value])
+    assert exc.value.code == 2 and f"argument {flag}: must be" in capsys.readouterr().err
+
+
+def test_loads_and_time_scales_must_be_above_zero(tmp_path, capsys):
+    write_proteus(tmp_path / "t.txt", n=20, seed=1)
+    for flag in ("--loads", "--time-scales"):
+        assert sweep.main(["--traces", str(tmp_path / "t.txt"), "--prompts", "p", flag, "1,0"]) == 2
+        assert "every value must be a number > 0" in capsys.readouterr().err
+
+
 def test_goals_fail_on_hand_made_aggregates():
     dominated = BASE | {"nirvana": (0.0, 0.966)}  # NIRVANA: fewer violations and higher quality
     too_many = BASE | {"prompt_aware": (0.02, 0.92), "oracle": (0.0, 0.925)}  # > lowest + 1 pp, > 2 × oracle + 1 pp
@@ -353,7 +372,6 @@ def test_cli_end_to_end_on_a_tiny_matrix(tmp_path, monkeypatch, capsys):
     assert sum(line[:4] in ("PASS", "FAIL", "n/a ") for line in printed.splitlines()) == 4
     # an unknown policy is refused; hindsight, when absent, is dropped with a note
     assert sweep.main(argv[:-4] + ["--policies", "prompt_aware,fifo", "--out", str(out)]) == 2
-    assert sweep.main(argv + ["--seeds", "0"]) == 2  # no seed, no workload: refused, not a traceback
     monkeypatch.setattr(sweep, "HINDSIGHT_MISSING", "not built")
     monkeypatch.setattr(sweep, "SIMULATOR_BOUNDS", ())
     assert sweep._policy_list("prompt_aware,hindsight") == (["prompt_aware"], ["hindsight skipped: not built"])

@@ -53,7 +53,7 @@ def add_workload_arguments(p: argparse.ArgumentParser) -> None:
         help="prompt file, one prompt per line, used in order (the simulator synthesises the extra prompts of a "
         "longer trace from the file's reuse structure: scheduler.prompt_stream)",
     )
-    p.add_argument("--warm", type=_count(0), default=0, help="prompts from the front used to warm the cache")
+    p.add_argument("--warm", type=_any_count, default=0, help="prompts from the front used to warm the cache")
     p.add_argument(
         "--peak-load",
         type=_positive,
@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_workload_arguments(p)
     add_cache_model_arguments(p)
-    p.add_argument("--workers", type=_count(1), default=16)
+    p.add_argument("--workers", type=_positive_count, default=16)
     p.add_argument("--profile", default="sdxl-a100", help="preset name or latency CSV")
     p.add_argument("--profile-model", default=None, help="model name inside a multi-model CSV")
     p.add_argument("--gamma", type=float, default=DEFAULT_GAMMA, help="non-skippable share of a run")
@@ -241,6 +241,10 @@ def _count(minimum: int):
 
     parse.__name__ = f"whole number ≥ {minimum}"  # what argparse names in "invalid … value"
     return parse
+
+
+# One object each, so that every parser built from these functions (loadgen, compare_sim) has the same type.
+_any_count, _positive_count = _count(0), _count(1)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -89,7 +89,7 @@ from .policies import DEFAULT_POLICIES, ORACLE_VARIANT_PREFIX, SIM_POLICY_NAMES,
 from .profiles import load_profile
 from .prompt_stream import extend_stream
 from .similarity_calibration import calibration
-from .simulate import _count, _non_negative, _run_policies, _scheduler_config
+from .simulate import _any_count, _non_negative, _positive_count, _run_policies, _scheduler_config
 from .traces import load_trace_seeded, peak_rate, scale_trace
 
 try:  # the hindsight bound is built alongside (issue 13 item 6); the sweep runs without it
@@ -166,16 +166,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--prompts", required=True, help="prompt file, one prompt per line")
     p.add_argument(
-        "--warm", type=_count(0), default=1000, help="prompts before each request window that warm the cache"
+        "--warm", type=_any_count, default=1000, help="prompts before each request window that warm the cache"
     )
     p.add_argument("--loads", default="0.3,0.6,1.0,1.5,2.0", help="peak loads X (× all-top-level capacity)")
     p.add_argument("--time-scales", default="6.5,2", help="time stretch factors F")
-    p.add_argument("--seeds", type=_count(1), default=10, help="seeds per workload")
+    p.add_argument("--seeds", type=_positive_count, default=10, help="seeds per workload")
     p.add_argument("--first-seed", type=int, default=0)
     p.add_argument("--jitter", type=_non_negative, default=1.0, help="arrival jitter, ± this many mean gaps (0: none)")
     p.add_argument(
         "--max-requests",
-        type=_count(1),
+        type=_positive_count,
         default=None,
         help="cap per workload (consecutive arrivals around the peak); none: every arrival, prompts beyond the "
         "file synthesised",
@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
         "importable), or oracle@A: the oracle seeing A s ahead, with its own informational G3 line",
     )
     p.add_argument("--out", default="results/sweep", help="output folder (sweep.json)")
-    p.add_argument("--jobs", type=_count(1), default=os.cpu_count() or 1, help="parallel processes")
+    p.add_argument("--jobs", type=_positive_count, default=os.cpu_count() or 1, help="parallel processes")
     p.add_argument("--window", type=float, default=30.0, help="metrics window (s)")
     p.add_argument("--g2-load", type=float, default=1.0, help="the load of goal 2")
     p.add_argument(

@@ -89,7 +89,7 @@ from .policies import DEFAULT_POLICIES, ORACLE_VARIANT_PREFIX, SIM_POLICY_NAMES,
 from .profiles import load_profile
 from .prompt_stream import extend_stream
 from .similarity_calibration import calibration
-from .simulate import _any_count, _non_negative, _positive_count, _run_policies, _scheduler_config
+from .simulate import _any_count, _non_negative, _positive, _positive_count, _run_policies, _scheduler_config
 from .traces import load_trace_seeded, peak_rate, scale_trace
 
 try:  # the hindsight bound is built alongside (issue 13 item 6); the sweep runs without it
@@ -277,12 +277,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _floats(text: str) -> list[float]:
-    """A comma list of peak loads or time scales: numbers, every one above 0."""
-    values = [float(x) for x in text.split(",") if x.strip()]
+    """A comma list of peak loads or time scales: numbers, every one above 0 (simulate's `_positive`)."""
+    try:
+        values = [_positive(x) for x in text.split(",") if x.strip()]
+    except argparse.ArgumentTypeError:
+        raise ValueError(f"{text!r}: every value must be a number > 0") from None
     if not values:
         raise ValueError(f"no numbers in {text!r}")
-    if not all(0.0 < v < math.inf for v in values):
-        raise ValueError(f"{text!r}: every value must be a number > 0")
     return values
 
 

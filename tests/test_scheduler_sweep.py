@@ -11,6 +11,8 @@ import pytest
 from scipy import stats
 
 import scheduler.sweep as sweep
+import scheduler.sweep_goals as sweep_goals
+import scheduler.sweep_stats as sweep_stats
 from scheduler.interface import SchedulerConfig
 from scheduler.profiles import load_profile
 from scheduler.simulator import simulate
@@ -193,10 +195,10 @@ def test_a_unit_runs_the_simulator_cli_helpers(tmp_path):
 
 
 def test_mean_ci_and_paired_differences_on_hand_made_numbers():
-    m = sweep.mean_ci([1.0, 2.0, 3.0, 4.0])
+    m = sweep_stats.mean_ci([1.0, 2.0, 3.0, 4.0])
     half = stats.t.ppf(0.975, 3) * np.std([1, 2, 3, 4], ddof=1) / 2
     assert m["mean"] == 2.5 and m["n"] == 4 and m["ci"] == pytest.approx(half) and half == pytest.approx(2.0542, 1e-4)
-    assert math.isnan(sweep.mean_ci([5.0])["ci"]) and sweep.mean_ci([5.0, None, math.nan])["n"] == 1
+    assert math.isnan(sweep_stats.mean_ci([5.0])["ci"]) and sweep_stats.mean_ci([5.0, None, math.nan])["n"] == 1
     pa = {0: 0.90, 1: 0.92, 2: 0.91}
     pr = {0: 0.89, 1: 0.90, 2: 0.905}
     cells = [
@@ -204,14 +206,15 @@ def test_mean_ci_and_paired_differences_on_hand_made_numbers():
         for p, q in (("prompt_aware", pa), ("proteus", pr))
         for s in (0, 1, 2)
     ]
-    w = sweep.aggregate(cells)["t load 1 x2"]
+    w = sweep_stats.aggregate(cells)["t load 1 x2"]
     assert w["policies"]["proteus"]["effective_quality"]["mean"] == pytest.approx(np.mean(list(pr.values())))
     d = w["paired"]["proteus"]["effective_quality"]
     diffs = [pr[s] - pa[s] for s in (0, 1, 2)]
-    assert d["mean"] == pytest.approx(np.mean(diffs)) and d["ci"] == pytest.approx(sweep.mean_ci(diffs)["ci"])
+    assert d["mean"] == pytest.approx(np.mean(diffs)) and d["ci"] == pytest.approx(sweep_stats.mean_ci(diffs)["ci"])
     # the pairing: the paired CI is narrower than the unpaired spread suggests
     assert d["ci"] < stats.t.ppf(0.975, 2) * (np.std(list(pa.values()), ddof=1) + np.std(list(pr.values()), ddof=1))
-    assert sweep.flatten_metrics({"a": 1, "mix": {"0": 0.5}, "name": "x", "flag": True}) == {"a": 1.0, "mix.0": 0.5}
+    flat = sweep_stats.flatten_metrics({"a": 1, "mix": {"0": 0.5}, "name": "x", "flag": True})
+    assert flat == {"a": 1.0, "mix.0": 0.5}
 
 
 # ---------------------------------------------------------------------------------------------- goals
@@ -237,7 +240,7 @@ BASE = {
 
 
 def verdicts(workloads, compressed=(2.0,)):
-    return {g["goal"].split()[0]: g for g in sweep.check_goals(workloads, 1.0, list(compressed))}
+    return {g["goal"].split()[0]: g for g in sweep_goals.check_goals(workloads, 1.0, list(compressed))}
 
 
 def test_goals_pass_on_hand_made_aggregates():
@@ -248,7 +251,7 @@ def test_goals_pass_on_hand_made_aggregates():
     g = verdicts(ws)
     assert [g[k]["verdict"] for k in ("G1", "G2", "G3", "G4")] == ["PASS"] * 4
     assert len(g["G4"]["records"]) == 1 and "ΔQ ≥ +0.01" in g["G2"]["criterion"]
-    printed = sweep.format_goals(list(g.values()))
+    printed = sweep_goals.format_goals(list(g.values()))
     assert printed.count("PASS") == 4 and "tightest" in printed
 
 
@@ -256,14 +259,14 @@ def test_an_oracle_that_sees_less_than_a_period_ahead_is_named_in_the_verdicts()
     """--oracle-lookahead changes what G3 and G4 compare with, so their verdicts say which oracle it was."""
     from tests.sim_helpers import cfg
 
-    assert sweep._oracle_label(cfg()) == "oracle" == sweep._oracle_label(cfg(oracle_lookahead_s=10.0))
-    label = sweep._oracle_label(cfg(oracle_lookahead_s=2.0))
+    assert sweep_goals.oracle_label(cfg()) == "oracle" == sweep_goals.oracle_label(cfg(oracle_lookahead_s=10.0))
+    label = sweep_goals.oracle_label(cfg(oracle_lookahead_s=2.0))
     assert "2 s ahead" in label and "not the issue's" in label
     paired = {"proteus": (-0.015, 0.004)}
-    goals = sweep.check_goals({"a": workload(BASE, time_scale=2.0, paired_q=paired)}, 1.0, [2.0], oracle=label)
+    goals = sweep_goals.check_goals({"a": workload(BASE, time_scale=2.0, paired_q=paired)}, 1.0, [2.0], oracle=label)
     names = {g["goal"].split()[0]: g["goal"] for g in goals}
     assert names["G3"].endswith(label) and names["G4"].endswith(label)
-    plain = sweep.check_goals({"a": workload(BASE, paired_q=paired)}, 1.0, [2.0])
+    plain = sweep_goals.check_goals({"a": workload(BASE, paired_q=paired)}, 1.0, [2.0])
     default = {g["goal"].split()[0]: g["goal"] for g in plain}
     assert default["G3"] == "G3 close to oracle" and default["G4"] == "G4 lag at compressed time scale 2"
 
@@ -273,7 +276,7 @@ def test_each_oracle_at_a_run_adds_an_informational_g3_line_and_the_issues_g3_st
     order of A, so that one sweep prints how the verdict moves with the oracle's foresight."""
     paired = {"proteus": (-0.015, 0.004)}
     means = BASE | {"oracle@2": (0.0, 0.95), "oracle@0": (0.01, 0.925)}  # A = 2 s: Q too far above PA's 0.920
-    goals = sweep.check_goals({"a": workload(means, time_scale=2.0, paired_q=paired)}, 1.0, [2.0])
+    goals = sweep_goals.check_goals({"a": workload(means, time_scale=2.0, paired_q=paired)}, 1.0, [2.0])
     names = [g["goal"] for g in goals]
     assert [n.split()[0] for n in names] == ["G1", "G2", "G3", "G4", "G3", "G3"]
     assert names[2] == "G3 close to oracle" and goals[2]["verdict"] == "PASS"
@@ -314,7 +317,7 @@ def test_goals_fail_on_hand_made_aggregates():
     g = verdicts(ws)
     assert [g[k]["verdict"] for k in ("G1", "G2", "G3", "G4")] == ["FAIL"] * 4
     assert "nirvana" in g["G1"]["records"][0]["text"] and "lowest" in g["G1"]["records"][1]["text"]
-    assert "FAIL dominated" in sweep.format_goals(list(g.values()))
+    assert "FAIL dominated" in sweep_goals.format_goals(list(g.values()))
     # the CI must clear 0 as well
     wide = {"w": workload(BASE, paired_q={"proteus": (-0.015, 0.02)})}
     assert verdicts(wide)["G2"]["verdict"] == "FAIL"

@@ -139,7 +139,32 @@ def _g3(key: str, w: dict, oracle: str = "oracle") -> dict:
     ok = q_pa >= G3_RATIO * q_o and v_pa <= v_o + G3_VIOL_TOL
     margin = min(q_pa - G3_RATIO * q_o, v_o + G3_VIOL_TOL - v_pa)
     text = f"{key}: Q {q_pa:.4f} = {q_pa / q_o:.2%} of {oracle} {q_o:.4f}; viol {_pp(v_pa)} vs {oracle} {_pp(v_o)}"
-    return {"workload": key, "ok": bool(ok), "margin": margin, "text": text}
+    paired, beyond_noise = _g3_paired(w, oracle, q_o)
+    record = {"workload": key, "ok": bool(ok), "margin": margin, "text": text + paired}
+    if not ok and beyond_noise is not None:
+        record["beyond_noise"] = beyond_noise
+        record["text"] += "; beyond seed noise" if beyond_noise else "; within seed noise"
+    return record
+
+
+def _g3_paired(w: dict, oracle: str, q_o: float) -> tuple[str, bool | None]:
+    """The per-seed differences PA − oracle (violations, quality) with their 95 % CIs, and whether G3's miss
+    is beyond seed noise: the CI of the violation excess over the tolerance, or of the quality shortfall
+    under 0.99 × the oracle's (its mean taken as fixed), lies wholly on the failing side. (None: no pairs.)"""
+    d = w.get("paired", {}).get(oracle, {})
+    if VIOL not in d or QUALITY not in d:
+        return "", None
+    dv, dv_ci = -d[VIOL]["mean"], d[VIOL]["ci"]  # paired holds oracle − PA
+    dq, dq_ci = -d[QUALITY]["mean"], d[QUALITY]["ci"]
+    text = (
+        f"; paired PA − {oracle}: Δviol {100 * dv:+.2f} pp (CI {100 * (dv - dv_ci):+.2f}…{100 * (dv + dv_ci):+.2f}), "
+        f"ΔQ {dq:+.4f} (CI {dq - dq_ci:+.4f}…{dq + dq_ci:+.4f})"
+    )
+    if not (math.isfinite(dv_ci) and math.isfinite(dq_ci)):
+        return text, None
+    viol_over = dv - dv_ci > G3_VIOL_TOL
+    quality_under = dq + dq_ci < -(1 - G3_RATIO) * q_o
+    return text, bool(viol_over or quality_under)
 
 
 def _g4(key: str, w: dict) -> dict:
@@ -157,6 +182,9 @@ def format_goals(goals: list[dict], show: int = 8) -> str:
         recs = g["records"]
         failed = [r for r in recs if not r["ok"]]
         counts = f"{len(recs) - len(failed)}/{len(recs)} workloads ok" if recs else "no workload to check"
+        judged = [r["beyond_noise"] for r in failed if "beyond_noise" in r]
+        if judged:
+            counts += f"; {sum(judged)} of the {len(judged)} misses beyond seed noise (paired 95 % CI)"
         lines.append(f"{g['verdict']:4}  {g['goal']}: {g['criterion']} ({counts})")
         if failed:
             lines += [f"      FAIL {r['text']}" for r in failed[:show]]

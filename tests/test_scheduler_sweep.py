@@ -288,6 +288,35 @@ def test_each_oracle_at_a_run_adds_an_informational_g3_line_and_the_issues_g3_st
         sweep._policy_list("prompt_aware,oracle@soon")
 
 
+def test_a_g3_miss_says_whether_the_paired_difference_to_the_oracle_is_beyond_seed_noise():
+    """G3's verdict is on seed means; each miss also shows the per-seed PA − oracle differences with their CIs
+    and says whether the miss could be seed noise, and the verdict line counts the misses beyond it."""
+    paired_q = {"proteus": (-0.015, 0.004)}
+    means = BASE | {"prompt_aware": (0.010, 0.920), "oracle": (0.005, 0.925)}  # viol 0.5 pp over: a miss
+
+    def with_oracle_pairs(viol_ci):
+        w = workload(means, paired_q=paired_q)
+        w["paired"]["oracle"] = {  # oracle − PA, per seed
+            "slo_violation_ratio": {"mean": -0.005, "ci": viol_ci, "n": 10},
+            "effective_quality": {"mean": 0.005, "ci": 0.001, "n": 10},
+        }
+        return w
+
+    goals = sweep_goals.check_goals({"noisy": with_oracle_pairs(0.008), "clear": with_oracle_pairs(0.002)}, 1.0)
+    g3 = next(g for g in goals if g["goal"].startswith("G3"))
+    noisy, clear = g3["records"]
+    assert g3["verdict"] == "FAIL" and not noisy["ok"] and not clear["ok"]
+    assert noisy["beyond_noise"] is False and noisy["text"].endswith("within seed noise")
+    assert clear["beyond_noise"] is True and clear["text"].endswith("beyond seed noise")
+    assert "Δviol +0.50 pp (CI +0.30…+0.70)" in clear["text"] and "ΔQ -0.0050" in clear["text"]
+    assert "1 of the 2 misses beyond seed noise" in sweep_goals.format_goals(goals)
+    # a passing workload carries the differences but no noise judgement
+    ok = with_oracle_pairs(0.002)
+    ok["policies"]["prompt_aware"]["slo_violation_ratio"]["mean"] = 0.005
+    record = next(g for g in sweep_goals.check_goals({"ok": ok}, 1.0) if g["goal"].startswith("G3"))["records"][0]
+    assert record["ok"] and "beyond_noise" not in record and "paired PA − oracle" in record["text"]
+
+
 @pytest.mark.parametrize(
     "flag, value",
     [("--seeds", "0"), ("--warm", "-5"), ("--workers", "0"), ("--period", "0"), ("--slo", "nan"), ("--jobs", "0"),

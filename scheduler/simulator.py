@@ -330,8 +330,8 @@ def _event_handlers(run: _Run) -> _Handlers:
         return shed(r)
 
     def shed(r: int) -> bool:
-        """Drop queued request r (a violation; the caller applied `dispatch.is_hopeless`). True, so that a
-        filter can call it."""
+        """Drop queued request r (a violation: hopeless by `dispatch.is_hopeless`, or past 2 × SLO). True, so
+        that a filter can call it."""
         state[r] = _DROPPED
         dropped[r] = True
         w = int(worker[r])
@@ -496,11 +496,7 @@ def _event_handlers(run: _Run) -> _Handlers:
     def on_drop(r: int) -> None:
         """Request r's 2 × SLO is up: dropped if it is still queued."""
         if state[r] == _QUEUED:
-            state[r] = _DROPPED
-            dropped[r] = True
-            w = int(worker[r])
-            queue_len[w] -= 1
-            queued_s[w] = max(0.0, queued_s[w] - cost_list[r]) if queue_len[w] else 0.0
+            shed(r)
 
     return _Handlers(on_arrival, on_complete, on_drop, on_ready)
 

@@ -89,7 +89,7 @@ from .prompt_stream import extend_stream
 from .similarity_calibration import calibration
 from .simulate import _any_count, _non_negative, _positive, _positive_count, _run_policies, _scheduler_config
 from .sweep_goals import HINDSIGHT, check_goals, format_goals, oracle_label
-from .sweep_stats import QUALITY, REFERENCE, VIOL, aggregate, make_cells
+from .sweep_stats import QUALITY, REFERENCE, VIOL, aggregate, flatten_metrics, mean_ci, workload_key
 from .traces import load_trace_seeded, peak_rate, scale_trace
 
 try:  # the hindsight bound is built alongside (issue 13 item 6); the sweep runs without it
@@ -250,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
         if failed:
             notes.append(f"{bound} failed on {len(failed)} of {len(units)} units, dropped there: {failed[0]}")
     cells = make_cells(units, results)
-    workloads = aggregate(cells, units)
+    workloads = aggregate(cells)
+    describe_workloads(workloads, units)
     goals = check_goals(workloads, g2_load=args.g2_load, compressed=compressed, oracle=oracle_label(cfg))
     wall_s = time.perf_counter() - started
     config = _config_doc(args, specs, policies, seeds, compressed, cfg, notes, wall_s, len(embeddings))
@@ -480,6 +481,39 @@ def run_units(units: list[Unit], shared: dict, jobs: int) -> list[dict[str, dict
             out[index] = result
             bar.update(n_policies)
     return out  # type: ignore[return-value]
+
+
+def make_cells(units: list[Unit], results: list[dict[str, dict]]) -> list[dict]:
+    """One record per (unit, policy): the workload, the seed and the flattened metrics."""
+    cells = []
+    for unit, per_policy in zip(units, results):
+        for policy, summary in per_policy.items():
+            cells.append(
+                {
+                    "trace": unit.trace,
+                    "load": unit.load,
+                    "time_scale": unit.time_scale,
+                    "seed": unit.seed,
+                    "policy": policy,
+                    "prompt_offset": unit.offset,
+                    "capped_from": unit.uncapped if unit.capped else None,
+                    "peak_load": unit.peak_load,
+                    "metrics": flatten_metrics(summary),
+                }
+            )
+    return cells
+
+
+def describe_workloads(workloads: dict[str, dict], units: list[Unit]) -> None:
+    """Add to each aggregated workload what its units were: requests per seed, the cap, the realised peak
+    load and the prompt offsets."""
+    for key, w in workloads.items():
+        mine = [u for u in units if workload_key(u.trace, u.load, u.time_scale) == key]
+        if mine:
+            w["requests"] = [int(u.arrivals.size) for u in mine]
+            w["capped_from"] = [u.uncapped for u in mine] if any(u.capped for u in mine) else None
+            w["peak_load_realised"] = mean_ci([u.peak_load for u in mine])
+            w["prompt_offsets"] = [u.offset for u in mine]
 
 
 # --------------------------------------------------------------------------------------------- printing

@@ -4,13 +4,9 @@ paired per-seed differences of every policy to prompt_aware (`python -m schedule
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import stats
-
-if TYPE_CHECKING:
-    from .sweep import Unit
 
 REFERENCE = "prompt_aware"  # the policy every other is paired with
 VIOL, QUALITY = "slo_violation_ratio", "effective_quality"
@@ -43,34 +39,13 @@ def mean_ci(values, confidence: float = 0.95) -> dict:
     return {"mean": float(v.mean()), "ci": half, "sd": sd, "n": n}
 
 
-def make_cells(units: list[Unit], results: list[dict[str, dict]]) -> list[dict]:
-    """One record per (unit, policy): the workload, the seed and the flattened metrics."""
-    cells = []
-    for unit, per_policy in zip(units, results):
-        for policy, summary in per_policy.items():
-            cells.append(
-                {
-                    "trace": unit.trace,
-                    "load": unit.load,
-                    "time_scale": unit.time_scale,
-                    "seed": unit.seed,
-                    "policy": policy,
-                    "prompt_offset": unit.offset,
-                    "capped_from": unit.uncapped if unit.capped else None,
-                    "peak_load": unit.peak_load,
-                    "metrics": flatten_metrics(summary),
-                }
-            )
-    return cells
-
-
 def workload_key(trace: str, load: float, time_scale: float) -> str:
     return f"{trace} load {load:g} x{time_scale:g}"
 
 
-def aggregate(cells: list[dict], units: list[Unit] | None = None) -> dict[str, dict]:
+def aggregate(cells: list[dict]) -> dict[str, dict]:
     """Per workload (in first-seen order): per policy and metric `mean_ci` over seeds, and the paired
-    per-seed differences policy − prompt_aware (`paired`); with the units, the requests and peaks too."""
+    per-seed differences policy − prompt_aware (`paired`)."""
     grouped: dict[str, dict] = {}
     for c in cells:
         key = workload_key(c["trace"], c["load"], c["time_scale"])
@@ -95,13 +70,6 @@ def aggregate(cells: list[dict], units: list[Unit] | None = None) -> dict[str, d
                     for m in _metric_names(by_seed)
                 }
         out[key] = w
-    for key, w in out.items():
-        mine = [u for u in units or [] if workload_key(u.trace, u.load, u.time_scale) == key]
-        if mine:
-            w["requests"] = [int(u.arrivals.size) for u in mine]
-            w["capped_from"] = [u.uncapped for u in mine] if any(u.capped for u in mine) else None
-            w["peak_load_realised"] = mean_ci([u.peak_load for u in mine])
-            w["prompt_offsets"] = [u.offset for u in mine]
     return out
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import secrets
 import shutil
 import sys
 import tempfile
@@ -33,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_PROMPTS = ROOT.parent / "shared" / "data" / "prompts" / "diffusiondb_2m_first_4k.txt"
 KEY_MAIN, KEY_OTHER = "bench-model|ddim|N50|512x512", "bench-model|ddim|N50|768x768"
 CENTRES = 3000
@@ -228,6 +229,7 @@ def main(argv: list[str] | None = None) -> None:
         os.environ.update(
             DATABASE_URL=pg.url, T2I_DATA_DIR=str(run_dir / "data"), DJANGO_SETTINGS_MODULE="webapp.settings"
         )
+        os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))  # nothing is signed: a throwaway
         import django
 
         django.setup()

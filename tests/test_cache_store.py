@@ -110,6 +110,32 @@ def test_nearest_matches_numpy_brute_force_within_model_key(embedded_services):
     assert cache_store.nearest(queries[0], "no-such-key") is None
 
 
+def test_the_query_vector_travels_in_binary_on_every_connection_and_inside_a_transaction(embedded_services):
+    """nearest() binds on the server and sends the vector in pgvector's binary form (its dumper is set up per
+    connection, since the type's oid is the database's): the same answer on a fresh connection, inside the
+    caller's transaction.atomic(), and in the tenant scope."""
+    from pgvector import Vector
+    from psycopg.adapt import PyFormat
+
+    rng = np.random.default_rng(7)
+    vecs = unit(rng.normal(size=(30, 384)))
+    key = "sd|ddim|N50|64x64"
+    assert all(cache_store.insert_many(key, [f"p{i}" for i in range(30)], [{5: latent()}] * 30, vecs, evict=False))
+    connection.close()
+    found = cache_store.nearest(vecs[3], key)
+    assert found is not None and found[0].prompt == "p3" and found[1] == pytest.approx(1.0, abs=1e-5)
+    with connection.cursor() as cur:
+        cur.execute("SELECT 'vector'::regtype::oid")
+        (oid,) = cur.fetchone()
+    assert connection.connection.adapters.get_dumper(Vector, PyFormat.BINARY).oid == oid
+    with transaction.atomic():
+        inside = cache_store.nearest(vecs[4], key)
+        scoped = cache_store.nearest(vecs[5], key, tenants=["", "public"])
+        assert CacheEntry.objects.filter(model_key=key).count() == 30  # the transaction is still usable
+    assert inside is not None and inside[0].prompt == "p4"
+    assert scoped is not None and scoped[0].prompt == "p5"
+
+
 def _model_key_btree_indexes() -> tuple[list[str], list[str]]:
     """(plain indexes, unique constraints) on workers_cacheentry that a key filter could use."""
     with connection.cursor() as cur:

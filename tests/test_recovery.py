@@ -228,6 +228,30 @@ def test_a_frozen_worker_that_lost_its_lease_stops_its_batch_instead_of_generati
     assert steps == [0]
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_loads_its_engine_before_it_claims_so_no_lease_runs_out_during_the_load(user, monkeypatch):
+    """A worker that has just restarted loads its engine on its first message. Claimed first, the row's lease
+    would run out during the load (it is renewed only once the batch runs), and the reconciler would take it
+    back and count an attempt: what tests/chaos.py saw after every kill."""
+    from workers import runtime, tasks
+    from workers.emulated_engine import EmulatedEngine
+
+    row = make_request(user, k_served=0)
+    during_load = []
+
+    def loading_engine():
+        row.refresh_from_db()
+        during_load.append((row.status, row.lease_until))
+        return EmulatedEngine(load_profile("sdxl-a100"), time_factor=0.001)
+
+    monkeypatch.setenv("T2I_WORKER_INDEX", str(row.worker))
+    monkeypatch.setattr(runtime, "engine", loading_engine)
+    assert tasks.generate(str(row.id)).startswith("done")
+    assert during_load == [(Status.QUEUED, None)]
+    row.refresh_from_db()
+    assert row.status == Status.SUCCEEDED and row.attempts == 1
+
+
 def test_requests_routed_at_the_same_moment_do_not_pile_onto_one_idle_worker(
     user, empty_slots, transactional_db, settings
 ):

@@ -386,6 +386,10 @@ def generate(request_id: str) -> str:
         if settings.T2I_ENGINE != "emulated":
             return _refuse_model_variants(request_id, worker, lease_s, config.policy)
         held = _hold_planned_variant(worker, config)
+    # The engine before the claim: a worker that has just (re)started loads it first (a pipeline, or torch
+    # for the emulated one; seconds on a busy host), and a claimed row's lease is not kept during the load,
+    # so it would expire and the reconciler take the row back and count an attempt.
+    engine = runtime.engine() if held is None else runtime.variant_engine(held.variants, held.index)
     claiming = time.perf_counter()  # the batch holds this worker from here (batch_overhead)
     claimed = with_database(
         lambda: claim_for_message(uuid.UUID(request_id), worker, lease_s), CLAIM_PATIENCE_S, "claim a batch"
@@ -396,7 +400,6 @@ def generate(request_id: str) -> str:
     if not rows:
         return "shed: no claimed request could meet its deadline"
     claimed = [row.id for row in rows]
-    engine = runtime.engine() if held is None else runtime.variant_engine(held.variants, held.index)
     limits = _time_limits(rows, config, None if held is None else engine.service_seconds(0, len(rows)))
     timed_out = (
         f"Failed: the batch ran past its time limit of {{:.0f}} s (expected about {limits.soft_s / 4:.1f} s); "

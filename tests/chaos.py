@@ -21,6 +21,7 @@ Usage: python -m tests.chaos [--scenarios worker_kill,redis_restart,...] [--work
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import random
@@ -65,6 +66,7 @@ class ChaosStack(BenchStack):
 
     def __init__(self, workers: int, data_dir: Path) -> None:
         super().__init__(ROOT, workers, time_factor=1.0, admission="degrade", profile=PROFILE, data_dir=data_dir)
+        self.kills: list[Kill] = []  # the worker kills of the current scenario
 
     def signal_group(self, name: str, sig: int) -> None:
         """Signal a supervised process with everything it forked (a Celery worker's pool child too)."""
@@ -152,9 +154,66 @@ def _later(delay_s: float, action: Callable[[], None]) -> Callable[[], None]:
     return run
 
 
+@dataclass(frozen=True)
+class Kill:
+    at_s: float  # seconds into the scenario
+    process: str
+    running: tuple[str, ...]  # the requests it had just begun: the work recovery has to save
+
+
+KILLS = 2
+KILL_AFTER_S = 3.0  # the first kill is not before this, into the scenario
+KILL_WAIT_S = 60.0  # give up waiting for a request to start after this long
+POLL_S = 0.2
+
+
+class _Starts:
+    """Runs that begin, seen in the ledger: a (row, attempt) running now that was not running at the previous
+    look. Caught within a poll of their start, so far from their end (the shortest SDXL batch takes ~3 s):
+    a kill then interrupts work, it cannot land just after the batch finished."""
+
+    def __init__(self) -> None:
+        self.seen: set[tuple[str, int]] = set()
+        self.looked = False
+
+    def new(self) -> list[tuple[int, str]]:
+        """(worker, id) of the runs that began since the last call; none on the first call."""
+        from django.db import OperationalError, close_old_connections
+
+        from webapp.ledger.models import GenerationRequest, Status
+
+        try:
+            close_old_connections()
+            running = GenerationRequest.objects.filter(status=Status.RUNNING)
+            rows = [(w, str(i), n) for w, i, n in running.values_list("worker", "id", "attempts")]
+        except OperationalError:
+            return []
+        began = [(w, i) for w, i, n in rows if (i, n) not in self.seen] if self.looked else []
+        self.seen.update((i, n) for _, i, n in rows)
+        self.looked = True
+        return began
+
+
 def worker_kill(stack: ChaosStack) -> list[Callable[[], None]]:
-    """SIGKILL GPU worker 0 (main process and pool child) mid-load, twice."""
-    return [_later(t, lambda: stack.signal_group("worker-gpu.0", signal.SIGKILL)) for t in (8, 20)]
+    """SIGKILL a GPU worker (main process and pool child) just after it starts running a request, twice: a
+    kill of an idle worker would test only the supervisor's restart, not the recovery of accepted work."""
+
+    def kill_twice() -> None:
+        started = time.monotonic()
+        time.sleep(KILL_AFTER_S)
+        starts = _Starts()
+        while len(stack.kills) < KILLS and time.monotonic() - started < KILL_WAIT_S:
+            began = starts.new()
+            if not began:
+                time.sleep(POLL_S)
+                continue
+            worker = began[0][0]
+            process = f"worker-gpu.{worker}"
+            stack.signal_group(process, signal.SIGKILL)
+            ids = tuple(i for w, i in began if w == worker)
+            stack.kills.append(Kill(round(time.monotonic() - started, 1), process, ids))
+
+    return [kill_twice]
 
 
 def worker_freeze(stack: ChaosStack) -> list[Callable[[], None]]:
@@ -301,6 +360,17 @@ def outcome_row(name: str, sub: Submitted, window_start: float) -> dict:
     }
 
 
+def kill_rows(kills: list[Kill]) -> list[dict]:
+    """Each kill with how the requests it interrupted ended: {id: [status, attempts]}."""
+    from webapp.ledger.models import GenerationRequest
+
+    rows = []
+    for kill in kills:
+        ended = GenerationRequest.objects.filter(pk__in=kill.running).values_list("id", "status", "attempts")
+        rows.append({**dataclasses.asdict(kill), "ended": {str(i): [status, n] for i, status, n in ended}})
+    return rows
+
+
 def _quantile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
@@ -314,6 +384,7 @@ def run_scenario(stack: ChaosStack, scenario: Scenario, load: float, duration_s:
     from scheduler.recovery import EXPIRY_SLO_MULTIPLE
 
     _configure(scenario.admission or "degrade")
+    stack.kills.clear()
     window_start = time.time()
     sub = Submitted()
     rate = (scenario.load or load) * capacity_rps(stack.workers)
@@ -326,7 +397,7 @@ def run_scenario(stack: ChaosStack, scenario: Scenario, load: float, duration_s:
     slo = 2 * load_profile(PROFILE).latency(0, 1)
     _wait_terminal(sub.accepted, timeout_s=EXPIRY_SLO_MULTIPLE * slo + 60)
     stack.wait_ready(120)  # the next scenario starts from a healthy stack
-    return outcome_row(scenario.name, sub, window_start)
+    return {**outcome_row(scenario.name, sub, window_start), "kills": kill_rows(stack.kills)}
 
 
 def format_row(row: dict) -> str:
@@ -382,6 +453,10 @@ def main(argv: list[str] | None = None) -> int:
             print(format_row(row), flush=True)
     finally:
         stack.stop()
+    for row in rows:
+        for kill in row["kills"]:
+            running = len(kill["running"])
+            print(f"{row['scenario']}: killed {kill['process']} {kill['at_s']} s in, as it began {running} request(s)")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     return 0 if all(r["lost"] == 0 for r in rows) else 1

@@ -252,6 +252,57 @@ def test_a_worker_loads_its_engine_before_it_claims_so_no_lease_runs_out_during_
     assert row.status == Status.SUCCEEDED and row.attempts == 1
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_gpu_worker_counts_as_live_only_once_its_engine_is_loaded(monkeypatch, settings):
+    """While a (re)started worker loads its pipeline it cannot serve: routing must not send it requests and
+    the reconciler should move its queued rows, so its heartbeat starts after the load."""
+    from workers import runtime, tasks
+
+    settings.T2I_WORKERS = 10
+    slot = SLOTS[0]
+    key = alive_key(slot)
+    broker().delete(key)
+    alive_during_load = []
+
+    def loading_engine():
+        deadline = time.monotonic() + 2.0  # a heartbeat started beside the load would beat within this
+        while broker().get(key) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        alive_during_load.append(broker().get(key) is not None)
+
+    monkeypatch.setenv("T2I_WORKER_INDEX", str(slot))
+    monkeypatch.setenv("T2I_PRELOAD_ENGINE", "1")
+    monkeypatch.setattr(runtime, "engine", loading_engine)
+    heartbeat = tasks._start_gpu_child()
+    try:
+        deadline = time.monotonic() + 30
+        while broker().get(key) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert alive_during_load == [False]
+        assert slot in live_workers()  # and once loaded, it is live
+    finally:
+        heartbeat.stop()
+    assert broker().get(key) is None
+
+
+def test_an_emulated_batch_paused_mid_run_does_not_race_through_its_remaining_steps():
+    """A frozen worker that resumes must give its lease keeper a step to stop the batch (tests/chaos.py's
+    worker_freeze): a GPU runs the remaining steps at their pace, it does not catch up the time lost."""
+    from workers.emulated_engine import EmulatedEngine
+    from workers.engine import GenItem
+
+    engine = EmulatedEngine(load_profile("sdxl-a100"), time_factor=0.1)
+    service, pause = engine.service_seconds(0, 1), 1.0
+
+    def hook(i: int, n: int) -> None:
+        if i == 5:
+            time.sleep(pause)  # the process was stopped here
+
+    started = time.perf_counter()
+    engine.generate([GenItem(prompt="x", seed=1, steps=50)], on_step=hook)
+    assert time.perf_counter() - started >= pause + service * 44 / 50
+
+
 def test_requests_routed_at_the_same_moment_do_not_pile_onto_one_idle_worker(
     user, empty_slots, transactional_db, settings
 ):

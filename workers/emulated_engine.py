@@ -98,7 +98,8 @@ class EmulatedEngine:
     def _sleep_through_steps(self, first: int, members: list[int], steps: int, on_step: StepHook | None) -> list[int]:
         """Sleep L(K′, b) as the steps first…steps−1 would take, calling `on_step` before each, like the real
         loop (so progress, stopping and dropping behave the same). Sleeps to absolute times, so calls add no
-        drift. Returns the members not dropped; after a drop the remaining steps go at the smaller batch's pace."""
+        drift, but after a stop of the process it goes on from then (a lease keeper must be able to stop it).
+        Returns the members not dropped; after a drop the remaining steps go at the smaller batch's pace."""
         if on_step is None or steps <= first:
             time.sleep(self.service_seconds(first, len(members)))
             return members
@@ -116,4 +117,6 @@ class EmulatedEngine:
             delay = due - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
+            elif delay < -per_step:  # the process was stopped (SIGSTOP, a pause): a GPU would not catch up
+                due = time.perf_counter()  # the lost time, it runs the remaining steps at their pace
         return members

@@ -38,6 +38,8 @@ class Heartbeat:
 
     def stop(self) -> None:
         self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(10)  # so that no beat lands after the delete below
         try:
             broker().delete(alive_key(self.worker))  # a clean stop is visible at once
         except Exception:

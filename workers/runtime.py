@@ -1,7 +1,7 @@
 """Per-process state of a GPU worker: which slot it is, and its lazily loaded engine.
 
-The pipeline is loaded on the first task, not in a worker start-up hook (Celery kills a
-child whose init takes longer than 4 s), and then kept for the life of the process.
+The pipeline is loaded by a thread that the worker's start-up hook starts (Celery kills a child whose
+init takes longer than 4 s), or else by the first task, and then kept for the life of the process.
 
 proteus_models: the model variant this process holds (`variant_slot`, kept in step with the plan by
 workers/tasks.py) and the emulated engine of a variant (`variant_engine`).
@@ -9,8 +9,10 @@ workers/tasks.py) and the emulated engine of a variant (`variant_engine`).
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from django.conf import settings
@@ -22,6 +24,7 @@ from webapp.serving.live_config import scheduler_config
 from .demo.marker import is_demo_model
 from .tiny_model import is_tiny_random_model
 
+log = logging.getLogger(__name__)
 _lock = threading.Lock()
 
 
@@ -59,9 +62,19 @@ def warming_engine():
     return emulated_engine(sleep=False) if settings.T2I_ENGINE == "emulated" else engine()
 
 
-def preload_in_background() -> None:
-    """Load the engine while the worker is idle, so the first request does not pay for it."""
-    threading.Thread(target=engine, name="engine-preload", daemon=True).start()
+def preload_in_background(then: Callable[[], object]) -> None:
+    """Load the engine while the worker is idle, so the first request does not pay for it, and call `then`
+    once it is loaded (not if the load fails: the error is logged, and the worker stays unable to serve)."""
+
+    def load() -> None:
+        try:
+            engine()
+        except Exception:
+            log.exception("the engine did not load; this worker will not announce itself as live")
+            return
+        then()
+
+    threading.Thread(target=load, name="engine-preload", daemon=True).start()
 
 
 def _build_engine():

@@ -456,12 +456,16 @@ def generate(request_id: str) -> str:
 
 
 @worker_process_init.connect
-def _start_gpu_child(**kwargs) -> None:
-    """In a GPU worker's child (the process that runs batches): start the heartbeat, and load the engine
-    in a thread (Celery kills a child whose init hook takes more than 4 s, and the first request should
-    not wait for it)."""
+def _start_gpu_child(**kwargs) -> Heartbeat | None:
+    """In a GPU worker's child (the process that runs batches): load the engine in a thread (Celery kills a
+    child whose init hook takes more than 4 s, and the first request should not wait for it), then start
+    the heartbeat. A worker counts as live for routing and the reconciler only once it can serve: while a
+    restarted worker loads its pipeline, requests go to the others and its queued rows are moved to them."""
     if os.environ.get("T2I_WORKER_INDEX") is None:
-        return
-    Heartbeat(runtime.worker_index()).start()
+        return None
+    heartbeat = Heartbeat(runtime.worker_index())
     if os.environ.get("T2I_PRELOAD_ENGINE", "1") == "1":
-        runtime.preload_in_background()
+        runtime.preload_in_background(then=heartbeat.start)
+    else:
+        heartbeat.start()
+    return heartbeat

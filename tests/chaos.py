@@ -66,7 +66,7 @@ class ChaosStack(BenchStack):
 
     def __init__(self, workers: int, data_dir: Path) -> None:
         super().__init__(ROOT, workers, time_factor=1.0, admission="degrade", profile=PROFILE, data_dir=data_dir)
-        self.kills: list[Kill] = []  # the worker kills of the current scenario
+        self.hits: list[Hit] = []  # the faults that struck GPU workers in the current scenario
 
     def signal_group(self, name: str, sig: int) -> None:
         """Signal a supervised process with everything it forked (a Celery worker's pool child too)."""
@@ -155,15 +155,16 @@ def _later(delay_s: float, action: Callable[[], None]) -> Callable[[], None]:
 
 
 @dataclass(frozen=True)
-class Kill:
+class Hit:
+    """A fault that struck a GPU worker as it began requests."""
+
     at_s: float  # seconds into the scenario
     process: str
     running: tuple[str, ...]  # the requests it had just begun: the work recovery has to save
 
 
-KILLS = 2
-KILL_AFTER_S = 3.0  # the first kill is not before this, into the scenario
-KILL_WAIT_S = 60.0  # give up waiting for a request to start after this long
+FAULT_AFTER_S = 3.0  # no fault strikes a worker before this, into the scenario
+FAULT_WAIT_S = 60.0  # give up waiting for a request to begin after this long
 POLL_S = 0.2
 
 
@@ -194,37 +195,42 @@ class _Starts:
         return began
 
 
-def worker_kill(stack: ChaosStack) -> list[Callable[[], None]]:
-    """SIGKILL a GPU worker (main process and pool child) just after it starts running a request, twice: a
-    kill of an idle worker would test only the supervisor's restart, not the recovery of accepted work."""
+def _as_runs_begin(stack: ChaosStack, times: int, strike: Callable[[str], None]) -> Callable[[], None]:
+    """A fault that strikes (`strike(process)`) a GPU worker just as it begins running a request, `times`
+    times: striking an idle worker would test only the supervisor, not the recovery of accepted work."""
 
-    def kill_twice() -> None:
+    def run() -> None:
         started = time.monotonic()
-        time.sleep(KILL_AFTER_S)
+        time.sleep(FAULT_AFTER_S)
         starts = _Starts()
-        while len(stack.kills) < KILLS and time.monotonic() - started < KILL_WAIT_S:
+        while len(stack.hits) < times and time.monotonic() - started < FAULT_WAIT_S:
             began = starts.new()
             if not began:
                 time.sleep(POLL_S)
                 continue
             worker = began[0][0]
             process = f"worker-gpu.{worker}"
-            stack.signal_group(process, signal.SIGKILL)
             ids = tuple(i for w, i in began if w == worker)
-            stack.kills.append(Kill(round(time.monotonic() - started, 1), process, ids))
+            stack.hits.append(Hit(round(time.monotonic() - started, 1), process, ids))
+            strike(process)
 
-    return [kill_twice]
+    return run
+
+
+def worker_kill(stack: ChaosStack) -> list[Callable[[], None]]:
+    """SIGKILL a GPU worker (main process and pool child) as it begins a request, twice."""
+    return [_as_runs_begin(stack, 2, lambda process: stack.signal_group(process, signal.SIGKILL))]
 
 
 def worker_freeze(stack: ChaosStack) -> list[Callable[[], None]]:
-    """SIGSTOP GPU worker 1 for 15 s (several leases), then SIGCONT."""
+    """SIGSTOP a GPU worker as it begins a request, for 15 s (several leases), then SIGCONT."""
 
-    def freeze() -> None:
-        stack.signal_group("worker-gpu.1", signal.SIGSTOP)
+    def freeze(process: str) -> None:
+        stack.signal_group(process, signal.SIGSTOP)
         time.sleep(15)
-        stack.signal_group("worker-gpu.1", signal.SIGCONT)
+        stack.signal_group(process, signal.SIGCONT)
 
-    return [_later(8, freeze)]
+    return [_as_runs_begin(stack, 1, freeze)]
 
 
 def redis_restart(stack: ChaosStack) -> list[Callable[[], None]]:
@@ -360,14 +366,14 @@ def outcome_row(name: str, sub: Submitted, window_start: float) -> dict:
     }
 
 
-def kill_rows(kills: list[Kill]) -> list[dict]:
-    """Each kill with how the requests it interrupted ended: {id: [status, attempts]}."""
+def hit_rows(hits: list[Hit]) -> list[dict]:
+    """Each fault that struck a worker, with how the requests it interrupted ended: {id: [status, attempts]}."""
     from webapp.ledger.models import GenerationRequest
 
     rows = []
-    for kill in kills:
-        ended = GenerationRequest.objects.filter(pk__in=kill.running).values_list("id", "status", "attempts")
-        rows.append({**dataclasses.asdict(kill), "ended": {str(i): [status, n] for i, status, n in ended}})
+    for hit in hits:
+        ended = GenerationRequest.objects.filter(pk__in=hit.running).values_list("id", "status", "attempts")
+        rows.append({**dataclasses.asdict(hit), "ended": {str(i): [status, n] for i, status, n in ended}})
     return rows
 
 
@@ -384,7 +390,7 @@ def run_scenario(stack: ChaosStack, scenario: Scenario, load: float, duration_s:
     from scheduler.recovery import EXPIRY_SLO_MULTIPLE
 
     _configure(scenario.admission or "degrade")
-    stack.kills.clear()
+    stack.hits.clear()
     window_start = time.time()
     sub = Submitted()
     rate = (scenario.load or load) * capacity_rps(stack.workers)
@@ -397,7 +403,7 @@ def run_scenario(stack: ChaosStack, scenario: Scenario, load: float, duration_s:
     slo = 2 * load_profile(PROFILE).latency(0, 1)
     _wait_terminal(sub.accepted, timeout_s=EXPIRY_SLO_MULTIPLE * slo + 60)
     stack.wait_ready(120)  # the next scenario starts from a healthy stack
-    return {**outcome_row(scenario.name, sub, window_start), "kills": kill_rows(stack.kills)}
+    return {**outcome_row(scenario.name, sub, window_start), "hits": hit_rows(stack.hits)}
 
 
 def format_row(row: dict) -> str:
@@ -454,9 +460,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stack.stop()
     for row in rows:
-        for kill in row["kills"]:
-            running = len(kill["running"])
-            print(f"{row['scenario']}: killed {kill['process']} {kill['at_s']} s in, as it began {running} request(s)")
+        for hit in row["hits"]:
+            began = len(hit["running"])
+            print(f"{row['scenario']}: struck {hit['process']} {hit['at_s']} s in, as it began {began} request(s)")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     return 0 if all(r["lost"] == 0 for r in rows) else 1

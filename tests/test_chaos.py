@@ -24,7 +24,7 @@ def test_killing_a_gpu_worker_twice_mid_request_loses_no_request(tmp_path):
     assert row["accepted"] >= 1, row
     assert row["lost"] == 0 and row["duplicated"] == 0, row
     assert row["succeeded"] + row["expired"] + row["failed"] == row["accepted"], row
-    kills = row["kills"]
+    kills = row["hits"]
     assert len(kills) == 2 and all(kill["running"] for kill in kills), kills  # each kill interrupted work
     for kill in kills:
         for status, attempts in (kill["ended"][i] for i in kill["running"]):

@@ -200,19 +200,24 @@ def _as_runs_begin(stack: ChaosStack, times: int, strike: Callable[[str], None])
     times: striking an idle worker would test only the supervisor, not the recovery of accepted work."""
 
     def run() -> None:
+        from django.db import connection
+
         started = time.monotonic()
         time.sleep(FAULT_AFTER_S)
         starts = _Starts()
-        while len(stack.hits) < times and time.monotonic() - started < FAULT_WAIT_S:
-            began = starts.new()
-            if not began:
-                time.sleep(POLL_S)
-                continue
-            worker = began[0][0]
-            process = f"worker-gpu.{worker}"
-            ids = tuple(i for w, i in began if w == worker)
-            stack.hits.append(Hit(round(time.monotonic() - started, 1), process, ids))
-            strike(process)
+        try:
+            while len(stack.hits) < times and time.monotonic() - started < FAULT_WAIT_S:
+                began = starts.new()
+                if not began:
+                    time.sleep(POLL_S)
+                    continue
+                worker = began[0][0]
+                process = f"worker-gpu.{worker}"
+                ids = tuple(i for w, i in began if w == worker)
+                stack.hits.append(Hit(round(time.monotonic() - started, 1), process, ids))
+                strike(process)
+        finally:
+            connection.close()  # this thread's own connection
 
     return run
 

@@ -21,6 +21,7 @@ def test_killing_a_gpu_worker_twice_mid_request_loses_no_request(tmp_path):
     result = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert out.exists(), result.stdout[-3000:] + result.stderr[-3000:]
     (row,) = json.loads(out.read_text())
+    assert result.returncode == 0, result.stdout[-3000:]  # nothing lost, and the fault struck both times
     assert row["accepted"] >= 1, row
     assert row["lost"] == 0 and row["duplicated"] == 0, row
     assert row["succeeded"] + row["expired"] + row["failed"] == row["accepted"], row

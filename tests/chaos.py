@@ -165,6 +165,7 @@ class Hit:
 
 
 KILLS = 2  # worker_kill strikes twice: a request may be killed on its re-run too
+FREEZES = 1  # worker_freeze strikes once
 FAULT_AFTER_S = 3.0  # no fault strikes a worker before this, into the scenario
 FAULT_WAIT_S = 60.0  # give up waiting for a request to begin after this long
 POLL_S = 0.2
@@ -237,7 +238,7 @@ def worker_freeze(stack: ChaosStack) -> list[Callable[[], None]]:
         time.sleep(15)
         stack.signal_group(process, signal.SIGCONT)
 
-    return [_as_runs_begin(stack, 1, freeze)]
+    return [_as_runs_begin(stack, FREEZES, freeze)]
 
 
 def redis_restart(stack: ChaosStack) -> list[Callable[[], None]]:
@@ -277,7 +278,7 @@ SCENARIOS = {
     for s in (
         Scenario("baseline", no_fault),
         Scenario("worker_kill", worker_kill, strikes=KILLS),
-        Scenario("worker_freeze", worker_freeze, strikes=1),
+        Scenario("worker_freeze", worker_freeze, strikes=FREEZES),
         Scenario("redis_restart", redis_restart),
         Scenario("postgres_restart", postgres_restart),
         Scenario("beat_kill", beat_kill),
@@ -411,8 +412,11 @@ def run_scenario(stack: ChaosStack, scenario: Scenario, load: float, duration_s:
     slo = 2 * load_profile(PROFILE).latency(0, 1)
     _wait_terminal(sub.accepted, timeout_s=EXPIRY_SLO_MULTIPLE * slo + 60)
     stack.wait_ready(120)  # the next scenario starts from a healthy stack
-    row = {**outcome_row(scenario.name, sub, window_start), "hits": hit_rows(stack.hits)}
-    return {**row, "fault_missed": max(0, scenario.strikes - len(stack.hits))}
+    return {
+        **outcome_row(scenario.name, sub, window_start),
+        "hits": hit_rows(stack.hits),
+        "fault_missed": max(0, scenario.strikes - len(stack.hits)),
+    }
 
 
 def format_row(row: dict) -> str:

@@ -727,6 +727,20 @@ def test_queue_first_ended_by_another_process_ends_in_this_one_without_a_second_
     assert not live_policy.live_policy.get(config)[0].in_queue_first
 
 
+def test_routing_reads_the_end_of_queue_first_in_the_heartbeats_round_trip(api, no_queue_first_end, monkeypatch):
+    """While the mode is on, routing reads the mark another process left with the workers' heartbeats (one
+    MGET), not with a Redis read of its own, and still ends the mode here."""
+    from webapp.serving import replan
+
+    monkeypatch.setattr(replan.app, "send_task", lambda name, **kw: None)
+    policy, _ = live_policy.live_policy.get(serving_config(policy="prompt_aware"))
+    assert policy.in_queue_first
+    replan.publish_queue_first_end(time.time())
+    monkeypatch.setattr(replan, "queue_first_end", lambda: pytest.fail("routing read the mark on its own"))
+    assert api.post(URL, {"prompt": "a red fox in the snow"}, format="json").status_code == 202
+    assert not policy.in_queue_first
+
+
 def test_with_early_re_plans_off_the_end_of_queue_first_is_re_routed_by_the_periods_run(
     user, embedded_services, monkeypatch
 ):

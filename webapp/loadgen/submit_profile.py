@@ -34,7 +34,7 @@ PARTS = (
     ("webapp.serving.submission", "find_neighbour", "  pgvector neighbour"),
     ("webapp.serving.submission", "route_request", "  route_request"),
     ("webapp.serving.routing", "cluster_view", "    queue depths (cluster_view)"),
-    ("webapp.serving.routing", "live_workers", "    worker heartbeats (MGET)"),
+    ("webapp.serving.routing", "live_workers_and_marks", "    worker heartbeats and marks (MGET)"),
     ("django.db.models.base", "Model.save", "  INSERT"),
     ("django.db.backends.base.base", "BaseDatabaseWrapper.commit", "  COMMIT"),
     ("webapp.ledger.publishing", "app.send_task", "  Celery send_task"),

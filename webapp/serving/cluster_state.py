@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Sequence
 
 import redis
 from django.conf import settings
@@ -20,16 +21,21 @@ log = logging.getLogger(__name__)
 
 
 def live_workers() -> set[int]:
-    """GPU slots whose worker heartbeat is fresh (workers/heartbeat.py): one Redis round trip.
-    If Redis cannot be asked, every slot counts as live (nothing can be queued then anyway, and a
-    wrong "all dead" would stop routing)."""
+    """GPU slots whose worker heartbeat is fresh (workers/heartbeat.py): one Redis round trip."""
+    return live_workers_and_marks(())[0]
+
+
+def live_workers_and_marks(keys: Sequence[str]) -> tuple[set[int], list]:
+    """The live GPU slots and the values of `keys`, in the same Redis round trip (one MGET): routing reads
+    its marks with the heartbeats. If Redis cannot be asked, every slot counts as live (nothing can be
+    queued then anyway, and a wrong "all dead" would stop routing) and every mark reads None."""
     n_workers = settings.T2I_WORKERS
     try:
-        values = broker().mget([alive_key(i) for i in range(n_workers)])
+        values = broker().mget([alive_key(i) for i in range(n_workers)] + list(keys))
     except redis.RedisError:
         log.warning("live_workers: Redis unreachable; counting every worker as live", exc_info=True)
-        return set(range(n_workers))
-    return {i for i, value in enumerate(values) if value is not None}
+        return set(range(n_workers)), [None] * len(keys)
+    return {i for i, value in enumerate(values[:n_workers]) if value is not None}, values[n_workers:]
 
 
 DEAD_BACKLOG_S = 1e9  # a worker without a heartbeat looks like one that will never be free

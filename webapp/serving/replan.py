@@ -100,13 +100,17 @@ def queue_first_end() -> float | None:
     return float(value) if value is not None else None
 
 
-def follow_queue_first_end(policy: Policy) -> None:
+_UNREAD = object()
+
+
+def follow_queue_first_end(policy: Policy, mark: bytes | str | None | object = _UNREAD) -> None:
     """If this process's policy routes queue-first and the mode has ended in some process since it started
     (`queue_first_end`), end it here too (`PromptAware.end_queue_first`: no re-plan or re-route of its own).
-    One Redis read, only while the mode is on."""
+    `mark`: the value of QUEUE_FIRST_END_KEY when the caller has read it already (routing reads it in the
+    heartbeats' round trip); otherwise one Redis read here, only while the mode is on."""
     if not getattr(policy, "in_queue_first", False):
         return
-    ended_at = queue_first_end()
+    ended_at = queue_first_end() if mark is _UNREAD else (float(mark) if mark is not None else None)
     if ended_at is not None:
         policy.end_queue_first(ended_at)
 

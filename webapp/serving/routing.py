@@ -25,9 +25,10 @@ from webapp.cache.keys import model_key_for
 from webapp.cache.tenants import lookup_tenants
 from webapp.ledger.models import CacheScope, ServingConfig
 
-from .cluster_state import cluster_view, live_workers
+from .cluster_state import cluster_view, live_workers_and_marks
 from .live_policy import live_policy
 from .replan import (
+    QUEUE_FIRST_END_KEY,
     defer_requeue,
     follow_queue_first_end,
     maybe_request_replan,
@@ -104,8 +105,12 @@ def route_request(
         k_star=k_star,
         levels_available=levels_held,
     )
-    follow_queue_first_end(policy)  # another process may have ended the mode
-    cluster = cluster_view(policy, arrival, live_workers())
+    # Another process may have ended queue-first: its mark comes in the heartbeats' round trip.
+    marks = (QUEUE_FIRST_END_KEY,) if getattr(policy, "in_queue_first", False) else ()
+    live, values = live_workers_and_marks(marks)
+    if marks:
+        follow_queue_first_end(policy, values[0])
+    cluster = cluster_view(policy, arrival, live)
     decision = policy.dispatch(request, cluster, arrival)
     take_requeue = getattr(policy, "take_requeue", None)
     if take_requeue is not None and take_requeue():

@@ -11,7 +11,8 @@ controller run that also re-routes the rows the mode queued (`request_requeue`),
 With early re-plans switched off it only leaves a mark in Redis (`defer_requeue`), and the next controller run
 of the period re-routes them (`take_deferred_requeue`), as the simulator does at its next tick. Either way it
 writes when the mode ended (`publish_queue_first_end`); every other process that routes queue-first reads that
-time and ends its own mode too (`follow_queue_first_end`), so the web processes leave the mode together, as the
+time and ends its own mode too (`end_queue_first_if_ended`; routing reads the time with the heartbeats, a
+rebuilt policy through `follow_queue_first_end`), so the web processes leave the mode together, as the
 simulator's single dispatcher does.
 """
 
@@ -94,23 +95,26 @@ def publish_queue_first_end(at: float) -> None:
 def queue_first_end() -> float | None:
     """When queue-first last ended in any web process (epoch seconds), or None if never (or Redis is down)."""
     try:
-        value = broker().get(QUEUE_FIRST_END_KEY)
+        return queue_first_end_from(broker().get(QUEUE_FIRST_END_KEY))
     except (redis.RedisError, OSError):
         return None
-    return float(value) if value is not None else None
 
 
-_UNREAD = object()
+def queue_first_end_from(mark: bytes | str | None) -> float | None:
+    """The time in a QUEUE_FIRST_END_KEY value read by the caller (routing reads it with the heartbeats)."""
+    return float(mark) if mark is not None else None
 
 
-def follow_queue_first_end(policy: Policy, mark: bytes | str | None | object = _UNREAD) -> None:
-    """If this process's policy routes queue-first and the mode has ended in some process since it started
-    (`queue_first_end`), end it here too (`PromptAware.end_queue_first`: no re-plan or re-route of its own).
-    `mark`: the value of QUEUE_FIRST_END_KEY when the caller has read it already (routing reads it in the
-    heartbeats' round trip); otherwise one Redis read here, only while the mode is on."""
-    if not getattr(policy, "in_queue_first", False):
-        return
-    ended_at = queue_first_end() if mark is _UNREAD else (float(mark) if mark is not None else None)
+def follow_queue_first_end(policy: Policy) -> None:
+    """If this process's policy routes queue-first, read when the mode last ended in any process
+    (`queue_first_end`: one Redis read, only while the mode is on) and end it here too if it has."""
+    if getattr(policy, "in_queue_first", False):
+        end_queue_first_if_ended(policy, queue_first_end())
+
+
+def end_queue_first_if_ended(policy: Policy, ended_at: float | None) -> None:
+    """The mode has ended in some process at `ended_at` (None: not yet): end it here too
+    (`PromptAware.end_queue_first`: no re-plan or re-route of its own)."""
     if ended_at is not None:
         policy.end_queue_first(ended_at)
 

@@ -30,9 +30,10 @@ from .live_policy import live_policy
 from .replan import (
     QUEUE_FIRST_END_KEY,
     defer_requeue,
-    follow_queue_first_end,
+    end_queue_first_if_ended,
     maybe_request_replan,
     publish_queue_first_end,
+    queue_first_end_from,
     request_requeue,
 )
 
@@ -109,7 +110,7 @@ def route_request(
     marks = (QUEUE_FIRST_END_KEY,) if getattr(policy, "in_queue_first", False) else ()
     live, values = live_workers_and_marks(marks)
     if marks:
-        follow_queue_first_end(policy, values[0])
+        end_queue_first_if_ended(policy, queue_first_end_from(values[0]))
     cluster = cluster_view(policy, arrival, live)
     decision = policy.dispatch(request, cluster, arrival)
     take_requeue = getattr(policy, "take_requeue", None)

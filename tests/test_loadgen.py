@@ -337,3 +337,21 @@ def test_compare_sim_applies_the_issues_tolerances():
     assert d["hit_rate"]["within"] is True and d["p99_latency_s"]["within"] is None
     text = format_comparison(d)
     assert "slo_violation_ratio" in text and "NO" in text and "+1.50 pp" in text
+
+
+def test_the_warm_up_line_says_why_its_requests_failed():
+    from webapp.loadgen.cli import warm_up_trouble
+    from webapp.loadgen.replay import Arrival, ReplayResult
+
+    def arrival(i, code=None, rid=None, error=None):
+        return Arrival(index=i, due=0.1 * i, prompt="p", seed=i, status_code=code, request_id=rid, error=error)
+
+    ok = ReplayResult(arrivals=[arrival(0, 201, "a")], t0_wall=0.0)
+    assert warm_up_trouble(ok) == ""
+    overloaded = "HTTP 503: The service is overloaded"
+    res = ReplayResult(
+        arrivals=[arrival(0, 201, "a"), arrival(1, 503, error=overloaded), arrival(2, 503, error="later")],
+        t0_wall=0.0,
+        unfinished={"a": "running"},
+    )
+    assert warm_up_trouble(res) == f" (2 refused (2 × HTTP 503; first: {overloaded}); 1 unfinished)"

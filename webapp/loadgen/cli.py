@@ -464,13 +464,22 @@ def warm_up(client: ApiClient, n: int, timeout_s: float, opts: dict, stream) -> 
         run_id=f"warmup-{tag}",
     )
     wait_for_end(client, res, timeout_s, opts["poll"])
-    bad = sum(1 for a in res.arrivals if not a.accepted) + len(res.unfinished)
-    _say(
-        stream,
-        f"warm-up: {n} throw-away requests in {time.perf_counter() - t:.1f} s"
-        + (f" ({bad} failed or unfinished)" if bad else "")
-        + " — not counted",
-    )
+    took = time.perf_counter() - t
+    _say(stream, f"warm-up: {n} throw-away requests in {took:.1f} s{warm_up_trouble(res)} — not counted")
+
+
+def warm_up_trouble(res: ReplayResult) -> str:
+    """What went wrong in the warm-up, for its line: refusals by HTTP status (with the first answer's message)
+    and requests that had not ended; empty when nothing did."""
+    refused = [a for a in res.arrivals if not a.accepted]
+    parts = []
+    if refused:
+        codes = Counter(a.status_code for a in refused)
+        by_code = ", ".join(f"{count} × HTTP {code}" for code, count in sorted(codes.items(), key=str))
+        parts.append(f"{len(refused)} refused ({by_code}; first: {refused[0].error})")
+    if res.unfinished:
+        parts.append(f"{len(res.unfinished)} unfinished")
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def header_line(cfg, setup: LiveSetup) -> str:

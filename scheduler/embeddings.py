@@ -113,7 +113,7 @@ def embed_prompt_file(
         bar.close()
     emb = np.concatenate(parts, axis=0) if parts else embed_texts([], batch_size=batch_size)
     cdir.mkdir(parents=True, exist_ok=True)
-    tmp = cfile.with_suffix(".tmp.npy")
+    tmp = cfile.with_suffix(f".{os.getpid()}.tmp.npy")  # per process: two may embed the same file at once
     np.save(tmp, emb)
     os.replace(tmp, cfile)  # atomic: a concurrent reader never sees a half-written file
     return emb

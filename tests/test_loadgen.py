@@ -350,8 +350,13 @@ def test_the_warm_up_line_says_why_its_requests_failed():
     assert warm_up_trouble(ok) == ""
     overloaded = "HTTP 503: The service is overloaded"
     res = ReplayResult(
-        arrivals=[arrival(0, 201, "a"), arrival(1, 503, error=overloaded), arrival(2, 503, error="later")],
+        arrivals=[
+            arrival(0, 201, "a"),
+            arrival(1, 503, error=overloaded),
+            arrival(2, 503),
+            arrival(3, error="timed out"),
+        ],
         t0_wall=0.0,
         unfinished={"a": "running"},
     )
-    assert warm_up_trouble(res) == f" (2 refused (2 × HTTP 503; first: {overloaded}); 1 unfinished)"
+    assert warm_up_trouble(res) == f" (3 refused (2 × HTTP 503, 1 × no answer; first: {overloaded}); 1 unfinished)"

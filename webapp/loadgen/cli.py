@@ -474,8 +474,8 @@ def warm_up_trouble(res: ReplayResult) -> str:
     refused = [a for a in res.arrivals if not a.accepted]
     parts = []
     if refused:
-        codes = Counter(a.status_code for a in refused)
-        by_code = ", ".join(f"{count} × HTTP {code}" for code, count in sorted(codes.items(), key=str))
+        codes = Counter(f"HTTP {a.status_code}" if a.status_code else "no answer" for a in refused)
+        by_code = ", ".join(f"{count} × {code}" for code, count in sorted(codes.items()))
         parts.append(f"{len(refused)} refused ({by_code}; first: {refused[0].error})")
     if res.unfinished:
         parts.append(f"{len(res.unfinished)} unfinished")

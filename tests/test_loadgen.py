@@ -354,9 +354,11 @@ def test_the_warm_up_line_says_why_its_requests_failed():
             arrival(0, 201, "a"),
             arrival(1, 503, error=overloaded),
             arrival(2, 503),
-            arrival(3, error="timed out"),
+            arrival(3, error="not sent: the client fell behind"),
+            arrival(4, 0, error="no response: timed out"),
         ],
         t0_wall=0.0,
         unfinished={"a": "running"},
     )
-    assert warm_up_trouble(res) == f" (3 refused (2 × HTTP 503, 1 × no answer; first: {overloaded}); 1 unfinished)"
+    expected = f" (4 refused (2 × HTTP 503, 1 × no response, 1 × not sent; first: {overloaded}); 1 unfinished)"
+    assert warm_up_trouble(res) == expected

@@ -468,13 +468,17 @@ def warm_up(client: ApiClient, n: int, timeout_s: float, opts: dict, stream) -> 
     _say(stream, f"warm-up: {n} throw-away requests in {took:.1f} s{warm_up_trouble(res)} — not counted")
 
 
+_SUBMIT_FAILURE = {None: "not sent", 0: "no response"}  # replay's status codes that are not HTTP answers
+
+
 def warm_up_trouble(res: ReplayResult) -> str:
-    """What went wrong in the warm-up, for its line: refusals by HTTP status (with the first answer's message)
-    and requests that had not ended; empty when nothing did."""
+    """What went wrong in the warm-up, for its line: requests not accepted, by HTTP status or as `replay` left
+    them (status None: not sent; 0: no response), with the first one's message, and requests that had not
+    ended; empty when nothing did."""
     refused = [a for a in res.arrivals if not a.accepted]
     parts = []
     if refused:
-        codes = Counter(f"HTTP {a.status_code}" if a.status_code else "no answer" for a in refused)
+        codes = Counter(_SUBMIT_FAILURE.get(a.status_code, f"HTTP {a.status_code}") for a in refused)
         by_code = ", ".join(f"{count} × {code}" for code, count in sorted(codes.items()))
         parts.append(f"{len(refused)} refused ({by_code}; first: {refused[0].error})")
     if res.unfinished:

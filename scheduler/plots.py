@@ -127,3 +127,32 @@ def _ci(stat: dict) -> float:
     """The 95 % CI half-width of a sweep statistic (0 where one seed leaves it undefined)."""
     ci = stat.get("ci", 0.0)
     return ci if ci is not None and np.isfinite(ci) else 0.0
+
+
+def plot_policy_gap(workloads: dict[str, dict], a: str, b: str, path: str) -> None:
+    """`python -m scheduler.policy_gap` on one page: a column per workload; rows: arrivals per second, A's
+    violation excess over B and B's quality edge over A, per arrival bin (seed means). Bars above zero are
+    where A loses."""
+    keys = list(workloads)
+    fig, axes = plt.subplots(
+        3, len(keys), figsize=(max(6.0, 5.0 * len(keys)), 6.5), squeeze=False, sharex="col", constrained_layout=True
+    )
+    for col, key in enumerate(keys):
+        bins = workloads[key]["bins"]
+        width = bins["bin_s"]
+        x = np.arange(len(bins["arrivals"])) * width
+        rows = (
+            (np.asarray(bins["arrivals"]) / width, "arrivals / s", "0.4"),
+            (100 * np.asarray(bins["viol_excess"]), f"viol. excess of {a} (pp)", "tab:red"),
+            (np.asarray(bins["quality_edge"]), f"quality edge of {b}", "tab:blue"),
+        )
+        for ax, (y, label, color) in zip(axes[:, col], rows):
+            ax.bar(x, y, width=width, align="edge", color=color)
+            ax.axhline(0, color="black", lw=0.5)
+            ax.set_ylabel(label, fontsize=8)
+            ax.tick_params(labelsize=7)
+            ax.grid(alpha=0.3)
+        axes[0, col].set_title(key, fontsize=9)
+        axes[-1, col].set_xlabel("arrival time (s)", fontsize=8)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

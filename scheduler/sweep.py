@@ -80,11 +80,12 @@ from tqdm import tqdm
 from . import simulate as _simulate_cli
 from .cache_model import ApproxCache
 from .embeddings import embed_prompt_file
+from .interface import SchedulerConfig
 from .metrics import _clean, _json_default
 from .neighbour_index import LINEAGE_TOP_M, candidate_lists
 from .plots import plot_sweep
 from .policies import DEFAULT_POLICIES, ORACLE_VARIANT_PREFIX, SIM_POLICY_NAMES, is_sim_policy
-from .profiles import load_profile
+from .profiles import LatencyProfile, load_profile
 from .prompt_stream import extend_stream
 from .similarity_calibration import calibration
 from .simulate import _any_count, _non_negative, _positive, _positive_count, _run_policies, _scheduler_config
@@ -223,27 +224,10 @@ def main(argv: list[str] | None = None) -> int:
     if len({s.name for s in specs}) < len(specs):
         print("sweep: two trace specs have the same name", file=sys.stderr)
         return 2
-    levels = tuple(int(x) for x in args.levels.split(","))
-    profile = load_profile(args.profile, levels=levels, gamma=args.gamma, model=args.profile_model)
-    cfg = _scheduler_config(args, profile)
-    embeddings = embed_prompt_file(args.prompts, args.embed_cache, progress=True)
-    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     started = time.perf_counter()
-    units, cap_notes = build_units(args, specs, loads, scales, seeds, cfg.top_level_capacity(), len(embeddings))
-    notes += cap_notes
-    shared = {
-        "config": cfg,
-        "embeddings": embeddings,
-        "warm": args.warm,
-        "levels": list(levels),
-        "policies": policies,
-        "cache_capacity": args.cache_capacity,
-        "resumed_levels": args.resumed_levels,
-        "window": args.window,
-        "cache_scope": args.cache_scope,
-        "tenants": args.tenants,
-        "similarity_calibration": args.similarity_calibration,
-    }
+    m = setup_matrix(args, specs, loads, scales, policies)
+    cfg, profile, units, shared, seeds = m.config, m.profile, m.units, m.shared, m.seeds
+    notes += m.notes
     results = run_units(units, shared, max(1, args.jobs))
     for bound in (p for p in policies if not is_sim_policy(p)):
         failed = [r.pop(bound)["error"] for r in results if "error" in r.get(bound, {})]
@@ -254,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     describe_workloads(workloads, units)
     goals = check_goals(workloads, g2_load=args.g2_load, compressed=compressed, oracle=oracle_label(cfg))
     wall_s = time.perf_counter() - started
-    config = _config_doc(args, specs, policies, seeds, compressed, cfg, notes, wall_s, len(embeddings))
+    config = _config_doc(args, specs, policies, seeds, compressed, cfg, notes, wall_s, len(m.shared["embeddings"]))
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "sweep.json")
     with open(path, "w", encoding="utf-8") as fh:
@@ -347,6 +331,44 @@ def prompt_offset(n_prompts: int, warm: int, n_requests: int, u: float) -> int:
     return min(spare, int(u * (spare + 1)))
 
 
+@dataclass
+class Matrix:
+    """What every unit of a run shares, and the units: built once by `setup_matrix`."""
+
+    config: SchedulerConfig
+    profile: LatencyProfile
+    seeds: list[int]
+    units: list[Unit]
+    notes: list[str]  # capped and synthesised workloads
+    shared: dict  # the inputs `simulate_unit` reads (handed to each worker process once)
+
+
+def setup_matrix(
+    args: argparse.Namespace, specs: list[TraceSpec], loads: list[float], scales: list[float], policies: list[str]
+) -> Matrix:
+    """The profile, scheduler configuration, prompt embeddings and units of the matrix the flags describe."""
+    levels = tuple(int(x) for x in args.levels.split(","))
+    profile = load_profile(args.profile, levels=levels, gamma=args.gamma, model=args.profile_model)
+    cfg = _scheduler_config(args, profile)
+    embeddings = embed_prompt_file(args.prompts, args.embed_cache, progress=True)
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    units, notes = build_units(args, specs, loads, scales, seeds, cfg.top_level_capacity(), len(embeddings))
+    shared = {
+        "config": cfg,
+        "embeddings": embeddings,
+        "warm": args.warm,
+        "levels": list(levels),
+        "policies": policies,
+        "cache_capacity": args.cache_capacity,
+        "resumed_levels": args.resumed_levels,
+        "window": args.window,
+        "cache_scope": args.cache_scope,
+        "tenants": args.tenants,
+        "similarity_calibration": args.similarity_calibration,
+    }
+    return Matrix(cfg, profile, seeds, units, notes, shared)
+
+
 def build_units(
     args: argparse.Namespace,
     specs: list[TraceSpec],
@@ -424,13 +446,11 @@ def _init_worker(shared: dict, quiet: bool) -> None:
         sys.stderr = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 — lives as long as the process
 
 
-def _run_unit(item: tuple[int, Unit]) -> tuple[int, dict[str, dict]]:
-    """Every policy on one unit: its prompt window, one neighbour index, `_run_policies` (+ hindsight)."""
-    index, unit = item
-    sh = _SHARED
+def simulate_unit(unit: Unit, sh: dict, policies: list[str]) -> tuple[dict, dict[str, dict], tuple]:
+    """The simulator policies among `policies` on one unit (its prompt window, one neighbour index shared by
+    them): their runs and summaries by name, and (embeddings, cache, namespace) for the bounds."""
     warm, levels = sh["warm"], sh["levels"]
-    n = unit.arrivals.size
-    embeddings, lists = _prompt_window(sh["embeddings"], unit.offset, warm, n, unit.seed)
+    embeddings, lists = _prompt_window(sh["embeddings"], unit.offset, warm, unit.arrivals.size, unit.seed)
     cache = ApproxCache(
         embeddings, levels, sh["cache_capacity"], query_start=warm, resumed_levels=sh["resumed_levels"], lists=lists
     )
@@ -443,9 +463,17 @@ def _run_unit(item: tuple[int, Unit]) -> tuple[int, dict[str, dict]]:
         cache_scope=sh["cache_scope"],
         tenants=sh["tenants"],
     )
-    config, arrivals = sh["config"], unit.arrivals
-    policies = [p for p in sh["policies"] if is_sim_policy(p)]
-    _, results = _run_policies(policies, config, arrivals, embeddings, cache, ns, tuple(levels))
+    sim = [p for p in policies if is_sim_policy(p)]
+    runs, results = _run_policies(sim, sh["config"], unit.arrivals, embeddings, cache, ns, tuple(levels))
+    return runs, results, (embeddings, cache, ns)
+
+
+def _run_unit(item: tuple[int, Unit]) -> tuple[int, dict[str, dict]]:
+    """Every policy on one unit: `simulate_unit`, then the bounds (hindsight) on the same inputs."""
+    index, unit = item
+    sh = _SHARED
+    warm, levels, config, arrivals = sh["warm"], sh["levels"], sh["config"], unit.arrivals
+    _, results, (embeddings, cache, ns) = simulate_unit(unit, sh, sh["policies"])
     for bound in (p for p in sh["policies"] if not is_sim_policy(p)):
         try:  # another module's work in progress: a failure drops that column from this unit, with a note
             if bound in SIMULATOR_BOUNDS:

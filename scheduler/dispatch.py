@@ -75,6 +75,28 @@ def batch_to_run(
     return n
 
 
+def on_time_batch(
+    now: float, deadlines: Sequence[float], size: int, service_s: Callable[[int], float]
+) -> tuple[list[int], int]:
+    """The batch that runs when the full one would make a member late and the batch cut is refused (the rule
+    the simulator and the live workers share, with the cut switched on): the largest b ≤ `size` for which b
+    candidates, taken in order (queue order: earliest deadline first), finish by their deadlines in a batch
+    of b (`service_s(b)` = L(K′, b)). Returns their indices and how many candidates were scanned for them:
+    the others among those are late even in the batch that runs and are shed; the candidates after them stay
+    queued. Judging the members by the full batch shed requests that would have made it in the shorter batch
+    that then ran (seen in the simulator: a request 4.6 s from its deadline shed as late in a pair at K′ = 25,
+    5.6 s, and its partner then run alone, 3.2 s). Where the queue fills the full batch, nothing changes."""
+    for b in range(min(size, len(deadlines)), 0, -1):
+        done_by = now + service_s(b)
+        chosen: list[int] = []
+        for i, deadline in enumerate(deadlines):
+            if done_by <= deadline:
+                chosen.append(i)
+                if len(chosen) == b:
+                    return chosen, i + 1
+    return [], len(deadlines)
+
+
 def may_cut(plan: Plan | None, overload_factor: float) -> bool:
     """Whether the batch cut applies under this plan: not in a sustained overload, where the plan's demand
     exceeds what it can serve by more than `overload_factor` (there every worker-second is a request served,

@@ -33,7 +33,7 @@ import numpy as np
 from .admission import QUEUE, admit
 from .cache_model import ApproxCache
 from .demand import DemandEstimate, DemandEstimator, default_class_quality, estimator_for
-from .dispatch import batch_to_run, is_hopeless, may_cut
+from .dispatch import batch_to_run, is_hopeless, may_cut, on_time_batch
 from .interface import ClusterView, RequestView, SchedulerConfig
 from .metrics import summarize
 from .policies import Policy, make_policy, resolve_policy
@@ -339,12 +339,36 @@ def _event_handlers(run: _Run) -> _Handlers:
         queued_s[w] = max(0.0, queued_s[w] - cost_list[r]) if queue_len[w] else 0.0
         return True
 
+    def refill(queue: deque, level: int, size: int, t: float) -> list[int]:
+        """The batch at `level` that runs when the full one would make a member late and is not cut. With the
+        batch cut on, `dispatch.on_time_batch` over the queued requests of that level: the largest batch whose
+        members make their deadlines in it; those passed over for it are shed. With it off (the rule before
+        the cut): the members late in the full batch are shed and it is refilled from the queue."""
+        same = [r for r in queue if k_prime_list[r] == level]
+        if cuts:
+            chosen, scanned = on_time_batch(
+                t, [arrival_times[r] + slo for r in same], size, lambda b: latency(level, b)
+            )
+            taken = [same[i] for i in chosen]
+            picked = set(taken)
+            for r in same[:scanned]:
+                if r not in picked:
+                    shed(r)
+            return taken
+        service_s = latency(level, size)
+        taken = []
+        for r in same:
+            if not hopeless(r, t, service_s):
+                taken.append(r)
+                if len(taken) == size:
+                    break
+        return taken
+
     def start_batch(w: int, t: float) -> None:
         """If worker w has queued work, start a batch: the head's K′ and the next queued of that K′, up to
         the head's batch size. A policy that sheds first drops the queued requests that would miss their
         deadline even alone and started now, then applies the batch cut (`dispatch.batch_to_run`, as the
-        live worker does to its claimed batch); when the whole batch runs, members it would make late are
-        shed and the batch refilled from the queue."""
+        live worker does to its claimed batch); when the batch is not cut, `refill` decides what runs."""
         nonlocal seq
         if ready_at[w] > t:  # still loading a model variant: the _READY event starts it
             return
@@ -372,13 +396,7 @@ def _event_handlers(run: _Run) -> _Handlers:
             if keep < len(taken):
                 del taken[keep:]
             elif t + latency(level, len(taken)) > min(deadlines):  # no cut: shed its late members, refill
-                service_s = latency(level, len(taken))
-                taken = []
-                for r in queue:
-                    if k_prime_list[r] == level and not hopeless(r, t, service_s):
-                        taken.append(r)
-                        if len(taken) == batch_cap:
-                            break
+                taken = refill(queue, level, len(taken), t)
                 queue = deque(r for r in queue if state[r] == _QUEUED)
                 if not taken:
                     queues[w] = queue

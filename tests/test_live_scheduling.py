@@ -420,9 +420,12 @@ def test_a_batch_that_would_make_its_first_row_late_is_cut_and_the_rest_requeued
     assert str(second.id) in publishing.waiting_request_ids([UNSERVED_SLOT])
 
 
-def test_a_cut_that_would_make_a_row_queued_behind_late_is_not_made(user, unserved_queue):
+def test_a_cut_refused_for_a_row_queued_behind_still_runs_the_batch_its_rows_make_on_time(user, unserved_queue):
     """The same pair, but a row queued behind them on this worker would miss its deadline if the first ran
-    alone: no cut, the first is shed (as before the cut existed), and nothing goes back to the queue."""
+    alone, so the batch cut is refused. The pair would still end the first late, and a claimed batch is not
+    refilled: the batch that runs is judged at its own size (scheduler.dispatch.on_time_batch). The first,
+    on time alone, runs; the second goes back to the queue; nothing is shed (before, the first was shed
+    for a pair that never ran)."""
     from workers.tasks import _shed_hopeless
 
     serving_config(policy="prompt_aware")
@@ -435,23 +438,31 @@ def test_a_cut_that_would_make_a_row_queued_behind_late_is_not_made(user, unserv
         deadline=timezone.now() + timedelta(seconds=(pair + alone + 3 * alone) / 2),
     )  # fmt: skip
     assert pair + alone + 2.0 < 3 * alone  # the premise
-    assert [r.id for r in _shed_hopeless([first, second], ServingConfig.current(), UNSERVED_SLOT)] == [second.id]
+    assert [r.id for r in _shed_hopeless([first, second], ServingConfig.current(), UNSERVED_SLOT)] == [first.id]
     first.refresh_from_db()
-    assert first.status == Status.EXPIRED
-    assert not publishing.waiting_request_ids([UNSERVED_SLOT])
+    second.refresh_from_db()
+    assert first.status == Status.RUNNING
+    assert (second.status, second.attempts, second.started_at) == (Status.QUEUED, 0, None)
+    assert str(second.id) in publishing.waiting_request_ids([UNSERVED_SLOT])
 
 
-def test_a_cut_that_would_make_the_next_batch_late_is_not_made(user, unserved_queue):
-    """When the second row could not make its deadline after the first ran alone, the batch is not cut: the
-    first, late in the pair, is shed (as before the cut existed) and the second runs."""
+def test_a_row_late_even_in_the_batch_that_runs_is_shed_and_the_rest_run(user, unserved_queue):
+    """Three rows at K′ = 25 claimed together, the cut refused (the second would not make its deadline after
+    the first ran alone): the first is late in a batch of three and of two, so it is shed; the other two run
+    as a pair, on time in it."""
     from workers.tasks import _shed_hopeless
 
     serving_config(policy="prompt_aware")
     profile = live_config.scheduler_config(ServingConfig.current()).profile
-    alone, pair = profile.latency(25, 1), profile.latency(25, 2)
-    assert pair < 2 * alone - 2.0  # the premise: the pair makes a deadline that two batches of one do not
-    first, second = _claimed_pair(user, (alone + pair) / 2, (pair + 2 * alone) / 2)
-    assert [r.id for r in _shed_hopeless([first, second], ServingConfig.current(), UNSERVED_SLOT)] == [second.id]
+    alone, pair, three = (profile.latency(25, b) for b in (1, 2, 3))
+    assert alone + 1.0 < pair < three - 1.0  # the premise
+    first, second = _claimed_pair(user, (alone + pair) / 2, (pair + three) / 2)
+    third = make_request(
+        user, prompt="third", worker=UNSERVED_SLOT, k_served=25, batch_limit=3, status=Status.RUNNING,
+        attempts=1, started_at=timezone.now(), deadline=timezone.now() + timedelta(seconds=three + 30.0),
+    )  # fmt: skip
+    got = _shed_hopeless([first, second, third], ServingConfig.current(), UNSERVED_SLOT)
+    assert [r.id for r in got] == [second.id, third.id]
     first.refresh_from_db()
     assert first.status == Status.EXPIRED and first.error.startswith("Shed:")
     assert not publishing.waiting_request_ids([UNSERVED_SLOT])

@@ -243,6 +243,24 @@ def test_the_simulator_cuts_a_batch_instead_of_shedding_its_late_member(monkeypa
     assert list(run.batch) == [1, 1, 1, 1]
     ablated = simulate("fixed", cfg(n=1, event_replan=False, batch_cut=False), arrivals, emb, warm=1)
     assert list(ablated.dropped) == [False, False, True, False]  # the rule before the cut: r1 shed
+    # the cut refused (as in a sustained overload): the batch that runs is judged at its own size
+    # (dispatch.on_time_batch): r1 runs alone, r2 stays queued and runs after it, as with the cut
+    monkeypatch.setattr("scheduler.simulator.may_cut", lambda plan, factor: False)
+    refused = simulate("fixed", config, arrivals, emb, warm=1)
+    assert not refused.dropped.any() and (refused.finish <= refused.deadline).all()
+    assert list(refused.batch) == [1, 1, 1, 1]
+
+
+def test_a_batch_that_is_not_cut_runs_the_largest_batch_its_members_make_on_time():
+    """dispatch.on_time_batch: L(b) = 3, 5, 7 s for b = 1, 2, 3; (indices that run, candidates scanned)."""
+    from scheduler.dispatch import on_time_batch
+
+    service = {1: 3.0, 2: 5.0, 3: 7.0}.__getitem__
+    assert on_time_batch(0.0, [10.0, 10.0, 10.0], 3, service) == ([0, 1, 2], 3)  # the full batch makes it
+    assert on_time_batch(0.0, [4.0, 20.0], 2, service) == ([0], 1)  # the pair ends the first late: it runs alone
+    assert on_time_batch(0.0, [4.0, 6.0, 30.0], 3, service) == ([1, 2], 3)  # the first is late even in a pair
+    assert on_time_batch(0.0, [10.0, 10.0, 10.0, 10.0], 2, service) == ([0, 1], 2)  # no more than `size`
+    assert on_time_batch(0.0, [2.0, 2.5], 2, service) == ([], 2)  # nobody makes it even alone
 
 
 # -- queue-first light load ---------------------------------------------------------------------------------

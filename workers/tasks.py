@@ -32,7 +32,7 @@ from celery import shared_task
 from celery.signals import worker_process_init
 from django.conf import settings
 
-from scheduler.dispatch import batch_to_run, is_hopeless, may_cut
+from scheduler.dispatch import batch_to_run, is_hopeless, may_cut, on_time_batch
 from scheduler.model_variants import ModelVariant, configured
 from scheduler.policies import MODEL_VARIANT_POLICIES, sheds_hopeless
 from scheduler.quality import QualityModel
@@ -131,7 +131,10 @@ def _shed_hopeless(rows: list[GenerationRequest], config: ServingConfig, worker:
        that a shorter batch would not, the rest and the rows queued behind on this worker still make theirs
        after it, and the stored plan is not in a sustained overload, the rest are given back to the queue
        with a new message, and the shorter batch runs;
-    3. otherwise rows the whole batch would make late end `expired`; the rest run.
+    3. otherwise (scheduler.dispatch.on_time_batch, with the cut switched on) the largest batch whose rows,
+       in order, make their deadlines in it runs; rows passed over for it end `expired`, the rows after it go
+       back to the queue. With the cut switched off, rows the whole batch would make late end `expired` and
+       the rest run.
     Service time: the profile's L(K′, b), or the fastest batch of that size recently measured at that K′
     if faster (a profile that overstates this GPU must not shed work that would have made it).
     A retry (its first worker crashed or froze) is never shed and never cut for: the system made it late,
@@ -171,10 +174,22 @@ def _shed_hopeless(rows: list[GenerationRequest], config: ServingConfig, worker:
         if keep < len(rows) and not may_cut(adoptable_plan(config.policy, settings.T2I_WORKERS), sc.batch_cut_overload):
             keep = len(rows)
         if keep < len(rows):
-            for request_id in transitions.release([row.id for row in rows[keep:]], worker):
-                publish(request_id, worker)
+            _give_back(rows[keep:], worker)
             return rows[:keep]
+        chosen, scanned = on_time_batch(now, [deadline(row) for row in rows], len(rows), service_s)
+        run = [rows[i] for i in chosen]
+        shed_late([row for row in rows[:scanned] if row not in run], service_s(max(1, len(run))))
+        _give_back(rows[scanned:], worker)
+        return run
     return shed_late(rows, service_s(len(rows))) if len(rows) > 1 else rows
+
+
+def _give_back(rows: list[GenerationRequest], worker: int) -> None:
+    """Claimed rows this batch will not run go back to the queue, each with a new message."""
+    if not rows:
+        return
+    for request_id in transitions.release([row.id for row in rows], worker):
+        publish(request_id, worker)
 
 
 def _queued_behind(worker: int, sc) -> list[tuple[float, float]]:

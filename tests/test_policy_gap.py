@@ -8,13 +8,12 @@ import numpy as np
 import pytest
 
 import scheduler.policy_gap as policy_gap
-import scheduler.sweep as sweep
 from scheduler.interface import SchedulerConfig
 from scheduler.profiles import load_profile
 from scheduler.simulator import simulate
 from scheduler.traces import load_trace, scale_trace
 from tests.sim_helpers import fake_embed_file
-from tests.test_scheduler_sweep import write_proteus
+from tests.test_scheduler_sweep import tiny_workload_argv, write_proteus
 
 PROFILE = load_profile("sdxl-a100")
 
@@ -45,13 +44,9 @@ def test_bins_are_labelled_by_the_change_into_and_out_of_them():
 
 
 def test_cli_end_to_end_on_a_tiny_matrix(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(sweep, "embed_prompt_file", fake_embed_file)
-    write_proteus(tmp_path / "t.txt", n=300, seed=1)
-    prompts = tmp_path / "p.txt"
-    prompts.write_text("".join(f"prompt {i % 50}, take {i}\n" for i in range(400)))
     out = tmp_path / "out"
-    argv = ["--traces", f"tw={tmp_path}/t.txt", "--prompts", str(prompts), "--warm", "50", "--loads", "1.5"]
-    argv += ["--time-scales", "2", "--seeds", "3", "--workers", "4", "--jobs", "2", "--bin", "5", "--out", str(out)]
+    argv = tiny_workload_argv(tmp_path, monkeypatch, load="1.5", seeds=3, distinct=50)
+    argv += ["--jobs", "2", "--bin", "5", "--out", str(out)]
     assert policy_gap.main(argv + ["--policies", "clipper_ha,prompt_aware"]) == 0
     doc = json.loads((out / "policy_gap.json").read_text())
     assert (out / "policy_gap.png").read_bytes().startswith(b"\x89PNG")

@@ -38,6 +38,17 @@ def write_proteus(path, n=400, span_ms=60_000, seed=0):
     return path
 
 
+def tiny_workload_argv(tmp_path, monkeypatch, load: str, seeds: int, distinct: int) -> list[str]:
+    """Sweep flags for one small workload on files made here (300 PROTEUS arrivals, 400 prompts of `distinct`
+    subjects, fake embeddings): what the CLI tests of the sweep's sibling commands start from."""
+    monkeypatch.setattr(sweep, "embed_prompt_file", fake_embed_file)
+    write_proteus(tmp_path / "t.txt", n=300, seed=1)
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("".join(f"prompt {i % distinct}, take {i}\n" for i in range(400)))
+    argv = ["--traces", f"tw={tmp_path}/t.txt", "--prompts", str(prompts), "--warm", "50", "--loads", load]
+    return argv + ["--time-scales", "2", "--seeds", str(seeds), "--workers", "4"]
+
+
 def write_rate_curve(path, bins=30):
     shape = 1.0 + np.sin(np.linspace(0, np.pi, bins))  # 1 → 2 → 1, like the Azure shape
     path.write_text(",hour,invocations\n" + "".join(f"{i},{i},{v}\n" for i, v in enumerate(shape)))

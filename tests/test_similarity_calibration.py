@@ -12,8 +12,8 @@ from scheduler.cache_model import ApproxCache
 from scheduler.prompt_stream import nearest_predecessors
 from scheduler.quality import QualityModel, quality_from_spec
 from scheduler.similarity_calibration import ARGUS_K_STAR_MIX, calibration, k_star_mix, quantile_map
-from tests.sim_helpers import clustered_stream, fake_embed_file
-from tests.test_scheduler_sweep import write_proteus
+from tests.sim_helpers import clustered_stream
+from tests.test_scheduler_sweep import tiny_workload_argv
 
 
 def test_the_map_sends_the_observed_similarities_onto_the_target_mix():
@@ -69,13 +69,9 @@ def test_the_argus_yardstick_is_one_value_per_level_whatever_the_similarity():
 
 
 def test_sweep_runs_with_the_argus_yardstick_and_calibration(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(sweep, "embed_prompt_file", fake_embed_file)
-    write_proteus(tmp_path / "t.txt", n=300, seed=1)
-    prompts = tmp_path / "p.txt"
-    prompts.write_text("".join(f"prompt {i % 60}, take {i}\n" for i in range(400)))
     out = tmp_path / "out"
-    argv = ["--traces", f"tw={tmp_path}/t.txt", "--prompts", str(prompts), "--warm", "50", "--loads", "1.0"]
-    argv += ["--time-scales", "2", "--seeds", "2", "--workers", "4", "--policies", "prompt_aware,proteus"]
+    argv = tiny_workload_argv(tmp_path, monkeypatch, load="1.0", seeds=2, distinct=60)
+    argv += ["--policies", "prompt_aware,proteus"]
     argv += ["--jobs", "1", "--max-requests", "150"]
     assert sweep.main(argv + ["--out", str(out / "plain")]) == 0
     harder = ["--quality", "argus", "--similarity-calibration", "argus"]

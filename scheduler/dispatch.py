@@ -52,8 +52,8 @@ def batch_to_run(
     shed for it: the batch is cut to the longest prefix whose `service_s(b)` = L(K′, b) meets every member's
     deadline, *if* nobody pays for the cut: the members left out still make theirs in the batch after it, and
     so does every request queued behind on this worker (`queued_after()`: (expected seconds, deadline) in
-    queue order, asked for only when a cut is considered). Otherwise the whole batch runs and its late
-    members are shed, as before: a cut that makes someone else late only moves the violation, and in a
+    queue order, asked for only when a cut is considered). Otherwise the batch is not cut and
+    `on_time_batch` decides what runs: a cut that makes someone else late only moves the violation, and in a
     sustained overload (long queues, everyone near their deadline) it costs throughput the cluster does not
     have. (Seen in the simulator: a request 3.2 s from its deadline shed because it was paired at K′ = 25,
     5.3 s, when alone it took 3.2 s; and, without the check on the queue behind and `may_cut`, +1.6…1.9 pp

@@ -130,29 +130,39 @@ def _ci(stat: dict) -> float:
 
 
 def plot_policy_gap(workloads: dict[str, dict], a: str, b: str, path: str) -> None:
-    """`python -m scheduler.policy_gap` on one page: a column per workload; rows: arrivals per second, A's
-    violation excess over B and B's quality edge over A, per arrival bin (seed means). Bars above zero are
-    where A loses."""
-    keys = list(workloads)
-    fig, axes = plt.subplots(
-        3, len(keys), figsize=(max(6.0, 5.0 * len(keys)), 6.5), squeeze=False, sharex="col", constrained_layout=True
-    )
-    for col, key in enumerate(keys):
-        bins = workloads[key]["bins"]
+    """`python -m scheduler.policy_gap` on one page, laid out like the sweep's figure (rows: trace × time
+    scale, columns: peak load). Each workload has two panels over arrival time, per bin (seed means): the
+    arrivals per second, and A's violation excess over B (red bars, left axis) with B's quality edge over A
+    (blue steps, right axis). Above zero is where A loses."""
+    rows = sorted({(w["trace"], w["time_scale"]) for w in workloads.values()}, key=lambda r: (r[0], -r[1]))
+    loads = sorted({w["load"] for w in workloads.values()})
+    fig = plt.figure(figsize=(max(6.0, 4.8 * len(loads)), 3.6 * len(rows)), constrained_layout=True)
+    grid = fig.add_gridspec(len(rows), len(loads))
+    for w in workloads.values():
+        cell = grid[rows.index((w["trace"], w["time_scale"])), loads.index(w["load"])].subgridspec(
+            2, 1, height_ratios=(1, 1.4)
+        )
+        top = fig.add_subplot(cell[0])
+        bottom = fig.add_subplot(cell[1], sharex=top)
+        bins = w["bins"]
         width = bins["bin_s"]
         x = np.arange(len(bins["arrivals"])) * width
-        rows = (
-            (np.asarray(bins["arrivals"]) / width, "arrivals / s", "0.4"),
-            (100 * np.asarray(bins["viol_excess"]), f"viol. excess of {a} (pp)", "tab:red"),
-            (np.asarray(bins["quality_edge"]), f"quality edge of {b}", "tab:blue"),
-        )
-        for ax, (y, label, color) in zip(axes[:, col], rows):
-            ax.bar(x, y, width=width, align="edge", color=color)
-            ax.axhline(0, color="black", lw=0.5)
-            ax.set_ylabel(label, fontsize=8)
+        top.bar(x, np.asarray(bins["arrivals"]) / width, width=width, align="edge", color="0.55")
+        top.set_ylabel("arrivals / s", fontsize=7)
+        top.set_title(f"{w['trace']} ×{w['time_scale']:g}, load {w['load']:g}", fontsize=9)
+        top.tick_params(labelsize=7, labelbottom=False)
+        bottom.bar(x, 100 * np.asarray(bins["viol_excess"]), width=width, align="edge", color="tab:red")
+        bottom.axhline(0, color="black", lw=0.5)
+        bottom.set_ylabel(f"viol. excess of {a} (pp)", fontsize=7, color="tab:red")
+        bottom.set_xlabel("arrival time (s)", fontsize=7)
+        quality = bottom.twinx()
+        quality.step(x, np.asarray(bins["quality_edge"]), where="post", color="tab:blue", lw=0.9)
+        for ax, values in ((bottom, 100 * np.asarray(bins["viol_excess"])), (quality, bins["quality_edge"])):
+            reach = float(np.max(np.abs(values), initial=0.0)) * 1.1 or 1.0
+            ax.set_ylim(-reach, reach)  # both axes symmetric: their zeros share one line
+        quality.set_ylabel(f"quality edge of {b}", fontsize=7, color="tab:blue")
+        for ax in (top, bottom, quality):
             ax.tick_params(labelsize=7)
             ax.grid(alpha=0.3)
-        axes[0, col].set_title(key, fontsize=9)
-        axes[-1, col].set_xlabel("arrival time (s)", fontsize=8)
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -263,9 +263,15 @@ def main(argv: list[str] | None = None) -> int:
     shared = {**m.shared, "bin_s": args.bin}
     results = run_gaps(m.units, shared, max(1, args.jobs))
     grouped: dict[str, list[dict]] = {}
+    where: dict[str, dict] = {}
     for unit, result in zip(m.units, results, strict=True):
-        grouped.setdefault(workload_key(unit.trace, unit.load, unit.time_scale), []).append(result)
-    workloads = {k: summarise_workload(seeds, a, b, args.bin, args.change, args.top) for k, seeds in grouped.items()}
+        key = workload_key(unit.trace, unit.load, unit.time_scale)
+        grouped.setdefault(key, []).append(result)
+        where[key] = {"trace": unit.trace, "load": unit.load, "time_scale": unit.time_scale}
+    workloads = {
+        k: {**where[k], **summarise_workload(seeds, a, b, args.bin, args.change, args.top)}
+        for k, seeds in grouped.items()
+    }
     for note in m.notes:
         print(f"note: {note}")
     for key, w in workloads.items():

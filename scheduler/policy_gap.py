@@ -31,6 +31,7 @@ DIR/policy_gap.png plots, per workload, the arrivals and both gaps per bin.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import multiprocessing
@@ -51,14 +52,18 @@ LABELS = ("rising", "steady", "falling")
 _SHARED: dict = {}
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
+    """The sweep's parser (its workloads, seeds and simulator flags), two policies and the bins."""
     p = sweep.build_parser()
     p.prog = "python -m scheduler.policy_gap"
     p.description, p.epilog = __doc__.split("\n\n")[0], __doc__.split("\n\n", 1)[1]
     p.add_argument("--bin", type=sweep._positive, default=10.0, help="bin width, seconds of arrival time")
     p.add_argument("--change", type=sweep._positive, default=0.3, help="relative change of arrivals that is not steady")
-    p.add_argument("--top", type=int, default=5, help="bins listed per gap")
+    p.add_argument("--top", type=sweep._positive_count, default=5, help="bins listed per gap")
     p.set_defaults(policies="prompt_aware,oracle", out="results/policy_gap")
+    for action in p._actions:
+        if "--policies" in action.option_strings:
+            action.help = "A,B: two simulator policies; the gap traced is A's violation excess and B's quality edge"
     return p
 
 

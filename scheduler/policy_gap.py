@@ -34,12 +34,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import multiprocessing
 import os
 import sys
 
 import numpy as np
-from tqdm import tqdm
 
 from . import sweep
 from .metrics import _clean, _json_default
@@ -49,7 +47,6 @@ from .simulator import SimResult
 from .sweep_stats import mean_ci, workload_key
 
 LABELS = ("rising", "steady", "falling")
-_SHARED: dict = {}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,15 +111,10 @@ def label_bins(arrivals: np.ndarray, change: float) -> dict[str, np.ndarray]:
 # ------------------------------------------------------------------------------------------- running
 
 
-def _init_worker(shared: dict) -> None:
-    _SHARED.clear()
-    _SHARED.update(shared)
-    sys.stderr = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 — the parent's bar counts units
-
-
 def _gap_unit(item: tuple[int, sweep.Unit]) -> tuple[int, dict]:
+    """One unit's two runs and their bins (in a `sweep.map_units` process: its inputs are `sweep._SHARED`)."""
     index, unit = item
-    sh = _SHARED
+    sh = sweep._SHARED
     a, b = sh["policies"]
     runs, results, _ = sweep.simulate_unit(unit, sh, [a, b])
     bins = bin_gap(runs[a], runs[b], sh["bin_s"])
@@ -130,20 +122,6 @@ def _gap_unit(item: tuple[int, sweep.Unit]) -> tuple[int, dict]:
         p: {"viol": results[p]["slo_violation_ratio"], "quality": results[p]["effective_quality"]} for p in (a, b)
     }
     return index, {"totals": totals, "bins": bins}
-
-
-def run_gaps(units: list[sweep.Unit], shared: dict, jobs: int) -> list[dict]:
-    """`_gap_unit` on every unit, in unit order; `jobs` processes and a bar over units."""
-    out: list[dict | None] = [None] * len(units)
-    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
-    with (
-        tqdm(total=len(units), file=sys.stderr, unit="unit", desc="policy gap") as bar,
-        ctx.Pool(min(jobs, max(1, len(units))), initializer=_init_worker, initargs=(shared,)) as pool,
-    ):
-        for index, result in pool.imap_unordered(_gap_unit, list(enumerate(units))):
-            out[index] = result
-            bar.update(1)
-    return out  # type: ignore[return-value]
 
 
 # --------------------------------------------------------------------------------------- aggregation
@@ -161,12 +139,13 @@ def summarise_workload(per_seed: list[dict], a: str, b: str, bin_s: float, chang
         "quality_edge": mean_ci(q_gap),
         "by_label": {},
     }
+    labels = [label_bins(s["bins"]["arrivals"], change) for s in per_seed]
     for kind in ("into", "out of"):
         rows = {}
         for lab in LABELS:
             parts = {"viol_excess": [], "quality_edge": [], "requests": []}
-            for s in per_seed:
-                mask = label_bins(s["bins"]["arrivals"], change)[kind] == lab
+            for s, labelled in zip(per_seed, labels, strict=True):
+                mask = labelled[kind] == lab
                 for gap in ("viol_excess", "quality_edge"):
                     parts[gap].append(float(s["bins"][gap][mask].sum()))
                 parts["requests"].append(float(s["bins"]["arrivals"][mask].sum() / max(s["bins"]["arrivals"].sum(), 1)))
@@ -266,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     a, b = policies
     m = sweep.setup_matrix(args, specs, loads, scales, policies)
     shared = {**m.shared, "bin_s": args.bin}
-    results = run_gaps(m.units, shared, max(1, args.jobs))
+    results = sweep.map_units(_gap_unit, m.units, shared, max(1, args.jobs), desc="policy gap")
     grouped: dict[str, list[dict]] = {}
     where: dict[str, dict] = {}
     for unit, result in zip(m.units, results, strict=True):

@@ -72,7 +72,9 @@ import multiprocessing
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -497,18 +499,32 @@ def _prompt_window(file_embeddings: np.ndarray, offset: int, warm: int, n: int, 
 
 def run_units(units: list[Unit], shared: dict, jobs: int) -> list[dict[str, dict]]:
     """Every unit's metrics per policy, in unit order; `jobs` processes, a bar over cells on stderr."""
-    out: list[dict[str, dict] | None] = [None] * len(units)
-    n_policies = len(shared["policies"])
+    return map_units(_run_unit, units, shared, jobs, desc="sweep", per_unit=len(shared["policies"]), unit="cell")
+
+
+def map_units(
+    work: Callable[[tuple[int, Unit]], tuple[int, Any]],
+    units: list[Unit],
+    shared: dict,
+    jobs: int,
+    desc: str,
+    per_unit: int = 1,
+    unit: str = "unit",
+) -> list:
+    """`work((index, unit))` → (index, result) on every unit, results in unit order: `jobs` forked processes,
+    each holding `shared` as `_SHARED` (simulate's own bars silenced), and one bar on stderr advancing
+    `per_unit` per unit done."""
+    out: list = [None] * len(units)
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
     with (
-        tqdm(total=len(units) * n_policies, file=sys.stderr, unit="cell", desc="sweep") as bar,
+        tqdm(total=len(units) * per_unit, file=sys.stderr, unit=unit, desc=desc) as bar,
         ctx.Pool(min(jobs, max(1, len(units))), initializer=_init_worker, initargs=(shared, True)) as pool,
     ):
-        for index, result in pool.imap_unordered(_run_unit, list(enumerate(units))):
+        for index, result in pool.imap_unordered(work, list(enumerate(units))):
             out[index] = result
-            bar.update(n_policies)
-    return out  # type: ignore[return-value]
+            bar.update(per_unit)
+    return out
 
 
 def make_cells(units: list[Unit], results: list[dict[str, dict]]) -> list[dict]:

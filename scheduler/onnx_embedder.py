@@ -4,7 +4,10 @@ A web process embeds one prompt (or a small batch) per submit. Torch spends most
 dispatch around a tiny model: one prompt costs 15 ms of CPU with torch and 7 ms with ONNX Runtime on this
 machine (docs/submit_path.md, "Round 3"). The graph is exported once from the packaged sentence-transformers
 model (`scheduler.embeddings`) with torch's own exporter and kept under `.cache/onnx/`, keyed by a digest of
-the weights and of the exporter's inputs; every process after the first loads the file.
+the weight files and of the exporter's inputs; every process after the first loads the file. Such a process
+reads the packaged `tokenizer.json` with the `tokenizers` library and never imports torch, transformers or
+sentence-transformers: a web process warms up in about a second instead of ten, with a third of the memory
+(docs/submit_path.md, "Warm-up").
 
 The embedding is the torch one up to float rounding (max |Δ| ~2e-7, as between batch sizes): same tokenizer,
 same weights, mean pooling over the attention mask and L2 normalisation done here exactly as
@@ -18,6 +21,7 @@ Without onnxruntime, or if the export fails, `live_embedder()` falls back to `em
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import threading
@@ -27,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .embeddings import EMBED_DIM, embed_texts, sentence_model, unit_rows
+from .embeddings import EMBED_DIM, embed_texts, minilm_dir, sentence_model, unit_rows
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +46,33 @@ def cache_dir() -> Path:
     return Path(os.environ.get("T2I_ONNX_CACHE", Path(".cache") / "onnx"))
 
 
-def _weights_digest(model) -> str:
-    """A digest of the encoder's weights and the export settings: a new model or opset gets a new file."""
-    h = hashlib.sha256(f"opset={OPSET};max_len={model.max_seq_length}".encode())
-    for name, tensor in sorted(model[0].auto_model.state_dict().items()):
+WEIGHT_FILES = ("config.json", "model.safetensors")  # what the exported graph is computed from
+
+
+def max_seq_length(folder: Path) -> int:
+    """Tokens the encoder sees per prompt (sentence-transformers' setting, not tokenizer.json's own)."""
+    return int(json.loads((folder / "sentence_bert_config.json").read_text())["max_seq_length"])
+
+
+def _weights_digest(folder: Path, max_len: int) -> str:
+    """A digest of the model's weight files and the export settings: a new model or opset gets a new file."""
+    h = hashlib.sha256(f"opset={OPSET};max_len={max_len}".encode())
+    for name in WEIGHT_FILES:
         h.update(name.encode())
-        h.update(tensor.detach().cpu().numpy().tobytes())
+        h.update((folder / name).read_bytes())
     return h.hexdigest()[:16]
+
+
+def minilm_tokenizer(folder: Path, max_len: int):
+    """The model's own fast tokenizer, set as sentence-transformers sets it: truncation at `max_len`, padding
+    to the longest prompt of a batch (tokenizer.json itself says 128 and pads every prompt to 128)."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    pad = tokenizer.padding or {}
+    tokenizer.enable_truncation(max_len)
+    tokenizer.enable_padding(pad_id=pad.get("pad_id", 0), pad_token=pad.get("pad_token", "[PAD]"))
+    return tokenizer
 
 
 def export_minilm(model, path: Path) -> None:
@@ -87,35 +111,35 @@ def export_minilm(model, path: Path) -> None:
 class OnnxMiniLM:
     """`embed_texts`' contract (float32, L2-normalised, (n, 384)) computed by an ONNX Runtime session."""
 
-    def __init__(self, model, path: Path, threads: int = 1) -> None:
+    def __init__(self, path: Path, tokenizer, threads: int = 1) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads  # as the web process's torch threads (webapp/wsgi.py)
+        options.intra_op_num_threads = threads  # live_threads() says why one by default
         options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.tokenizer = model.tokenizer
-        self.max_len = model.max_seq_length
+        self.tokenizer = tokenizer
 
     def __call__(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, EMBED_DIM), dtype=np.float32)
-        tokens = self.tokenizer(
-            list(texts), padding=True, truncation=True, max_length=self.max_len, return_tensors="np"
-        )
-        feed = {name: tokens[name].astype(np.int64) for name in INPUTS}
-        hidden = self.session.run(None, feed)[0]
-        mask = tokens["attention_mask"][..., None].astype(np.float32)
-        return unit_rows((hidden * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None))
+        encoded = self.tokenizer.encode_batch(list(texts))
+        ids = np.array([e.ids for e in encoded], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encoded], dtype=np.int64)
+        types = np.array([e.type_ids for e in encoded], dtype=np.int64)
+        hidden = self.session.run(None, dict(zip(INPUTS, (ids, mask, types), strict=True)))[0]
+        weights = mask[..., None].astype(np.float32)
+        return unit_rows((hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None))
 
 
 def onnx_minilm(threads: int = 1) -> OnnxMiniLM:
-    """The ONNX encoder, exporting the graph first if this model has none cached yet."""
-    model = sentence_model()
-    path = cache_dir() / f"minilm-{_weights_digest(model)}.onnx"
+    """The ONNX encoder, exporting the graph first (with torch) if this model has none cached yet."""
+    folder = minilm_dir()
+    max_len = max_seq_length(folder)
+    path = cache_dir() / f"minilm-{_weights_digest(folder, max_len)}.onnx"
     if not path.exists():
-        export_minilm(model, path)
-    return OnnxMiniLM(model, path, threads)
+        export_minilm(sentence_model(), path)
+    return OnnxMiniLM(path, minilm_tokenizer(folder, max_len), threads)
 
 
 def live_threads() -> int:
@@ -126,8 +150,7 @@ def live_threads() -> int:
 
 
 def size_live_torch() -> None:
-    """Give this process's torch (the encoder when ONNX Runtime cannot run, and any other torch use) `live_threads()`
-    intra-op threads."""
+    """Give this process's torch (the encoder when ONNX Runtime cannot run) `live_threads()` intra-op threads."""
     import torch
 
     torch.set_num_threads(live_threads())
@@ -146,9 +169,11 @@ def live_embedder() -> Callable[[list[str]], np.ndarray]:
 
 def _choose_live_embedder() -> Callable[[list[str]], np.ndarray]:
     if os.environ.get("T2I_EMBEDDER", "onnx") == "torch":
+        size_live_torch()
         return embed_texts
     try:
         return onnx_minilm(live_threads())
     except Exception as exc:  # a missing package or a failed export: torch still gives the same embeddings
         log.warning("prompt embedder: ONNX Runtime unavailable (%s); using torch", exc)
+        size_live_torch()
         return embed_texts

@@ -17,16 +17,6 @@ def _warm_up() -> None:
     embed_prompt("warm up")
 
 
-def _size_torch() -> None:
-    """Intra-op threads of this process's encoder (scheduler/onnx_embedder.py says why one by default)."""
-    from scheduler.onnx_embedder import size_live_torch
-
-    size_live_torch()
-
-
-_size_torch()
-
-
 # Before this process serves anything (gunicorn loads the application before its worker accepts): a request
 # arriving during a (re)start waits in the listen backlog and is timestamped once it can be served, instead
 # of being accepted with an arrival time it could never make up (a killed web tier restarting under load).

@@ -14,7 +14,6 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from scheduler.onnx_embedder import size_live_torch
 from webapp.loadgen.submit_profile import profile
 
 
@@ -27,6 +26,5 @@ class Command(BaseCommand):
         parser.add_argument("--token", help="an API token (default: the data directory's demo-token.txt)")
 
     def handle(self, *args, **opts):
-        size_live_torch()  # as webapp/wsgi.py sizes a web process's encoder
         token = opts["token"] or (Path(settings.DATA_DIR) / "demo-token.txt").read_text().strip()
         self.stdout.write("\n".join(profile(token, opts["requests"], opts["threads"])))

@@ -46,10 +46,11 @@ format: venv
 	$(BIN)/ruff format .
 
 # Two pytest processes (pytest-xdist), each with its own PostgreSQL, Redis and workers on free ports
-# (tests/stack_plugin.py); a test file stays in one process. TEST_JOBS=0 runs the suite in one process.
+# (tests/stack_plugin.py); a test file stays in one process, files with a `slow` test first (tests/conftest.py).
+# TEST_JOBS=0 runs the suite in one process.
 TEST_JOBS ?= 2
 test: venv browser lint
-	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 clean-data:
 	rm -rf .data

@@ -47,12 +47,6 @@ def sentence_model():
     return _model()
 
 
-def is_loaded() -> bool:
-    """Whether this process has loaded the model already (cheap: no loading, no lock). The web
-    process's readiness check (`/readyz`) waits for its start-up warm-up to get here."""
-    return _MODEL is not None
-
-
 def embed_texts(texts: list[str], batch_size: int = 64) -> np.ndarray:
     """Embed texts with MiniLM: float32, L2-normalised, shape (len(texts), 384)."""
     if len(texts) == 0:

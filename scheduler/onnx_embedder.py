@@ -167,6 +167,12 @@ def live_embedder() -> Callable[[list[str]], np.ndarray]:
     return _LIVE
 
 
+def live_embedder_loaded() -> bool:
+    """Whether this process has its live encoder already (cheap: no loading, no lock). The web process's
+    readiness check (`/readyz`) waits for its start-up warm-up to get here."""
+    return _LIVE is not None
+
+
 def _choose_live_embedder() -> Callable[[list[str]], np.ndarray]:
     if os.environ.get("T2I_EMBEDDER", "onnx") == "torch":
         size_live_torch()

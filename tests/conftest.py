@@ -19,6 +19,14 @@ from webapp.ledger.queues import gpu_queue, worker_argv
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """Files holding a test marked `slow` are collected first, each file's tests in their own order. pytest-xdist
+    (`--dist loadfile --no-loadscope-reorder`, the Makefile's) hands files out in this order, so the longest
+    files start first and the run does not end on one of them running alone."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)  # stable: the order within each group stays
+
+
 def pytest_unconfigure(config) -> None:
     run_dir = os.environ.get("T2I_TEST_RUN_DIR")
     if run_dir and not os.environ.get("T2I_KEEP_TEST_DATA"):

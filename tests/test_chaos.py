@@ -11,9 +11,12 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.chaos import ROOT
 
 
+@pytest.mark.slow
 def test_killing_a_gpu_worker_twice_mid_request_loses_no_request(tmp_path):
     out = tmp_path / "rows.json"
     argv = [sys.executable, "-m", "tests.chaos", "--scenarios", "worker_kill", "--workers", "2", "--load", "1.0"]

@@ -39,6 +39,7 @@ def micro(tmp_path_factory):
     return out, result, lines
 
 
+@pytest.mark.slow
 def test_micro_build_saves_a_stock_folder_with_scorer_and_marker(micro):
     out, result, lines = micro
     assert (out / "model_index.json").is_file() and marker.is_demo_model(out)

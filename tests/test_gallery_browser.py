@@ -11,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import axe_playwright_python
+import pytest
 from django.utils import timezone
 from PIL import Image
 
@@ -107,6 +108,7 @@ def test_gallery_search_favourite_delete_and_keyboard_walk(live_server, user, br
     assert page.locator(".gallery-item figcaption").all_inner_texts() == ["fox three", "a cat"]
 
 
+@pytest.mark.slow
 def test_every_page_fits_a_phone_and_has_no_serious_accessibility_violation(
     live_server, user, other_user, django_user_model, browser
 ):
@@ -140,6 +142,7 @@ def test_every_page_fits_a_phone_and_has_no_serious_accessibility_violation(
     assert problems == [], "\n".join(problems)
 
 
+@pytest.mark.slow
 def test_admin_pages_fit_a_phone_and_have_no_serious_accessibility_violation(live_server, user, browser):
     """The Django admin an operator opens on a phone: the requests' change list and change form, and the serving
     configuration (SLOs, the manual K layout) with the plan history, at 390 px and at 1280 px, under axe-core."""

@@ -15,7 +15,7 @@ from django.db import OperationalError
 from django.test import override_settings
 from prometheus_client.parser import text_string_to_metric_families
 
-from scheduler import embeddings
+from scheduler import onnx_embedder
 from webapp.dashboard import health
 from webapp.ledger import publishing
 from webapp.ledger.queues import alive_key
@@ -44,8 +44,8 @@ def heartbeats(embedded_services, monkeypatch) -> redis.Redis:
 
 @pytest.fixture
 def embedder_loaded(monkeypatch):
-    """Stands for the warm-up having finished (is_loaded() only asks whether the model is there)."""
-    monkeypatch.setattr(embeddings, "_MODEL", object())
+    """Stands for the warm-up having finished (live_embedder_loaded() only asks whether the encoder is there)."""
+    monkeypatch.setattr(onnx_embedder, "_LIVE", object())
 
 
 def beat(client: redis.Redis, worker: int) -> None:
@@ -85,9 +85,22 @@ def test_readyz_is_200_once_a_worker_heartbeats(client, heartbeats, embedder_loa
 @pytest.mark.django_db
 def test_readyz_waits_for_the_prompt_embedder(client, heartbeats, monkeypatch):
     beat(heartbeats, 0)
-    monkeypatch.setattr(embeddings, "_MODEL", None)
+    monkeypatch.setattr(onnx_embedder, "_LIVE", None)
     resp = client.get("/readyz")
     assert resp.status_code == 503 and resp.json()["checks"]["embedder"] == "loading"
+
+
+@pytest.mark.django_db
+def test_a_web_process_warm_up_makes_the_embedder_ready(client, heartbeats, monkeypatch):
+    """The real link, unpatched: what webapp/wsgi.py runs before serving is what the check waits for."""
+    from webapp import wsgi
+
+    beat(heartbeats, 0)
+    monkeypatch.setattr(onnx_embedder, "_LIVE", None)  # a fresh process: nothing loaded yet
+    assert client.get("/readyz").json()["checks"]["embedder"] == "loading"
+    wsgi._warm_up()
+    resp = client.get("/readyz")
+    assert resp.status_code == 200 and resp.json()["checks"]["embedder"] == "ok", resp.json()
 
 
 @pytest.mark.django_db

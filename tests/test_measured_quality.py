@@ -146,6 +146,7 @@ def micro(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("one_torch_thread")
 def test_measurement_end_to_end_on_the_micro_model(micro, tmp_path):
     out, figure = tmp_path / "q.json", tmp_path / "q.png"
@@ -176,6 +177,7 @@ def test_measurement_end_to_end_on_the_micro_model(micro, tmp_path):
 # ----------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)  # a real worker process reads these rows
 def test_worker_records_measured_adherence(micro, user, other_user, api, worker_env, settings):
     from knox.models import AuthToken

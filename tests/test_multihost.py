@@ -82,6 +82,7 @@ def routed_to(owner, prompt: str, slot: int, seed: int) -> GenerationRequest:
     return row
 
 
+@pytest.mark.slow
 def test_a_latent_cached_on_host_a_is_resumed_on_host_b_and_both_images_download(
     api, user, other_user, start_worker, s3_storage, nirvana_policy, tmp_path
 ):

@@ -7,12 +7,14 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from scheduler import onnx_embedder
 from scheduler.embeddings import embed_texts
 from tests.test_submit_path_routing import prompts
 
 
+@pytest.mark.slow
 def test_onnx_embeddings_match_torch_on_1000_prompts(one_torch_thread):
     texts = prompts(1000, seed=5) + ["", "x", "a " * 300]  # empty, one token, longer than the 256-token limit
     encoder = onnx_embedder.onnx_minilm()

@@ -115,6 +115,7 @@ def first_batch_after(plan: AllocationPlan, worker: int) -> BatchRecord:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)  # real worker processes read these rows
 def test_requests_are_served_by_the_planned_variants_and_a_switch_costs_its_load_time(api, emulated, variant_workers):
     serving_config(policy="proteus_models")

@@ -143,6 +143,7 @@ def test_cancel_works_for_queued_and_running_rows_only(api, user):
     assert resp.status_code == 409 and "queued or running" in resp.json()["detail"]
 
 
+@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)  # a real worker process reads these rows
 def test_cancelling_a_running_row_drops_it_from_its_batch_and_the_rest_go_on(api, client, user, gpu_workers, settings):
     """Three rows in one batch on worker 0 (800 steps: long enough to cancel mid-run on a fast machine): cancel

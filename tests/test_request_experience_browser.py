@@ -61,6 +61,7 @@ def log_in(page, base: str) -> None:
     page.wait_for_url(f"{base}/")
 
 
+@pytest.mark.slow
 def test_progress_download_rerun_and_cancel_while_running(live_server, user, gpu_workers, browser, shots):
     serving_config(max_steps=STEPS, admission="queue")  # a long run must not be refused or degraded
     context = browser.new_context(accept_downloads=True, viewport={"width": 1100, "height": 1000})

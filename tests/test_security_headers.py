@@ -74,6 +74,7 @@ def test_json_answers_carry_nosniff_and_no_csp(api, embedded_services):
     assert resp["X-Content-Type-Options"] == "nosniff" and "Content-Security-Policy" not in resp
 
 
+@pytest.mark.slow
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)  # the live server's thread reads these rows
 @pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium not installed (make browser)")

@@ -90,6 +90,7 @@ def decisions(user, texts: list[str], vectors: np.ndarray) -> list[tuple]:
     return out
 
 
+@pytest.mark.slow
 def test_batched_embedding_routes_like_one_prompt_per_call(user, one_torch_thread):
     config = serving_config(cache_scope="shared")
     key = model_key_for(config.default_steps, config.default_size, config.default_size)

@@ -70,6 +70,7 @@ def test_duplicate_message_is_a_no_op(api, gpu_workers):
     assert row.status == Status.SUCCEEDED and row.finished_at == finished and row.attempts == 1
 
 
+@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)  # a real worker process reads these rows
 def test_worker_killed_mid_request_is_not_lost(api, user, start_worker, settings):
     """SIGKILL the worker process running a request; its slot restarts (as a process

@@ -18,7 +18,7 @@ from django.db import DatabaseError, connection
 from django.http import JsonResponse
 from django.views.decorators.http import require_safe
 
-from scheduler import embeddings
+from scheduler import onnx_embedder
 from webapp.ledger.publishing import BrokerUnavailable, check_broker
 from webapp.serving.cluster_state import live_workers
 
@@ -54,7 +54,7 @@ def workers_check(broker_ok: bool) -> str:
 
 
 def embedder_check() -> str:
-    return OK if embeddings.is_loaded() else "loading"
+    return OK if onnx_embedder.live_embedder_loaded() else "loading"
 
 
 def readiness() -> dict[str, str]:

@@ -11,8 +11,8 @@ sentence-transformers: a web process's start-up went from about 9 s to 3.5 s, an
 
 The embedding is the torch one up to float rounding (max |Δ| ~2e-7, as between batch sizes): same tokenizer,
 same weights, mean pooling over the attention mask and L2 normalisation done here exactly as
-sentence-transformers does. tests/test_onnx_embedder.py checks 1,000 prompts against `embed_texts`, and
-tests/test_submit_path_routing.py that routing decides the same. The simulator keeps `embed_texts` (its
+sentence-transformers does. tests/test_submit_path_routing.py checks 1,003 prompts against `embed_texts`,
+and that routing decides the same. The simulator keeps `embed_texts` (its
 cached prompt-file embeddings stay bit-for-bit what they were).
 
 Without onnxruntime, or if the export fails, `live_embedder()` falls back to `embed_texts` with a warning.

@@ -7,11 +7,13 @@ prompts are waiting. Batching changes embeddings by float rounding only; here 1,
 from 16 threads so they really are batched, must give embeddings within 1e-3 cosine of the one-at-a-time ones
 and, through the same routing (pgvector neighbour, K*, the policy's worker and K′) from the same policy
 state, identical decisions. The batches are encoded by the live encoder (scheduler/onnx_embedder.py), so the
-same comparison covers ONNX Runtime against torch.
+same comparison covers ONNX Runtime against torch. The same torch embeddings, plus three edge cases, are the
+reference the ONNX encoder must match to 1e-5 one prompt per call (computed once, for both tests).
 """
 
 from __future__ import annotations
 
+import functools
 import random
 from concurrent.futures import ThreadPoolExecutor
 
@@ -19,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 
+from scheduler import onnx_embedder
 from scheduler.embedding_batcher import EmbeddingBatcher
 from scheduler.embeddings import embed_texts
 from scheduler.onnx_embedder import OnnxMiniLM, live_embedder
@@ -48,6 +51,14 @@ def prompts(n: int, seed: int) -> list[str]:
         style = rng.choice(STYLES)
         out.append(f"{text}, {style}" if style else text)
     return out
+
+
+@functools.cache
+def torch_one_by_one(seed: int) -> tuple[list[str], np.ndarray]:
+    """1,000 generated prompts and their torch embeddings one prompt per call (what submit used to compute):
+    the reference of both tests here, computed once per process."""
+    texts = prompts(1000, seed=seed)  # many near or equal to cached prompts, some not
+    return texts, np.stack([embed_texts([t])[0] for t in texts])
 
 
 def batched_embeddings(texts: list[str]) -> tuple[np.ndarray, int]:
@@ -100,8 +111,7 @@ def test_batched_embedding_routes_like_one_prompt_per_call(user, one_torch_threa
     levels = [dict.fromkeys(LEVELS[: rng.randint(1, len(LEVELS))], latent) for _ in cached]
     assert all(cache_store.insert_many(key, cached, levels, embed_texts(cached), evict=False))
 
-    texts = prompts(1000, seed=3)  # many near or equal to cached prompts, some not
-    one_by_one = np.stack([embed_texts([t])[0] for t in texts])  # today's computation
+    texts, one_by_one = torch_one_by_one(seed=3)
     batched, largest_batch = batched_embeddings(texts)
 
     assert largest_batch > 1, "the threads never shared an encoder call: nothing was compared"
@@ -113,3 +123,18 @@ def test_batched_embedding_routes_like_one_prompt_per_call(user, one_torch_threa
     for i, (a, b) in enumerate(zip(old, new, strict=True)):
         assert a[:-1] == b[:-1], f"prompt {i} ({texts[i]!r}) routed differently: {a} vs {b}"
         assert (a[-1] is None) == (b[-1] is None) and (a[-1] is None or abs(a[-1] - b[-1]) < 1e-5)
+
+
+@pytest.mark.slow
+def test_onnx_embeddings_match_torch_on_1000_prompts(one_torch_thread):
+    texts, by_torch = torch_one_by_one(seed=3)
+    edge = ["", "x", "a " * 300]  # empty, one token, longer than the 256-token limit
+    texts = texts + edge
+    by_torch = np.concatenate([by_torch, *(embed_texts([t]) for t in edge)])
+    encoder = onnx_embedder.onnx_minilm()
+    by_onnx = np.concatenate([encoder(texts[i : i + 1]) for i in range(len(texts))])  # one per call, as idle
+    assert by_onnx.shape == by_torch.shape == (len(texts), 384) and by_onnx.dtype == np.float32
+    assert np.abs(by_onnx - by_torch).max() < 1e-5
+    assert np.sum(by_onnx * by_torch, axis=1).min() >= 1 - 1e-3
+    batched = encoder(texts[:64])  # padded to the longest: the same vectors up to rounding
+    assert np.abs(batched - by_onnx[:64]).max() < 1e-5

@@ -21,10 +21,9 @@ import numpy as np
 import pytest
 import torch
 
-from scheduler import onnx_embedder
 from scheduler.embedding_batcher import EmbeddingBatcher
 from scheduler.embeddings import embed_texts
-from scheduler.onnx_embedder import OnnxMiniLM, live_embedder
+from scheduler.onnx_embedder import OnnxMiniLM, live_embedder, onnx_minilm
 from tests.helpers import serving_config
 from webapp.cache import store as cache_store
 from webapp.cache.keys import model_key_for
@@ -131,7 +130,7 @@ def test_onnx_embeddings_match_torch_on_1000_prompts(one_torch_thread):
     edge = ["", "x", "a " * 300]  # empty, one token, longer than the 256-token limit
     texts = texts + edge
     by_torch = np.concatenate([by_torch, *(embed_texts([t]) for t in edge)])
-    encoder = onnx_embedder.onnx_minilm()
+    encoder = onnx_minilm()
     by_onnx = np.concatenate([encoder(texts[i : i + 1]) for i in range(len(texts))])  # one per call, as idle
     assert by_onnx.shape == by_torch.shape == (len(texts), 384) and by_onnx.dtype == np.float32
     assert np.abs(by_onnx - by_torch).max() < 1e-5
